@@ -1,0 +1,53 @@
+"""otel-rl: watch reinforcement-learning training runs in Prometheus and Grafana through OpenTelemetry.
+
+Call :func:`init_telemetry` once, decorate the train step, and the seed's 21 ``rl_training_*`` series appear on
+``http://localhost:8011/metrics`` or, over OTLP, through an OpenTelemetry Collector into Prometheus.
+"""
+
+from otel_rl._internal.catalog import ALL_METRICS, CATALOG, MetricSpec
+from otel_rl._internal.config import ConfigError, Settings, load_settings
+from otel_rl._internal.decorators import RunContext, current_run, data_load, train_step, training_run
+from otel_rl._internal.recording import (
+    record_data_load_time,
+    record_environment_steps,
+    record_episode,
+    record_episode_metrics,
+    record_loss_metrics,
+    record_performance_metrics,
+    record_training_complete,
+    record_training_error,
+    record_training_failed,
+    record_training_iteration,
+    record_training_start,
+)
+from otel_rl._internal.telemetry import Telemetry, current, init_telemetry
+from otel_rl._version import __version__
+
+__all__ = [
+    "ALL_METRICS",
+    "CATALOG",
+    "ConfigError",
+    "MetricSpec",
+    "RunContext",
+    "Settings",
+    "Telemetry",
+    "__version__",
+    "current",
+    "current_run",
+    "data_load",
+    "init_telemetry",
+    "load_settings",
+    "record_data_load_time",
+    "record_environment_steps",
+    "record_episode",
+    "record_episode_metrics",
+    "record_loss_metrics",
+    "record_performance_metrics",
+    "record_training_complete",
+    "record_training_error",
+    "record_training_failed",
+    "record_training_iteration",
+    "record_training_start",
+    "train_step",
+    "training_run",
+]

@@ -1,0 +1,1 @@
+"""Implementation; the public surface is re-exported from :mod:`otel_rl`."""

@@ -1,0 +1,176 @@
+"""Hands the in-process state to the OpenTelemetry SDK.
+
+Counters and gauges are OpenTelemetry observable instruments created through the Meter API: their callbacks read
+:mod:`otel_rl._internal.store` when a reader collects. Histograms cannot go that way: the API has no observable
+histogram and the SDK's synchronous ``Histogram.record`` drops negative values (rewards, PPO losses and
+differential entropies are negative). Their points are built from the store as standard OTel
+``HistogramDataPoint`` objects and added to the collection by the readers below, through the SDK's documented
+``MetricReader._receive_metrics`` hook. Every reader therefore sees the same data, in catalog order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Histogram,
+    HistogramDataPoint,
+    Metric,
+    MetricExporter,
+    MetricReader,
+    MetricsData,
+    PeriodicExportingMetricReader,
+    ResourceMetrics,
+    ScopeMetrics,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from otel_rl._internal.catalog import ALL_METRICS
+from otel_rl._internal.store import Registry
+from otel_rl._internal.store import Histogram as HistogramState
+
+SCOPE_NAME = "otel_rl"
+
+
+def cumulative_temporality() -> dict[type, AggregationTemporality]:
+    """Cumulative for every instrument kind: remote write drops delta sums, and cumulative survives outages."""
+    from opentelemetry.sdk.metrics import (
+        Counter,
+        Histogram as SdkHistogram,
+        ObservableCounter,
+        ObservableGauge,
+        ObservableUpDownCounter,
+        UpDownCounter,
+    )
+
+    kinds = (Counter, UpDownCounter, SdkHistogram, ObservableCounter, ObservableUpDownCounter, ObservableGauge)
+    return {kind: AggregationTemporality.CUMULATIVE for kind in kinds}
+
+
+class Bridge:
+    """Owns the MeterProvider whose instruments read ``registry``, and completes each collection."""
+
+    def __init__(self, registry: Registry, resource: Resource, readers: Iterable[MetricReader],
+                 version: str) -> None:
+        self.registry = registry
+        self.resource = resource
+        self.scope = InstrumentationScope(SCOPE_NAME, version)
+        self._order = {spec.name: i for i, spec in enumerate(ALL_METRICS)}
+        readers = list(readers)
+        for reader in readers:
+            if isinstance(reader, CatalogReaderMixin):
+                reader._bridge = self
+        self.provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
+        meter = self.provider.get_meter(SCOPE_NAME, version)
+        for spec in ALL_METRICS:
+            state = registry[spec.name]
+            if spec.type == "counter":
+                meter.create_observable_counter(spec.name, [self._callback(state)], spec.unit, spec.help)
+            elif spec.type == "gauge":
+                meter.create_observable_gauge(spec.name, [self._callback(state)], spec.unit, spec.help)
+
+    @staticmethod
+    def _callback(state) -> Callable[[CallbackOptions], list[Observation]]:
+        def observe(options: CallbackOptions) -> list[Observation]:
+            attributes = state.attributes
+            return [Observation(value, attributes(key)) for key, value in state.snapshot()]
+
+        observe.__name__ = f"observe_{state.name}"
+        return observe
+
+    def histogram_metrics(self) -> list[Metric]:
+        """The histograms' current cumulative points, one Metric per catalog histogram that has series."""
+        now = time.time_ns()
+        metrics = []
+        for spec in ALL_METRICS:
+            if spec.type != "histogram":
+                continue
+            state: HistogramState = self.registry[spec.name]  # type: ignore[assignment]
+            points = [
+                HistogramDataPoint(
+                    attributes=state.attributes(key),
+                    start_time_unix_nano=series.created_ns,
+                    time_unix_nano=now,
+                    count=series.count,
+                    sum=series.sum,
+                    bucket_counts=series.counts,
+                    explicit_bounds=state.bounds,
+                    min=series.min if series.count else 0.0,
+                    max=series.max if series.count else 0.0,
+                )
+                for key, series in state.snapshot()
+            ]
+            if points:
+                metrics.append(Metric(spec.name, spec.help, spec.unit,
+                                      Histogram(points, AggregationTemporality.CUMULATIVE)))
+        return metrics
+
+    def complete(self, data: MetricsData | None) -> MetricsData:
+        """Add the histograms to a collection and put otel-rl's metrics in catalog order."""
+        ours: list[Metric] = self.histogram_metrics()
+        resource_metrics: list[ResourceMetrics] = []
+        schema_url = ""
+        for rm in (data.resource_metrics if data is not None else ()):
+            others = []
+            for sm in rm.scope_metrics:
+                if sm.scope.name == SCOPE_NAME:
+                    ours.extend(sm.metrics)
+                    schema_url = sm.schema_url
+                else:
+                    others.append(sm)
+            if others:
+                resource_metrics.append(ResourceMetrics(rm.resource, others, rm.schema_url))
+        ours.sort(key=lambda m: self._order.get(m.name, len(self._order)))
+        resource_metrics.insert(0, ResourceMetrics(
+            self.resource, [ScopeMetrics(self.scope, ours, schema_url)], self.resource.schema_url))
+        return MetricsData(resource_metrics)
+
+
+class CatalogReaderMixin:
+    """Adds otel-rl's histograms to every collection before the reader passes it on."""
+
+    _bridge: Bridge | None = None
+
+    def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> None:
+        if self._bridge is not None:
+            metrics_data = self._bridge.complete(metrics_data)
+        super()._receive_metrics(metrics_data, timeout_millis=timeout_millis, **kwargs)  # type: ignore[misc]
+
+
+class PeriodicReader(CatalogReaderMixin, PeriodicExportingMetricReader):
+    """The SDK's periodic reader, completed with otel-rl's histograms; used for OTLP and the console."""
+
+    def __init__(self, exporter: MetricExporter, interval_s: float, timeout_s: float,
+                 cardinality_limit: int) -> None:
+        super().__init__(exporter, export_interval_millis=interval_s * 1000.0,
+                         export_timeout_millis=timeout_s * 1000.0,
+                         cardinality_limits=_limits(cardinality_limit))
+
+
+class PullReader(CatalogReaderMixin, MetricReader):
+    """A reader that collects on demand (a scrape) and keeps the latest collection."""
+
+    def __init__(self, cardinality_limit: int) -> None:
+        super().__init__(preferred_temporality=cumulative_temporality(),
+                         cardinality_limits=_limits(cardinality_limit))
+        self.latest: MetricsData | None = None
+
+    def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> None:
+        if self._bridge is not None:
+            metrics_data = self._bridge.complete(metrics_data)
+        self.latest = metrics_data
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
+        pass
+
+
+def _limits(cardinality_limit: int) -> dict[type, int]:
+    # The store applies the limit (and its overflow series); the SDK must never cut below it.
+    from opentelemetry.sdk.metrics import ObservableCounter, ObservableGauge
+
+    return {ObservableCounter: cardinality_limit + 1, ObservableGauge: cardinality_limit + 1}

@@ -1,0 +1,121 @@
+"""The metric catalog: every series otel-rl produces, as data.
+
+Instruments, the Prometheus exposition, the metrics reference, the Grafana dashboard and the alerting rules are
+all derived from :data:`CATALOG`. Names, label keys, buckets and help texts are the seed module's
+(``shared/reference/seed-metrics.json``), so dashboards and queries written for it keep working.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+MetricType = Literal["counter", "gauge", "histogram"]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric: its Prometheus name and type, label keys in order, buckets, help and OTel unit."""
+
+    name: str
+    type: MetricType
+    labels: tuple[str, ...]
+    help: str
+    buckets: tuple[float, ...] = ()
+    unit: str = ""
+    group: str = ""
+    notes: str = ""
+    recorded_by: tuple[str, ...] = field(default=())
+
+    @property
+    def family(self) -> str:
+        """The Prometheus family name (a counter's name without ``_total``)."""
+        if self.type == "counter" and self.name.endswith("_total"):
+            return self.name[: -len("_total")]
+        return self.name
+
+
+_DURATION_BUCKETS = (60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 18000.0, 36000.0)
+_REWARD_BUCKETS = (-1000.0, -500.0, -100.0, 0.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0)
+_LENGTH_BUCKETS = (10.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)
+_LOSS_BUCKETS = (0.001, 0.01, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0)
+_ENTROPY_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
+_LOAD_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+_AR = ("algorithm", "run_id")
+_AA = ("algorithm", "agent_id")
+
+# Order matters: it is the seed module's definition order, which is also the exposition order.
+CATALOG: tuple[MetricSpec, ...] = (
+    MetricSpec("rl_training_runs_total", "counter", ("algorithm", "status"),
+               "Total number of training runs started", group="lifecycle",
+               notes="status is one of started, completed, failed",
+               recorded_by=("record_training_start", "record_training_complete", "record_training_failed")),
+    MetricSpec("rl_training_duration_seconds", "histogram", ("algorithm",),
+               "Duration of training runs in seconds", _DURATION_BUCKETS, unit="s", group="lifecycle",
+               recorded_by=("record_training_complete",)),
+    MetricSpec("rl_training_iterations_total", "counter", ("algorithm",),
+               "Total number of training iterations", group="lifecycle",
+               recorded_by=("record_training_iteration",)),
+    MetricSpec("rl_training_episodes_total", "counter", _AA,
+               "Total number of episodes completed", group="episodes", recorded_by=("record_episode",)),
+    MetricSpec("rl_training_episode_reward", "histogram", _AA,
+               "Episode reward distribution", _REWARD_BUCKETS, group="episodes",
+               notes="rewards are often negative; negative observations land in the negative buckets",
+               recorded_by=("record_episode",)),
+    MetricSpec("rl_training_episode_length", "histogram", _AA,
+               "Episode length in steps", _LENGTH_BUCKETS, group="episodes", recorded_by=("record_episode",)),
+    MetricSpec("rl_training_sharpe_ratio", "gauge", _AA, "Current Sharpe ratio", group="performance",
+               recorded_by=("record_performance_metrics",)),
+    MetricSpec("rl_training_max_drawdown", "gauge", _AA, "Maximum drawdown percentage", group="performance",
+               recorded_by=("record_performance_metrics",)),
+    MetricSpec("rl_training_win_rate", "gauge", _AA, "Win rate percentage (0-100)", group="performance",
+               notes="given as a fraction (0.65), stored as a percentage (65.0)",
+               recorded_by=("record_performance_metrics",)),
+    MetricSpec("rl_training_total_return", "gauge", _AA, "Total return percentage", group="performance",
+               notes="given as a fraction, stored as a percentage (x100)",
+               recorded_by=("record_performance_metrics",)),
+    MetricSpec("rl_training_current_iteration", "gauge", _AR, "Current training iteration number",
+               group="lifecycle", recorded_by=("record_training_iteration",)),
+    MetricSpec("rl_training_episode_reward_mean", "gauge", _AR, "Mean episode reward for current iteration",
+               group="episodes", recorded_by=("record_episode_metrics",)),
+    MetricSpec("rl_training_episode_length_mean", "gauge", _AR, "Mean episode length for current iteration",
+               group="episodes", recorded_by=("record_episode_metrics",)),
+    MetricSpec("rl_training_policy_loss", "histogram", ("algorithm",), "Policy loss during training",
+               _LOSS_BUCKETS, group="losses", notes="PPO surrogate losses can be negative",
+               recorded_by=("record_loss_metrics",)),
+    MetricSpec("rl_training_value_loss", "histogram", ("algorithm",), "Value function loss during training",
+               _LOSS_BUCKETS, group="losses", recorded_by=("record_loss_metrics",)),
+    MetricSpec("rl_training_entropy", "histogram", ("algorithm",), "Policy entropy (exploration measure)",
+               _ENTROPY_BUCKETS, group="losses",
+               notes="differential entropy of continuous policies can be negative",
+               recorded_by=("record_loss_metrics",)),
+    MetricSpec("rl_training_data_load_time_seconds", "histogram", (), "Time taken to load training data",
+               _LOAD_BUCKETS, unit="s", group="throughput", recorded_by=("record_data_load_time",)),
+    MetricSpec("rl_training_environment_steps_total", "counter", ("algorithm",),
+               "Total number of environment steps", group="throughput",
+               recorded_by=("record_environment_steps",)),
+    MetricSpec("rl_training_errors_total", "counter", ("error_type",), "Total number of training errors",
+               group="errors", notes="error_type examples: data_error, training_error, evaluation_error, unknown",
+               recorded_by=("record_training_failed", "record_training_error")),
+    MetricSpec("rl_training_active", "gauge", ("algorithm",),
+               "Whether training is currently active (1) or not (0)", group="lifecycle",
+               recorded_by=("record_training_start", "record_training_complete", "record_training_failed")),
+    MetricSpec("rl_training_start_timestamp", "gauge", _AR, "Unix timestamp when training started",
+               group="lifecycle", recorded_by=("record_training_start",)),
+)
+
+#: otel-rl's own health metric: values the SDK refused to record, by metric and reason.
+DROPPED_VALUES = MetricSpec(
+    "otel_rl_dropped_values_total", "counter", ("metric", "reason"),
+    "Values otel-rl dropped instead of recording (non-finite, wrong type, over the cardinality limit)",
+    group="sdk", recorded_by=("every record_* helper",),
+)
+
+#: Every metric otel-rl exports, seed metrics first.
+ALL_METRICS: tuple[MetricSpec, ...] = CATALOG + (DROPPED_VALUES,)
+
+BY_NAME: dict[str, MetricSpec] = {spec.name: spec for spec in ALL_METRICS}
+
+#: The label OpenTelemetry uses for the series that collects label sets over the cardinality limit.
+OVERFLOW_LABEL = "otel_metric_overflow"

@@ -1,0 +1,265 @@
+"""Decorators and context managers that instrument a training loop: runs, steps and data loading.
+
+Each works on sync and async functions and methods (``functools.wraps`` semantics) and re-raises whatever the
+wrapped code raises, unchanged, after recording it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar, overload
+
+from otel_rl._internal import recording as rec
+from otel_rl._internal.results import parse_result
+
+_logger = logging.getLogger("otel_rl")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """The run a :class:`training_run` block is recording; ``train_step`` without arguments uses it."""
+
+    algorithm: str
+    run_id: str
+
+
+_current_run: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar("otel_rl_run", default=None)
+
+
+def current_run() -> RunContext | None:
+    """The innermost active :class:`training_run`, if any."""
+    return _current_run.get()
+
+
+class training_run:  # noqa: N801 (a decorator and context manager, named like one)
+    """Records a training run: started, then completed (with its duration) or failed.
+
+    Use as ``@training_run(algorithm="PPO", run_id="exp-1")`` or ``with training_run(...):`` (or ``async with``).
+    On an exception the run counts as failed with ``error_type`` and the exception propagates unchanged.
+    """
+
+    def __init__(self, algorithm: str, run_id: str = "default", error_type: str = "training_error") -> None:
+        self.algorithm = str(algorithm)
+        self.run_id = str(run_id)
+        self.error_type = error_type
+        self._local = threading.local()
+
+    def _start(self) -> tuple[float, contextvars.Token]:
+        token = _current_run.set(RunContext(self.algorithm, self.run_id))
+        rec.record_training_start(self.algorithm, self.run_id)
+        return time.monotonic(), token
+
+    def _finish(self, state: tuple[float, contextvars.Token], exc_type: Any) -> None:
+        started, token = state
+        try:
+            _current_run.reset(token)
+        except ValueError:  # finished in another context than it started: nothing to restore
+            pass
+        if exc_type is None:
+            rec.record_training_complete(self.algorithm, time.monotonic() - started, self.run_id)
+        elif issubclass(exc_type, Exception):
+            rec.record_training_failed(self.algorithm, self.error_type)
+        else:  # KeyboardInterrupt, SystemExit, task cancellation: the run did not complete
+            rec.record_training_failed(self.algorithm, "interrupted")
+
+    def __enter__(self) -> RunContext:
+        self._stack().append(self._start())
+        return RunContext(self.algorithm, self.run_id)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._finish(self._stack().pop(), exc_type)
+
+    async def __aenter__(self) -> RunContext:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def _stack(self) -> list[tuple[float, contextvars.Token]]:
+        stack = getattr(self._local, "stack", None)
+        if stack is None:
+            stack = self._local.stack = []
+        return stack
+
+    def __call__(self, func: F) -> F:
+        # Each call keeps its own start state, so concurrent calls (threads, async tasks) never mix.
+        if inspect.iscoroutinefunction(func):
+            @functools.wraps(func)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                state = self._start()
+                try:
+                    result = await func(*args, **kwargs)
+                except BaseException as exc:
+                    self._finish(state, type(exc))
+                    raise
+                self._finish(state, None)
+                return result
+
+            return run_async  # type: ignore[return-value]
+
+        @functools.wraps(func)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            state = self._start()
+            try:
+                result = func(*args, **kwargs)
+            except BaseException as exc:
+                self._finish(state, type(exc))
+                raise
+            self._finish(state, None)
+            return result
+
+        return run  # type: ignore[return-value]
+
+
+class _StepRecorder:
+    """Turns each result dict into records; keeps the lifetime counters to turn them into increments."""
+
+    def __init__(self, algorithm: str | None, run_id: str | None, agent_id: str, error_type: str) -> None:
+        self.algorithm = algorithm
+        self.run_id = run_id
+        self.agent_id = agent_id
+        self.error_type = error_type
+        self._lock = threading.Lock()
+        self._iterations: dict[tuple[str, str], int] = {}
+        self._lifetime_steps: dict[tuple[str, str], float] = {}
+
+    def names(self) -> tuple[str, str]:
+        run = _current_run.get()
+        algorithm = self.algorithm or (run.algorithm if run else "default")
+        run_id = self.run_id or (run.run_id if run else "default")
+        return algorithm, run_id
+
+    def error(self) -> None:
+        rec.record_training_error(self.error_type)
+
+    def record(self, result: Any) -> None:
+        try:
+            self._record(result)
+        except Exception:  # parsing must never break the training loop
+            _logger.exception("otel-rl: could not record the train step's result")
+
+    def _record(self, result: Any) -> None:
+        algorithm, run_id = self.names()
+        key = (algorithm, run_id)
+        parsed = parse_result(result) if isinstance(result, Mapping) else None
+        with self._lock:
+            iteration = self._iterations.get(key, 0) + 1
+            if parsed is not None and isinstance(parsed.iteration, int) and not isinstance(parsed.iteration, bool):
+                iteration = parsed.iteration
+            self._iterations[key] = iteration
+            steps = None
+            if parsed is not None:
+                steps = parsed.env_steps_this_iter
+                lifetime = parsed.env_steps_lifetime
+                if steps is None and isinstance(lifetime, (int, float)):
+                    previous = self._lifetime_steps.get(key, 0.0)
+                    steps = lifetime - previous if lifetime >= previous else lifetime  # a restart resets it
+                if isinstance(lifetime, (int, float)):
+                    self._lifetime_steps[key] = lifetime
+        rec.record_training_iteration(algorithm, iteration, run_id)
+        if parsed is None:
+            return
+        if parsed.reward_mean is not None or parsed.length_mean is not None:
+            if parsed.reward_mean is not None:
+                rec._reward_mean.set((algorithm, run_id), parsed.reward_mean)
+            if parsed.length_mean is not None:
+                rec._length_mean.set((algorithm, run_id), parsed.length_mean)
+        for policy_loss, value_loss, entropy in parsed.losses:
+            rec.record_loss_metrics(algorithm, policy_loss, value_loss, entropy)
+        if steps:
+            rec.record_environment_steps(algorithm, steps)
+        for i, reward in enumerate(parsed.episode_rewards):
+            length = parsed.episode_lengths[i] if i < len(parsed.episode_lengths) else None
+            agent = (self.agent_id,)
+            rec._episodes.add((algorithm,) + agent, 1.0)
+            rec._episode_reward.observe((algorithm,) + agent, reward)
+            if length is not None:
+                rec._episode_length.observe((algorithm,) + agent, length)
+        for agent_id, figures in parsed.performance.items():
+            rec.record_performance_metrics(algorithm, agent_id or self.agent_id, figures)
+
+
+@overload
+def train_step(func: F) -> F: ...
+
+
+@overload
+def train_step(*, algorithm: str | None = None, run_id: str | None = None, agent_id: str = "default",
+               error_type: str = "training_error") -> Callable[[F], F]: ...
+
+
+def train_step(func: Callable[..., Any] | None = None, *, algorithm: str | None = None, run_id: str | None = None,
+               agent_id: str = "default", error_type: str = "training_error") -> Any:
+    """Records one training iteration per call from the result dict the function returns.
+
+    Counts the iteration, sets the current iteration, and records reward and length means, losses, environment
+    steps (lifetime counters become increments), per-episode values from ``hist_stats`` and per-agent trading
+    figures. ``algorithm`` and ``run_id`` default to the enclosing :class:`training_run`. An exception counts in
+    ``rl_training_errors_total{error_type}`` and propagates unchanged. Works bare (``@train_step``) or with
+    arguments, on sync and async functions.
+    """
+
+    def decorate(fn: F) -> F:
+        recorder = _StepRecorder(algorithm, run_id, agent_id, error_type)
+        if inspect.iscoroutinefunction(fn):
+            @functools.wraps(fn)
+            async def step_async(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    result = await fn(*args, **kwargs)
+                except Exception:
+                    recorder.error()
+                    raise
+                recorder.record(result)
+                return result
+
+            return step_async  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def step(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = fn(*args, **kwargs)
+            except Exception:
+                recorder.error()
+                raise
+            recorder.record(result)
+            return result
+
+        return step  # type: ignore[return-value]
+
+    return decorate(func) if func is not None else decorate
+
+
+def data_load(func: F | None = None) -> Any:
+    """Times each call into ``rl_training_data_load_time_seconds`` (also when it raises). Bare or called."""
+
+    def decorate(fn: F) -> F:
+        if inspect.iscoroutinefunction(fn):
+            @functools.wraps(fn)
+            async def load_async(*args: Any, **kwargs: Any) -> Any:
+                started = time.perf_counter()
+                try:
+                    return await fn(*args, **kwargs)
+                finally:
+                    rec.record_data_load_time(time.perf_counter() - started)
+
+            return load_async  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def load(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                rec.record_data_load_time(time.perf_counter() - started)
+
+        return load  # type: ignore[return-value]
+
+    return decorate(func) if func is not None else decorate

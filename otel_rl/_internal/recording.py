@@ -1,0 +1,159 @@
+"""The seed module's ``record_*`` helpers, same signatures and semantics, on otel-rl's metric state.
+
+Each helper never raises: bad values are dropped and counted (see :mod:`otel_rl._internal.store`), and anything
+unexpected is logged. Values recorded before :func:`otel_rl.init_telemetry` are kept and exported once it runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from otel_rl._internal.store import REGISTRY, number
+
+_logger = logging.getLogger("otel_rl")
+F = TypeVar("F", bound=Callable[..., Any])
+
+_runs = REGISTRY["rl_training_runs_total"]
+_duration = REGISTRY["rl_training_duration_seconds"]
+_iterations = REGISTRY["rl_training_iterations_total"]
+_episodes = REGISTRY["rl_training_episodes_total"]
+_episode_reward = REGISTRY["rl_training_episode_reward"]
+_episode_length = REGISTRY["rl_training_episode_length"]
+_performance = {
+    "sharpe_ratio": (REGISTRY["rl_training_sharpe_ratio"], 1.0),
+    "max_drawdown": (REGISTRY["rl_training_max_drawdown"], 1.0),
+    "win_rate": (REGISTRY["rl_training_win_rate"], 100.0),
+    "total_return": (REGISTRY["rl_training_total_return"], 100.0),
+}
+_current_iteration = REGISTRY["rl_training_current_iteration"]
+_reward_mean = REGISTRY["rl_training_episode_reward_mean"]
+_length_mean = REGISTRY["rl_training_episode_length_mean"]
+_policy_loss = REGISTRY["rl_training_policy_loss"]
+_value_loss = REGISTRY["rl_training_value_loss"]
+_entropy = REGISTRY["rl_training_entropy"]
+_data_load = REGISTRY["rl_training_data_load_time_seconds"]
+_env_steps = REGISTRY["rl_training_environment_steps_total"]
+_errors = REGISTRY["rl_training_errors_total"]
+_active = REGISTRY["rl_training_active"]
+_start_timestamp = REGISTRY["rl_training_start_timestamp"]
+
+
+def _never_raises(func: F) -> F:
+    @functools.wraps(func)
+    def guarded(*args: Any, **kwargs: Any) -> None:
+        try:
+            func(*args, **kwargs)
+        except Exception:  # a recording problem must never stop a training run
+            _logger.exception("otel-rl: %s failed; the value was not recorded", func.__name__)
+
+    return guarded  # type: ignore[return-value]
+
+
+def _s(value: Any) -> str:
+    return value if type(value) is str else str(value)
+
+
+@_never_raises
+def record_training_start(algorithm: str, run_id: str = "default") -> None:
+    """A run started: ``runs_total{status="started"}`` +1, ``active`` = 1, ``start_timestamp`` = now."""
+    algorithm = _s(algorithm)
+    _runs.add((algorithm, "started"), 1.0)
+    _active.set((algorithm,), 1.0)
+    _start_timestamp.set((algorithm, _s(run_id)), time.time())
+
+
+@_never_raises
+def record_training_complete(algorithm: str, duration: float, run_id: str = "default") -> None:
+    """A run completed: ``runs_total{status="completed"}`` +1, ``duration_seconds`` observes, ``active`` = 0."""
+    algorithm = _s(algorithm)
+    _runs.add((algorithm, "completed"), 1.0)
+    _duration.observe((algorithm,), duration)
+    _active.set((algorithm,), 0.0)
+
+
+@_never_raises
+def record_training_failed(algorithm: str, error_type: str = "unknown") -> None:
+    """A run failed: ``runs_total{status="failed"}`` +1, ``errors_total{error_type}`` +1, ``active`` = 0."""
+    algorithm = _s(algorithm)
+    _runs.add((algorithm, "failed"), 1.0)
+    _errors.add((_s(error_type),), 1.0)
+    _active.set((algorithm,), 0.0)
+
+
+@_never_raises
+def record_training_iteration(algorithm: str, iteration: int, run_id: str = "default") -> None:
+    """An iteration finished: ``iterations_total`` +1, ``current_iteration`` = iteration."""
+    algorithm = _s(algorithm)
+    _iterations.add((algorithm,), 1.0)
+    _current_iteration.set((algorithm, _s(run_id)), iteration)
+
+
+@_never_raises
+def record_episode(algorithm: str, agent_id: str, reward: float, length: float) -> None:
+    """An episode finished: ``episodes_total`` +1, ``episode_reward`` and ``episode_length`` observe."""
+    key = (_s(algorithm), _s(agent_id))
+    _episodes.add(key, 1.0)
+    _episode_reward.observe(key, reward)
+    _episode_length.observe(key, length)
+
+
+@_never_raises
+def record_episode_metrics(algorithm: str, run_id: str, reward_mean: float, length_mean: float) -> None:
+    """The iteration's means: ``episode_reward_mean`` and ``episode_length_mean``."""
+    key = (_s(algorithm), _s(run_id))
+    _reward_mean.set(key, reward_mean)
+    _length_mean.set(key, length_mean)
+
+
+@_never_raises
+def record_performance_metrics(algorithm: str, agent_id: str, metrics: Mapping[str, Any]) -> None:
+    """Trading figures present in ``metrics``: sharpe_ratio and max_drawdown as given, win_rate and total_return
+    given as fractions and stored as percentages (x100), as the seed did."""
+    key = (_s(algorithm), _s(agent_id))
+    for name, value in metrics.items():
+        target = _performance.get(name)
+        if target is None:
+            continue
+        gauge, scale = target
+        if scale != 1.0:
+            value = number(value)
+            if type(value) is not float:
+                REGISTRY.drop(gauge.name, value, metrics[name])  # type: ignore[arg-type]
+                continue
+            value *= scale
+        gauge.set(key, value)
+
+
+@_never_raises
+def record_loss_metrics(algorithm: str, policy_loss: float | None = None, value_loss: float | None = None,
+                        entropy: float | None = None) -> None:
+    """Observe each loss that is not None (negative values land in their buckets)."""
+    key = (_s(algorithm),)
+    if policy_loss is not None:
+        _policy_loss.observe(key, policy_loss)
+    if value_loss is not None:
+        _value_loss.observe(key, value_loss)
+    if entropy is not None:
+        _entropy.observe(key, entropy)
+
+
+@_never_raises
+def record_data_load_time(duration: float) -> None:
+    """``data_load_time_seconds`` observes ``duration``."""
+    _data_load.observe((), duration)
+
+
+@_never_raises
+def record_environment_steps(algorithm: str, steps: int) -> None:
+    """``environment_steps_total`` += steps."""
+    _env_steps.add((_s(algorithm),), steps)
+
+
+@_never_raises
+def record_training_error(error_type: str) -> None:
+    """``errors_total{error_type}`` +1."""
+    _errors.add((_s(error_type),), 1.0)

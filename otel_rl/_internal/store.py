@@ -1,0 +1,341 @@
+"""The hot path: in-process metric state that record calls update.
+
+A record call costs a type check, a tuple and a dict update under a lock. Nothing here calls the OpenTelemetry
+SDK: the SDK reads this state when a reader collects (see :mod:`otel_rl._internal.bridge`). Values are exact
+(no sampling); bad values are dropped, counted in ``otel_rl_dropped_values_total`` and logged once per metric and
+reason. Nothing in this module raises into the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from bisect import bisect_left
+from collections.abc import Iterable
+from typing import Any
+
+from otel_rl._internal.catalog import ALL_METRICS, DROPPED_VALUES, OVERFLOW_LABEL, MetricSpec
+
+_logger = logging.getLogger("otel_rl")
+
+DEFAULT_CARDINALITY_LIMIT = 2000
+
+#: The key of the series that collects every label set past the cardinality limit.
+OVERFLOW_KEY: tuple[str, ...] = ("\x00overflow",)
+_OVERFLOW_ATTRIBUTES = {OVERFLOW_LABEL: "true"}
+
+
+class _Reason(str):
+    """Why a value was dropped; the string is the ``reason`` label."""
+
+
+NONE = _Reason("none")
+NAN = _Reason("nan")
+INF = _Reason("inf")
+WRONG_TYPE = _Reason("wrong_type")
+TENSOR = _Reason("tensor")
+NEGATIVE = _Reason("negative")
+OVER_LIMIT = _Reason("cardinality_limit")
+BAD_LABELS = _Reason("bad_labels")
+
+_HINTS = {
+    NONE: "None is not a number",
+    NAN: "NaN is not recorded",
+    INF: "infinite values are not recorded",
+    WRONG_TYPE: "expected an int, a float or a numpy scalar",
+    TENSOR: "tensors are not read implicitly (that could force a device sync); pass tensor.item()",
+    NEGATIVE: "counters only go up",
+    OVER_LIMIT: "more label sets than the cardinality limit; the value went to the overflow series",
+    BAD_LABELS: "the label values do not match the metric's label keys",
+}
+
+
+def _to_number(value: Any) -> float | _Reason:
+    """Return ``value`` as a finite float, or the reason it cannot be recorded."""
+    if value is None:
+        return NONE
+    if isinstance(value, (str, bytes)):
+        return WRONG_TYPE
+    module = type(value).__module__
+    if module.startswith(("torch", "tensorflow", "jax")):
+        return TENSOR
+    if module == "numpy" and getattr(value, "shape", None) not in (None, ()):
+        return WRONG_TYPE
+    try:
+        number = float(value)  # int, bool, float subclasses, numpy scalars and 0-d arrays, Fraction, Decimal
+    except (TypeError, ValueError, OverflowError):
+        return WRONG_TYPE
+    if number != number:
+        return NAN
+    if number in (math.inf, -math.inf):
+        return INF
+    return number
+
+
+def number(value: Any) -> float | _Reason:
+    """Fast path for the common case; everything else goes through :func:`_to_number`."""
+    if type(value) is float:
+        return value if value - value == 0.0 else (NAN if value != value else INF)
+    if type(value) is int:
+        return float(value)
+    return _to_number(value)
+
+
+class Registry:
+    """All metric state of a process, keyed by metric name."""
+
+    def __init__(self, specs: Iterable[MetricSpec] = ALL_METRICS,
+                 cardinality_limit: int = DEFAULT_CARDINALITY_LIMIT) -> None:
+        self._warned: set[tuple[str, str]] = set()
+        self._warn_lock = threading.Lock()
+        self.cardinality_limit = cardinality_limit
+        self.metrics: dict[str, Metric] = {}
+        for spec in specs:
+            cls = _KINDS[spec.type]
+            self.metrics[spec.name] = cls(spec, self)
+        self.dropped: Counter = self.metrics[DROPPED_VALUES.name]  # type: ignore[assignment]
+
+    def __getitem__(self, name: str) -> Metric:
+        return self.metrics[name]
+
+    def drop(self, metric: str, reason: _Reason, value: Any = None) -> None:
+        """Count a dropped value and log it the first time this metric drops for this reason."""
+        if metric != DROPPED_VALUES.name:
+            self.dropped.add((metric, str(reason)), 1.0)
+        key = (metric, str(reason))
+        if key in self._warned:
+            return
+        with self._warn_lock:
+            if key in self._warned:
+                return
+            self._warned.add(key)
+        _logger.warning(
+            "otel-rl dropped a value for %s (reason: %s, value: %.80r): %s. Further drops of this kind are only "
+            "counted, in otel_rl_dropped_values_total{metric=%r,reason=%r}.",
+            metric, reason, value, _HINTS.get(reason, ""), metric, str(reason))
+
+    def reset(self) -> None:
+        """Forget every value (for tests and for :func:`otel_rl.testing.reset`)."""
+        for metric in self.metrics.values():
+            metric.clear()
+        with self._warn_lock:
+            self._warned.clear()
+
+
+class Metric:
+    """State of one catalog metric: its series keyed by the tuple of label values in catalog order."""
+
+    __slots__ = ("spec", "name", "label_keys", "_registry", "_lock", "_series", "_attributes")
+
+    def __init__(self, spec: MetricSpec, registry: Registry) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.label_keys = spec.labels
+        self._registry = registry
+        self._lock = threading.Lock()
+        self._series: dict[tuple[str, ...], Any] = {}
+        self._attributes: dict[tuple[str, ...], dict[str, str]] = {}
+        self.clear()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._series = {}
+            if not self.label_keys:  # an unlabelled metric exists from the start, as in prometheus_client
+                self._series[()] = self._new_series()
+
+    def _new_series(self) -> Any:
+        raise NotImplementedError
+
+    def key(self, labels: tuple[Any, ...]) -> tuple[str, ...] | None:
+        """Turn label values into a series key, or None when they do not fit the label keys."""
+        if len(labels) != len(self.label_keys):
+            self._registry.drop(self.name, BAD_LABELS, labels)
+            return None
+        return tuple(v if type(v) is str else str(v) for v in labels)
+
+    def labels(self, *values: Any, **kwargs: Any) -> Child:
+        """A handle bound to one label set, like prometheus_client's ``labels()``: cheap repeated records."""
+        if kwargs:
+            try:
+                values = tuple(kwargs[k] for k in self.label_keys)
+            except KeyError:
+                values = ("\x00bad",)  # forces the BAD_LABELS drop on use
+            if len(kwargs) != len(self.label_keys):
+                values = ("\x00bad",)
+        return Child(self, self.key(values) if len(values) == len(self.label_keys) else None)
+
+    def _admit(self, key: tuple[str, ...]) -> tuple[str, ...]:
+        """Called under the lock for a key not yet seen: the key itself, or the overflow key past the limit."""
+        if len(self._series) >= self._registry.cardinality_limit and self.label_keys:
+            self._registry.drop(self.name, OVER_LIMIT, key)
+            return OVERFLOW_KEY
+        return key
+
+    def attributes(self, key: tuple[str, ...]) -> dict[str, str]:
+        """The OpenTelemetry attributes of a series, cached per key."""
+        attrs = self._attributes.get(key)
+        if attrs is None:
+            attrs = _OVERFLOW_ATTRIBUTES if key is OVERFLOW_KEY or key == OVERFLOW_KEY else dict(
+                zip(self.label_keys, key))
+            self._attributes[key] = attrs
+        return attrs
+
+    def snapshot(self) -> list[tuple[tuple[str, ...], Any]]:
+        raise NotImplementedError
+
+    def series_count(self) -> int:
+        return len(self._series)
+
+
+class Counter(Metric):
+    """A monotonic sum per label set."""
+
+    __slots__ = ()
+
+    def _new_series(self) -> float:
+        return 0.0
+
+    def add(self, key: tuple[str, ...], amount: Any) -> None:
+        if type(amount) is not float or not amount >= 0.0 or amount == math.inf:
+            value = number(amount)
+            if type(value) is _Reason:
+                self._registry.drop(self.name, value, amount)
+                return
+            if value < 0.0:
+                self._registry.drop(self.name, NEGATIVE, amount)
+                return
+            amount = value
+        series = self._series
+        with self._lock:
+            if key in series:
+                series[key] += amount
+            else:
+                key = self._admit(key)
+                series[key] = series.get(key, 0.0) + amount
+
+    def snapshot(self) -> list[tuple[tuple[str, ...], float]]:
+        with self._lock:
+            return list(self._series.items())
+
+
+class Gauge(Metric):
+    """The last value set per label set."""
+
+    __slots__ = ()
+
+    def _new_series(self) -> float:
+        return 0.0
+
+    def set(self, key: tuple[str, ...], value: Any) -> None:
+        if type(value) is not float or value - value != 0.0:
+            number_ = number(value)
+            if type(number_) is _Reason:
+                self._registry.drop(self.name, number_, value)
+                return
+            value = number_
+        series = self._series
+        with self._lock:
+            if key not in series:
+                key = self._admit(key)
+            series[key] = value
+
+    def snapshot(self) -> list[tuple[tuple[str, ...], float]]:
+        with self._lock:
+            return list(self._series.items())
+
+
+class HistogramSeries:
+    """Bucket counts (not cumulative; the last one is +Inf), sum, count, min, max and creation time."""
+
+    __slots__ = ("counts", "sum", "count", "min", "max", "created_ns")
+
+    def __init__(self, buckets: int) -> None:
+        self.counts = [0] * (buckets + 1)
+        self.sum = 0.0
+        self.count = 0
+        self.min = math.inf
+        self.max = -math.inf
+        self.created_ns = time.time_ns()
+
+    def copy(self) -> HistogramSeries:
+        clone = HistogramSeries.__new__(HistogramSeries)
+        clone.counts = list(self.counts)
+        clone.sum, clone.count, clone.min, clone.max = self.sum, self.count, self.min, self.max
+        clone.created_ns = self.created_ns
+        return clone
+
+
+class Histogram(Metric):
+    """Explicit-bucket histogram that, unlike the OTel SDK's, keeps negative observations."""
+
+    __slots__ = ("bounds",)
+
+    def __init__(self, spec: MetricSpec, registry: Registry) -> None:
+        self.bounds = tuple(float(b) for b in spec.buckets)
+        super().__init__(spec, registry)
+
+    def _new_series(self) -> HistogramSeries:
+        return HistogramSeries(len(self.bounds))
+
+    def observe(self, key: tuple[str, ...], value: Any) -> None:
+        if type(value) is not float or value - value != 0.0:
+            number_ = number(value)
+            if type(number_) is _Reason:
+                self._registry.drop(self.name, number_, value)
+                return
+            value = number_
+        index = bisect_left(self.bounds, value)  # upper bounds are inclusive, as Prometheus' `le`
+        with self._lock:
+            series = self._series.get(key)
+            if series is None:
+                key = self._admit(key)
+                series = self._series.get(key)
+                if series is None:
+                    series = self._series[key] = HistogramSeries(len(self.bounds))
+            series.counts[index] += 1
+            series.sum += value
+            series.count += 1
+            if value < series.min:
+                series.min = value
+            if value > series.max:
+                series.max = value
+
+    def snapshot(self) -> list[tuple[tuple[str, ...], HistogramSeries]]:
+        with self._lock:
+            return [(key, series.copy()) for key, series in self._series.items()]
+
+
+class Child:
+    """A metric bound to one label set (see :meth:`Metric.labels`)."""
+
+    __slots__ = ("_metric", "_key")
+
+    def __init__(self, metric: Metric, key: tuple[str, ...] | None) -> None:
+        self._metric = metric
+        self._key = key
+
+    def _bad(self) -> None:
+        self._metric._registry.drop(self._metric.name, BAD_LABELS)
+
+    def inc(self, amount: Any = 1.0) -> None:
+        if self._key is None or not isinstance(self._metric, Counter):
+            return self._bad()
+        self._metric.add(self._key, amount)
+
+    def set(self, value: Any) -> None:
+        if self._key is None or not isinstance(self._metric, Gauge):
+            return self._bad()
+        self._metric.set(self._key, value)
+
+    def observe(self, value: Any) -> None:
+        if self._key is None or not isinstance(self._metric, Histogram):
+            return self._bad()
+        self._metric.observe(self._key, value)
+
+
+_KINDS: dict[str, type[Metric]] = {"counter": Counter, "gauge": Gauge, "histogram": Histogram}
+
+#: The process-wide registry that the record helpers, decorators and readers share.
+REGISTRY = Registry()
