@@ -1,0 +1,127 @@
+"""The ``otel-rl`` command: run the demo, generate the dashboard, rules and metrics reference, run the stack."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from otel_rl._internal.config import EXPORTERS, PROTOCOLS
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from otel_rl.demo.run import run_demo
+
+    config: dict[str, Any] = {"exporters": args.exporter, "service_name": args.service_name,
+                              "prometheus": {"port": args.port, "host": args.host, "linger": args.linger}}
+    if args.otlp_endpoint or args.otlp_protocol or args.export_interval:
+        config["otlp"] = {k: v for k, v in {"endpoint": args.otlp_endpoint, "protocol": args.otlp_protocol,
+                                             "export_interval": args.export_interval}.items() if v}
+    if "prometheus" in args.exporter:
+        print(f"otel-rl demo: metrics on http://localhost:{args.port}/metrics (health: /health)", file=sys.stderr)
+    result = run_demo(iterations=args.iterations, episodes_per_iter=args.episodes, seed=args.seed, config=config,
+                      run_id=args.run_id, inject_failure=args.inject_failure, progress=not args.no_progress)
+    first = sum(result.reward_means[:5]) / max(len(result.reward_means[:5]), 1)
+    last = sum(result.reward_means[-5:]) / max(len(result.reward_means[-5:]), 1)
+    print(f"otel-rl demo: {result.iterations} iterations in {result.seconds:.1f} s; mean episode reward "
+          f"{first:.1f} (first 5) -> {last:.1f} (last 5)")
+    return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from otel_rl._internal.dashboard import write_dashboard
+
+    write_dashboard(args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _rules(args: argparse.Namespace) -> int:
+    from otel_rl._internal.rules import write_rules
+
+    write_rules(args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    from otel_rl._internal.reference import metrics_markdown
+
+    text = metrics_markdown()
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _stack(args: argparse.Namespace) -> int:
+    from otel_rl._internal.stack import run_stack
+
+    return run_stack(iterations=args.iterations, seed=args.seed, protocol=args.otlp_protocol or "grpc",
+                     prometheus_port=args.prometheus_port, keep=args.keep)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="otel-rl", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="train CartPole with a NumPy policy-gradient agent, exporting metrics")
+    demo.add_argument("--iterations", type=int, default=60, help="training iterations (default 60, about 1 min)")
+    demo.add_argument("--episodes", type=int, default=10, help="episodes per iteration (default 10)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--run-id", default=None, help="run_id label (default cartpole-seed<seed>)")
+    demo.add_argument("--exporter", action="append", choices=[e for e in EXPORTERS if e != "none"],
+                      help="repeatable; default prometheus (the endpoint on --port)")
+    demo.add_argument("--port", type=int, default=8011, help="Prometheus endpoint port (default 8011)")
+    demo.add_argument("--host", default="0.0.0.0", help="Prometheus endpoint host (default 0.0.0.0)")
+    demo.add_argument("--linger", type=float, default=15.0,
+                      help="seconds to wait at the end for a last scrape (default 15; 0 to exit at once)")
+    demo.add_argument("--otlp-endpoint", default=None, help="OTLP endpoint (with --exporter otlp)")
+    demo.add_argument("--otlp-protocol", choices=PROTOCOLS, default=None)
+    demo.add_argument("--export-interval", type=float, default=None, help="OTLP export interval in seconds")
+    demo.add_argument("--service-name", default="otel-rl-demo")
+    demo.add_argument("--inject-failure", action="store_true", help="fail one train step (retried)")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    demo.set_defaults(func=_demo)
+
+    dashboard = commands.add_parser("dashboard", help="write the Grafana dashboard generated from the catalog")
+    dashboard.add_argument("--output", default="grafana/dashboards/rl-training.json")
+    dashboard.set_defaults(func=_dashboard)
+
+    rules = commands.add_parser("rules", help="write the Prometheus recording and alerting rules")
+    rules.add_argument("--output", default="prometheus/rules/otel-rl.rules.yml")
+    rules.set_defaults(func=_rules)
+
+    metrics = commands.add_parser("metrics", help="write the metrics reference (Markdown) from the catalog")
+    metrics.add_argument("--output", default="-", help="file path, or - for standard output")
+    metrics.set_defaults(func=_metrics)
+
+    stack = commands.add_parser("stack", help="start Prometheus and the collector on loopback and push the demo")
+    stack.add_argument("--iterations", type=int, default=60)
+    stack.add_argument("--seed", type=int, default=0)
+    stack.add_argument("--otlp-protocol", choices=PROTOCOLS, default=None)
+    stack.add_argument("--prometheus-port", type=int, default=9090)
+    stack.add_argument("--keep", action="store_true", help="keep Prometheus and the collector running until Ctrl-C")
+    stack.set_defaults(func=_stack)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "exporter", "unset") is None:
+        args.exporter = ["prometheus"]
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Adapters for RL frameworks; each imports its framework only when used (install the matching extra)."""

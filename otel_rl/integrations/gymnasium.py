@@ -1,0 +1,167 @@
+"""Gymnasium wrappers that record every finished episode and count environment steps.
+
+Per finished episode: ``rl_training_episodes_total`` +1, and ``rl_training_episode_reward`` /
+``rl_training_episode_length`` observe its return and length, for the wrapper's ``agent_id``. Environment steps
+are counted in a plain integer and handed to ``rl_training_environment_steps_total`` once per episode (and every
+``flush_every`` steps, on ``reset`` and on ``close``), so a step costs no metric call.
+
+When a ``RecordEpisodeStatistics`` wrapper sits below, its ``info["episode"]`` figures are used (masked by
+``info["_episode"]`` for vector environments), so wrappers that rescale rewards above it do not change what is
+recorded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+try:
+    import gymnasium as gym
+    import numpy as np
+    from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "otel_rl.integrations.gymnasium needs Gymnasium and NumPy: pip install 'otel-rl[gym]'") from exc
+
+from otel_rl._internal import recording as _rec
+
+__all__ = ["RecordEpisodeMetrics", "RecordVectorEpisodeMetrics", "wrap"]
+
+_FLUSH_EVERY = 1000
+
+
+class RecordEpisodeMetrics(gym.Wrapper):
+    """Records the episodes and environment steps of a single environment."""
+
+    def __init__(self, env: gym.Env, algorithm: str = "default", agent_id: str = "default",
+                 flush_every: int = _FLUSH_EVERY) -> None:
+        super().__init__(env)
+        self._algorithm = str(algorithm)
+        self._key = (self._algorithm, str(agent_id))
+        self._flush_every = flush_every
+        self._return = 0.0
+        self._length = 0
+        self._pending = 0
+
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._return += reward
+        self._length += 1
+        self._pending += 1
+        if terminated or truncated:
+            episode = info.get("episode") if info else None
+            if episode is not None:
+                self._record(episode["r"], episode["l"])
+            else:
+                self._record(self._return, self._length)
+        elif self._pending >= self._flush_every:
+            self.flush()
+        return obs, reward, terminated, truncated, info
+
+    def reset(self, **kwargs: Any):
+        self.flush()
+        self._return = 0.0
+        self._length = 0
+        return self.env.reset(**kwargs)
+
+    def close(self) -> None:
+        self.flush()
+        super().close()
+
+    def flush(self) -> None:
+        """Hand the steps counted so far to ``rl_training_environment_steps_total``."""
+        if self._pending:
+            _rec._env_steps.add((self._algorithm,), self._pending)
+            self._pending = 0
+
+    def _record(self, episode_return: Any, length: Any) -> None:
+        _rec._episodes.add(self._key, 1.0)
+        _rec._episode_reward.observe(self._key, _scalar(episode_return))
+        _rec._episode_length.observe(self._key, _scalar(length))
+        self._return = 0.0
+        self._length = 0
+        self.flush()
+
+
+class RecordVectorEpisodeMetrics(VectorWrapper):
+    """Records the episodes and environment steps of a vector environment, in any autoreset mode."""
+
+    def __init__(self, env: VectorEnv, algorithm: str = "default", agent_id: str = "default",
+                 flush_every: int = _FLUSH_EVERY) -> None:
+        super().__init__(env)
+        self._algorithm = str(algorithm)
+        self._key = (self._algorithm, str(agent_id))
+        self._flush_every = flush_every
+        mode = self.env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
+        # In next-step mode the step after an episode's end only resets that sub-environment: it is no step of
+        # any episode, so it counts neither in the length nor in the environment steps.
+        self._next_step_reset = mode == AutoresetMode.NEXT_STEP or mode == AutoresetMode.NEXT_STEP.value
+        self._returns = np.zeros(self.num_envs, dtype=np.float64)
+        self._lengths = np.zeros(self.num_envs, dtype=np.int64)
+        self._pending = 0
+        self._resetting = 0  # sub-environments whose next step is an autoreset
+
+    def step(self, actions: Any):
+        obs, rewards, terminations, truncations, infos = self.env.step(actions)
+        self._returns += rewards
+        self._lengths += 1
+        self._pending += self.num_envs - self._resetting
+        self._resetting = 0
+        done = np.logical_or(terminations, truncations)
+        if done.any():
+            self._finish(np.flatnonzero(done), infos)
+        elif self._pending >= self._flush_every:
+            self.flush()
+        return obs, rewards, terminations, truncations, infos
+
+    def _finish(self, indices: np.ndarray, infos: dict[str, Any]) -> None:
+        episode = infos.get("episode") if infos else None
+        mask = infos.get("_episode") if episode is not None else None
+        for i in indices:
+            if mask is not None and mask[i]:
+                episode_return, length = episode["r"][i], episode["l"][i]
+            else:
+                episode_return, length = self._returns[i], self._lengths[i]
+            _rec._episodes.add(self._key, 1.0)
+            _rec._episode_reward.observe(self._key, float(episode_return))
+            _rec._episode_length.observe(self._key, float(length))
+        self._returns[indices] = 0.0
+        if self._next_step_reset:
+            self._lengths[indices] = -1  # the coming autoreset step brings it to 0
+            self._resetting = len(indices)
+        else:
+            self._lengths[indices] = 0
+        self.flush()
+
+    def reset(self, **kwargs: Any):
+        self.flush()
+        options = kwargs.get("options") or {}
+        mask = options.get("reset_mask") if isinstance(options, dict) else None
+        if mask is None:
+            self._returns[:] = 0.0
+            self._lengths[:] = 0
+            self._resetting = 0
+        else:
+            self._returns[mask] = 0.0
+            self._lengths[mask] = 0
+        return self.env.reset(**kwargs)
+
+    def close(self, **kwargs: Any) -> None:
+        self.flush()
+        super().close(**kwargs)
+
+    def flush(self) -> None:
+        """Hand the steps counted so far to ``rl_training_environment_steps_total``."""
+        if self._pending:
+            _rec._env_steps.add((self._algorithm,), self._pending)
+            self._pending = 0
+
+
+def wrap(env: Any, algorithm: str = "default", agent_id: str = "default", **kwargs: Any):
+    """Wrap a single or vector environment with the matching recorder."""
+    if isinstance(env, VectorEnv):
+        return RecordVectorEpisodeMetrics(env, algorithm, agent_id, **kwargs)
+    return RecordEpisodeMetrics(env, algorithm, agent_id, **kwargs)
+
+
+def _scalar(value: Any) -> Any:
+    return value.item() if isinstance(value, np.ndarray) and value.size == 1 else value
