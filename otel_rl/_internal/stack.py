@@ -1,0 +1,96 @@
+"""``otel-rl stack``: Prometheus and the collector on loopback, with the demo pushing OTLP through them.
+
+Needs a ``prometheus`` binary on PATH (Debian's package; ``scripts/install-prometheus.sh``) and the collector:
+``$OTEL_RL_COLLECTOR``, or built by ``scripts/build-collector.sh`` when run from a checkout (``make stack`` does
+both). Everything listens on 127.0.0.1 and stops on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _collector_binary() -> str:
+    env = os.environ.get("OTEL_RL_COLLECTOR")
+    if env and Path(env).is_file():
+        return env
+    script = _ROOT / "scripts" / "build-collector.sh"
+    if not script.is_file():
+        raise SystemExit("otel-rl stack: set OTEL_RL_COLLECTOR to an otelcol-rl or otelcol-contrib binary")
+    print("otel-rl stack: building the collector (cached after the first time)...", file=sys.stderr)
+    return subprocess.run(["bash", str(script)], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _wait(url: str, what: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"otel-rl stack: {what} exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise SystemExit(f"otel-rl stack: {what} not ready at {url} after {timeout:.0f} s")
+
+
+def run_stack(iterations: int = 60, seed: int = 0, protocol: str = "grpc", prometheus_port: int = 9090,
+              keep: bool = False) -> int:
+    """Start Prometheus and the collector, push a demo run through them, print where to look."""
+    from otel_rl.demo.run import run_demo
+
+    prometheus = shutil.which("prometheus")
+    if prometheus is None:
+        raise SystemExit("otel-rl stack: prometheus is not on PATH (run scripts/install-prometheus.sh)")
+    collector = _collector_binary()
+    workdir = Path(tempfile.mkdtemp(prefix="otel-rl-stack-"))
+    config = workdir / "prometheus.yml"
+    rules = sorted((_ROOT / "prometheus" / "rules").glob("*.yml"))
+    config.write_text("global:\n  scrape_interval: 10s\n  evaluation_interval: 10s\n"
+                      + ("rule_files:\n" + "".join(f"  - {r}\n" for r in rules) if rules else ""))
+    prom_url = f"http://127.0.0.1:{prometheus_port}"
+    processes: list[subprocess.Popen] = []
+    try:
+        processes.append(subprocess.Popen(
+            [prometheus, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
+             f"--web.listen-address=127.0.0.1:{prometheus_port}", "--web.enable-remote-write-receiver",
+             "--log.level=warn"], stdout=open(workdir / "prometheus.log", "wb"), stderr=subprocess.STDOUT))
+        _wait(prom_url + "/-/ready", "Prometheus", processes[-1])
+        env = {**os.environ, "PROMETHEUS_REMOTE_WRITE_ENDPOINT": prom_url + "/api/v1/write"}
+        processes.append(subprocess.Popen(
+            [collector, f"--config={_ROOT / 'collector' / 'otelcol-config.yaml'}"], env=env,
+            stdout=open(workdir / "collector.log", "wb"), stderr=subprocess.STDOUT))
+        _wait("http://127.0.0.1:13133/", "the collector", processes[-1])
+        endpoint = "http://127.0.0.1:4317" if protocol == "grpc" else "http://127.0.0.1:4318/v1/metrics"
+        print(f"otel-rl stack: Prometheus {prom_url}, collector OTLP {endpoint}; logs in {workdir}", file=sys.stderr)
+        result = run_demo(iterations=iterations, seed=seed, config={
+            "service_name": "otel-rl-demo", "exporters": ["otlp"],
+            "otlp": {"endpoint": endpoint, "protocol": protocol, "export_interval": 2.0}})
+        print(f"otel-rl stack: {result.iterations} iterations in {result.seconds:.1f} s. Try:\n"
+              f"  {prom_url}/graph?g0.expr=rl_training_episode_reward_mean\n"
+              f"  curl -s '{prom_url}/api/v1/query?query=sum(rl_training_episodes_total)'")
+        if keep:
+            print("otel-rl stack: running; Ctrl-C stops Prometheus and the collector", file=sys.stderr)
+            while True:
+                time.sleep(3600)
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
