@@ -1,0 +1,130 @@
+"""The Gymnasium wrappers: episodes and steps recorded exactly, in every autoreset mode."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.vector import AutoresetMode
+
+from otel_rl import testing
+from otel_rl.integrations.gymnasium import RecordEpisodeMetrics, RecordVectorEpisodeMetrics, wrap
+
+
+class _Countdown(gym.Env):
+    """An episode of ``length`` steps with reward -1.5 each (negative on purpose)."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,))
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, length: int = 7) -> None:
+        self.length = length
+        self.t = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(1, dtype=np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.zeros(1, dtype=np.float32), -1.5, self.t >= self.length, False, {}
+
+
+def _run_single(env, steps: int) -> int:
+    env.reset(seed=0)
+    episodes = 0
+    for _ in range(steps):
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            episodes += 1
+            env.reset()
+    env.close()
+    return episodes
+
+
+def test_single_env_records_each_episode_and_all_steps():
+    """Every finished episode counts once with its (negative) return and length; every step is counted."""
+    env = RecordEpisodeMetrics(_Countdown(7), algorithm="PPO", agent_id="a0")
+    episodes = _run_single(env, 50)
+    assert episodes == 7
+    assert testing.value("rl_training_episodes_total", algorithm="PPO", agent_id="a0") == 7
+    assert testing.value("rl_training_environment_steps_total", algorithm="PPO") == 50
+    reward = testing.histogram("rl_training_episode_reward", algorithm="PPO", agent_id="a0")
+    assert reward.count == 7 and reward.sum == pytest.approx(7 * 7 * -1.5)
+    length = testing.histogram("rl_training_episode_length", algorithm="PPO", agent_id="a0")
+    assert length.sum == 49 and length.min == 7 and length.max == 7
+
+
+def test_single_env_flushes_steps_without_an_episode_end():
+    """Steps of an unfinished episode reach the counter every ``flush_every`` steps and on close."""
+    env = RecordEpisodeMetrics(_Countdown(10_000), algorithm="A", flush_every=100)
+    env.reset()
+    for _ in range(250):
+        env.step(0)
+    assert testing.value("rl_training_environment_steps_total", algorithm="A") == 200
+    env.close()
+    assert testing.value("rl_training_environment_steps_total", algorithm="A") == 250
+    assert testing.value("rl_training_episodes_total", algorithm="A", agent_id="default") is None
+
+
+def test_single_env_uses_record_episode_statistics_when_present():
+    """With RecordEpisodeStatistics below, its episode return is used (rewards rescaled above it do not count)."""
+    base = gym.wrappers.RecordEpisodeStatistics(_Countdown(4))
+    scaled = gym.wrappers.TransformReward(base, lambda r: r * 10)
+    env = RecordEpisodeMetrics(scaled, algorithm="S")
+    _run_single(env, 4)
+    assert testing.histogram("rl_training_episode_reward", algorithm="S", agent_id="default").sum == -6.0
+
+
+def _vector(mode: AutoresetMode, lengths=(3, 5)):
+    return gym.vector.SyncVectorEnv([lambda n=n: _Countdown(n) for n in lengths], autoreset_mode=mode)
+
+
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_vector_env_counts_episodes_lengths_and_steps_in_each_autoreset_mode(mode):
+    """Episodes of different lengths in a vector env are recorded exactly; autoreset steps are not env steps."""
+    env = RecordVectorEpisodeMetrics(_vector(mode), algorithm="V", agent_id="a")
+    env.reset(seed=0)
+    for _ in range(30):
+        env.step(np.zeros(2, dtype=np.int64))
+    env.close()
+    if mode == AutoresetMode.NEXT_STEP:
+        # env0: episodes of 3 steps + 1 reset step -> 30 // 4 = 7 episodes, 28 steps + 2 left;
+        # env1: 5 + 1 -> 5 episodes, 25 steps + 5 = 30 slots, the 5th episode ends at slot 29.
+        expected_episodes, expected_steps = 7 + 5, (30 - 7) + (30 - 5)
+    else:
+        expected_episodes, expected_steps = 30 // 3 + 30 // 5, 60
+    assert testing.value("rl_training_episodes_total", algorithm="V", agent_id="a") == expected_episodes
+    assert testing.value("rl_training_environment_steps_total", algorithm="V") == expected_steps
+    lengths = testing.histogram("rl_training_episode_length", algorithm="V", agent_id="a")
+    assert sorted({lengths.min, lengths.max}) == [3, 5]
+    rewards = testing.histogram("rl_training_episode_reward", algorithm="V", agent_id="a")
+    assert rewards.sum == pytest.approx(-1.5 * lengths.sum)
+
+
+def test_vector_env_uses_the_episode_mask_of_record_episode_statistics():
+    """With RecordEpisodeStatistics on the vector env, its info["episode"] under the "_episode" mask is used."""
+    inner = gym.wrappers.vector.RecordEpisodeStatistics(_vector(AutoresetMode.NEXT_STEP))
+    env = RecordVectorEpisodeMetrics(gym.wrappers.vector.TransformReward(inner, lambda r: r * 100), algorithm="M")
+    env.reset(seed=0)
+    for _ in range(6):
+        env.step(np.zeros(2, dtype=np.int64))
+    rewards = testing.histogram("rl_training_episode_reward", algorithm="M", agent_id="default")
+    assert rewards.count == 2  # env0 at step 3, env1 at step 5
+    assert rewards.sum == pytest.approx(-1.5 * 3 + -1.5 * 5)
+
+
+def test_wrap_picks_the_vector_wrapper_for_vector_envs():
+    """wrap() returns the single or the vector recorder according to the environment."""
+    assert isinstance(wrap(_Countdown()), RecordEpisodeMetrics)
+    assert isinstance(wrap(_vector(AutoresetMode.NEXT_STEP)), RecordVectorEpisodeMetrics)
+
+
+def test_real_cartpole_steps_match_the_loop():
+    """On real CartPole the counted steps equal the steps taken and episode lengths add up."""
+    env = wrap(gym.make("CartPole-v1"), algorithm="C", agent_id="a0")
+    episodes = _run_single(env, 600)
+    assert testing.value("rl_training_environment_steps_total", algorithm="C") == 600
+    assert testing.value("rl_training_episodes_total", algorithm="C", agent_id="a0") == episodes
+    assert testing.histogram("rl_training_episode_length", algorithm="C", agent_id="a0").sum <= 600
