@@ -1,0 +1,278 @@
+"""Prometheus recording and alerting rules for training health, generated from code.
+
+``prometheus/rules/otel-rl.rules.yml`` is the output of :func:`write_rules` (``otel-rl rules``) with the default
+:class:`Thresholds`; ``prometheus/rules/tests/otel-rl.rules.test.yml`` unit-tests it with ``promtool test rules``.
+
+Two PromQL details shape the expressions:
+
+* A counter series appears with its first increment already in it (1, not 0), and ``increase`` needs two samples,
+  so "a failed run / an error / a dropped NaN" is "increased in the window, or the series is new in the window"
+  (:func:`_new_or_increased`).
+* ``_sum`` of the policy-loss, entropy and reward histograms decreases when observations are negative; ``rate``
+  and ``increase`` would read that as a counter reset, so windowed means use ``delta(_sum) / delta(_count)``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["ALERTS", "RECORDING_RULES", "Thresholds", "build_rules", "markdown", "rules_yaml", "write_rules"]
+
+_DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The configurable values of the alerting rules; durations are Prometheus durations (``15m``, ``1h``)."""
+
+    #: RLTrainingStalled: active for at least this long with no new training iteration in it.
+    stalled_after: str = "15m"
+    #: RLTrainingRunFailed: a run failed within this window.
+    failed_window: str = "15m"
+    #: RLTrainingErrors: more than ``max_errors`` training errors within ``errors_window``.
+    errors_window: str = "5m"
+    max_errors: float = 0.0
+    #: RLTrainingRewardCollapsed: the mean episode reward fell more than ``reward_drop_fraction`` * |max| below
+    #: its maximum over ``reward_window``, for ``reward_for``.
+    reward_window: str = "1h"
+    reward_drop_fraction: float = 0.5
+    reward_for: str = "10m"
+    #: RLTrainingNonFiniteLoss: the SDK dropped a NaN/inf loss or entropy within this window.
+    non_finite_window: str = "15m"
+    #: RLTrainingEntropyCollapsed: mean entropy over ``entropy_window`` below ``entropy_min``, for ``entropy_for``.
+    entropy_window: str = "10m"
+    entropy_min: float = 0.05
+    entropy_for: str = "5m"
+    #: RLTrainingNoData: the last ``rl_training_active`` seen within ``no_data_lookback`` was 1, and no sample of
+    #: it arrived for ``no_data_after`` (the process died or stopped exporting while training).
+    no_data_after: str = "10m"
+    no_data_lookback: str = "6h"
+    #: RLTelemetryValuesDropped: the SDK dropped any value within this window.
+    dropped_window: str = "15m"
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if isinstance(value, str) and not _DURATION.match(value):
+                raise ValueError(f"Thresholds.{name}={value!r} is not a Prometheus duration (e.g. '15m', '1h')")
+        if not 0.0 < self.reward_drop_fraction <= 1.0:
+            raise ValueError(f"Thresholds.reward_drop_fraction={self.reward_drop_fraction!r} must be in (0, 1]")
+        if self.max_errors < 0:
+            raise ValueError(f"Thresholds.max_errors={self.max_errors!r} must be >= 0")
+
+
+def _num(value: float) -> str:
+    """A threshold as PromQL text: ``0``, ``0.05``, never ``0.0``."""
+    return repr(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _new_or_increased(selector: str, window: str, by: str, above: float = 0.0) -> str:
+    """Groups ``by`` whose counter grew by more than ``above`` in ``window``, counting series born in the window.
+
+    ``last_over_time`` rather than the bare selector: a run that fails usually ends its process, and a scraped
+    series goes stale at once, while the alert should still fire for the whole window.
+    """
+    return (
+        f"(sum by ({by}) (increase({selector}[{window}])) > {_num(above)})\n"
+        f"or\n"
+        f"(sum by ({by}) (last_over_time({selector}[{window}]) unless {selector} offset {window}) > {_num(above)})"
+    )
+
+
+def _windowed_mean(name: str, by: str, window: str) -> str:
+    return (f"sum by ({by}) (delta({name}_sum[{window}]))\n"
+            f"/\n"
+            f"(sum by ({by}) (delta({name}_count[{window}])) > 0)")
+
+
+#: ``record`` name -> (expression, what it is); windows fixed at 5m to match the names.
+RECORDING_RULES: dict[str, tuple[str, str]] = {
+    "rl_training:environment_steps:rate5m": (
+        "sum by (job, algorithm) (rate(rl_training_environment_steps_total[5m]))",
+        "Environment steps per second."),
+    "rl_training:iterations:rate5m": (
+        "sum by (job, algorithm) (rate(rl_training_iterations_total[5m]))",
+        "Training iterations per second."),
+    "rl_training:episodes:rate5m": (
+        "sum by (job, algorithm, agent_id) (rate(rl_training_episodes_total[5m]))",
+        "Episodes completed per second."),
+    "rl_training:errors:rate5m": (
+        "sum by (job, error_type) (rate(rl_training_errors_total[5m]))",
+        "Training errors per second."),
+    "rl_training:episode_reward:mean5m": (
+        _windowed_mean("rl_training_episode_reward", "job, algorithm, agent_id", "5m"),
+        "Mean episode reward over 5 minutes (delta, since rewards can be negative)."),
+    "rl_training:episode_reward_bucket:rate5m": (
+        "sum by (job, algorithm, agent_id, le) (rate(rl_training_episode_reward_bucket[5m]))",
+        "Episodes per second per reward bucket (for heatmaps and histogram_quantile)."),
+    "rl_training:policy_loss:mean5m": (
+        _windowed_mean("rl_training_policy_loss", "job, algorithm", "5m"),
+        "Mean policy loss over 5 minutes."),
+    "rl_training:value_loss:mean5m": (
+        _windowed_mean("rl_training_value_loss", "job, algorithm", "5m"),
+        "Mean value loss over 5 minutes."),
+    "rl_training:entropy:mean5m": (
+        _windowed_mean("rl_training_entropy", "job, algorithm", "5m"),
+        "Mean policy entropy over 5 minutes."),
+}
+
+
+@dataclass(frozen=True)
+class _Alert:
+    name: str
+    severity: str
+    expr: str
+    summary: str
+    description: str
+    for_: str = ""
+
+
+def _alerts(t: Thresholds) -> list[_Alert]:
+    active = "rl_training_active"
+    reward_max = f"max by (job, algorithm, run_id) (max_over_time(rl_training_episode_reward_mean[{t.reward_window}]))"
+    losses = 'otel_rl_dropped_values_total{metric=~"rl_training_(policy_loss|value_loss|entropy)",reason=~"nan|inf"}'
+    return [
+        _Alert(
+            "RLTrainingStalled", "warning",
+            f"(\n"
+            f"  max by (job, algorithm) (min_over_time({active}[{t.stalled_after}])) == 1\n"
+            f"  and on (job, algorithm)\n"
+            f"  max by (job, algorithm) ({active} offset {t.stalled_after}) == 1\n"
+            f")\n"
+            f"unless on (job, algorithm)\n"
+            f"(\n"
+            + _indent(_new_or_increased("rl_training_iterations_total", t.stalled_after, "job, algorithm")) +
+            f"\n)",
+            "{{ $labels.algorithm }} training in {{ $labels.job }} is stalled",
+            f"rl_training_active has been 1 for {t.stalled_after} but rl_training_iterations_total did not "
+            f"increase in that time: the training loop is stuck or stopped recording iterations."),
+        _Alert(
+            "RLTrainingRunFailed", "critical",
+            _new_or_increased('rl_training_runs_total{status="failed"}', t.failed_window, "job, algorithm"),
+            "{{ $labels.algorithm }} training run failed in {{ $labels.job }}",
+            f"{{{{ $value }}}} {{{{ $labels.algorithm }}}} run(s) failed in the last {t.failed_window} "
+            f"(rl_training_runs_total{{status=\"failed\"}}); see rl_training_errors_total for the error type."),
+        _Alert(
+            "RLTrainingErrors", "warning",
+            _new_or_increased("rl_training_errors_total", t.errors_window, "job, error_type", t.max_errors),
+            "Training errors of type {{ $labels.error_type }} in {{ $labels.job }}",
+            f"{{{{ $value }}}} training error(s) of type {{{{ $labels.error_type }}}} in the last "
+            f"{t.errors_window} (rl_training_errors_total; alerting above {_num(t.max_errors)})."),
+        _Alert(
+            "RLTrainingRewardCollapsed", "warning",
+            f"max by (job, algorithm, run_id) (rl_training_episode_reward_mean)\n"
+            f"<\n"
+            f"{reward_max}\n"
+            f"- {_num(t.reward_drop_fraction)} * abs({reward_max})",
+            "Mean episode reward of run {{ $labels.run_id }} collapsed",
+            f"rl_training_episode_reward_mean of {{{{ $labels.algorithm }}}} run {{{{ $labels.run_id }}}} is "
+            f"{{{{ $value }}}}, more than {_num(t.reward_drop_fraction * 100)}% of |max| below its maximum over "
+            f"the last {t.reward_window}.",
+            t.reward_for),
+        _Alert(
+            "RLTrainingNonFiniteLoss", "critical",
+            _new_or_increased(losses, t.non_finite_window, "job, metric, reason"),
+            "{{ $labels.metric }} is {{ $labels.reason }} in {{ $labels.job }}",
+            f"otel-rl dropped {{{{ $value }}}} non-finite ({{{{ $labels.reason }}}}) value(s) of "
+            f"{{{{ $labels.metric }}}} in the last {t.non_finite_window}: training has probably diverged."),
+        _Alert(
+            "RLTrainingEntropyCollapsed", "warning",
+            f"{_windowed_mean('rl_training_entropy', 'job, algorithm', t.entropy_window)}\n"
+            f"< {_num(t.entropy_min)}",
+            "Policy entropy of {{ $labels.algorithm }} collapsed in {{ $labels.job }}",
+            f"Mean rl_training_entropy over {t.entropy_window} is {{{{ $value }}}}, below {_num(t.entropy_min)}: "
+            f"the policy stopped exploring.",
+            t.entropy_for),
+        _Alert(
+            "RLTrainingNoData", "critical",
+            f"max by (job, algorithm) (last_over_time({active}[{t.no_data_lookback}])) == 1\n"
+            f"unless on (job, algorithm)\n"
+            f"max by (job, algorithm) (present_over_time({active}[{t.no_data_after}]))",
+            "No data from active {{ $labels.algorithm }} training in {{ $labels.job }}",
+            f"The last rl_training_active sample was 1 (training) but none arrived for {t.no_data_after}: the "
+            f"training process died or stopped exporting without recording the end of the run."),
+        _Alert(
+            "RLTelemetryValuesDropped", "info",
+            _new_or_increased("otel_rl_dropped_values_total", t.dropped_window, "job, metric, reason"),
+            "otel-rl dropped values of {{ $labels.metric }} ({{ $labels.reason }})",
+            f"otel-rl refused {{{{ $value }}}} value(s) of {{{{ $labels.metric }}}} in the last "
+            f"{t.dropped_window} (reason {{{{ $labels.reason }}}}: nan, inf, wrong_type, cardinality_limit, ...); "
+            f"the SDK log says which call."),
+    ]
+
+
+def _indent(text: str, prefix: str = "  ") -> str:
+    return "\n".join(prefix + line for line in text.splitlines())
+
+
+#: The alert names, in file order.
+ALERTS: tuple[str, ...] = tuple(alert.name for alert in _alerts(Thresholds()))
+
+
+def build_rules(thresholds: Thresholds | None = None) -> dict[str, Any]:
+    """The rule file as a dict: a recording group and an alerting group."""
+    t = thresholds or Thresholds()
+    recording = [{"record": name, "expr": expr} for name, (expr, _) in RECORDING_RULES.items()]
+    alerting = []
+    for alert in _alerts(t):
+        rule: dict[str, Any] = {"alert": alert.name, "expr": alert.expr}
+        if alert.for_:
+            rule["for"] = alert.for_
+        rule["labels"] = {"severity": alert.severity}
+        rule["annotations"] = {"summary": alert.summary, "description": alert.description}
+        alerting.append(rule)
+    return {"groups": [
+        {"name": "otel-rl.recording", "rules": recording},
+        {"name": "otel-rl.alerts", "rules": alerting},
+    ]}
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+_HEADER = ("# Generated by `otel-rl rules` (otel_rl/_internal/rules.py); do not edit by hand.\n"
+           "# Load with `rule_files:` in prometheus.yml; check with `promtool check rules`.\n")
+
+
+def rules_yaml(thresholds: Thresholds | None = None) -> str:
+    """The rule file's text as committed (a header comment, then YAML)."""
+    body = yaml.dump(build_rules(thresholds), Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+                     width=100000, allow_unicode=True)
+    return _HEADER + body
+
+
+def write_rules(path: str | Path, thresholds: Thresholds | None = None) -> None:
+    """Write the rule file to ``path`` (parents created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(rules_yaml(thresholds), encoding="utf-8")
+
+
+def _cell(text: str) -> str:
+    return "`" + " ".join(text.split()).replace("|", "\\|") + "`"
+
+
+def markdown(thresholds: Thresholds | None = None) -> str:
+    """Markdown tables of the recording rules and the alerts, for docs/dashboard.md."""
+    t = thresholds or Thresholds()
+    lines = ["| Recording rule | Meaning | PromQL |", "|---|---|---|"]
+    lines += [f"| `{name}` | {meaning} | {_cell(expr)} |" for name, (expr, meaning) in RECORDING_RULES.items()]
+    lines += ["", "| Alert | Severity | For | Summary | PromQL |", "|---|---|---|---|---|"]
+    for alert in _alerts(t):
+        summary = alert.summary.replace("|", "\\|")
+        lines.append(f"| `{alert.name}` | {alert.severity} | {alert.for_ or '-'} | {summary} | {_cell(alert.expr)} |")
+    lines += ["", "| Threshold | Default |", "|---|---|"]
+    lines += [f"| `{name}` | `{value}` |" for name, value in asdict(t).items()]
+    return "\n".join(lines) + "\n"
