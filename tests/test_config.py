@@ -1,0 +1,500 @@
+"""Configuration: every setting from a mapping, a YAML file and the environment; precedence; errors; init rules."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+
+import pytest
+import yaml
+
+import otel_rl
+from otel_rl import ConfigError, Settings, load_settings
+from otel_rl._internal.config import OtlpSettings, PrometheusSettings
+
+
+@pytest.fixture
+def pem(tmp_path):
+    path = tmp_path / "ca.pem"
+    path.write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+    return str(path)
+
+
+def full_mapping(pem: str) -> dict:
+    return {
+        "service_name": "trainer",
+        "exporters": ["prometheus", "otlp", "console"],
+        "resource_attributes": {"deployment.environment": "test", "team": "rl"},
+        "cardinality_limit": 50,
+        "shutdown_timeout": 3.5,
+        "prometheus": {"host": "127.0.0.1", "port": 9100, "strict": True, "linger": 2.5},
+        "otlp": {
+            "endpoint": "http://collector:4318/v1/metrics",
+            "protocol": "http/protobuf",
+            "headers": {"authorization": "Bearer x"},
+            "insecure": True,
+            "timeout": 4.0,
+            "export_interval": 15,
+            "compression": "gzip",
+            "certificate": pem,
+        },
+    }
+
+
+def expected_settings(pem: str) -> Settings:
+    return Settings(
+        service_name="trainer",
+        exporters=("prometheus", "otlp", "console"),
+        prometheus=PrometheusSettings(host="127.0.0.1", port=9100, strict=True, linger=2.5),
+        otlp=OtlpSettings(endpoint="http://collector:4318/v1/metrics", protocol="http/protobuf",
+                          headers=(("authorization", "Bearer x"),), insecure=True, timeout=4.0,
+                          export_interval=15.0, compression="gzip", certificate=pem),
+        resource_attributes=(("deployment.environment", "test"), ("team", "rl")),
+        cardinality_limit=50,
+        shutdown_timeout=3.5,
+    )
+
+
+def full_environ(pem: str) -> dict[str, str]:
+    return {
+        "OTEL_SERVICE_NAME": "trainer",
+        "OTEL_RL_EXPORTERS": "prometheus,otlp,console",
+        "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test,team=rl",
+        "OTEL_RL_CARDINALITY_LIMIT": "50",
+        "OTEL_RL_SHUTDOWN_TIMEOUT": "3.5",
+        "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+        "OTEL_EXPORTER_PROMETHEUS_PORT": "9100",
+        "OTEL_RL_PROMETHEUS_STRICT": "true",
+        "OTEL_RL_PROMETHEUS_LINGER": "2.5",
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://collector:4318/v1/metrics",
+        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_METRICS_HEADERS": "authorization=Bearer%20x",
+        "OTEL_EXPORTER_OTLP_METRICS_INSECURE": "true",
+        "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT": "4000",
+        "OTEL_METRIC_EXPORT_INTERVAL": "15000",
+        "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION": "gzip",
+        "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE": pem,
+    }
+
+
+# -- sources ----------------------------------------------------------------------------------------------------------
+
+
+def test_defaults_without_config_or_environment():
+    """With no config and an empty environment every setting has its documented default."""
+    settings = load_settings(None, environ={})
+    assert settings == Settings()
+    assert settings.exporters == ("prometheus",)
+    assert settings.prometheus.port == 8011
+    assert settings.prometheus.host == "0.0.0.0"
+    assert settings.prometheus.strict is False
+    assert settings.otlp.protocol == "grpc"
+    assert settings.otlp.export_interval == 10.0
+    assert settings.otlp.resolved_endpoint() == "http://localhost:4317"
+
+
+def test_every_setting_from_a_mapping(pem):
+    """Every setting in the table is read from a nested mapping."""
+    assert load_settings(full_mapping(pem), environ={}) == expected_settings(pem)
+
+
+def test_every_setting_from_a_yaml_file(tmp_path, pem):
+    """Every setting is read from a YAML file given by path (str or Path)."""
+    path = tmp_path / "otel-rl.yaml"
+    path.write_text(yaml.safe_dump(full_mapping(pem)))
+    assert load_settings(path, environ={}) == expected_settings(pem)
+    assert load_settings(str(path), environ={}) == expected_settings(pem)
+
+
+def test_every_setting_from_the_environment(pem):
+    """Every setting is read from its environment variable (OTEL_* durations in milliseconds)."""
+    assert load_settings(None, environ=full_environ(pem)) == expected_settings(pem)
+
+
+def test_seed_layout_yaml_reads_the_monitoring_section(tmp_path):
+    """A seed-style production_config.yaml with ``monitoring: {prometheus_port: 8011}`` beside app sections works."""
+    path = tmp_path / "production_config.yaml"
+    path.write_text(yaml.safe_dump({
+        "training": {"algorithm": "PPO", "max_iterations": 100},
+        "data": {"symbols": ["AAPL", "MSFT"], "start": "2020-01-01"},
+        "monitoring": {"prometheus_port": 8123},
+        "experiment_name": "wealtharena",
+    }))
+    settings = load_settings(path, environ={})
+    assert settings.prometheus.port == 8123
+    assert settings.exporters == ("prometheus",)
+
+
+def test_seed_layout_monitoring_section_in_a_mapping():
+    """The ``monitoring:`` section of an application config mapping is what is read."""
+    settings = load_settings({"training": {"algorithm": "PPO"}, "monitoring": {"prometheus_port": 9200}}, environ={})
+    assert settings.prometheus.port == 9200
+
+
+def test_empty_yaml_file_gives_defaults(tmp_path):
+    """An empty YAML file means no explicit settings."""
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    assert load_settings(path, environ={}) == Settings()
+
+
+def test_exporters_from_otel_metrics_exporter_and_lists():
+    """Exporters come from a list, a comma string, OTEL_METRICS_EXPORTER; duplicates collapse, 'none' alone means none."""
+    assert load_settings({"exporters": "otlp, prometheus"}, environ={}).exporters == ("otlp", "prometheus")
+    assert load_settings({"exporters": ["OTLP", "otlp"]}, environ={}).exporters == ("otlp",)
+    assert load_settings(None, environ={"OTEL_METRICS_EXPORTER": "otlp"}).exporters == ("otlp",)
+    assert load_settings({"exporters": ["none"]}, environ={}).exporters == ()
+    assert load_settings(None, environ={"OTEL_RL_EXPORTERS": "console", "OTEL_METRICS_EXPORTER": "otlp"}
+                         ).exporters == ("console",)
+
+
+# -- precedence -------------------------------------------------------------------------------------------------------
+
+
+def test_explicit_config_beats_environment_beats_default():
+    """An explicit value wins over the environment variable, which wins over the default."""
+    environ = {"OTEL_EXPORTER_PROMETHEUS_PORT": "9300", "OTEL_SERVICE_NAME": "from-env"}
+    settings = load_settings({"prometheus": {"port": 9400}}, environ=environ)
+    assert settings.prometheus.port == 9400
+    assert settings.service_name == "from-env"
+    assert settings.shutdown_timeout == Settings().shutdown_timeout
+    assert load_settings(None, environ=environ).prometheus.port == 9300
+    assert load_settings(None, environ={}).prometheus.port == 8011
+
+
+def test_seed_alias_beats_environment():
+    """The seed's ``monitoring.prometheus_port`` is explicit config and wins over OTEL_EXPORTER_PROMETHEUS_PORT."""
+    settings = load_settings({"monitoring": {"prometheus_port": 8999}},
+                             environ={"OTEL_EXPORTER_PROMETHEUS_PORT": "9300"})
+    assert settings.prometheus.port == 8999
+
+
+def test_signal_specific_environment_variable_beats_generic():
+    """OTEL_EXPORTER_OTLP_METRICS_* wins over OTEL_EXPORTER_OTLP_*."""
+    settings = load_settings(None, environ={"OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "grpc",
+                                            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                                            "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT": "1000",
+                                            "OTEL_EXPORTER_OTLP_TIMEOUT": "9000"})
+    assert settings.otlp.protocol == "grpc"
+    assert settings.otlp.timeout == 1.0
+
+
+def test_blank_environment_variable_is_ignored():
+    """An empty or blank environment variable is treated as unset."""
+    settings = load_settings(None, environ={"OTEL_EXPORTER_PROMETHEUS_PORT": "  ", "OTEL_SERVICE_NAME": ""})
+    assert settings.prometheus.port == 8011
+    assert settings.service_name == "otel-rl"
+
+
+def test_explicit_none_falls_back_to_default():
+    """An explicit None (an empty YAML value) leaves the setting at its default."""
+    assert load_settings({"service_name": None, "prometheus": None}, environ={}) == Settings()
+
+
+def test_otel_durations_are_milliseconds():
+    """OTEL_METRIC_EXPORT_INTERVAL=5000 means 5 s and OTEL_EXPORTER_OTLP_TIMEOUT=2500 means 2.5 s."""
+    settings = load_settings(None, environ={"OTEL_METRIC_EXPORT_INTERVAL": "5000",
+                                            "OTEL_EXPORTER_OTLP_TIMEOUT": "2500"})
+    assert settings.otlp.export_interval == 5.0
+    assert settings.otlp.timeout == 2.5
+
+
+def test_config_durations_are_seconds():
+    """In the config mapping durations are seconds, not milliseconds."""
+    assert load_settings({"otlp": {"export_interval": 5}}, environ={}).otlp.export_interval == 5.0
+
+
+def test_generic_otlp_endpoint_is_a_base_url_for_http():
+    """OTEL_EXPORTER_OTLP_ENDPOINT is a base URL: http/protobuf appends /v1/metrics, grpc keeps it."""
+    http = load_settings(None, environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/",
+                                        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
+    assert http.otlp.endpoint == "http://collector:4318/v1/metrics"
+    assert http.otlp.resolved_endpoint() == "http://collector:4318/v1/metrics"
+    grpc = load_settings(None, environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"})
+    assert grpc.otlp.resolved_endpoint() == "http://collector:4317"
+
+
+def test_generic_otlp_endpoint_with_a_path_still_gets_the_signal_path():
+    """A base URL with a path prefix gets /v1/metrics appended for http/protobuf, as the OTLP spec says."""
+    settings = load_settings(None, environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "https://gw.example/otlp",
+                                            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
+    assert settings.otlp.endpoint == "https://gw.example/otlp/v1/metrics"
+
+
+def test_signal_specific_endpoint_is_used_as_is():
+    """OTEL_EXPORTER_OTLP_METRICS_ENDPOINT with a path is used unchanged."""
+    settings = load_settings(None, environ={"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://c:4318/custom",
+                                            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
+    assert settings.otlp.resolved_endpoint() == "http://c:4318/custom"
+
+
+def test_explicit_http_endpoint_without_path_resolves_to_v1_metrics():
+    """An explicit http/protobuf endpoint with no path resolves to <endpoint>/v1/metrics; the default is :4318."""
+    settings = load_settings({"otlp": {"protocol": "http/protobuf", "endpoint": "http://c:4318"}}, environ={})
+    assert settings.otlp.resolved_endpoint() == "http://c:4318/v1/metrics"
+    default = load_settings({"otlp": {"protocol": "http/protobuf"}}, environ={})
+    assert default.otlp.resolved_endpoint() == "http://localhost:4318/v1/metrics"
+
+
+# -- errors -----------------------------------------------------------------------------------------------------------
+
+
+def _error(config, environ=None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_settings(config, environ=environ or {})
+    return str(info.value)
+
+
+def test_config_error_is_a_value_error():
+    """ConfigError subclasses ValueError, so existing ``except ValueError`` blocks catch it."""
+    assert issubclass(ConfigError, ValueError)
+    with pytest.raises(ValueError):
+        load_settings({"nope": 1}, environ={})
+
+
+def test_unknown_key():
+    """An unknown key names the key, its value and the allowed keys."""
+    message = _error({"prometheus_prot": 8011})
+    assert "prometheus_prot" in message and "8011" in message
+    assert "prometheus.port" in message and "service_name" in message
+
+
+def test_unknown_nested_key():
+    """An unknown key inside a section is reported with its dotted name."""
+    message = _error({"otlp": {"endpiont": "http://x"}})
+    assert "otlp.endpiont" in message and "http://x" in message and "otlp.endpoint" in message
+
+
+def test_section_that_is_not_a_mapping():
+    """A section given as a scalar names the section, the value and the keys allowed in it."""
+    message = _error({"prometheus": 8011})
+    assert "'prometheus'" in message and "8011" in message and "prometheus.port" in message
+
+
+def test_wrong_type():
+    """A value of the wrong type names the key, the value and what is allowed."""
+    message = _error({"cardinality_limit": "many"})
+    assert "cardinality_limit" in message and "'many'" in message and "positive integer" in message
+    message = _error({"service_name": 42})
+    assert "service_name" in message and "42" in message and "non-empty string" in message
+
+
+def test_unknown_exporter():
+    """An unknown exporter names the key, the value and the allowed exporters."""
+    message = _error({"exporters": ["prometheus", "jaeger"]})
+    assert "exporters" in message and "jaeger" in message
+    for name in ("prometheus", "otlp", "console", "none"):
+        assert name in message.split("allowed")[1]
+
+
+def test_unknown_exporter_from_environment():
+    """An unknown exporter in the environment names the variable, the value and the allowed exporters."""
+    message = _error(None, {"OTEL_METRICS_EXPORTER": "zipkin"})
+    assert "OTEL_METRICS_EXPORTER" in message and "zipkin" in message and "otlp" in message
+
+
+@pytest.mark.parametrize("port", [70000, -1, 65536, "http", 80.5, True])
+def test_port_out_of_range_or_not_an_integer(port):
+    """A port outside 0..65535 or not an integer names the key, the value and the allowed range."""
+    message = _error({"prometheus": {"port": port}})
+    assert "prometheus.port" in message and repr(port) in message and "0 to 65535" in message
+
+
+def test_port_from_environment_out_of_range():
+    """An out-of-range port in the environment names the variable, the value and the range."""
+    message = _error(None, {"OTEL_EXPORTER_PROMETHEUS_PORT": "99999"})
+    assert "OTEL_EXPORTER_PROMETHEUS_PORT" in message and "99999" in message and "0 to 65535" in message
+
+
+@pytest.mark.parametrize("value", ["maybe", 2, "enabled"])
+def test_bad_bool(value):
+    """A boolean that is neither true nor false names the key, the value and 'true or false'."""
+    message = _error({"prometheus": {"strict": value}})
+    assert "prometheus.strict" in message and repr(value) in message and "true or false" in message
+
+
+@pytest.mark.parametrize("text,expected", [("TRUE", True), ("1", True), ("yes", True), ("off", False), ("0", False)])
+def test_bool_texts_from_environment(text, expected):
+    """Boolean environment variables accept true/false, 1/0, yes/no, on/off in any case."""
+    assert load_settings(None, environ={"OTEL_RL_PROMETHEUS_STRICT": text}).prometheus.strict is expected
+
+
+def test_negative_interval():
+    """A negative export interval names the key, the value and that it must be > 0."""
+    message = _error({"otlp": {"export_interval": -1}})
+    assert "otlp.export_interval" in message and "-1" in message and "> 0" in message
+
+
+def test_zero_interval_and_zero_linger():
+    """An export interval of 0 is refused while a linger of 0 (off) is allowed."""
+    assert "otlp.export_interval" in _error({"otlp": {"export_interval": 0}})
+    assert load_settings({"prometheus": {"linger": 0}}, environ={}).prometheus.linger == 0.0
+    message = _error({"prometheus": {"linger": -0.5}})
+    assert "prometheus.linger" in message and "-0.5" in message and ">= 0" in message
+
+
+def test_bad_millisecond_interval_from_environment():
+    """A non-numeric OTEL_METRIC_EXPORT_INTERVAL names the variable, the value and 'milliseconds'."""
+    message = _error(None, {"OTEL_METRIC_EXPORT_INTERVAL": "soon"})
+    assert "OTEL_METRIC_EXPORT_INTERVAL" in message and "soon" in message and "milliseconds" in message
+    message = _error(None, {"OTEL_METRIC_EXPORT_INTERVAL": "-5000"})
+    assert "-5000" in message and "milliseconds > 0" in message
+
+
+def test_none_with_other_exporters():
+    """'none' combined with another exporter names the key, the value and that 'none' must stand alone."""
+    message = _error({"exporters": ["none", "otlp"]})
+    assert "exporters" in message and "none" in message and "otlp" in message and "'none' alone" in message
+
+
+def test_unknown_protocol_and_compression():
+    """An unknown protocol or compression names the key, the value and the allowed choices."""
+    message = _error({"otlp": {"protocol": "http/json"}})
+    assert "otlp.protocol" in message and "http/json" in message and "grpc" in message and "http/protobuf" in message
+    message = _error({"otlp": {"compression": "zstd"}})
+    assert "otlp.compression" in message and "zstd" in message and "gzip" in message
+
+
+def test_http_endpoint_must_be_a_url():
+    """With http/protobuf an endpoint without http(s):// is refused, naming key and value."""
+    message = _error({"otlp": {"protocol": "http/protobuf", "endpoint": "collector:4318"}})
+    assert "otlp.endpoint" in message and "collector:4318" in message and "http://" in message
+
+
+def test_missing_certificate_file(tmp_path):
+    """A certificate path that is not a file names the key, the value and what is allowed."""
+    missing = str(tmp_path / "missing.pem")
+    message = _error({"otlp": {"certificate": missing}})
+    assert "otlp.certificate" in message and missing in message and "PEM file" in message
+
+
+def test_bad_resource_attributes():
+    """Resource attributes must be a mapping or 'k=v,...' text; anything else names key, value and the forms."""
+    message = _error({"resource_attributes": ["a", "b"]})
+    assert "resource_attributes" in message and "['a', 'b']" in message and "key=value" in message
+    message = _error(None, {"OTEL_RESOURCE_ATTRIBUTES": "novalue"})
+    assert "OTEL_RESOURCE_ATTRIBUTES" in message and "novalue" in message
+
+
+def test_non_mapping_file(tmp_path):
+    """A YAML file whose top level is not a mapping names the file, what it holds and that a mapping is allowed."""
+    path = tmp_path / "list.yaml"
+    path.write_text("- prometheus\n- otlp\n")
+    message = _error(path)
+    assert str(path) in message and "list" in message and "mapping" in message
+
+
+def test_unreadable_and_invalid_yaml_files(tmp_path):
+    """A missing file or invalid YAML raises ConfigError naming the file."""
+    missing = tmp_path / "missing.yaml"
+    assert str(missing) in _error(missing)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("prometheus: {port: [\n")
+    message = _error(broken)
+    assert str(broken) in message and "YAML" in message
+
+
+def test_non_mapping_config_object():
+    """A config that is neither a mapping, a path nor None is refused, naming the value and what is allowed."""
+    message = _error(12345)
+    assert "12345" in message and "mapping" in message
+
+
+def test_monitoring_section_not_a_mapping():
+    """A ``monitoring:`` section that is not a mapping names the key and value."""
+    message = _error({"monitoring": 8011})
+    assert "monitoring" in message and "8011" in message and "mapping" in message
+
+
+# -- init_telemetry ---------------------------------------------------------------------------------------------------
+
+
+def _local(port: int = 0, **prometheus) -> dict:
+    return {"exporters": ["prometheus"], "prometheus": {"host": "127.0.0.1", "port": port, **prometheus}}
+
+
+def test_init_twice_with_the_same_config_returns_the_same_handle():
+    """A second init_telemetry() with equal settings returns the running handle."""
+    first = otel_rl.init_telemetry(_local())
+    assert otel_rl.init_telemetry(_local()) is first
+    assert otel_rl.current() is first
+
+
+def test_init_twice_with_different_config_raises():
+    """A second init_telemetry() with different settings raises ConfigError until the first is shut down."""
+    first = otel_rl.init_telemetry(_local())
+    with pytest.raises(ConfigError) as info:
+        otel_rl.init_telemetry({**_local(), "service_name": "other"})
+    assert "already" in str(info.value)
+    assert otel_rl.current() is first
+    first.shutdown(timeout=2)
+    second = otel_rl.init_telemetry({**_local(), "service_name": "other"})
+    assert second is not first
+
+
+def test_init_with_bad_config_starts_nothing():
+    """init_telemetry() with an invalid config raises ConfigError and leaves no running telemetry."""
+    before = threading.active_count()
+    with pytest.raises(ConfigError):
+        otel_rl.init_telemetry({"prometheus": {"port": 70000}})
+    assert otel_rl.current() is None
+    assert threading.active_count() == before
+
+
+def _blocker() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+def _server_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("otel-rl")]
+
+
+def test_strict_port_taken_raises_and_leaves_nothing():
+    """With strict, a taken port makes init_telemetry raise ConfigError and leaves no thread, server or handle."""
+    blocker = _blocker()
+    port = blocker.getsockname()[1]
+    before_threads = threading.active_count()
+    try:
+        with pytest.raises(ConfigError) as info:
+            otel_rl.init_telemetry(_local(port, strict=True))
+        assert str(port) in str(info.value) and "prometheus.port" in str(info.value)
+        assert otel_rl.current() is None
+        assert threading.active_count() == before_threads
+        assert _server_threads() == []
+    finally:
+        blocker.close()
+    with socket.socket() as again:  # nothing of ours holds the port
+        again.bind(("127.0.0.1", port))
+        again.listen()
+    handle = otel_rl.init_telemetry(_local(port, strict=True))  # and init works once it is free
+    assert handle.prometheus_port == port
+
+
+def test_non_strict_port_taken_logs_and_goes_on(caplog):
+    """Without strict, a taken port logs an error and returns a handle whose prometheus_port is None."""
+    caplog.set_level(logging.INFO, logger="otel_rl")
+    blocker = _blocker()
+    port = blocker.getsockname()[1]
+    try:
+        handle = otel_rl.init_telemetry(_local(port))
+        assert handle.prometheus_port is None
+        assert handle.server is None
+        errors = [r for r in caplog.records if r.levelno == logging.ERROR and r.name == "otel_rl"]
+        assert len(errors) == 1 and str(port) in errors[0].getMessage()
+        assert b"rl_training_runs_total" in handle.metrics_text()  # recording and rendering still work
+    finally:
+        blocker.close()
+
+
+def test_init_reads_the_environment(monkeypatch):
+    """init_telemetry() without config reads the process environment."""
+    monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.1")
+    monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_PORT", "0")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "env-trainer")
+    handle = otel_rl.init_telemetry()
+    assert handle.settings.service_name == "env-trainer"
+    assert handle.prometheus_port not in (None, 0)

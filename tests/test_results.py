@@ -1,0 +1,263 @@
+"""``@train_step`` reading RLlib (old and new API stack) and plain result dicts, nested and flattened."""
+
+from __future__ import annotations
+
+import pytest
+
+import otel_rl
+from otel_rl import testing
+from otel_rl._internal.results import lookup, parse_result, subtree
+
+H = testing.histogram
+V = testing.value
+
+
+def flatten(result: dict, prefix: str = "") -> dict:
+    """RLlib's ``flatten_dict``: nested keys joined with '/'."""
+    out = {}
+    for key, value in result.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}/"))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def old_stack(i: int) -> dict:
+    """An RLlib old-API-stack result for iteration ``i`` (1-based)."""
+    return {
+        "episode_reward_mean": -120.5 + i,
+        "episode_len_mean": 200.0 + i,
+        "num_env_steps_sampled": {1: 1000, 2: 2000, 3: 3500}[i],
+        "training_iteration": i,
+        "info": {"learner": {"default_policy": {"learner_stats": {
+            "policy_loss": -0.05 * i, "vf_loss": 0.4, "entropy": 1.5, "cur_lr": 5e-5}}}},
+        "custom_metrics": {"sharpe_ratio_mean": 1.2, "sharpe_ratio_min": -9.0, "sharpe_ratio_max": 9.0,
+                           "win_rate_mean": 0.65, "max_drawdown_mean": 12.5},
+        "sampler_results": {"episode_reward_mean": 99999.0},
+        "timers": {"training_iteration_time_ms": 100.0},
+    }
+
+
+def new_stack(lifetime: int) -> dict:
+    """An RLlib new-API-stack result."""
+    return {
+        "env_runners": {"episode_return_mean": 150.0, "episode_len_mean": 321.0,
+                        "num_env_steps_sampled_lifetime": lifetime, "num_episodes": 4},
+        "learners": {
+            "default_policy": {"policy_loss": -0.01, "vf_loss": 0.5, "entropy": 1.3, "curr_kl_coeff": 0.2},
+            "__all_modules__": {"policy_loss": 999.0, "vf_loss": 999.0, "entropy": 999.0,
+                                "num_env_steps_trained": 4000},
+        },
+        "num_env_steps_sampled_lifetime": lifetime,
+        "training_iteration": 1,
+    }
+
+
+def run_steps(results, algorithm="PPO", run_id="exp"):
+    @otel_rl.train_step(algorithm=algorithm, run_id=run_id)
+    def step(result):
+        return result
+
+    for result in results:
+        step(result)
+
+
+@pytest.mark.parametrize("form", ["nested", "flattened"])
+def test_rllib_old_api_stack(form):
+    """Old API stack: means, learner_stats losses, custom_metrics and lifetime steps turned into increments."""
+    results = [old_stack(i) for i in (1, 2, 3)]
+    if form == "flattened":
+        results = [flatten(r) for r in results]
+    run_steps(results)
+    assert V("rl_training_iterations_total", algorithm="PPO") == 3.0
+    assert V("rl_training_current_iteration", algorithm="PPO", run_id="exp") == 3.0
+    assert V("rl_training_episode_reward_mean", algorithm="PPO", run_id="exp") == -117.5
+    assert V("rl_training_episode_length_mean", algorithm="PPO", run_id="exp") == 203.0
+    assert V("rl_training_environment_steps_total", algorithm="PPO") == 3500.0
+    policy = H("rl_training_policy_loss", algorithm="PPO")
+    assert policy.count == 3 and policy.sum == pytest.approx(-0.3)
+    assert H("rl_training_value_loss", algorithm="PPO").sum == pytest.approx(1.2)
+    assert H("rl_training_entropy", algorithm="PPO").count == 3
+    labels = {"algorithm": "PPO", "agent_id": "default"}
+    assert V("rl_training_sharpe_ratio", **labels) == 1.2
+    assert V("rl_training_win_rate", **labels) == 65.0
+    assert V("rl_training_max_drawdown", **labels) == 12.5
+
+
+def test_rllib_old_stack_custom_metrics_per_agent():
+    """custom_metrics per agent (nested dicts or 'agent/name_mean' keys) set the figures per agent_id."""
+    run_steps([{
+        "episode_reward_mean": 1.0,
+        "custom_metrics": {"agent_0": {"sharpe_ratio": 0.8, "win_rate": 0.5},
+                           "agent_1/sharpe_ratio_mean": -0.3, "agent_1/total_return_mean": 0.12},
+    }])
+    assert V("rl_training_sharpe_ratio", algorithm="PPO", agent_id="agent_0") == 0.8
+    assert V("rl_training_win_rate", algorithm="PPO", agent_id="agent_0") == 50.0
+    assert V("rl_training_sharpe_ratio", algorithm="PPO", agent_id="agent_1") == -0.3
+    assert V("rl_training_total_return", algorithm="PPO", agent_id="agent_1") == 12.0
+    assert V("rl_training_sharpe_ratio", algorithm="PPO", agent_id="default") is None
+
+
+def test_lifetime_counter_reset_counts_the_new_total():
+    """When the lifetime step counter goes down (a restored trainer), the new lifetime value is counted."""
+    run_steps([{"num_env_steps_sampled": 1000}, {"num_env_steps_sampled": 1500}, {"num_env_steps_sampled": 200}])
+    assert V("rl_training_environment_steps_total", algorithm="PPO") == 1700.0
+
+
+def test_steps_this_iter_beats_lifetime():
+    """num_env_steps_sampled_this_iter is used as the increment when present."""
+    run_steps([{"num_env_steps_sampled": 1000, "num_env_steps_sampled_this_iter": 1000},
+               {"num_env_steps_sampled": 2000, "num_env_steps_sampled_this_iter": 1000}])
+    assert V("rl_training_environment_steps_total", algorithm="PPO") == 2000.0
+
+
+@pytest.mark.parametrize("form", ["nested", "flattened"])
+def test_rllib_new_api_stack(form):
+    """New API stack: env_runners means, learners/<module> losses (not __all_modules__), lifetime steps."""
+    results = [new_stack(4000), new_stack(8000), new_stack(12000)]
+    if form == "flattened":
+        results = [flatten(r) for r in results]
+    run_steps(results)
+    assert V("rl_training_episode_reward_mean", algorithm="PPO", run_id="exp") == 150.0
+    assert V("rl_training_episode_length_mean", algorithm="PPO", run_id="exp") == 321.0
+    assert V("rl_training_environment_steps_total", algorithm="PPO") == 12000.0
+    policy = H("rl_training_policy_loss", algorithm="PPO")
+    assert policy.count == 3 and policy.sum == pytest.approx(-0.03)
+    assert H("rl_training_value_loss", algorithm="PPO").max == 0.5
+    assert H("rl_training_entropy", algorithm="PPO").max == 1.3
+
+
+def test_rllib_new_stack_multi_agent_learners():
+    """Each learner module's losses are observed; __all_modules__ is ignored."""
+    run_steps([{"learners": {"agent_0": {"policy_loss": 0.1}, "agent_1": {"policy_loss": 0.2},
+                             "__all_modules__": {"policy_loss": 50.0}}}])
+    policy = H("rl_training_policy_loss", algorithm="PPO")
+    assert policy.count == 2 and policy.sum == pytest.approx(0.3)
+
+
+def test_plain_dict():
+    """Plain keys: reward_mean, length_mean, losses, env_steps, training_iteration and trading figures."""
+    run_steps([{"reward_mean": 10.0, "length_mean": 50, "policy_loss": 0.1, "value_loss": 0.2, "entropy": 0.9,
+                "env_steps": 100, "training_iteration": 7, "sharpe_ratio": 1.5, "win_rate": 0.6,
+                "total_return": 0.12, "max_drawdown": 3.0},
+               {"reward_mean": 12.0, "env_steps": 50}])
+    assert V("rl_training_episode_reward_mean", algorithm="PPO", run_id="exp") == 12.0
+    assert V("rl_training_episode_length_mean", algorithm="PPO", run_id="exp") == 50.0
+    assert V("rl_training_environment_steps_total", algorithm="PPO") == 150.0
+    assert V("rl_training_current_iteration", algorithm="PPO", run_id="exp") == 8.0
+    assert V("rl_training_iterations_total", algorithm="PPO") == 2.0
+    assert H("rl_training_policy_loss", algorithm="PPO").sum == 0.1
+    assert H("rl_training_value_loss", algorithm="PPO").sum == 0.2
+    assert H("rl_training_entropy", algorithm="PPO").sum == 0.9
+    labels = {"algorithm": "PPO", "agent_id": "default"}
+    assert V("rl_training_sharpe_ratio", **labels) == 1.5
+    assert V("rl_training_win_rate", **labels) == 60.0
+    assert V("rl_training_total_return", **labels) == 12.0
+    assert V("rl_training_max_drawdown", **labels) == 3.0
+
+
+def test_plain_dict_per_agent_figures():
+    """Plain per-agent figures ({"agent_0": {...}} or "agent_1/sharpe_ratio") land under those agent ids."""
+    run_steps([{"agent_0": {"sharpe_ratio": 2.0}, "agent_1/win_rate": 0.25}])
+    assert V("rl_training_sharpe_ratio", algorithm="PPO", agent_id="agent_0") == 2.0
+    assert V("rl_training_win_rate", algorithm="PPO", agent_id="agent_1") == 25.0
+
+
+def test_hist_stats_episode_rewards_are_recorded_per_episode():
+    """hist_stats/episode_reward and episode_lengths lists become one episode record each."""
+    run_steps([{"hist_stats": {"episode_reward": [-600.0, 20.0, 300.0], "episode_lengths": [10, 20, 30]}},
+               {"hist_stats/episode_reward": [-50.0], "hist_stats/episode_lengths": [5]}])
+    labels = {"algorithm": "PPO", "agent_id": "default"}
+    assert V("rl_training_episodes_total", **labels) == 4.0
+    reward = H("rl_training_episode_reward", **labels)
+    assert reward.count == 4 and reward.sum == -330.0
+    assert reward.counts[1] == 1  # -600 in le="-500.0"
+    length = H("rl_training_episode_length", **labels)
+    assert length.count == 4 and length.sum == 65.0
+
+
+def test_hist_stats_with_bad_values_does_not_raise():
+    """NaN rewards in hist_stats are dropped and counted; the other episodes still count."""
+    run_steps([{"hist_stats": {"episode_reward": [1.0, float("nan")], "episode_lengths": [10]}}])
+    labels = {"algorithm": "PPO", "agent_id": "default"}
+    assert V("rl_training_episodes_total", **labels) == 2.0
+    assert H("rl_training_episode_reward", **labels).count == 1
+    assert H("rl_training_episode_length", **labels).count == 1
+    assert testing.dropped("rl_training_episode_reward", "nan") == 1
+
+
+def test_train_step_agent_id_argument():
+    """train_step(agent_id=...) labels per-episode records and default-agent figures."""
+    @otel_rl.train_step(algorithm="SAC", agent_id="trader")
+    def step():
+        return {"hist_stats": {"episode_reward": [5.0]}, "sharpe_ratio": 0.7}
+
+    step()
+    assert V("rl_training_episodes_total", algorithm="SAC", agent_id="trader") == 1.0
+    assert V("rl_training_sharpe_ratio", algorithm="SAC", agent_id="trader") == 0.7
+
+
+def test_empty_and_unrelated_dicts_only_count_the_iteration():
+    """A dict without known keys records the iteration and nothing else."""
+    run_steps([{}, {"foo": 1, "info": {"bar": 2}}])
+    assert V("rl_training_iterations_total", algorithm="PPO") == 2.0
+    assert V("rl_training_episode_reward_mean", algorithm="PPO", run_id="exp") is None
+    assert H("rl_training_policy_loss", algorithm="PPO") is None
+    assert V("rl_training_environment_steps_total", algorithm="PPO") is None
+
+
+def test_malformed_values_in_results_are_dropped_not_raised():
+    """Strings, None and NaN in a result dict are dropped and counted; the step still returns its result."""
+    result = {"episode_reward_mean": float("nan"), "policy_loss": "high", "num_env_steps_sampled": "many",
+              "hist_stats": {"episode_reward": "oops"}, "custom_metrics": {"win_rate": None}}
+
+    @otel_rl.train_step(algorithm="PPO")
+    def step():
+        return result
+
+    assert step() is result
+    assert V("rl_training_iterations_total", algorithm="PPO") == 1.0
+    assert testing.dropped("rl_training_episode_reward_mean", "nan") == 1
+    assert testing.dropped("rl_training_policy_loss", "wrong_type") == 1
+
+
+# -- the parser on its own ---------------------------------------------------------------------------------------------
+
+
+def test_lookup_and_subtree_read_nested_and_flat_forms():
+    """lookup() and subtree() find the same values in nested and '/'-flattened dicts."""
+    nested = {"a": {"b": {"c": 1}, "d": 2}}
+    flat = flatten(nested)
+    assert lookup(nested, "a/b/c") == lookup(flat, "a/b/c") == 1
+    assert lookup(nested, "a/x") is None and lookup(flat, "a/x") is None
+    assert subtree(nested, "a") == subtree(flat, "a") == {"b/c": 1, "d": 2}
+
+
+def test_parse_result_prefers_new_stack_reward():
+    """With both env_runners/episode_return_mean and episode_reward_mean the new-stack value is used."""
+    parsed = parse_result({"env_runners": {"episode_return_mean": 5.0}, "episode_reward_mean": 1.0})
+    assert parsed.reward_mean == 5.0
+
+
+def test_parse_result_ignores_sections_as_agents():
+    """Section names such as info, timers or evaluation are never taken for agent ids."""
+    parsed = parse_result({"evaluation": {"sharpe_ratio": 3.0}, "timers": {"win_rate": 1.0}})
+    assert parsed.performance == {}
+
+
+def test_numpy_lifetime_steps_and_iteration():
+    """Lifetime step counters and training_iteration given as numpy integers are used like Python ints."""
+    import numpy
+
+    run_steps([{"num_env_steps_sampled": numpy.int64(1000), "training_iteration": numpy.int64(4)},
+               {"num_env_steps_sampled": numpy.int64(2500), "training_iteration": numpy.int64(5)}])
+    assert V("rl_training_environment_steps_total", algorithm="PPO") == 2500.0
+    assert V("rl_training_current_iteration", algorithm="PPO", run_id="exp") == 5.0
+
+
+def test_nan_lifetime_steps_do_not_corrupt_later_increments():
+    """A NaN lifetime step count is ignored, and the next finite one still counts only its increment."""
+    run_steps([{"num_env_steps_sampled": 1000}, {"num_env_steps_sampled": float("nan")},
+               {"num_env_steps_sampled": 1500}])
+    assert V("rl_training_environment_steps_total", algorithm="PPO") == 1500.0

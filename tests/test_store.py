@@ -1,0 +1,289 @@
+"""The metric store: bad values dropped and counted, one warning per kind, thread safety, the cardinality limit."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import otel_rl
+from otel_rl import testing
+from otel_rl._internal import store
+from otel_rl._internal.catalog import OVERFLOW_LABEL
+from otel_rl.compat import prometheus_metrics as compat
+
+
+class FakeTensor:
+    """Looks like a torch tensor to the store: a number-like object from the ``torch`` module."""
+
+    def __float__(self) -> float:  # reading it would force a device sync in real torch
+        raise AssertionError("the store must not read a tensor")
+
+
+FakeTensor.__module__ = "torch"
+
+#: (id, value, expected): a float is recorded as that float; a string is the drop reason.
+TABLE = [
+    ("none", None, "none"),
+    ("nan", float("nan"), "nan"),
+    ("plus_inf", float("inf"), "inf"),
+    ("minus_inf", float("-inf"), "inf"),
+    ("str", "1.5", "wrong_type"),
+    ("bytes", b"x", "wrong_type"),
+    ("list", [1, 2], "wrong_type"),
+    ("dict", {"a": 1}, "wrong_type"),
+    ("object", object(), "wrong_type"),
+    ("np_float32", numpy.float32(2.5), 2.5),
+    ("np_int64", numpy.int64(7), 7.0),
+    ("np_0d_array", numpy.array(3.25), 3.25),
+    ("np_2_elements", numpy.array([1.0, 2.0]), "wrong_type"),
+    ("np_nan", numpy.float64("nan"), "nan"),
+    ("fake_torch_tensor", FakeTensor(), "tensor"),
+    ("int", 4, 4.0),
+    ("bool", True, 1.0),
+]
+IDS = [row[0] for row in TABLE]
+
+
+def _record_counter(value):
+    otel_rl.record_environment_steps("PPO", value)
+
+
+def _read_counter():
+    return testing.value("rl_training_environment_steps_total", algorithm="PPO")
+
+
+def _record_gauge(value):
+    otel_rl.record_episode_metrics("PPO", "run-1", value, 10.0)
+
+
+def _read_gauge():
+    return testing.value("rl_training_episode_reward_mean", algorithm="PPO", run_id="run-1")
+
+
+def _record_histogram(value):
+    otel_rl.record_data_load_time(value)
+
+
+def _read_histogram():
+    series = testing.histogram("rl_training_data_load_time_seconds")
+    return None if series.count == 0 else series.sum
+
+
+KINDS = {
+    "counter": ("rl_training_environment_steps_total", _record_counter, _read_counter),
+    "gauge": ("rl_training_episode_reward_mean", _record_gauge, _read_gauge),
+    "histogram": ("rl_training_data_load_time_seconds", _record_histogram, _read_histogram),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("label,value,expected", TABLE, ids=IDS)
+def test_bad_input_table(kind, label, value, expected, caplog):
+    """Each input is recorded exactly or dropped and counted under its reason, never raising, warning once."""
+    caplog.set_level(logging.WARNING, logger="otel_rl")
+    metric, record, read = KINDS[kind]
+    record(value)
+    record(value)
+    if isinstance(expected, float):
+        total = expected * 2 if kind != "gauge" else expected
+        assert read() == total
+        assert testing.value("otel_rl_dropped_values_total", metric=metric, reason="wrong_type") is None
+        assert not [r for r in caplog.records if r.name == "otel_rl"]
+    else:
+        assert read() is None
+        assert testing.dropped(metric, expected) == 2.0
+        warnings = [r for r in caplog.records if r.name == "otel_rl" and r.levelno == logging.WARNING]
+        assert len(warnings) == 1, [r.getMessage() for r in warnings]
+        assert metric in warnings[0].getMessage() and expected in warnings[0].getMessage()
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no logged exception either
+
+
+def test_good_values_after_bad_ones_are_exact():
+    """Bad values in between do not disturb the good ones around them."""
+    for value in (1.5, None, float("nan"), 2, "3", numpy.float32(0.5), -1):
+        otel_rl.record_environment_steps("PPO", value)
+    assert testing.value("rl_training_environment_steps_total", algorithm="PPO") == 4.0
+
+
+def test_one_warning_per_metric_and_reason(caplog):
+    """The log warns once per (metric, reason), and again for a new metric or a new reason."""
+    caplog.set_level(logging.WARNING, logger="otel_rl")
+    for _ in range(5):
+        otel_rl.record_environment_steps("PPO", None)
+        otel_rl.record_environment_steps("PPO", float("nan"))
+        otel_rl.record_data_load_time(None)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "otel_rl"]
+    assert len(warnings) == 3
+    assert testing.dropped("rl_training_environment_steps_total", "none") == 5
+    assert testing.dropped("rl_training_environment_steps_total", "nan") == 5
+    assert testing.dropped("rl_training_data_load_time_seconds", "none") == 5
+
+
+def test_reset_forgets_the_warnings(caplog):
+    """After testing.reset() the first drop of a kind warns again."""
+    caplog.set_level(logging.WARNING, logger="otel_rl")
+    otel_rl.record_data_load_time(None)
+    testing.reset()
+    otel_rl.record_data_load_time(None)
+    assert len([r for r in caplog.records if r.name == "otel_rl"]) == 2
+
+
+def test_negative_counter_increment_is_dropped():
+    """A negative counter increment is dropped with reason negative; the counter keeps its value."""
+    otel_rl.record_environment_steps("PPO", 10)
+    otel_rl.record_environment_steps("PPO", -3)
+    otel_rl.record_environment_steps("PPO", -0.5)
+    otel_rl.record_environment_steps("PPO", numpy.int32(-1))
+    assert testing.value("rl_training_environment_steps_total", algorithm="PPO") == 10.0
+    assert testing.dropped("rl_training_environment_steps_total", "negative") == 3
+
+
+def test_zero_counter_increment_is_recorded():
+    """A zero increment is allowed and creates the series at 0."""
+    otel_rl.record_environment_steps("PPO", 0)
+    assert testing.value("rl_training_environment_steps_total", algorithm="PPO") == 0.0
+    assert testing.dropped("rl_training_environment_steps_total", "negative") == 0
+
+
+def test_negative_gauge_and_histogram_values_are_kept():
+    """Gauges and histograms keep negative values (rewards, losses, entropies)."""
+    otel_rl.record_episode_metrics("PPO", "r", -600.0, 10)
+    otel_rl.record_loss_metrics("PPO", policy_loss=-0.3, entropy=-2.0)
+    assert testing.value("rl_training_episode_reward_mean", algorithm="PPO", run_id="r") == -600.0
+    assert testing.histogram("rl_training_policy_loss", algorithm="PPO").sum == -0.3
+    assert testing.histogram("rl_training_entropy", algorithm="PPO").counts[0] == 1
+
+
+def test_histogram_bucket_bounds_are_inclusive():
+    """A value equal to a bound counts in that bound's bucket (Prometheus ``le``); above the last goes to +Inf."""
+    for value in (-1000.0, -999.0, 0.0, 10000.0, 10000.5):
+        otel_rl.record_episode("PPO", "a", value, 10)
+    counts = testing.histogram("rl_training_episode_reward", algorithm="PPO", agent_id="a").counts
+    assert counts == [1, 1, 0, 1, 0, 0, 0, 0, 1, 1]
+
+
+def test_non_string_labels_are_stringified():
+    """Label values that are not strings are recorded as their str(), like prometheus_client."""
+    otel_rl.record_episode_metrics(7, 3, 1.0, 2.0)
+    assert testing.value("rl_training_episode_reward_mean", algorithm="7", run_id="3") == 1.0
+
+
+def test_wrong_number_of_labels_is_dropped_as_bad_labels(caplog):
+    """Through the seed's metric objects, a wrong label count is dropped as bad_labels and never raises."""
+    caplog.set_level(logging.WARNING, logger="otel_rl")
+    compat.rl_training_iterations_total.labels("PPO", "extra").inc()
+    compat.rl_training_iterations_total.labels(algorithm="PPO", run_id="x").inc()
+    compat.rl_training_iterations_total.labels(run_id="x").inc()
+    compat.rl_training_iterations_total.labels(algorithm="PPO").inc(2)
+    assert testing.value("rl_training_iterations_total", algorithm="PPO") == 2.0
+    assert testing.dropped("rl_training_iterations_total", "bad_labels") == 3
+
+
+def test_seed_metric_objects_keep_prometheus_client_calls():
+    """labels(...).inc()/set()/observe() on the compat module's metric objects record like prometheus_client."""
+    compat.rl_training_runs_total.labels("PPO", "started").inc()
+    compat.rl_training_active.labels(algorithm="PPO").set(1)
+    compat.rl_training_episode_reward.labels("PPO", "a").observe(-600)
+    assert testing.value("rl_training_runs_total", algorithm="PPO", status="started") == 1.0
+    assert testing.value("rl_training_active", algorithm="PPO") == 1.0
+    assert testing.histogram("rl_training_episode_reward", algorithm="PPO", agent_id="a").counts[1] == 1
+    compat.rl_training_active.labels("PPO").inc()  # wrong operation for a gauge: dropped, not raised
+    assert testing.value("rl_training_active", algorithm="PPO") == 1.0
+
+
+def test_threads_record_exact_totals():
+    """8 threads x 5000 record_episode and record_environment_steps calls add up exactly."""
+    threads_n, calls = 8, 5000
+    barrier = threading.Barrier(threads_n)
+
+    def work(index: int) -> None:
+        barrier.wait()
+        for i in range(calls):
+            otel_rl.record_episode("PPO", f"agent_{index % 2}", -1.0 if i % 2 else 1.0, 10)
+            otel_rl.record_environment_steps("PPO", 2)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(threads_n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    per_agent = threads_n // 2 * calls
+    for agent in ("agent_0", "agent_1"):
+        assert testing.value("rl_training_episodes_total", algorithm="PPO", agent_id=agent) == per_agent
+        series = testing.histogram("rl_training_episode_reward", algorithm="PPO", agent_id=agent)
+        assert series.count == per_agent and sum(series.counts) == per_agent
+        assert series.sum == 0.0
+        assert series.counts[3] == per_agent // 2  # the -1.0 rewards, in le="0.0"
+        length = testing.histogram("rl_training_episode_length", algorithm="PPO", agent_id=agent)
+        assert length.count == per_agent and length.sum == per_agent * 10
+    assert testing.value("rl_training_environment_steps_total", algorithm="PPO") == threads_n * calls * 2
+
+
+@pytest.fixture
+def small_limit():
+    saved = store.REGISTRY.cardinality_limit
+    store.REGISTRY.cardinality_limit = 3
+    yield 3
+    store.REGISTRY.cardinality_limit = saved
+
+
+def _series(name: str) -> dict:
+    return dict(store.REGISTRY[name].snapshot())
+
+
+def test_cardinality_limit_sends_new_label_sets_to_one_overflow_series(small_limit):
+    """Past the limit, new label sets go to one overflow series, counted as dropped, and no value is lost."""
+    for i in range(10):
+        otel_rl.record_episode("PPO", f"agent_{i}", float(i), 10)
+        otel_rl.record_environment_steps(f"ALG{i}", i + 1)
+    episodes = _series("rl_training_episodes_total")
+    assert len(episodes) == small_limit + 1
+    assert episodes[store.OVERFLOW_KEY] == 7.0
+    assert sum(episodes.values()) == 10.0
+    rewards = _series("rl_training_episode_reward")
+    assert rewards[store.OVERFLOW_KEY].count == 7
+    assert sum(s.sum for s in rewards.values()) == float(sum(range(10)))
+    steps = _series("rl_training_environment_steps_total")
+    assert len(steps) == small_limit + 1
+    assert sum(steps.values()) == float(sum(range(1, 11)))
+    assert testing.dropped("rl_training_episodes_total", "cardinality_limit") == 7
+    assert testing.dropped("rl_training_environment_steps_total", "cardinality_limit") == 7
+    # series admitted before the limit keep receiving their own values
+    otel_rl.record_episode("PPO", "agent_0", 1.0, 10)
+    assert testing.value("rl_training_episodes_total", algorithm="PPO", agent_id="agent_0") == 2.0
+
+
+def test_cardinality_overflow_is_exposed_with_the_overflow_label(small_limit):
+    """The overflow series appears in the exposition with the label otel_metric_overflow="true"."""
+    for i in range(5):
+        otel_rl.record_episode_metrics("PPO", f"run-{i}", float(i), 1.0)
+        otel_rl.record_episode("PPO", f"agent_{i}", -600.0, 10)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(compat.get_metrics_response()) for s in family.samples}
+    overflow = ((OVERFLOW_LABEL, "true"),)
+    assert samples[("rl_training_episode_reward_mean", overflow)] == 4.0
+    assert samples[("rl_training_episode_reward_bucket", (("le", "-500.0"),) + overflow)] == 2.0
+    assert samples[("rl_training_episodes_total", overflow)] == 2.0
+    assert samples[("otel_rl_dropped_values_total",
+                    (("metric", "rl_training_episodes_total"), ("reason", "cardinality_limit")))] == 2.0
+
+
+def test_cardinality_limit_does_not_apply_to_the_unlabelled_metric(small_limit):
+    """The unlabelled data-load histogram always has its one series."""
+    for i in range(10):
+        otel_rl.record_data_load_time(0.1 * i)
+    assert list(_series("rl_training_data_load_time_seconds")) == [()]
+
+
+def test_number_fast_path():
+    """store.number returns floats for ints/floats and the reason for bad values."""
+    assert store.number(3) == 3.0 and type(store.number(3)) is float
+    assert store.number(-2.5) == -2.5
+    assert store.number(float("nan")) == "nan"
+    assert store.number(float("-inf")) == "inf"
+    assert store.number(None) == "none"
+    assert store.number(numpy.array([1])) == "wrong_type"

@@ -1,0 +1,340 @@
+"""Telemetry lifecycle: bounded shutdown, the final OTLP export of short runs, the /metrics and /health endpoint."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
+
+import otel_rl
+from procs import free_port
+
+
+def closed_port() -> int:
+    """A loopback port that nothing listens on."""
+    return free_port()
+
+
+class OtlpReceiver:
+    """A tiny OTLP/HTTP metrics receiver on 127.0.0.1 that keeps every decoded export request."""
+
+    def __init__(self) -> None:
+        self.requests: list[ExportMetricsServiceRequest] = []
+        self.paths: list[str] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                receiver.paths.append(self.path)
+                if self.path != "/v1/metrics":
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                request = ExportMetricsServiceRequest()
+                request.ParseFromString(body)
+                receiver.requests.append(request)
+                payload = ExportMetricsServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> OtlpReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def last_metrics(self) -> dict:
+        """name -> proto Metric from the last request."""
+        assert self.requests, "the receiver got no export"
+        out = {}
+        for rm in self.requests[-1].resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    out[metric.name] = metric
+        return out
+
+
+def _attrs(point) -> dict:
+    return {kv.key: kv.value.string_value for kv in point.attributes}
+
+
+# -- bounded shutdown --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_shutdown_with_an_unreachable_collector_returns_in_time(protocol):
+    """Shutdown with an unreachable OTLP endpoint returns within its timeout, without raising."""
+    handle = otel_rl.init_telemetry({
+        "exporters": ["otlp"],
+        "otlp": {"endpoint": f"http://127.0.0.1:{closed_port()}", "protocol": protocol, "timeout": 10,
+                 "export_interval": 60},
+    })
+    otel_rl.record_episode("PPO", "a", -600.0, 10)
+    started = time.monotonic()
+    ok = handle.shutdown(timeout=2)
+    elapsed = time.monotonic() - started
+    assert elapsed < 3.0
+    assert ok in (True, False)
+    assert otel_rl.current() is None
+    assert handle.shutdown(timeout=2) is True  # a second shutdown is a no-op
+
+
+def test_force_flush_with_an_unreachable_collector_is_bounded():
+    """force_flush() against an unreachable collector returns within its timeout."""
+    handle = otel_rl.init_telemetry({"exporters": ["otlp"], "otlp": {
+        "endpoint": f"http://127.0.0.1:{closed_port()}", "protocol": "http/protobuf", "export_interval": 60}})
+    otel_rl.record_environment_steps("PPO", 1)
+    started = time.monotonic()
+    assert handle.force_flush(timeout=1) in (True, False)
+    assert time.monotonic() - started < 2.0
+    handle.shutdown(timeout=1)
+
+
+# -- a run shorter than one export interval ----------------------------------------------------------------------------
+
+
+def test_short_run_lands_its_final_values_over_otlp_http():
+    """A run shorter than the export interval exports its final cumulative values at shutdown, histograms included."""
+    with OtlpReceiver() as receiver:
+        handle = otel_rl.init_telemetry({
+            "exporters": ["otlp"],
+            "otlp": {"endpoint": receiver.endpoint, "protocol": "http/protobuf", "export_interval": 60},
+        })
+        otel_rl.record_training_start("PPO", run_id="short")
+        otel_rl.record_environment_steps("PPO", 100)
+        otel_rl.record_environment_steps("PPO", 50)
+        otel_rl.record_episode("PPO", "agent_0", -600.0, 120)
+        otel_rl.record_episode("PPO", "agent_0", 40.0, 20)
+        otel_rl.record_loss_metrics("PPO", policy_loss=-0.05)
+        otel_rl.record_training_complete("PPO", 12.0, run_id="short")
+        assert receiver.requests == []  # nothing exported yet: the interval is a minute
+        assert handle.shutdown(timeout=5) is True
+    assert receiver.paths and set(receiver.paths) == {"/v1/metrics"}
+    metrics = receiver.last_metrics()
+
+    steps = metrics["rl_training_environment_steps_total"].sum
+    assert steps.is_monotonic and steps.aggregation_temporality == 2
+    assert [(_attrs(p), p.as_double) for p in steps.data_points] == [({"algorithm": "PPO"}, 150.0)]
+
+    active = metrics["rl_training_active"].gauge
+    assert [(_attrs(p), p.as_double) for p in active.data_points] == [({"algorithm": "PPO"}, 0.0)]
+
+    reward = metrics["rl_training_episode_reward"].histogram
+    assert reward.aggregation_temporality == 2
+    (point,) = reward.data_points
+    assert _attrs(point) == {"algorithm": "PPO", "agent_id": "agent_0"}
+    assert list(point.explicit_bounds) == [-1000.0, -500.0, -100.0, 0.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0]
+    assert list(point.bucket_counts) == [0, 1, 0, 0, 1, 0, 0, 0, 0, 0]
+    assert point.count == 2 and point.sum == -560.0
+    assert point.min == -600.0 and point.max == 40.0
+
+    (loss,) = metrics["rl_training_policy_loss"].histogram.data_points
+    assert loss.sum == -0.05 and loss.bucket_counts[0] == 1
+    assert metrics["rl_training_duration_seconds"].histogram.data_points[0].sum == 12.0
+    assert metrics["rl_training_episode_reward"].description == "Episode reward distribution"
+
+    for metric in metrics.values():
+        data = getattr(metric, metric.WhichOneof("data"))
+        for p in data.data_points:
+            assert not any("otel_scope" in k or "otel.scope" in k for k in _attrs(p)), (metric.name, _attrs(p))
+
+
+def test_otlp_resource_carries_the_service_name():
+    """Exported resource attributes include service.name and the configured resource attributes."""
+    with OtlpReceiver() as receiver:
+        handle = otel_rl.init_telemetry({
+            "service_name": "trainer-x", "exporters": ["otlp"],
+            "resource_attributes": {"deployment.environment": "test"},
+            "otlp": {"endpoint": receiver.endpoint, "protocol": "http/protobuf", "export_interval": 60},
+        })
+        otel_rl.record_environment_steps("PPO", 1)
+        handle.shutdown(timeout=5)
+    resource = {kv.key: kv.value.string_value for kv in receiver.requests[-1].resource_metrics[0].resource.attributes}
+    assert resource["service.name"] == "trainer-x"
+    assert resource["deployment.environment"] == "test"
+
+
+def test_histogram_only_run_is_exported():
+    """A run that only observed histograms (data load times) still exports them at shutdown."""
+    with OtlpReceiver() as receiver:
+        handle = otel_rl.init_telemetry({"exporters": ["otlp"], "otlp": {
+            "endpoint": receiver.endpoint, "protocol": "http/protobuf", "export_interval": 60}})
+        otel_rl.record_data_load_time(0.7)
+        handle.shutdown(timeout=5)
+    metrics = receiver.last_metrics()
+    (point,) = metrics["rl_training_data_load_time_seconds"].histogram.data_points
+    assert point.count == 1 and point.sum == 0.7
+
+
+# -- the endpoint ------------------------------------------------------------------------------------------------------
+
+
+def _get(url: str, headers: dict | None = None):
+    request = urllib.request.Request(url, headers=headers or {})
+    return urllib.request.urlopen(request, timeout=5)
+
+
+def test_health_returns_healthy_json(telemetry):
+    """GET /health returns JSON with status healthy."""
+    with _get(f"http://127.0.0.1:{telemetry.prometheus_port}/health") as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "application/json"
+        body = json.loads(response.read())
+    assert body["status"] == "healthy"
+
+
+def test_metrics_text_format(telemetry):
+    """GET /metrics returns the Prometheus text format with the recorded series."""
+    otel_rl.record_environment_steps("PPO", 5)
+    with _get(f"http://127.0.0.1:{telemetry.prometheus_port}/metrics") as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = response.read().decode()
+    assert 'rl_training_environment_steps_total{algorithm="PPO"} 5.0' in text
+    assert "# EOF" not in text
+    assert "target_info" not in text and "otel_scope" not in text
+
+
+def test_metrics_openmetrics_when_asked(telemetry):
+    """GET /metrics with Accept: application/openmetrics-text returns OpenMetrics ending in '# EOF'."""
+    otel_rl.record_episode("PPO", "a", -600.0, 10)
+    with _get(f"http://127.0.0.1:{telemetry.prometheus_port}/metrics",
+              {"Accept": "application/openmetrics-text; version=1.0.0"}) as response:
+        assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+        text = response.read().decode()
+    assert text.endswith("# EOF\n")
+    assert 'rl_training_episodes_total{agent_id="a",algorithm="PPO"} 1.0' in text
+    assert 'rl_training_episode_reward_bucket{agent_id="a",algorithm="PPO",le="-500.0"} 1.0' in text
+
+
+def test_metrics_gzip_when_asked(telemetry):
+    """GET /metrics with Accept-Encoding: gzip returns a gzip body of the same exposition."""
+    otel_rl.record_environment_steps("PPO", 5)
+    with _get(f"http://127.0.0.1:{telemetry.prometheus_port}/metrics", {"Accept-Encoding": "gzip"}) as response:
+        assert response.headers["Content-Encoding"] == "gzip"
+        text = gzip.decompress(response.read()).decode()
+    assert 'rl_training_environment_steps_total{algorithm="PPO"} 5.0' in text
+    with _get(f"http://127.0.0.1:{telemetry.prometheus_port}/metrics") as response:
+        assert response.headers.get("Content-Encoding") is None
+
+
+@pytest.mark.parametrize("path", ["/", "/metric", "/metrics/x", "/healthz"])
+def test_other_paths_are_404(telemetry, path):
+    """Any path other than /metrics and /health answers 404."""
+    with pytest.raises(urllib.error.HTTPError) as info:
+        _get(f"http://127.0.0.1:{telemetry.prometheus_port}{path}")
+    assert info.value.code == 404
+
+
+def test_metrics_query_string_is_ignored(telemetry):
+    """/metrics?name[]=x is served like /metrics."""
+    with _get(f"http://127.0.0.1:{telemetry.prometheus_port}/metrics?name[]=rl_training_active") as response:
+        assert response.status == 200
+
+
+def test_metrics_text_without_a_server_matches_the_endpoint(telemetry):
+    """Telemetry.metrics_text() renders what /metrics serves."""
+    otel_rl.record_training_error("data_error")
+    with _get(f"http://127.0.0.1:{telemetry.prometheus_port}/metrics") as response:
+        served = response.read()
+    assert served == telemetry.metrics_text()
+
+
+def test_shutdown_stops_the_endpoint(telemetry):
+    """After shutdown the port no longer answers and current() is None."""
+    port = telemetry.prometheus_port
+    assert telemetry.shutdown(timeout=2) is True
+    assert otel_rl.current() is None
+    with pytest.raises(OSError):
+        _get(f"http://127.0.0.1:{port}/health")
+
+
+def test_linger_waits_for_one_more_scrape():
+    """With prometheus.linger, shutdown waits for the next scrape and returns right after it, not at the limit."""
+    handle = otel_rl.init_telemetry({"exporters": ["prometheus"],
+                                     "prometheus": {"host": "127.0.0.1", "port": 0, "linger": 10}})
+    otel_rl.record_environment_steps("PPO", 42)
+    url = f"http://127.0.0.1:{handle.prometheus_port}/metrics"
+    scraped: list[str] = []
+
+    def scrape_later():
+        time.sleep(0.5)
+        with _get(url) as response:
+            scraped.append(response.read().decode())
+
+    scraper = threading.Thread(target=scrape_later)
+    started = time.monotonic()
+    scraper.start()
+    assert handle.shutdown(timeout=15) is True
+    elapsed = time.monotonic() - started
+    scraper.join(5)
+    assert 0.5 <= elapsed < 4.0
+    assert scraped and 'rl_training_environment_steps_total{algorithm="PPO"} 42.0' in scraped[0]
+
+
+def test_linger_gives_up_at_its_limit():
+    """With no scrape coming, shutdown waits about the linger time, then returns False."""
+    handle = otel_rl.init_telemetry({"exporters": ["prometheus"],
+                                     "prometheus": {"host": "127.0.0.1", "port": 0, "linger": 0.5}})
+    started = time.monotonic()
+    assert handle.shutdown(timeout=5) is False
+    assert 0.5 <= time.monotonic() - started < 3.0
+
+
+def test_health_reports_shutting_down_once_shutdown_began():
+    """The health document says shutting_down while a linger shutdown waits for its last scrape."""
+    handle = otel_rl.init_telemetry({"exporters": ["prometheus"],
+                                     "prometheus": {"host": "127.0.0.1", "port": 0, "linger": 5}})
+    url = f"http://127.0.0.1:{handle.prometheus_port}"
+    statuses = []
+
+    def probe():
+        time.sleep(0.3)
+        with _get(url + "/health") as response:
+            statuses.append(json.loads(response.read())["status"])
+        with _get(url + "/metrics"):
+            pass
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    handle.shutdown(timeout=10)
+    thread.join(5)
+    assert statuses == ["shutting_down"]
+
+
+def test_scrape_after_reset_shows_no_stale_values(telemetry):
+    """After testing.reset() a scrape no longer shows values recorded before the reset."""
+    from otel_rl import testing
+
+    otel_rl.record_environment_steps("PPO", 3)
+    assert b'rl_training_environment_steps_total{algorithm="PPO"} 3.0' in telemetry.metrics_text()
+    testing.reset()
+    assert b"rl_training_environment_steps_total{" not in telemetry.metrics_text()
