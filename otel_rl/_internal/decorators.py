@@ -10,6 +10,8 @@ import contextvars
 import functools
 import inspect
 import logging
+import math
+import numbers
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -152,17 +154,21 @@ class _StepRecorder:
         parsed = parse_result(result) if isinstance(result, Mapping) else None
         with self._lock:
             iteration = self._iterations.get(key, 0) + 1
-            if parsed is not None and isinstance(parsed.iteration, int) and not isinstance(parsed.iteration, bool):
-                iteration = parsed.iteration
+            if parsed is not None and isinstance(parsed.iteration, numbers.Integral) \
+                    and not isinstance(parsed.iteration, bool):
+                iteration = int(parsed.iteration)  # also numpy integers
             self._iterations[key] = iteration
             steps = None
             if parsed is not None:
                 steps = parsed.env_steps_this_iter
                 lifetime = parsed.env_steps_lifetime
-                if steps is None and isinstance(lifetime, (int, float)):
+                if not (isinstance(lifetime, numbers.Real) and not isinstance(lifetime, bool)
+                        and math.isfinite(lifetime)):
+                    lifetime = None  # a NaN must not become the baseline of the next increment
+                if steps is None and lifetime is not None:
                     previous = self._lifetime_steps.get(key, 0.0)
                     steps = lifetime - previous if lifetime >= previous else lifetime  # a restart resets it
-                if isinstance(lifetime, (int, float)):
+                if lifetime is not None:
                     self._lifetime_steps[key] = lifetime
         rec.record_training_iteration(algorithm, iteration, run_id)
         if parsed is None:

@@ -158,17 +158,16 @@ class Metric:
     def labels(self, *values: Any, **kwargs: Any) -> Child:
         """A handle bound to one label set, like prometheus_client's ``labels()``: cheap repeated records."""
         if kwargs:
-            try:
-                values = tuple(kwargs[k] for k in self.label_keys)
-            except KeyError:
-                values = ("\x00bad",)  # forces the BAD_LABELS drop on use
-            if len(kwargs) != len(self.label_keys):
-                values = ("\x00bad",)
+            if values or set(kwargs) != set(self.label_keys):
+                return Child(self, None)  # a None key drops as BAD_LABELS on use
+            values = tuple(kwargs[k] for k in self.label_keys)
         return Child(self, self.key(values) if len(values) == len(self.label_keys) else None)
 
     def _admit(self, key: tuple[str, ...]) -> tuple[str, ...]:
         """Called under the lock for a key not yet seen: the key itself, or the overflow key past the limit."""
-        if len(self._series) >= self._registry.cardinality_limit and self.label_keys:
+        # The dropped-values counter is exempt: its label sets are bounded (metrics x reasons) and must stay exact.
+        if len(self._series) >= self._registry.cardinality_limit and self.label_keys \
+                and self is not self._registry.dropped:
             self._registry.drop(self.name, OVER_LIMIT, key)
             return OVERFLOW_KEY
         return key
