@@ -136,6 +136,15 @@ class CatalogReaderMixin:
 
     _bridge: Bridge | None = None
 
+    def _set_collect_callback(self, func):  # type: ignore[no-untyped-def]
+        # The SDK's collect returns None when no instrument has points, and the reader then skips
+        # _receive_metrics: histogram-only state (a data load time, losses) would never be exported.
+        def collect(reader, timeout_millis: float = 10_000):
+            data = func(reader, timeout_millis=timeout_millis)
+            return data if data is not None else MetricsData([])
+
+        super()._set_collect_callback(collect if func is not None else None)  # type: ignore[misc]
+
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> None:
         if self._bridge is not None:
             metrics_data = self._bridge.complete(metrics_data)
@@ -170,7 +179,9 @@ class PullReader(CatalogReaderMixin, MetricReader):
 
 
 def _limits(cardinality_limit: int) -> dict[type, int]:
-    # The store applies the limit (and its overflow series); the SDK must never cut below it.
+    # The store applies the limit (and its overflow series); the SDK must never cut below it. The dropped-values
+    # counter is exempt from the store's limit, so leave room for its metric x reason label sets too.
     from opentelemetry.sdk.metrics import ObservableCounter, ObservableGauge
 
-    return {ObservableCounter: cardinality_limit + 1, ObservableGauge: cardinality_limit + 1}
+    limit = cardinality_limit + 1 + 16 * len(ALL_METRICS)
+    return {ObservableCounter: limit, ObservableGauge: limit}

@@ -64,7 +64,8 @@ def _add_samples(family: PromMetric, name: str, data: Any) -> None:
                 cumulative += count
                 family.add_sample(name + "_bucket", {**labels, "le": floatToGoString(bound)}, cumulative)
             family.add_sample(name + "_bucket", {**labels, "le": "+Inf"}, point.count)
-            # HistogramMetricFamily drops _sum when a bound is negative; the seed exposed it, so we do too.
+            # prometheus_client omits _sum when a bound is negative (an OpenMetrics rule); dashboards need it for
+            # mean rewards, and the collector path carries it, so it is always exposed.
             family.add_sample(name + "_count", labels, point.count)
             family.add_sample(name + "_sum", labels, point.sum)
     elif isinstance(data, (Sum, Gauge)):
@@ -103,7 +104,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if path == "/metrics":
                 body, content_type = self.server.exposition.render(self.headers.get("Accept", ""))
-                self.server.scraped()
+                if self.command == "GET":
+                    self.server.scraped()
                 if "gzip" in (self.headers.get("Accept-Encoding") or ""):
                     self._send(200, gzip.compress(body), content_type, {"Content-Encoding": "gzip"})
                 else:

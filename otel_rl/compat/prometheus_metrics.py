@@ -85,7 +85,8 @@ def get_metrics_response() -> str:
     from otel_rl._internal.config import Settings
     from otel_rl._internal.telemetry import Telemetry
 
-    offline = Telemetry(Settings(exporters=()))  # no server, no threads: a one-off collection
+    # No server, no threads: a one-off collection that leaves the configured cardinality limit as it is.
+    offline = Telemetry(Settings(exporters=(), cardinality_limit=REGISTRY.cardinality_limit))
     try:
         return offline.metrics_text().decode("utf-8")
     finally:
