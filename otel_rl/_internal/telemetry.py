@@ -90,7 +90,7 @@ class Telemetry:
         return _bounded(lambda: self.bridge.provider.force_flush(timeout_millis=timeout * 1000), timeout)
 
     def shutdown(self, timeout: float | None = None) -> bool:
-        """Flush the final values and stop every reader and the endpoint, returning within ``timeout`` seconds.
+        """Flush the final values and stop every reader and the endpoint, within ``timeout`` seconds (plus the linger).
 
         With ``prometheus.linger`` set, first waits (within that many seconds) for one more scrape so the last
         values of a short run reach Prometheus. Returns False when something did not finish in time (for instance
@@ -102,24 +102,27 @@ class Telemetry:
                 return True
             self._shutdown_done = True
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
         ok = True
         if self.server is not None and self.settings.prometheus.linger > 0:
+            # The linger is its own budget, before the flush's: a scrape interval is often longer than timeout.
             seen = self.server.scrapes
             _logger.info("otel-rl: waiting up to %.1f s for a last scrape of /metrics", self.settings.prometheus.linger)
-            ok = self.server.wait_for_scrape(seen, min(self.settings.prometheus.linger, timeout))
-            deadline = max(deadline, time.monotonic() + 0.5)
+            ok = self.server.wait_for_scrape(seen, self.settings.prometheus.linger)
+            if not ok:
+                _logger.warning("otel-rl: no scrape of /metrics within prometheus.linger (%.1f s); the last values "
+                                "of this run may not have reached Prometheus", self.settings.prometheus.linger)
+        deadline = time.monotonic() + timeout
         remaining = max(deadline - time.monotonic(), 0.05)
-        ok = _bounded(lambda: self.bridge.provider.shutdown(timeout_millis=remaining * 1000), remaining) and ok
+        flushed = _bounded(lambda: self.bridge.provider.shutdown(timeout_millis=remaining * 1000), remaining)
         if self.server is not None:
             self.server.stop()
         with _lock:
             if _current is self:
                 _current = None
-        if not ok:
+        if not flushed:
             _logger.warning("otel-rl: shutdown did not finish within %.1f s; some exporters may not have flushed",
                             timeout)
-        return ok
+        return ok and flushed
 
 
 def _bounded(func, timeout: float) -> bool:

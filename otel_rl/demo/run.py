@@ -43,13 +43,17 @@ def run_demo(iterations: int = 60, episodes_per_iter: int = 10, seed: int = 0,
              inject_failure: bool = False, progress: bool = True,
              on_iteration: Callable[[int, Mapping[str, Any]], None] | None = None,
              shutdown: bool = True) -> DemoResult:
-    """Train a NumPy policy-gradient agent on CartPole for ``iterations`` iterations, exporting metrics."""
+    """Train a NumPy policy-gradient agent on CartPole for ``iterations`` iterations, exporting metrics.
+
+    ``config`` goes to :func:`otel_rl.init_telemetry`; None uses the running telemetry if there is one.
+    """
     import gymnasium as gym
 
     from otel_rl.demo.agent import PolicyGradientAgent, train_iteration
     from otel_rl.integrations.gymnasium import RecordEpisodeMetrics
 
-    telemetry = otel_rl.init_telemetry(config)
+    running = otel_rl.current()
+    telemetry = running if config is None and running is not None else otel_rl.init_telemetry(config)
     run_id = run_id or f"cartpole-seed{seed}"
     result = DemoResult(prometheus_port=telemetry.prometheus_port)
 

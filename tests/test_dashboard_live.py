@@ -1,0 +1,97 @@
+"""Every dashboard panel and variable query returns data from a real Prometheus after a real demo run."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+import otel_rl
+from otel_rl._internal.dashboard import build_dashboard, panel_queries, parse_label_values, substitute, variable_queries
+from otel_rl.demo.run import run_demo
+from procs import ROOT, Prometheus, http_get, wait_until, workdir
+
+pytestmark = pytest.mark.integration
+
+REAL = {"job": "wealtharena_rl_training", "algorithm": "PG", "run_id": "cartpole-seed0", "agent_id": "agent_0"}
+ALL = {name: "All" for name in REAL}
+
+
+@pytest.fixture(scope="module")
+def landed_run():
+    """A seeded demo run (with an injected step failure, a failed run and a NaN loss) scraped every second."""
+    with workdir() as tmp:
+        telemetry = otel_rl.init_telemetry({"prometheus": {"host": "127.0.0.1", "port": 0, "linger": 10}})
+        prometheus = Prometheus(tmp, scrape_targets=[f"127.0.0.1:{telemetry.prometheus_port}"],
+                                rule_files=[str(ROOT / "prometheus" / "rules" / "otel-rl.rules.yml")])
+        prometheus.start()
+        try:
+            wait_until(lambda: prometheus.query('up{job="wealtharena_rl_training"} == 1'), 30,
+                       what="the first scrape of the endpoint")
+            started = time.time()
+            result = run_demo(iterations=12, episodes_per_iter=10, seed=0, inject_failure=True, progress=False,
+                              on_iteration=lambda i, outcome: time.sleep(0.4), shutdown=False)
+            otel_rl.record_loss_metrics("PG", entropy=float("nan"))  # counted as dropped, reason nan
+            with pytest.raises(RuntimeError):
+                with otel_rl.training_run(algorithm="PG", run_id="failing-run"):
+                    raise RuntimeError("a failed run, for the error panels")
+            time.sleep(2.5)  # a few scrapes of the final state
+            telemetry.shutdown()  # lingers until one last scrape
+            wait_until(lambda: prometheus.query('rl_training_runs_total{status="failed"}'), 30,
+                       what="the failed run in Prometheus")
+            yield prometheus, started, time.time(), result
+        finally:
+            telemetry.shutdown()
+            prometheus.stop()
+
+
+def _has_data(prometheus: Prometheus, expr: str, start: float, end: float) -> bool:
+    query = urllib.parse.urlencode({"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": "1"})
+    body = json.loads(http_get(f"{prometheus.url}/api/v1/query_range?{query}", 30))
+    assert body["status"] == "success", (expr, body)
+    return any(math.isfinite(float(value)) for series in body["data"]["result"] for _, value in series["values"])
+
+
+@pytest.mark.parametrize("values", [REAL, ALL], ids=["real-values", "all"])
+def test_every_panel_query_returns_data(landed_run, values):
+    """Each panel query, with the variables substituted by real values and by All, returns finite data."""
+    prometheus, started, ended, _ = landed_run
+    span = f"{int(ended - started) + 30}s"
+    empty = []
+    queries = panel_queries(build_dashboard())
+    assert len(queries) >= 29
+    for title, expr in queries:
+        concrete = substitute(expr, {**values, "__rate_interval": "5s"}, range_=span)
+        if not _has_data(prometheus, concrete, started - 5, ended + 1):
+            empty.append(f"{title}: {concrete}")
+    assert not empty, "panels with no data:\n" + "\n".join(empty)
+
+
+@pytest.mark.parametrize("values", [REAL, ALL], ids=["real-values", "all"])
+def test_every_variable_query_returns_values(landed_run, values):
+    """Each template variable's label_values query lists values, among them the run's real ones."""
+    prometheus, *_ = landed_run
+    for name, query in variable_queries(build_dashboard()):
+        selector, label = parse_label_values(substitute(query, values))
+        found = prometheus.api(f"label/{label}/values", **{"match[]": selector})
+        assert REAL[name] in found, (name, selector, found)
+
+
+def test_alert_rules_load_and_the_failure_alerts_fire(landed_run):
+    """The generated rules are loaded and healthy, and the run-failed alert fires on the failed run."""
+    prometheus, *_ = landed_run
+    groups = prometheus.api("rules")["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    assert rules and all(rule["health"] == "ok" for rule in rules), [r for r in rules if r["health"] != "ok"]
+    wait_until(lambda: any(a["labels"]["alertname"] == "RLTrainingRunFailed"
+                           for a in prometheus.api("alerts")["alerts"]), 30, what="RLTrainingRunFailed alert")
+
+
+def test_committed_dashboard_is_the_one_tested():
+    """The JSON Grafana loads is the generated one these queries came from."""
+    committed = json.loads((ROOT / "grafana" / "dashboards" / "rl-training.json").read_text())
+    assert committed == json.loads(json.dumps(build_dashboard()))
