@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+import facts
 from otel_rl._internal import dashboard as dash
 from otel_rl._internal.catalog import ALL_METRICS, BY_NAME, CATALOG
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_PATH = ROOT / "grafana" / "dashboards" / "rl-training.json"
-_SEED_PATHS = [base / "shared" / "reference" / "seed-metrics.json" for base in (ROOT, ROOT.parent)]
-SEED = next((json.loads(p.read_text()) for p in _SEED_PATHS if p.exists()), None)
+SEED = facts.load()
 DOC = ROOT / "docs" / "dashboard.md"
 
 _SELECTOR = re.compile(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}")
@@ -228,17 +228,14 @@ def test_seed_panels_keep_their_intent(board):
     titles = {p["title"] for p in _content_panels(board)}
     queries = dash.panel_queries(board)
     assert len(dash.SEED_PANELS) == 18
-    if SEED is not None:
-        seed_panels = SEED["original_dashboard"]["panels"]
-        assert {p["title"] for p in seed_panels} == set(dash.SEED_PANELS)
-        for seed_panel in seed_panels:
-            ours = dash.SEED_PANELS[seed_panel["title"]]
-            assert ours in titles, f"{seed_panel['title']} -> {ours}: no such panel"
-            seed_series = {name for name, _ in _SELECTOR.findall(seed_panel["expr"])}
-            our_series = {name for t, e in queries if t == ours for name, _ in _SELECTOR.findall(e)}
-            assert seed_series <= our_series, f"{ours} does not read {seed_series - our_series}"
-    else:
-        assert set(dash.SEED_PANELS.values()) <= titles
+    seed_panels = SEED["original_dashboard"]["panels"]
+    assert {p["title"] for p in seed_panels} == set(dash.SEED_PANELS)
+    for seed_panel in seed_panels:
+        ours = dash.SEED_PANELS[seed_panel["title"]]
+        assert ours in titles, f"{seed_panel['title']} -> {ours}: no such panel"
+        seed_series = {name for name, _ in _SELECTOR.findall(seed_panel["expr"])}
+        our_series = {name for t, e in queries if t == ours for name, _ in _SELECTOR.findall(e)}
+        assert seed_series <= our_series, f"{ours} does not read {seed_series - our_series}"
 
 
 def test_training_errors_not_filtered_by_algorithm(board):

@@ -7,10 +7,8 @@ expositions are compared sample by sample.
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -19,10 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from otel_rl.compat import prometheus_metrics as compat
 from procs import free_port
 
-FACTS_PATH = Path("/work/shared/reference/seed-metrics.json")
-if not FACTS_PATH.is_file():  # a checkout with shared/ beside the repository root
-    FACTS_PATH = Path(__file__).resolve().parent.parent / "shared" / "reference" / "seed-metrics.json"
-FACTS = json.loads(FACTS_PATH.read_text())
+import facts
+
+FACTS = facts.load()
 SEED_NAMES = [m["name"] for m in FACTS["metrics"]]
 EXTRA_FAMILY = "otel_rl_dropped_values"  # otel-rl's own health counter, not a seed metric
 

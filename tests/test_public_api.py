@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
-import json
 import types
 from pathlib import Path
 
@@ -15,10 +14,9 @@ import otel_rl
 from otel_rl import testing
 from otel_rl.compat import prometheus_metrics as compat
 
-FACTS_PATH = Path("/work/shared/reference/seed-metrics.json")
-if not FACTS_PATH.is_file():
-    FACTS_PATH = Path(__file__).resolve().parent.parent / "shared" / "reference" / "seed-metrics.json"
-FACTS = json.loads(FACTS_PATH.read_text())
+import facts
+
+FACTS = facts.load()
 
 PUBLIC = {
     "ALL_METRICS", "CATALOG", "ConfigError", "MetricSpec", "RunContext", "Settings", "Telemetry", "__version__",

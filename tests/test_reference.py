@@ -9,14 +9,21 @@ from otel_rl import CATALOG
 from otel_rl._internal.reference import metrics_markdown
 from otel_rl.cli import main
 
+import facts
+
 ROOT = Path(__file__).resolve().parent.parent
-FACTS = json.loads((ROOT.parent / "shared" / "reference" / "seed-metrics.json").read_text()) \
-    if (ROOT.parent / "shared" / "reference" / "seed-metrics.json").exists() else None
 
 
 def _facts() -> dict:
-    assert FACTS is not None, "../shared/reference/seed-metrics.json is missing beside the checkout"
-    return FACTS
+    return facts.load()
+
+
+def test_vendored_facts_are_the_shared_original():
+    """tests/data/seed-metrics.json is a byte copy of the workplace's shared/reference file, where that exists."""
+    vendored = facts.VENDORED.read_bytes()
+    assert json.loads(vendored)["metrics"], "the vendored facts have no metrics"
+    if facts.SHARED.is_file():
+        assert vendored == facts.SHARED.read_bytes(), "tests/data/seed-metrics.json differs from shared/reference"
 
 
 def test_catalog_matches_the_seed_facts_exactly():

@@ -146,7 +146,7 @@ def _alerts(t: Thresholds) -> list[_Alert]:
             f"unless on (job, algorithm)\n"
             f"(\n"
             + _indent(_new_or_increased("rl_training_iterations_total", t.stalled_after, "job, algorithm")) +
-            f"\n)",
+            "\n)",
             "{{ $labels.algorithm }} training in {{ $labels.job }} is stalled",
             f"rl_training_active has been 1 for {t.stalled_after} but rl_training_iterations_total did not "
             f"increase in that time: the training loop is stuck or stopped recording iterations."),
