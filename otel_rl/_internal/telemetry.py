@@ -46,13 +46,20 @@ class Telemetry:
             # Bind before any thread starts, so a strict bind failure leaves nothing behind.
             self.server = bind_server(settings.prometheus.host, settings.prometheus.port, self.exposition,
                                       self.health, settings.prometheus.strict)
-        for name in settings.exporters:
-            if name in ("otlp", "console"):
-                exporter = _otlp_exporter(settings) if name == "otlp" else _console_exporter()
-                interval = settings.otlp.export_interval
-                readers.append(PeriodicReader(exporter, interval, settings.otlp.timeout, settings.cardinality_limit))
-        self.readers = readers
-        self.bridge = Bridge(registry, self.resource, readers, __version__)
+        try:
+            for name in settings.exporters:
+                if name in ("otlp", "console"):
+                    exporter = _otlp_exporter(settings) if name == "otlp" else _console_exporter()
+                    readers.append(PeriodicReader(exporter, settings.otlp.export_interval, settings.otlp.timeout,
+                                                  settings.cardinality_limit))
+            self.readers = readers
+            self.bridge = Bridge(registry, self.resource, readers, __version__)
+        except BaseException:
+            if self.server is not None:  # bound but not serving yet: release the port
+                self.server.server_close()
+            for reader in readers[1:]:
+                reader.shutdown(timeout_millis=1000)
+            raise
         if self.server is not None:
             self.server.start()
             _logger.info("otel-rl: serving Prometheus metrics on http://%s:%d/metrics",
