@@ -6,7 +6,7 @@ import pytest
 
 import otel_rl
 from otel_rl import testing
-from otel_rl._internal.results import lookup, parse_result, subtree
+from otel_rl._internal.results import lookup, parse_result
 
 H = testing.histogram
 V = testing.value
@@ -177,6 +177,18 @@ def test_hist_stats_episode_rewards_are_recorded_per_episode():
     assert length.count == 4 and length.sum == 65.0
 
 
+def test_hist_stats_window_counts_only_this_iterations_episodes():
+    """RLlib's hist_stats keeps the last 100 episodes: with episodes_this_iter only the newest are recorded."""
+    window = [float(i) for i in range(100)]
+    run_steps([{"hist_stats": {"episode_reward": window[:60], "episode_lengths": [10] * 60}, "episodes_this_iter": 60},
+               {"hist_stats": {"episode_reward": window, "episode_lengths": [20] * 100}, "episodes_this_iter": 40},
+               {"hist_stats": {"episode_reward": window, "episode_lengths": [20] * 100}, "episodes_this_iter": 0}])
+    labels = {"algorithm": "PPO", "agent_id": "default"}
+    assert V("rl_training_episodes_total", **labels) == 100.0
+    assert H("rl_training_episode_reward", **labels).sum == sum(window)
+    assert H("rl_training_episode_length", **labels).sum == 60 * 10 + 40 * 20
+
+
 def test_hist_stats_with_bad_values_does_not_raise():
     """NaN rewards in hist_stats are dropped and counted; the other episodes still count."""
     run_steps([{"hist_stats": {"episode_reward": [1.0, float("nan")], "episode_lengths": [10]}}])
@@ -225,13 +237,12 @@ def test_malformed_values_in_results_are_dropped_not_raised():
 # -- the parser on its own ---------------------------------------------------------------------------------------------
 
 
-def test_lookup_and_subtree_read_nested_and_flat_forms():
-    """lookup() and subtree() find the same values in nested and '/'-flattened dicts."""
+def test_lookup_reads_nested_and_flat_forms():
+    """lookup() finds the same values in nested and '/'-flattened dicts."""
     nested = {"a": {"b": {"c": 1}, "d": 2}}
     flat = flatten(nested)
     assert lookup(nested, "a/b/c") == lookup(flat, "a/b/c") == 1
     assert lookup(nested, "a/x") is None and lookup(flat, "a/x") is None
-    assert subtree(nested, "a") == subtree(flat, "a") == {"b/c": 1, "d": 2}
 
 
 def test_parse_result_prefers_new_stack_reward():

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Histogram,
@@ -65,7 +65,9 @@ class Bridge:
         for reader in readers:
             if isinstance(reader, CatalogReaderMixin):
                 reader._bridge = self
-        self.provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
+        # No exemplars: observable instruments carry no trace context, and sampling them costs export CPU.
+        self.provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False,
+                                      exemplar_filter=AlwaysOffExemplarFilter())
         meter = self.provider.get_meter(SCOPE_NAME, version)
         for spec in ALL_METRICS:
             state = registry[spec.name]

@@ -182,13 +182,17 @@ class _StepRecorder:
             rec.record_loss_metrics(algorithm, policy_loss, value_loss, entropy)
         if steps:
             rec.record_environment_steps(algorithm, steps)
-        for i, reward in enumerate(parsed.episode_rewards):
-            length = parsed.episode_lengths[i] if i < len(parsed.episode_lengths) else None
-            agent = (self.agent_id,)
-            rec._episodes.add((algorithm,) + agent, 1.0)
-            rec._episode_reward.observe((algorithm,) + agent, reward)
-            if length is not None:
-                rec._episode_length.observe((algorithm,) + agent, length)
+        rewards, lengths = parsed.episode_rewards, parsed.episode_lengths
+        new = parsed.episodes_this_iter
+        if isinstance(new, numbers.Integral) and not isinstance(new, bool) and 0 <= new < len(rewards):
+            # RLlib's hist_stats is a window over the last 100 episodes: only the newest are this iteration's.
+            rewards, lengths = (rewards[-new:], lengths[-new:]) if new else ([], [])
+        episode = (algorithm, self.agent_id)
+        for i, reward in enumerate(rewards):
+            rec._episodes.add(episode, 1.0)
+            rec._episode_reward.observe(episode, reward)
+            if i < len(lengths):
+                rec._episode_length.observe(episode, lengths[i])
         for agent_id, figures in parsed.performance.items():
             rec.record_performance_metrics(algorithm, agent_id or self.agent_id, figures)
 

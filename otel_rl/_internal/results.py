@@ -33,36 +33,12 @@ def lookup(result: Mapping[str, Any], path: str) -> Any:
         return value
     node: Any = result
     for part in path.split("/"):
-        if not isinstance(node, Mapping):
+        if not _is_mapping(node):
             return None
         node = node.get(part, _MISSING)
         if node is _MISSING:
             return None
     return node
-
-
-def subtree(result: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    """Everything under ``prefix`` as a flat ``{"a/b": value}`` dict, from nested and flat forms."""
-    out: dict[str, Any] = {}
-    nested = lookup(result, prefix)
-    if isinstance(nested, Mapping):
-        _flatten(nested, "", out)
-    start = prefix + "/"
-    for key, value in result.items():
-        if isinstance(key, str) and key.startswith(start):
-            if isinstance(value, Mapping):
-                _flatten(value, key[len(start):] + "/", out)
-            else:
-                out[key[len(start):]] = value
-    return out
-
-
-def _flatten(node: Mapping[str, Any], prefix: str, out: dict[str, Any]) -> None:
-    for key, value in node.items():
-        if isinstance(value, Mapping):
-            _flatten(value, f"{prefix}{key}/", out)
-        else:
-            out[f"{prefix}{key}"] = value
 
 
 def _first(result: Mapping[str, Any], *paths: str) -> Any:
@@ -83,13 +59,21 @@ class ParsedResult:
     losses: list[tuple[Any, Any, Any]] = field(default_factory=list)  #: (policy, value, entropy) per learner
     env_steps_this_iter: Any = None
     env_steps_lifetime: Any = None
+    episodes_this_iter: Any = None
     episode_rewards: list[Any] = field(default_factory=list)
     episode_lengths: list[Any] = field(default_factory=list)
     performance: dict[str | None, dict[str, Any]] = field(default_factory=dict)  #: agent_id (None: default)
 
 
+_LOSS_KEYS = ("policy_loss", "vf_loss", "entropy")
+
+
 def parse_result(result: Mapping[str, Any]) -> ParsedResult:
-    """Extract otel-rl's figures from a result dict of either RLlib API stack or plain keys."""
+    """Extract otel-rl's figures from a result dict of either RLlib API stack or plain keys.
+
+    A handful of direct lookups for the fixed keys, then one pass over the top-level keys that only descends into
+    the sections holding losses and custom metrics: RLlib results have hundreds of leaves, most of them timers.
+    """
     parsed = ParsedResult()
     parsed.iteration = _first(result, "training_iteration", "iteration")
     parsed.reward_mean = _first(result, "env_runners/episode_return_mean", "episode_reward_mean",
@@ -100,60 +84,124 @@ def parse_result(result: Mapping[str, Any]) -> ParsedResult:
                                         "env_runners/num_env_steps_sampled")
     parsed.env_steps_lifetime = _first(result, "num_env_steps_sampled_lifetime", "num_env_steps_sampled",
                                        "env_runners/num_env_steps_sampled_lifetime")
-
-    for prefix, stats in (("info/learner", "learner_stats/"), ("learners", "")):
-        learners: dict[str, dict[str, Any]] = {}
-        for key, value in subtree(result, prefix).items():
-            name, _, rest = key.partition("/")
-            if stats and rest.startswith(stats):
-                rest = rest[len(stats):]
-            if rest in ("policy_loss", "vf_loss", "entropy"):
-                learners.setdefault(name, {})[rest] = value
-        for name, losses in learners.items():
-            if name == "__all_modules__":
-                continue
-            parsed.losses.append((losses.get("policy_loss"), losses.get("vf_loss"), losses.get("entropy")))
-    if not parsed.losses:
-        plain = (_first(result, "policy_loss"), _first(result, "value_loss", "vf_loss"), _first(result, "entropy"))
-        if any(v is not None for v in plain):
-            parsed.losses.append(plain)
-
+    parsed.episodes_this_iter = _first(result, "episodes_this_iter", "env_runners/num_episodes")
     rewards = _first(result, "hist_stats/episode_reward", "env_runners/hist_stats/episode_reward")
     lengths = _first(result, "hist_stats/episode_lengths", "env_runners/hist_stats/episode_lengths")
     if isinstance(rewards, (list, tuple)):
         parsed.episode_rewards = list(rewards)
         parsed.episode_lengths = list(lengths) if isinstance(lengths, (list, tuple)) else []
 
-    _performance(result, parsed)
+    learners: dict[str, dict[str, Any]] = {}
+    for key, value in result.items():
+        if not isinstance(key, str):
+            continue
+        head, sep, rest = key.partition("/")
+        if head in _SKIPPED:  # config, timers, ...: most of a result's leaves
+            continue
+        if head == "info":  # old stack: info/learner/<policy>/learner_stats/<stat>
+            node = _child(value, "learner") if not sep else value if rest == "learner" else None
+            if node is not None:
+                for policy, stats in node.items():
+                    _learner_stats(learners, policy, _child(stats, "learner_stats") or stats)
+            elif rest.startswith("learner/"):
+                _learner_stat(learners, rest[len("learner/"):], value, "learner_stats/")
+        elif head == "learners":  # new stack: learners/<module>/<stat>
+            if not sep and _is_mapping(value):
+                for module, stats in value.items():
+                    _learner_stats(learners, module, stats)
+            elif sep:
+                _learner_stat(learners, rest, value, "")
+        elif head == "custom_metrics":
+            for path, leaf in _leaves(rest if sep else "", value):
+                _figure(parsed, path, leaf)
+        elif head == "env_runners":  # new stack: figures logged by the env runners, or their custom_metrics
+            if sep:
+                if rest.endswith(_FIGURE_SUFFIXES):
+                    _figure(parsed, rest[len("custom_metrics/"):] if rest.startswith("custom_metrics/") else rest,
+                            value)
+            elif _is_mapping(value):
+                for name in _FIGURE_SUFFIXES:
+                    if name in value:
+                        _figure(parsed, name, value[name])
+                custom = _child(value, "custom_metrics")
+                if custom is not None:
+                    for path, leaf in _leaves("", custom):
+                        _figure(parsed, path, leaf)
+        elif not sep and _is_mapping(value):  # {"agent_0": {"sharpe_ratio": ...}}
+            for name in _FIGURE_SUFFIXES:
+                if name in value:
+                    _figure(parsed, f"{key}/{name}", value[name])
+        elif key.endswith(_FIGURE_SUFFIXES):  # "sharpe_ratio", "agent_1/win_rate"
+            _figure(parsed, key, value)
+
+    for name, losses in learners.items():
+        if name != "__all_modules__":
+            parsed.losses.append(tuple(losses.get(k) for k in _LOSS_KEYS))  # type: ignore[arg-type]
+    if not parsed.losses:
+        plain = (_first(result, "policy_loss"), _first(result, "value_loss", "vf_loss"), _first(result, "entropy"))
+        if any(v is not None for v in plain):
+            parsed.losses.append(plain)
     return parsed
 
 
-def _performance(result: Mapping[str, Any], parsed: ParsedResult) -> None:
-    sources = [result]
-    for prefix in ("custom_metrics", "env_runners/custom_metrics", "env_runners"):
-        node = lookup(result, prefix)
-        if isinstance(node, Mapping):
-            sources.append(node)
-        flat = subtree(result, prefix) if prefix == "custom_metrics" else {}
-        if flat:
-            sources.append(flat)
-    for source in sources:
-        for key, value in source.items():
-            if not isinstance(key, str) or key.partition("/")[0] in _SECTIONS:
-                continue
-            if isinstance(value, Mapping):  # {"agent_0": {"sharpe_ratio": ...}}
-                figures = {k: _mean(value, k) for k in PERFORMANCE_KEYS if _mean(value, k) is not None}
-                if figures:
-                    parsed.performance.setdefault(key, {}).update(figures)
-                continue
-            agent, sep, name = key.rpartition("/")
-            base = name[:-5] if name.endswith("_mean") else name
-            if base in PERFORMANCE_KEYS and (name == base or name == base + "_mean"):
-                target = parsed.performance.setdefault(agent if sep and "/" not in agent else None, {})
-                if name == base or base not in target:
-                    target[base] = value
+#: Sections parse_result never reads figures from.
+_SKIPPED = _SECTIONS - {"info", "learners", "custom_metrics", "env_runners"}
+_FIGURE_SUFFIXES = PERFORMANCE_KEYS + tuple(k + "_mean" for k in PERFORMANCE_KEYS)
 
 
-def _mean(node: Mapping[str, Any], key: str) -> Any:
-    value = node.get(key)
-    return node.get(key + "_mean") if value is None else value
+_LEAF_TYPES = frozenset({float, int, str, bool, list, tuple, type(None)})
+
+
+def _is_mapping(value: Any) -> bool:
+    # isinstance(x, Mapping) goes through the ABC machinery; result dicts are plain dicts and floats.
+    return type(value) is dict or (type(value) not in _LEAF_TYPES and isinstance(value, Mapping))
+
+
+def _child(value: Any, key: str) -> Mapping[str, Any] | None:
+    if _is_mapping(value):
+        child = value.get(key)
+        if _is_mapping(child):
+            return child
+    return None
+
+
+def _leaves(path: str, value: Any) -> list[tuple[str, Any]]:
+    """``(path, leaf)`` pairs of a value that may be a nested mapping; paths joined with ``/``."""
+    if not _is_mapping(value):
+        return [(path, value)]
+    out: list[tuple[str, Any]] = []
+    stack = [(path + "/" if path else "", value)]
+    while stack:
+        prefix, node = stack.pop()
+        for key, child in node.items():
+            if _is_mapping(child):
+                stack.append((f"{prefix}{key}/", child))
+            else:
+                out.append((f"{prefix}{key}", child))
+    return out
+
+
+def _learner_stats(learners: dict[str, dict[str, Any]], name: Any, stats: Any) -> None:
+    if _is_mapping(stats):
+        for stat in _LOSS_KEYS:
+            if stat in stats:
+                learners.setdefault(str(name), {})[stat] = stats[stat]
+
+
+def _learner_stat(learners: dict[str, dict[str, Any]], path: str, value: Any, stats_prefix: str) -> None:
+    name, _, stat = path.partition("/")
+    if stats_prefix and stat.startswith(stats_prefix):
+        stat = stat[len(stats_prefix):]
+    if stat in _LOSS_KEYS:
+        learners.setdefault(name, {})[stat] = value
+
+
+def _figure(parsed: ParsedResult, path: str, value: Any) -> None:
+    """Record a trading figure from ``[<agent>/]<name>[_mean]``; the exact name wins over its ``_mean``."""
+    agent, sep, name = path.rpartition("/")
+    base = name[:-5] if name.endswith("_mean") else name
+    if base not in PERFORMANCE_KEYS:
+        return
+    target = parsed.performance.setdefault(agent if sep and "/" not in agent else None, {})
+    if name == base or base not in target:
+        target[base] = value

@@ -235,6 +235,9 @@ class Gauge(Metric):
                 return
             value = number_
         series = self._series
+        if key in series:  # replacing a value of an existing key is one atomic dict store under the GIL
+            series[key] = value
+            return
         with self._lock:
             if key not in series:
                 key = self._admit(key)

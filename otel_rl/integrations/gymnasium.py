@@ -38,29 +38,28 @@ class RecordEpisodeMetrics(gym.Wrapper):
         self._algorithm = str(algorithm)
         self._key = (self._algorithm, str(agent_id))
         self._flush_every = flush_every
+        self._start_episode()
+
+    def _start_episode(self) -> None:
         self._return = 0.0
-        self._length = 0
-        self._pending = 0
+        self._length = 0  # steps of the current episode
+        self._flushed = 0  # of which already handed to the counter
+        self._next_flush = self._flush_every
 
     def step(self, action: Any):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        self._return += reward
+        # The hot path: two attribute updates and a comparison; the result tuple is passed on as it is.
+        result = self.env.step(action)
+        self._return += result[1]
         self._length += 1
-        self._pending += 1
-        if terminated or truncated:
-            episode = info.get("episode") if info else None
-            if episode is not None:
-                self._record(episode["r"], episode["l"])
-            else:
-                self._record(self._return, self._length)
-        elif self._pending >= self._flush_every:
+        if result[2] or result[3]:
+            self._end_episode(result[4])
+        elif self._length >= self._next_flush:
             self.flush()
-        return obs, reward, terminated, truncated, info
+        return result
 
     def reset(self, **kwargs: Any):
         self.flush()
-        self._return = 0.0
-        self._length = 0
+        self._start_episode()
         return self.env.reset(**kwargs)
 
     def close(self) -> None:
@@ -69,17 +68,20 @@ class RecordEpisodeMetrics(gym.Wrapper):
 
     def flush(self) -> None:
         """Hand the steps counted so far to ``rl_training_environment_steps_total``."""
-        if self._pending:
-            _rec._env_steps.add((self._algorithm,), self._pending)
-            self._pending = 0
+        pending = self._length - self._flushed
+        if pending:
+            _rec._env_steps.add((self._algorithm,), pending)
+            self._flushed = self._length
+        self._next_flush = self._length + self._flush_every
 
-    def _record(self, episode_return: Any, length: Any) -> None:
+    def _end_episode(self, info: dict[str, Any]) -> None:
+        episode = info.get("episode") if info else None
+        episode_return, length = (episode["r"], episode["l"]) if episode is not None else (self._return, self._length)
         _rec._episodes.add(self._key, 1.0)
         _rec._episode_reward.observe(self._key, _scalar(episode_return))
         _rec._episode_length.observe(self._key, _scalar(length))
-        self._return = 0.0
-        self._length = 0
         self.flush()
+        self._start_episode()
 
 
 class RecordVectorEpisodeMetrics(VectorWrapper):
@@ -116,14 +118,14 @@ class RecordVectorEpisodeMetrics(VectorWrapper):
     def _finish(self, indices: np.ndarray, infos: dict[str, Any]) -> None:
         episode = infos.get("episode") if infos else None
         mask = infos.get("_episode") if episode is not None else None
-        for i in indices:
-            if mask is not None and mask[i]:
-                episode_return, length = episode["r"][i], episode["l"][i]
-            else:
-                episode_return, length = self._returns[i], self._lengths[i]
-            _rec._episodes.add(self._key, 1.0)
-            _rec._episode_reward.observe(self._key, float(episode_return))
-            _rec._episode_length.observe(self._key, float(length))
+        if mask is not None:
+            returns, lengths = np.where(mask, episode["r"], self._returns), np.where(mask, episode["l"], self._lengths)
+        else:
+            returns, lengths = self._returns, self._lengths
+        for episode_return, length in zip(returns[indices].tolist(), lengths[indices].tolist()):
+            _rec._episode_reward.observe(self._key, episode_return)
+            _rec._episode_length.observe(self._key, length)
+        _rec._episodes.add(self._key, float(len(indices)))
         self._returns[indices] = 0.0
         if self._next_step_reset:
             self._lengths[indices] = -1  # the coming autoreset step brings it to 0
