@@ -163,6 +163,14 @@ class Metric:
             values = tuple(kwargs[k] for k in self.label_keys)
         return Child(self, self.key(values) if len(values) == len(self.label_keys) else None)
 
+    def _checked(self, value: Any) -> float | None:
+        """The slow path of a record call: ``value`` as a finite float, or None after counting the drop."""
+        result = number(value)
+        if type(result) is _Reason:
+            self._registry.drop(self.name, result, value)
+            return None
+        return result  # type: ignore[return-value]
+
     def _admit(self, key: tuple[str, ...]) -> tuple[str, ...]:
         """Called under the lock for a key not yet seen: the key itself, or the overflow key past the limit."""
         # The dropped-values counter is exempt: its label sets are bounded (metrics x reasons) and must stay exact.
@@ -198,9 +206,8 @@ class Counter(Metric):
 
     def add(self, key: tuple[str, ...], amount: Any) -> None:
         if type(amount) is not float or not amount >= 0.0 or amount == math.inf:
-            value = number(amount)
-            if type(value) is _Reason:
-                self._registry.drop(self.name, value, amount)
+            value = self._checked(amount)
+            if value is None:
                 return
             if value < 0.0:
                 self._registry.drop(self.name, NEGATIVE, amount)
@@ -229,11 +236,9 @@ class Gauge(Metric):
 
     def set(self, key: tuple[str, ...], value: Any) -> None:
         if type(value) is not float or value - value != 0.0:
-            number_ = number(value)
-            if type(number_) is _Reason:
-                self._registry.drop(self.name, number_, value)
+            value = self._checked(value)
+            if value is None:
                 return
-            value = number_
         series = self._series
         if key in series:  # replacing a value of an existing key is one atomic dict store under the GIL
             series[key] = value
@@ -283,11 +288,9 @@ class Histogram(Metric):
 
     def observe(self, key: tuple[str, ...], value: Any) -> None:
         if type(value) is not float or value - value != 0.0:
-            number_ = number(value)
-            if type(number_) is _Reason:
-                self._registry.drop(self.name, number_, value)
+            value = self._checked(value)
+            if value is None:
                 return
-            value = number_
         index = bisect_left(self.bounds, value)  # upper bounds are inclusive, as Prometheus' `le`
         with self._lock:
             series = self._series.get(key)
