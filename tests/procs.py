@@ -73,7 +73,7 @@ class Process:
     def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         self.args = args
         self.log = log
-        self._log_file = open(log, "wb")
+        self._log_file = open(log, "ab")  # append: a restarted process keeps its earlier log
         self.proc = subprocess.Popen(args, stdout=self._log_file, stderr=subprocess.STDOUT,
                                      env={**os.environ, **(env or {})}, start_new_session=True)
 
@@ -118,6 +118,7 @@ class Prometheus:
         self.process: Process | None = None
 
     def start(self) -> Prometheus:
+        """Start (or start again, with the same port, config and TSDB directory) and wait until ready."""
         self.process = Process([
             prometheus_binary(), f"--config.file={self.config_path}", f"--storage.tsdb.path={self.data}",
             f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-remote-write-receiver",
@@ -148,6 +149,15 @@ class Prometheus:
 
     def series(self, match: str) -> list[dict[str, str]]:
         return self.api("series", **{"match[]": match, "start": str(time.time() - 3600)})  # type: ignore[return-value]
+
+    def latest(self, selector: str, window: str = "1h") -> list[tuple[dict[str, str], float]]:
+        """The last sample of every series matching ``selector`` within ``window``, with all its labels.
+
+        A range selector instead of ``last_over_time`` keeps ``__name__``, and it skips staleness markers, so a
+        scrape target that is gone (its series marked stale) still shows its last scraped values.
+        """
+        result = self.api("query", query=f"{selector}[{window}]")["result"]  # type: ignore[index]
+        return [(item["metric"], float(item["values"][-1][1])) for item in result if item["values"]]
 
 
 class Collector:

@@ -1,0 +1,658 @@
+"""End-to-end tests with real processes: the SDK, a real OpenTelemetry Collector and a real Prometheus.
+
+Every test starts its own Prometheus and collector on free loopback ports (``procs``) and stops them in a
+``finally``, also when it fails. The training run state is process-global, so the export paths a test compares run
+one after the other in this process with ``otel_rl.testing.reset()`` between them, or in subprocesses.
+
+What "the truth" is: at the end of a run, ``Telemetry.metrics_text()`` renders the values the SDK holds (the pull
+reader exists on every path). Prometheus must end up holding exactly those values, series by series; any missing,
+extra or different series fails the test with the series named.
+
+Labels that differ between the paths by design and are ignored when series are compared:
+
+* ``job`` and ``instance``: on the pull path Prometheus sets them from the scrape job's ``job_name`` and the target
+  address; on the push path the remote-write exporter derives them from the resource (``service.name`` and
+  ``service.instance.id``).
+* ``component`` and ``service``: static labels of the seed's scrape job (``collector/prometheus.yml``), which
+  Prometheus adds to every scraped series; the push path has no scrape job, so they cannot be there.
+
+``le`` is compared as a number: the pull path's exposition writes ``10.0``, the remote-write exporter ``10``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import facts
+import procs
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import otel_rl
+from otel_rl import testing
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parent.parent
+PULL_JOB = "wealtharena_rl_training"
+#: Set by Prometheus (job, instance) or by the seed's scrape job (component, service); see the module docstring.
+IGNORED_LABELS = frozenset({"job", "instance", "component", "service"})
+#: Series whose value is read from the clock during the run, so two runs of the same script cannot agree on them.
+#: They are still compared exactly against each run's own truth; across paths only their presence is compared.
+WALL_CLOCK = frozenset({"rl_training_start_timestamp", "rl_training_duration_seconds_sum",
+                        "rl_training_data_load_time_seconds_sum"})
+SELECTOR = '{{__name__=~"rl_training_.+|otel_rl_.+",{match}}}'
+
+Key = tuple[str, tuple[tuple[str, str], ...]]
+
+
+SEED = facts.load()["metrics"]  # the seed's 21 metrics (vendored facts file)
+assert len(SEED) == 21
+
+
+# -- series as comparable data -------------------------------------------------------------------------------------
+
+
+def _key(name: str, labels: Mapping[str, str]) -> Key:
+    items = []
+    for k, v in labels.items():
+        if k in IGNORED_LABELS or k == "__name__":
+            continue
+        items.append((k, repr(float(v)) if k == "le" else v))
+    return name, tuple(sorted(items))
+
+
+def _show(key: Key) -> str:
+    name, labels = key
+    return name + "{" + ",".join(f'{k}="{v}"' for k, v in labels) + "}"
+
+
+def truth(handle: otel_rl.Telemetry) -> dict[Key, float]:
+    """What the SDK holds now, as ``{series: value}`` (the pull exposition, parsed)."""
+    return parse_exposition(handle.metrics_text().decode())
+
+
+def parse_exposition(text: str) -> dict[Key, float]:
+    values: dict[Key, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            values[_key(sample.name, sample.labels)] = float(sample.value)
+    return values
+
+
+def in_prometheus(prom: procs.Prometheus, **match: str) -> dict[Key, float]:
+    """The last value of every otel-rl series in Prometheus whose labels equal ``match``."""
+    selector = SELECTOR.format(match=",".join(f'{k}="{v}"' for k, v in match.items()))
+    values: dict[Key, float] = {}
+    for labels, value in prom.latest(selector):
+        key = _key(labels["__name__"], labels)
+        assert key not in values, f"two series for {_show(key)} with {match}: ignored labels are not unique"
+        values[key] = value
+    return values
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def differences(actual: Mapping[Key, float], expected: Mapping[Key, float], *,
+                skip_values: frozenset[str] = frozenset()) -> list[str]:
+    """One line per series that is missing, extra, or has another value (unless its name is in skip_values)."""
+    lines = [f"missing {_show(k)} (expected {expected[k]!r})" for k in sorted(expected.keys() - actual.keys())]
+    lines += [f"unexpected {_show(k)} = {actual[k]!r}" for k in sorted(actual.keys() - expected.keys())]
+    for k in sorted(expected.keys() & actual.keys()):
+        if k[0] not in skip_values and not _same(actual[k], expected[k]):
+            lines.append(f"{_show(k)} = {actual[k]!r}, expected {expected[k]!r}")
+    return lines
+
+
+def await_values(prom: procs.Prometheus, expected: Mapping[Key, float], what: str, timeout: float = 30.0,
+                 logs: Callable[[], str] | None = None, **match: str) -> dict[Key, float]:
+    """Poll Prometheus until the series matching ``match`` are exactly ``expected``; fail naming the differences."""
+    deadline = time.monotonic() + timeout
+    while True:
+        actual = in_prometheus(prom, **match)
+        diff = differences(actual, expected)
+        if not diff:
+            return actual
+        if time.monotonic() > deadline:
+            extra = f"\n--- logs ---\n{logs()}" if logs else ""
+            raise AssertionError(f"{what}: after {timeout:.0f} s Prometheus ({match}) differs from the SDK's "
+                                 f"values in {len(diff)} series:\n  " + "\n  ".join(diff[:60]) + extra)
+        time.sleep(0.25)
+
+
+# -- processes -------------------------------------------------------------------------------------------------------
+
+
+class Stack:
+    """Prometheus and collector processes of one test; ``close`` stops them all (the fixture calls it)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.processes: list[procs.Prometheus | procs.Collector] = []
+
+    def prometheus(self, **kwargs) -> procs.Prometheus:
+        prom = procs.Prometheus(self.workdir, **kwargs)
+        self.processes.append(prom)
+        return prom.start()
+
+    def collector(self, prom: procs.Prometheus, start: bool = True) -> procs.Collector:
+        collector = procs.Collector(self.workdir, prom.remote_write_url)
+        self.processes.append(collector)
+        return collector.start() if start else collector
+
+    def logs(self) -> str:
+        parts = []
+        for log in sorted(self.workdir.glob("*.log")):
+            parts.append(f"== {log.name}\n{log.read_text(errors='replace')[-3000:]}")
+        return "\n".join(parts)
+
+    def close(self) -> None:
+        errors = []
+        for process in reversed(self.processes):
+            try:
+                process.stop()
+            except Exception as exc:  # noqa: BLE001 (stop the others anyway)
+                errors.append(exc)
+        print(self.logs())  # shown by pytest for a failing test only
+        if errors:
+            raise errors[0]
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    s = Stack(tmp_path)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def otlp_config(endpoint: str, protocol: str, service_name: str, interval: float = 1.0,
+                timeout: float = 5.0) -> dict:
+    return {"exporters": ["otlp"], "service_name": service_name,
+            "otlp": {"endpoint": endpoint, "protocol": protocol, "export_interval": interval, "timeout": timeout}}
+
+
+def endpoint_of(collector: procs.Collector, protocol: str) -> str:
+    return collector.grpc_endpoint if protocol == "grpc" else collector.http_endpoint
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment for a Python subprocess that imports otel_rl from this checkout (installed or not)."""
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": str(ROOT) + (os.pathsep + path if path else "")}
+
+
+def instance_id(pid: int | None = None) -> str:
+    """The SDK's service.instance.id, which the remote-write exporter turns into ``instance``."""
+    return f"{socket.gethostname()}-{pid or os.getpid()}"
+
+
+# -- workloads -------------------------------------------------------------------------------------------------------
+
+
+def scripted_run() -> None:
+    """A deterministic sequence of record_* calls giving every seed metric data (and one dropped value)."""
+    ppo, dqn, a2c = "PPO", "DQN", "A2C"
+    otel_rl.record_training_start(ppo, "scripted-ppo")
+    otel_rl.record_data_load_time(0.75)
+    otel_rl.record_data_load_time(3.0)
+    for it in range(1, 6):
+        otel_rl.record_training_iteration(ppo, it, "scripted-ppo")
+        for agent, sign in (("agent_a", 1.0), ("agent_b", -1.0)):
+            otel_rl.record_episode(ppo, agent, reward=sign * (150.5 * it - 40.25), length=37 * it)
+        otel_rl.record_episode_metrics(ppo, "scripted-ppo", reward_mean=12.5 * it, length_mean=37.0 * it)
+        otel_rl.record_loss_metrics(ppo, policy_loss=-0.02 * it, value_loss=0.3 * it, entropy=1.5 - 0.125 * it)
+        otel_rl.record_environment_steps(ppo, 74 * it)
+    otel_rl.record_performance_metrics(ppo, "agent_a", {"sharpe_ratio": 1.25, "max_drawdown": 12.5,
+                                                        "win_rate": 0.65, "total_return": 0.125})
+    otel_rl.record_performance_metrics(ppo, "agent_b", {"sharpe_ratio": -0.5, "max_drawdown": 40.0,
+                                                        "win_rate": 0.25, "total_return": -0.375})
+    otel_rl.record_training_error("timeout")
+    otel_rl.record_loss_metrics(ppo, policy_loss=float("nan"))  # dropped: otel_rl_dropped_values_total
+    otel_rl.record_training_failed(ppo, "oom")
+    otel_rl.record_training_start(dqn, "scripted-dqn")
+    otel_rl.record_training_complete(dqn, 420.0, "scripted-dqn")
+    otel_rl.record_training_start(a2c, "scripted-a2c")  # still running: rl_training_active{A2C} = 1
+
+
+def short_demo(config: Mapping) -> None:
+    """A real (short) CartPole run through the decorators and the Gymnasium wrapper, with one injected error."""
+    from otel_rl.demo.run import run_demo
+
+    run_demo(iterations=4, episodes_per_iter=5, seed=11, config=config, inject_failure=True, progress=False,
+             shutdown=False)
+
+
+def record_iteration(i: int, algorithm: str = "PPO", run_id: str = "loop") -> None:
+    """One iteration of a training loop: the record_* calls a trainer makes, with deterministic values."""
+    otel_rl.record_training_iteration(algorithm, i, run_id)
+    for agent in ("agent_a", "agent_b"):
+        otel_rl.record_episode(algorithm, agent, reward=(i % 7) * 37.5 - 120.0, length=10 + i % 50)
+    otel_rl.record_episode_metrics(algorithm, run_id, reward_mean=(i % 7) * 37.5 - 120.0, length_mean=10 + i % 50)
+    otel_rl.record_loss_metrics(algorithm, policy_loss=0.01 * (i % 9) - 0.03, value_loss=0.5 + i % 5, entropy=1.25)
+    otel_rl.record_environment_steps(algorithm, 100 + i % 13)
+    otel_rl.record_performance_metrics(algorithm, "agent_a", {"sharpe_ratio": (i % 11) / 4, "win_rate": 0.5})
+
+
+def training_loop(seconds: float, start: int = 1, step: Callable[[int], None] = record_iteration,
+                  pause: float = 0.01, on_tick: Callable[[float], bool] | None = None) -> tuple[int, list[float]]:
+    """Iterate ``step`` for ``seconds`` (or until ``on_tick(elapsed)`` returns True).
+
+    Returns the next iteration number and the time each ``step`` took. ``pause`` stands for the training work.
+    """
+    durations: list[float] = []
+    started = time.monotonic()
+    i = start
+    while True:
+        t = time.perf_counter()
+        step(i)
+        durations.append(time.perf_counter() - t)
+        i += 1
+        time.sleep(pause)
+        elapsed = time.monotonic() - started
+        if (on_tick(elapsed) if on_tick else False) or elapsed >= seconds:
+            return i, durations
+
+
+# -- 1. the same series on every path --------------------------------------------------------------------------------
+
+
+def test_same_series_on_pull_grpc_and_http_paths(stack: Stack) -> None:
+    import gymnasium as gym
+
+    gym.make("CartPole-v1").close()  # warm up: the demo's data-load timing must not include first-time imports
+
+    # (a) pull: Prometheus scrapes the SDK's endpoint (port 0), linger lets it scrape the final values.
+    pull_config = {"exporters": ["prometheus"], "prometheus": {"host": "127.0.0.1", "port": 0, "linger": 10}}
+    handle = otel_rl.init_telemetry(pull_config)
+    port = handle.prometheus_port
+    prom = stack.prometheus(scrape_targets=[f"127.0.0.1:{port}"])
+    scripted_run()
+    short_demo(pull_config)
+    expected = {"pull": truth(handle)}
+    assert handle.shutdown(timeout=15), "shutdown with linger did not see a last scrape"
+    actual = {"pull": await_values(prom, expected["pull"], "pull path", job=PULL_JOB, instance=f"127.0.0.1:{port}",
+                                   logs=stack.logs)}
+
+    # (b) OTLP gRPC and (c) OTLP HTTP through the collector into the same Prometheus (remote write).
+    collector = stack.collector(prom)
+    for protocol in ("grpc", "http/protobuf"):
+        testing.reset()
+        name = "e2e-" + protocol.split("/")[0]
+        config = otlp_config(endpoint_of(collector, protocol), protocol, name)
+        handle = otel_rl.init_telemetry(config)
+        scripted_run()
+        short_demo(config)
+        expected[protocol] = truth(handle)
+        assert handle.shutdown(timeout=15), f"{protocol}: shutdown did not flush in time"
+        actual[protocol] = await_values(prom, expected[protocol], f"{protocol} path", job=name,
+                                        instance=instance_id(), logs=stack.logs)
+
+    print({path: len(values) for path, values in actual.items()}, "series per path")
+    # Every seed metric has data on every path (a histogram: observations; a counter or gauge: a non-zero series).
+    for path, values in actual.items():
+        for metric in SEED:
+            name = metric["name"]
+            if metric["type"] == "histogram":
+                counts = [v for (n, _), v in values.items() if n == name + "_count"]
+                assert counts and max(counts) > 0, f"{path}: no observations in {name}"
+            else:
+                found = [v for (n, _), v in values.items() if n == name]
+                assert found and any(v != 0 for v in found), f"{path}: no non-zero series of {name}"
+        assert any(n == "otel_rl_dropped_values_total" for n, _ in values), f"{path}: no dropped-values series"
+
+    # Same series names, label keys and values (ignoring job/instance/component/service), and the same values;
+    # clock-derived values are only compared with each run's own truth (done above, exactly).
+    for path in ("grpc", "http/protobuf"):
+        diff = differences(actual[path], actual["pull"], skip_values=WALL_CLOCK)
+        assert not diff, f"{path} path differs from the pull path:\n  " + "\n  ".join(diff)
+
+    # Only the labels of the seed (plus le) reach Prometheus, besides those ignored above.
+    allowed = {m["name"]: set(m["labels"]) for m in SEED}
+    for (name, labels) in actual["grpc"]:
+        base = name.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count")
+        if base in allowed:
+            assert {k for k, _ in labels} - {"le"} == allowed[base], f"label keys of {name}: {labels}"
+
+
+# -- 2. collector not running when training starts -------------------------------------------------------------------
+
+
+def test_collector_down_at_start_does_not_slow_training_and_totals_arrive_later(stack: Stack) -> None:
+    prom = stack.prometheus()
+    collector = stack.collector(prom, start=False)  # ports reserved, nothing listening yet
+
+    otel_rl.init_telemetry({"exporters": ["none"]})
+    otel_rl.record_training_start("PPO", "loop")
+    _, baseline = training_loop(1.5)
+    otel_rl.current().shutdown(timeout=2)
+    testing.reset()
+
+    handle = otel_rl.init_telemetry(otlp_config(collector.grpc_endpoint, "grpc", "e2e-late", timeout=2.0))
+    otel_rl.record_training_start("PPO", "loop")
+    started = time.monotonic()
+    _, durations = training_loop(3.5)  # > 3 export intervals with nothing listening
+    wall = time.monotonic() - started
+    otel_rl.record_training_complete("PPO", 3.5, "loop")
+    expected = truth(handle)
+
+    base_median, down_median = statistics.median(baseline), statistics.median(durations)
+    print(f"per-iteration record time: baseline median {base_median * 1e6:.0f} us, collector down median "
+          f"{down_median * 1e6:.0f} us, max {max(durations) * 1e3:.1f} ms, {len(durations)} iterations in {wall:.2f} s")
+    assert down_median <= max(3 * base_median, base_median + 0.002), (
+        f"training slowed down while the collector is down: median {down_median * 1e6:.0f} us per iteration vs "
+        f"{base_median * 1e6:.0f} us without an exporter")
+    assert max(durations) < 0.5, f"an iteration blocked for {max(durations):.2f} s while the collector was down"
+    assert wall < 3.5 + 1.0
+    assert not in_prometheus(prom, job="e2e-late"), "data arrived although no collector was running"
+
+    collector.start()
+    await_values(prom, expected, "after the collector started", timeout=30, logs=stack.logs, job="e2e-late")
+    assert handle.shutdown(timeout=10)
+
+
+# -- 3. collector killed in the middle of a run ----------------------------------------------------------------------
+
+
+def test_collector_killed_mid_run_then_restarted_totals_are_exact(stack: Stack) -> None:
+    prom = stack.prometheus()
+    collector = stack.collector(prom)
+    handle = otel_rl.init_telemetry(otlp_config(collector.http_endpoint, "http/protobuf", "e2e-kill", timeout=2.0))
+    otel_rl.record_training_start("PPO", "loop")
+
+    state: dict[str, float] = {}
+    last_check = [0.0]
+
+    def tick(elapsed: float) -> bool:
+        if "killed" not in state:
+            if elapsed - last_check[0] >= 0.25:
+                last_check[0] = elapsed
+                seen = in_prometheus(prom, job="e2e-kill")
+                if seen:  # exports are flowing: kill it now, mid-run
+                    collector.stop(kill=True)
+                    state["killed"] = elapsed
+                    state["iterations_at_kill"] = seen[("rl_training_iterations_total", (("algorithm", "PPO"),))]
+        elif "restarted" not in state:
+            if elapsed - state["killed"] >= 2.5:  # down for > 2 export intervals
+                collector.start()
+                state["restarted"] = time.monotonic() - started
+        elif elapsed - state["restarted"] >= 1.0:
+            return True
+        return False
+
+    started = time.monotonic()
+    next_i, _ = training_loop(30, on_tick=tick)
+    assert "restarted" in state, f"the collector was not killed and restarted in time: {state}\n{stack.logs()}"
+    otel_rl.record_training_complete("PPO", 5.0, "loop")
+    expected = truth(handle)
+    total_iterations = expected[("rl_training_iterations_total", (("algorithm", "PPO"),))]
+    assert total_iterations == next_i - 1
+    assert state["iterations_at_kill"] < total_iterations
+    await_values(prom, expected, "after the collector was killed and restarted", logs=stack.logs, job="e2e-kill")
+    assert handle.shutdown(timeout=10)
+
+
+# -- 4. Prometheus down while the collector runs ---------------------------------------------------------------------
+
+
+def test_prometheus_down_then_back_final_values_arrive_from_collector_queue(stack: Stack) -> None:
+    prom = stack.prometheus()
+    collector = stack.collector(prom)
+    handle = otel_rl.init_telemetry(otlp_config(collector.grpc_endpoint, "grpc", "e2e-promdown"))
+    otel_rl.record_training_start("PPO", "loop")
+
+    def flowing(elapsed: float) -> bool:
+        return elapsed >= 1.0 and bool(in_prometheus(prom, job="e2e-promdown"))
+
+    next_i, _ = training_loop(20, on_tick=flowing)
+    assert in_prometheus(prom, job="e2e-promdown"), "no data reached Prometheus before it was stopped"
+    prom.stop()
+    next_i, _ = training_loop(2.0, start=next_i)  # the SDK keeps exporting; the collector cannot write
+    otel_rl.record_training_complete("PPO", 3.0, "loop")
+    expected = truth(handle)
+    # The SDK goes away: from here on the final values exist only in the collector's retry queue.
+    assert handle.shutdown(timeout=10), "the collector did not accept the final export"
+    time.sleep(1.0)
+    prom.start()  # same port, configuration and TSDB directory
+    await_values(prom, expected, "after Prometheus came back", timeout=40, logs=stack.logs, job="e2e-promdown")
+    assert collector.process is not None and collector.process.alive()
+    print(collector.process.output())
+
+
+# -- 5. shutdown: bounded when unreachable, flushes short runs ----------------------------------------------------
+
+_SHUTDOWN_SCRIPT = textwrap.dedent("""
+    import json, sys, time
+    import otel_rl
+
+    protocol, endpoint, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+    handle = otel_rl.init_telemetry({"exporters": ["otlp"], "shutdown_timeout": 2,
+                                     "otlp": {"endpoint": endpoint, "protocol": protocol,
+                                              "export_interval": 60, "timeout": 10}})
+    otel_rl.record_training_start("PPO", "short")
+    otel_rl.record_training_iteration("PPO", 1, "short")
+    if mode == "atexit":
+        print(json.dumps({"ok": None, "elapsed": None}), flush=True)
+        sys.exit(0)  # the atexit hook shuts down with the configured timeout
+    started = time.monotonic()
+    ok = handle.shutdown()
+    print(json.dumps({"ok": ok, "elapsed": time.monotonic() - started}), flush=True)
+""")
+
+
+def test_shutdown_with_unreachable_collector_returns_within_timeout(tmp_path: Path) -> None:
+    """shutdown_timeout 2 s, otlp.timeout 10 s: shutdown (explicit or at exit) returns in ~2 s, never 10."""
+    script = tmp_path / "shutdown.py"
+    script.write_text(_SHUTDOWN_SCRIPT)
+    blackhole = socket.socket()  # accepts connections (kernel backlog) and never answers
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(64)
+    black, refused = blackhole.getsockname()[1], procs.free_port()
+    cases = []
+    for protocol in ("grpc", "http/protobuf"):
+        for what, port in (("refused", refused), ("blackhole", black)):
+            path = "" if protocol == "grpc" else "/v1/metrics"
+            cases.append((protocol, what, f"http://127.0.0.1:{port}{path}", "explicit"))
+        cases.append((protocol, "blackhole", f"http://127.0.0.1:{black}{'/v1/metrics' * (protocol != 'grpc')}",
+                      "atexit"))
+    running: list[tuple[tuple, subprocess.Popen, dict]] = []
+
+    def watch(proc: subprocess.Popen, times: dict) -> None:
+        """Note when the process printed its line (the run ended) and when it exited."""
+        times["line"] = proc.stdout.readline()
+        times["printed"] = time.monotonic()
+        proc.wait()
+        times["exited"] = time.monotonic()
+
+    try:
+        for case in cases:  # all at once: the bound is per process, and it keeps the test short
+            proc = subprocess.Popen([sys.executable, str(script), case[0], case[2], case[3]], cwd=ROOT,
+                                    env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            times: dict = {}
+            thread = threading.Thread(target=watch, args=(proc, times), daemon=True)
+            thread.start()
+            running.append((case, proc, times))
+        failures = []
+        for case, proc, times in running:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            deadline = time.monotonic() + 5
+            while "exited" not in times and time.monotonic() < deadline:
+                time.sleep(0.01)
+            label = f"{case[0]} {case[1]} ({case[3]} shutdown)"
+            if not times.get("line"):
+                failures.append(f"{label}: printed nothing, rc={proc.returncode}: {proc.stderr.read()[-2000:]}")
+                continue
+            result = json.loads(times["line"])
+            exit_after = times["exited"] - times["printed"]
+            if case[3] == "explicit":
+                if result["ok"] is not False:
+                    failures.append(f"{label}: shutdown returned {result['ok']!r} although nothing was delivered")
+                if result["elapsed"] > 2.0 + 1.0:
+                    failures.append(f"{label}: shutdown took {result['elapsed']:.2f} s (timeout 2 s)")
+                limit = 2.0  # interpreter exit only
+            else:
+                limit = 2.0 + 2.0  # the atexit shutdown (bounded by the 2 s timeout), then interpreter exit
+            if exit_after > limit:
+                failures.append(f"{label}: the process exited {exit_after:.2f} s after the run ended")
+            if proc.returncode != 0:
+                failures.append(f"{label}: rc={proc.returncode}: {proc.stderr.read()[-2000:]}")
+            print(f"{label}: shutdown {result['elapsed']}, exit after {exit_after:.2f} s")
+        assert not failures, "\n".join(failures)
+    finally:
+        for _, proc, _ in running:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for _, proc, _ in running:
+            proc.stdout.close()
+            proc.stderr.close()
+        blackhole.close()
+
+
+def test_shutdown_reports_undelivered_final_values() -> None:
+    """Nothing listens on the endpoint and the export gives up at once (otlp.timeout 1 s is below the first retry
+    backoff): shutdown finishes in time, but the final values were not delivered, so it should return False."""
+    handle = otel_rl.init_telemetry(otlp_config(f"http://127.0.0.1:{procs.free_port()}/v1/metrics",
+                                                "http/protobuf", "e2e-undelivered", interval=60, timeout=1.0))
+    otel_rl.record_training_start("PPO", "undelivered")
+    assert handle.force_flush(timeout=5) is False
+    assert handle.shutdown(timeout=5) is False
+
+
+def test_run_shorter_than_export_interval_lands_on_push_path(stack: Stack) -> None:
+    prom = stack.prometheus()
+    collector = stack.collector(prom)
+    for protocol in ("grpc", "http/protobuf"):
+        testing.reset()
+        name = "e2e-short-" + protocol.split("/")[0]
+        handle = otel_rl.init_telemetry(otlp_config(endpoint_of(collector, protocol), protocol, name, interval=60))
+        otel_rl.record_training_start("PPO", "short")
+        for i in range(1, 4):
+            record_iteration(i, run_id="short")
+        otel_rl.record_training_complete("PPO", 0.2, "short")
+        expected = truth(handle)
+        started = time.monotonic()
+        assert handle.shutdown(timeout=10), f"{protocol}: the final export did not finish"
+        assert time.monotonic() - started < 10
+        await_values(prom, expected, f"{protocol}: short run after shutdown", logs=stack.logs, job=name)
+
+
+def test_pull_path_linger_waits_for_a_last_scrape(stack: Stack) -> None:
+    """With ``prometheus.linger``, values recorded just before shutdown still reach Prometheus.
+
+    Without linger, a run ending between two scrapes loses what it recorded since the last scrape (and a run
+    shorter than the scrape interval may never be scraped at all); that negative case is documented in
+    docs/collector.md, not tested.
+    """
+    handle = otel_rl.init_telemetry({"exporters": ["prometheus"],
+                                     "prometheus": {"host": "127.0.0.1", "port": 0, "linger": 10}})
+    target = f"127.0.0.1:{handle.prometheus_port}"
+    prom = stack.prometheus(scrape_targets=[target], scrape_interval="2s")
+    otel_rl.record_training_start("PPO", "linger")
+    procs.wait_until(lambda: prom.query(f'up{{instance="{target}"}} == 1'), 20, what="a first scrape")
+    # Recorded right after a scrape: with a 2 s interval the next scrape is seconds away.
+    for i in range(1, 4):
+        record_iteration(i, run_id="linger")
+    otel_rl.record_training_complete("PPO", 1.0, "linger")
+    expected = truth(handle)
+    started = time.monotonic()
+    assert handle.shutdown(timeout=15), "no scrape within linger"
+    waited = time.monotonic() - started
+    print(f"shutdown waited {waited:.2f} s for the last scrape")
+    assert waited < 2.0 + 2.0, f"shutdown waited {waited:.2f} s for a scrape every 2 s"
+    await_values(prom, expected, "pull path after shutdown with linger", timeout=10, logs=stack.logs,
+                 job=PULL_JOB, instance=target)
+
+
+# -- 6. two training processes pushing at once ------------------------------------------------------------------------
+
+_TRAINER_SCRIPT = textwrap.dedent("""
+    import json, os, sys, time
+    import otel_rl
+    from otel_rl.demo.run import run_demo
+
+    endpoint, run_id, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    config = {"exporters": ["otlp"], "service_name": "e2e-multi",
+              "otlp": {"endpoint": endpoint, "protocol": "grpc", "export_interval": 1, "timeout": 5}}
+    began = time.time()
+    run_demo(iterations=6, episodes_per_iter=5, seed=seed, run_id=run_id, config=config, progress=False,
+             shutdown=False, on_iteration=lambda i, outcome: time.sleep(0.3))
+    handle = otel_rl.current()
+    print(json.dumps({"pid": os.getpid(), "instance": handle.resource.attributes["service.instance.id"],
+                      "began": began, "ended": time.time(), "exposition": handle.metrics_text().decode()}),
+          flush=True)
+    sys.exit(0 if handle.shutdown(timeout=10) else 3)
+""")
+
+
+def test_two_processes_pushing_at_once_keep_distinct_series(stack: Stack, tmp_path: Path) -> None:
+    prom = stack.prometheus()
+    collector = stack.collector(prom)
+    script = tmp_path / "trainer.py"
+    script.write_text(_TRAINER_SCRIPT)
+    runs = [("multi-a", 1), ("multi-b", 2)]
+    procs_ = []
+    try:
+        for run_id, seed in runs:
+            procs_.append(subprocess.Popen(
+                [sys.executable, str(script), collector.grpc_endpoint, run_id, str(seed)], cwd=ROOT,
+                env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        outputs = []
+        for (run_id, _), proc in zip(runs, procs_):
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, f"{run_id}: rc={proc.returncode}\n{err[-3000:]}"
+            outputs.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for proc in procs_:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+
+    a, b = outputs
+    assert a["began"] < b["ended"] and b["began"] < a["ended"], "the two runs did not overlap"
+    for out in outputs:
+        assert out["instance"] == instance_id(out["pid"])
+    assert a["instance"] != b["instance"]
+
+    truths = [parse_exposition(out["exposition"]) for out in outputs]
+    for out, expected in zip(outputs, truths):
+        await_values(prom, expected, f"process {out['pid']}", logs=stack.logs, job="e2e-multi",
+                     instance=out["instance"])
+
+    # Each run_id-labelled gauge exists once per process, under that process's instance only.
+    for out, (run_id, _) in zip(outputs, runs):
+        series = prom.series(f'rl_training_current_iteration{{job="e2e-multi",run_id="{run_id}"}}')
+        assert [s["instance"] for s in series] == [out["instance"]], series
+
+    # sum by (algorithm) of every counter with an algorithm label = the sum of both processes' own totals.
+    for metric in SEED:
+        if metric["type"] != "counter" or "algorithm" not in metric["labels"]:
+            continue
+        name = metric["name"]
+        want: dict[str, float] = {}
+        for expected in truths:
+            for (n, labels), v in expected.items():
+                if n == name:
+                    algorithm = dict(labels)["algorithm"]
+                    want[algorithm] = want.get(algorithm, 0.0) + v
+        got = {r["metric"]["algorithm"]: float(r["value"][1])
+               for r in prom.query(f'sum by (algorithm) ({name}{{job="e2e-multi"}})')}
+        assert want and got == want, f"sum by (algorithm) ({name}): Prometheus {got}, both runs {want}"
