@@ -21,6 +21,7 @@ from opentelemetry.sdk.metrics.export import (
     HistogramDataPoint,
     Metric,
     MetricExporter,
+    MetricExportResult,
     MetricReader,
     MetricsData,
     PeriodicExportingMetricReader,
@@ -153,14 +154,51 @@ class CatalogReaderMixin:
         super()._receive_metrics(metrics_data, timeout_millis=timeout_millis, **kwargs)  # type: ignore[misc]
 
 
+class ResultKeepingExporter(MetricExporter):
+    """Passes every call to ``inner`` and keeps the last export's result.
+
+    The SDK's reader discards export results, so without this a flush or shutdown could not tell the caller
+    that the final values never reached the collector.
+    """
+
+    def __init__(self, inner: MetricExporter) -> None:
+        super().__init__(preferred_temporality=inner._preferred_temporality,
+                         preferred_aggregation=inner._preferred_aggregation)
+        self.inner = inner
+        self.last_result: MetricExportResult | None = None
+        self.in_flight = False
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> MetricExportResult:
+        self.in_flight = True
+        result = MetricExportResult.FAILURE
+        try:
+            result = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+        finally:
+            self.last_result = result
+            self.in_flight = False
+        return result
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self.inner.force_flush(timeout_millis=timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
+        self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
 class PeriodicReader(CatalogReaderMixin, PeriodicExportingMetricReader):
     """The SDK's periodic reader, completed with otel-rl's histograms; used for OTLP and the console."""
 
     def __init__(self, exporter: MetricExporter, interval_s: float, timeout_s: float,
                  cardinality_limit: int) -> None:
-        super().__init__(exporter, export_interval_millis=interval_s * 1000.0,
+        self.exporter = ResultKeepingExporter(exporter)
+        super().__init__(self.exporter, export_interval_millis=interval_s * 1000.0,
                          export_timeout_millis=timeout_s * 1000.0,
                          cardinality_limits=_limits(cardinality_limit))
+
+    @property
+    def last_export_failed(self) -> bool:
+        """Whether the most recent export (the final one, after shutdown) failed or is still retrying."""
+        return self.exporter.in_flight or self.exporter.last_result not in (None, MetricExportResult.SUCCESS)
 
 
 class PullReader(CatalogReaderMixin, MetricReader):

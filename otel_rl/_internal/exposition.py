@@ -103,13 +103,14 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         try:
             if path == "/metrics":
+                number = self.server.scrape_started() if self.command == "GET" else None
                 body, content_type = self.server.exposition.render(self.headers.get("Accept", ""))
-                if self.command == "GET":
-                    self.server.scraped()
                 if "gzip" in (self.headers.get("Accept-Encoding") or ""):
                     self._send(200, gzip.compress(body), content_type, {"Content-Encoding": "gzip"})
                 else:
                     self._send(200, body, content_type)
+                if number is not None:
+                    self.server.scrape_served(number)
             elif path == "/health":
                 self._send(200, json.dumps(self.server.health()).encode(), "application/json")
             else:
@@ -145,7 +146,8 @@ class MetricsServer(ThreadingHTTPServer):
         super().__init__((host, port), _Handler)
         self.exposition = exposition
         self.health = health
-        self.scrapes = 0
+        self.scrapes = 0  #: scrapes started; each gets the next number
+        self._served = 0  #: the highest number of a scrape whose response was sent
         self._scrape_event = threading.Condition()
         self._thread = threading.Thread(target=self.serve_forever, name="otel-rl-metrics-server", daemon=True)
 
@@ -157,16 +159,22 @@ class MetricsServer(ThreadingHTTPServer):
         self._thread.start()
         return self
 
-    def scraped(self) -> None:
+    def scrape_started(self) -> int:
+        """Number a scrape before it collects (so it reads every value recorded before this call)."""
         with self._scrape_event:
             self.scrapes += 1
+            return self.scrapes
+
+    def scrape_served(self, number: int) -> None:
+        with self._scrape_event:
+            self._served = max(self._served, number)
             self._scrape_event.notify_all()
 
     def wait_for_scrape(self, after: int, timeout: float) -> bool:
-        """Block until a scrape beyond ``after`` happened, or ``timeout`` seconds passed."""
+        """Block until a scrape that started after scrape number ``after`` was served, or ``timeout`` passed."""
         deadline = time.monotonic() + timeout
         with self._scrape_event:
-            while self.scrapes <= after:
+            while self._served <= after:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False

@@ -92,9 +92,13 @@ class Telemetry:
     # -- lifecycle -------------------------------------------------------------------------------------------------
 
     def force_flush(self, timeout: float | None = None) -> bool:
-        """Export the current values now on every push reader. Returns False if it did not finish in time."""
+        """Export the current values now on every push reader. False if it did not finish in time or failed."""
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
-        return _bounded(lambda: self.bridge.provider.force_flush(timeout_millis=timeout * 1000), timeout)
+        done = _bounded(lambda: self.bridge.provider.force_flush(timeout_millis=timeout * 1000), timeout)
+        return done and not self._export_failed()
+
+    def _export_failed(self) -> bool:
+        return any(isinstance(r, PeriodicReader) and r.last_export_failed for r in self.readers)
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Flush the final values and stop every reader and the endpoint, within ``timeout`` seconds (plus the linger).
@@ -118,17 +122,17 @@ class Telemetry:
             if not ok:
                 _logger.warning("otel-rl: no scrape of /metrics within prometheus.linger (%.1f s); the last values "
                                 "of this run may not have reached Prometheus", self.settings.prometheus.linger)
-        deadline = time.monotonic() + timeout
-        remaining = max(deadline - time.monotonic(), 0.05)
-        flushed = _bounded(lambda: self.bridge.provider.shutdown(timeout_millis=remaining * 1000), remaining)
+        remaining = max(timeout, 0.05)
+        flushed = _bounded(lambda: self.bridge.provider.shutdown(timeout_millis=remaining * 1000), remaining) \
+            and not self._export_failed()
         if self.server is not None:
             self.server.stop()
         with _lock:
             if _current is self:
                 _current = None
         if not flushed:
-            _logger.warning("otel-rl: shutdown did not finish within %.1f s; some exporters may not have flushed",
-                            timeout)
+            _logger.warning("otel-rl: the final export did not succeed within %.1f s; the last values may not have "
+                            "reached the collector", timeout)
         return ok and flushed
 
 
