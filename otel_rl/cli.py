@@ -62,7 +62,7 @@ def _stack(args: argparse.Namespace) -> int:
     from otel_rl._internal.stack import run_stack
 
     return run_stack(iterations=args.iterations, seed=args.seed, protocol=args.otlp_protocol or "grpc",
-                     prometheus_port=args.prometheus_port, keep=args.keep)
+                     prometheus_port=args.prometheus_port, keep=not args.exit)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--seed", type=int, default=0)
     stack.add_argument("--otlp-protocol", choices=PROTOCOLS, default=None)
     stack.add_argument("--prometheus-port", type=int, default=9090)
-    stack.add_argument("--keep", action="store_true", help="keep Prometheus and the collector running until Ctrl-C")
+    stack.add_argument("--exit", action="store_true",
+                       help="stop Prometheus and the collector when the demo ends (default: run until Ctrl-C)")
     stack.set_defaults(func=_stack)
     return parser
 

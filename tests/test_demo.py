@@ -52,3 +52,15 @@ def test_cli_demo_runs_and_reports(capsys):
                  "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "3 iterations" in out and "mean episode reward" in out
+
+
+def test_cli_stack_pushes_the_demo_through_the_collector(monkeypatch, capsys):
+    """`otel-rl stack --exit` starts Prometheus and the collector, and the demo's episodes arrive there."""
+    from procs import collector_binary, free_port
+
+    monkeypatch.setenv("OTEL_RL_COLLECTOR", collector_binary())
+    for name in ("OTELCOL_OTLP_GRPC_ENDPOINT", "OTELCOL_OTLP_HTTP_ENDPOINT", "OTELCOL_HEALTH_ENDPOINT"):
+        monkeypatch.setenv(name, f"127.0.0.1:{free_port()}")
+    assert main(["stack", "--exit", "--iterations", "3", "--prometheus-port", str(free_port())]) == 0
+    out = capsys.readouterr().out
+    assert "3 iterations" in out and "Prometheus counts no episodes" not in out

@@ -7,12 +7,14 @@ both). Everything listens on 127.0.0.1 and stops on Ctrl-C.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -43,15 +45,32 @@ def _wait(url: str, what: str, process: subprocess.Popen, timeout: float = 60.0)
     raise SystemExit(f"otel-rl stack: {what} not ready at {url} after {timeout:.0f} s")
 
 
+def _query(url: str, expr: str) -> float | None:
+    query = urllib.parse.urlencode({"query": expr})
+    try:
+        with urllib.request.urlopen(f"{url}/api/v1/query?{query}", timeout=5) as response:
+            result = json.load(response)["data"]["result"]
+    except OSError:
+        return None
+    return float(result[0]["value"][1]) if result else None
+
+
 def run_stack(iterations: int = 60, seed: int = 0, protocol: str = "grpc", prometheus_port: int = 9090,
-              keep: bool = False) -> int:
-    """Start Prometheus and the collector, push a demo run through them, print where to look."""
+              keep: bool = True) -> int:
+    """Start Prometheus and the collector, push a demo run through them, print where to look.
+
+    The collector's listen addresses come from the same variables its config reads (``OTELCOL_OTLP_GRPC_ENDPOINT``,
+    ``OTELCOL_OTLP_HTTP_ENDPOINT``, ``OTELCOL_HEALTH_ENDPOINT``). With ``keep`` everything runs until Ctrl-C.
+    """
     from otel_rl.demo.run import run_demo
 
     prometheus = shutil.which("prometheus")
     if prometheus is None:
         raise SystemExit("otel-rl stack: prometheus is not on PATH (run scripts/install-prometheus.sh)")
     collector = _collector_binary()
+    grpc_address = os.environ.get("OTELCOL_OTLP_GRPC_ENDPOINT", "127.0.0.1:4317")
+    http_address = os.environ.get("OTELCOL_OTLP_HTTP_ENDPOINT", "127.0.0.1:4318")
+    health_address = os.environ.get("OTELCOL_HEALTH_ENDPOINT", "127.0.0.1:13133")
     workdir = Path(tempfile.mkdtemp(prefix="otel-rl-stack-"))
     config = workdir / "prometheus.yml"
     rules = sorted((_ROOT / "prometheus" / "rules").glob("*.yml"))
@@ -69,20 +88,28 @@ def run_stack(iterations: int = 60, seed: int = 0, protocol: str = "grpc", prome
         processes.append(subprocess.Popen(
             [collector, f"--config={_ROOT / 'collector' / 'otelcol-config.yaml'}"], env=env,
             stdout=open(workdir / "collector.log", "wb"), stderr=subprocess.STDOUT))
-        _wait("http://127.0.0.1:13133/", "the collector", processes[-1])
-        endpoint = "http://127.0.0.1:4317" if protocol == "grpc" else "http://127.0.0.1:4318/v1/metrics"
+        _wait(f"http://{health_address}/", "the collector", processes[-1])
+        endpoint = f"http://{grpc_address}" if protocol == "grpc" else f"http://{http_address}/v1/metrics"
         print(f"otel-rl stack: Prometheus {prom_url}, collector OTLP {endpoint}; logs in {workdir}", file=sys.stderr)
         result = run_demo(iterations=iterations, seed=seed, config={
             "service_name": "otel-rl-demo", "exporters": ["otlp"],
             "otlp": {"endpoint": endpoint, "protocol": protocol, "export_interval": 2.0}})
-        print(f"otel-rl stack: {result.iterations} iterations in {result.seconds:.1f} s. Try:\n"
+        episodes = None
+        deadline = time.monotonic() + 15
+        while episodes is None and time.monotonic() < deadline:  # the final export lands within a batch timeout
+            episodes = _query(prom_url, "sum(rl_training_episodes_total)")
+            time.sleep(0.5)
+        print(f"otel-rl stack: {result.iterations} iterations in {result.seconds:.1f} s; Prometheus counts "
+              f"{episodes if episodes is not None else 'no'} episodes. Try:\n"
               f"  {prom_url}/graph?g0.expr=rl_training_episode_reward_mean\n"
               f"  curl -s '{prom_url}/api/v1/query?query=sum(rl_training_episodes_total)'")
+        if episodes is None:
+            print(f"otel-rl stack: nothing arrived; see {workdir}/collector.log", file=sys.stderr)
         if keep:
             print("otel-rl stack: running; Ctrl-C stops Prometheus and the collector", file=sys.stderr)
             while True:
                 time.sleep(3600)
-        return 0
+        return 0 if episodes is not None else 1
     except KeyboardInterrupt:
         return 130
     finally:
