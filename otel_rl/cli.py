@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="train CartPole with a NumPy policy-gradient agent, exporting metrics")
-    demo.add_argument("--iterations", type=int, default=60, help="training iterations (default 60, about 1 min)")
+    demo.add_argument("--iterations", type=int, default=100,
+                      help="training iterations (default 100: with the linger, about a minute)")
     demo.add_argument("--episodes", type=int, default=10, help="episodes per iteration (default 10)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--run-id", default=None, help="run_id label (default cartpole-seed<seed>)")
