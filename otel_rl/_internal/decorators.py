@@ -173,11 +173,10 @@ class _StepRecorder:
         rec.record_training_iteration(algorithm, iteration, run_id)
         if parsed is None:
             return
-        if parsed.reward_mean is not None or parsed.length_mean is not None:
-            if parsed.reward_mean is not None:
-                rec._reward_mean.set((algorithm, run_id), parsed.reward_mean)
-            if parsed.length_mean is not None:
-                rec._length_mean.set((algorithm, run_id), parsed.length_mean)
+        if parsed.reward_mean is not None:
+            rec._reward_mean.set(key, parsed.reward_mean)
+        if parsed.length_mean is not None:
+            rec._length_mean.set(key, parsed.length_mean)
         for policy_loss, value_loss, entropy in parsed.losses:
             rec.record_loss_metrics(algorithm, policy_loss, value_loss, entropy)
         if steps:
