@@ -125,9 +125,10 @@ class _StepRecorder:
     """Turns each result dict into records; keeps the lifetime counters to turn them into increments."""
 
     def __init__(self, algorithm: str | None, run_id: str | None, agent_id: str, error_type: str) -> None:
-        self.algorithm = algorithm
-        self.run_id = run_id
-        self.agent_id = agent_id
+        # Label values are strings, as the record_* helpers make them (the store's keys are used directly below).
+        self.algorithm = None if algorithm is None else str(algorithm)
+        self.run_id = None if run_id is None else str(run_id)
+        self.agent_id = str(agent_id)
         self.error_type = error_type
         self._lock = threading.Lock()
         self._iterations: dict[tuple[str, str], int] = {}
