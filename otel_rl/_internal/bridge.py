@@ -201,21 +201,24 @@ class PeriodicReader(CatalogReaderMixin, PeriodicExportingMetricReader):
         return self.exporter.in_flight or self.exporter.last_result not in (None, MetricExportResult.SUCCESS)
 
 
-class PullReader(CatalogReaderMixin, MetricReader):
-    """A reader that collects on demand (a scrape) and keeps the latest collection."""
+class _LatestCollection(MetricReader):
+    """Keeps the latest collection instead of exporting it."""
 
-    def __init__(self, cardinality_limit: int) -> None:
-        super().__init__(preferred_temporality=cumulative_temporality(),
-                         cardinality_limits=_limits(cardinality_limit))
-        self.latest: MetricsData | None = None
+    latest: MetricsData | None = None
 
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> None:
-        if self._bridge is not None:
-            metrics_data = self._bridge.complete(metrics_data)
         self.latest = metrics_data
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
         pass
+
+
+class PullReader(CatalogReaderMixin, _LatestCollection):
+    """A reader that collects on demand (a scrape) and keeps the latest, completed collection."""
+
+    def __init__(self, cardinality_limit: int) -> None:
+        super().__init__(preferred_temporality=cumulative_temporality(),
+                         cardinality_limits=_limits(cardinality_limit))
 
 
 def _limits(cardinality_limit: int) -> dict[type, int]:

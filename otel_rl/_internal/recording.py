@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from otel_rl._internal.store import REGISTRY, number
+from otel_rl._internal.store import REGISTRY
 
 _logger = logging.getLogger("otel_rl")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -120,9 +120,8 @@ def record_performance_metrics(algorithm: str, agent_id: str, metrics: Mapping[s
             continue
         gauge, scale = target
         if scale != 1.0:
-            value = number(value)
-            if type(value) is not float:
-                REGISTRY.drop(gauge.name, value, metrics[name])  # type: ignore[arg-type]
+            value = gauge._checked(value)  # the store's own check: a bad value is counted and dropped
+            if value is None:
                 continue
             value *= scale
         gauge.set(key, value)
