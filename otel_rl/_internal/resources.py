@@ -23,7 +23,11 @@ from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
-from otel_rl._internal.resource_catalog import RESOURCE_METRICS, SCOPE_NAME, ResourceMetricSpec
+from otel_rl._internal.resource_catalog import (
+    RESOURCE_METRICS,
+    SCOPE_NAME,
+    ResourceMetricSpec,
+)
 
 _logger = logging.getLogger("otel_rl")
 
