@@ -350,3 +350,17 @@ def test_process_series_are_the_same_on_the_pull_and_the_collector_path(tmp_path
     rss = ("process_memory_usage", ())
     assert pull[rss] > 0 and 0.5 < push[rss] / pull[rss] < 2.0, (pull[rss], push[rss])
     assert pull[("process_thread_count", ())] >= 1 and push[("process_thread_count", ())] >= 1
+
+
+def test_gpu_check_script_passes_with_a_gpu_and_says_why_it_cannot_run_without():
+    """scripts/gpu-check.py passes where NVML sees a GPU, and elsewhere exits 2 with a one-line reason."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu-check.py")], capture_output=True,
+                            text=True, env=env, timeout=300, check=False)
+    if _nvml_works():
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "checks passed" in result.stdout and "FAIL" not in result.stdout
+    else:
+        assert result.returncode == 2, result.stdout + result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("gpu-check: CANNOT RUN: "), result.stderr
