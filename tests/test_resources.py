@@ -366,3 +366,58 @@ def test_gpu_check_script_passes_with_a_gpu_and_says_why_it_cannot_run_without()
         assert result.returncode == 2, result.stdout + result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("gpu-check: CANNOT RUN: "), result.stderr
+
+
+@pytest.mark.integration
+def test_labelled_resource_names_translate_the_same_on_both_paths(tmp_path):
+    """Every GPU and torch name and attribute key renders on the pull path as the real collector translates it.
+
+    No GPU is needed: the table's instruments are created with placeholder attribute values on an SDK
+    MeterProvider that feeds both the pull rendering (``families``) and an OTLP export to the collector.
+    """
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    from opentelemetry.metrics import Observation
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader, PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+
+    from otel_rl._internal.exposition import families
+
+    labelled = [spec for spec in RESOURCE_METRICS if spec.attributes]
+    prom = procs.Prometheus(tmp_path)
+    collector = procs.Collector(tmp_path, prom.remote_write_url)
+    provider = None
+    try:
+        prom.start()
+        collector.start()
+        memory = InMemoryMetricReader()
+        push = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=collector.grpc_endpoint, insecure=True),
+                                             export_interval_millis=500)
+        provider = MeterProvider(resource=Resource({"service.name": "names", "service.instance.id": "names-1"}),
+                                 metric_readers=[memory, push])
+        meter = provider.get_meter("otel_rl.resources")
+        for spec in labelled:
+            attributes = {key: f"value of {key}" for key in spec.attributes}
+            create = (meter.create_observable_gauge if spec.instrument == "gauge"
+                      else meter.create_observable_up_down_counter)
+            create(spec.otel_name, [lambda options, a=attributes: [Observation(1.5, a)]], spec.unit, spec.help)
+        pulled = {(f.name, s.name, tuple(sorted(s.labels.items())), f.type)
+                  for f in families(memory.get_metrics_data()) for s in f.samples}
+        expected = {(spec.name, spec.name, tuple(sorted((label, f"value of {key}") for label, key in
+                                                        zip(spec.labels, spec.attributes))), "gauge")
+                    for spec in labelled}
+        assert pulled == expected
+
+        def pushed():
+            found = {(labels["__name__"], tuple(sorted((k, v) for k, v in labels.items()
+                                                       if k not in ("__name__", "job", "instance"))))
+                     for labels, _ in prom.latest('{job="names"}', "5m")}
+            return found if len(found) >= len(labelled) else None
+
+        found = procs.wait_until(pushed, 30, what=f"labelled series via the collector ({collector.process.output()})")
+        assert found == {(name, labels) for name, _, labels, _ in pulled}
+    finally:
+        if provider is not None:
+            provider.shutdown(timeout_millis=2000)
+        collector.stop()
+        prom.stop()
