@@ -375,10 +375,15 @@ def test_labelled_resource_names_translate_the_same_on_both_paths(tmp_path):
     No GPU is needed: the table's instruments are created with placeholder attribute values on an SDK
     MeterProvider that feeds both the pull rendering (``families``) and an OTLP export to the collector.
     """
-    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+        OTLPMetricExporter,
+    )
     from opentelemetry.metrics import Observation
     from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader, PeriodicExportingMetricReader
+    from opentelemetry.sdk.metrics.export import (
+        InMemoryMetricReader,
+        PeriodicExportingMetricReader,
+    )
     from opentelemetry.sdk.resources import Resource
 
     from otel_rl._internal.exposition import families
