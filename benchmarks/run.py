@@ -36,7 +36,7 @@ import results_dicts  # noqa: E402
 for _name in ("otel_rl", "opentelemetry"):
     __import__("logging").getLogger(_name).setLevel(60)
 
-BENCHES = ("recording", "train_step", "gymnasium", "exposition", "memory", "export")
+BENCHES = ("recording", "train_step", "gymnasium", "exposition", "memory", "export", "resources")
 
 # name: (quick, full)
 SIZES = {
@@ -628,7 +628,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {'measure':<52} {'median':>12} {'unit':<8} {'ratio':<34} {'target':<14} status")
     started = time.perf_counter()
     bench_funcs = {"recording": bench_recording, "train_step": bench_train_step, "gymnasium": bench_gymnasium,
-                   "exposition": bench_exposition, "memory": bench_memory, "export": bench_export}
+                   "exposition": bench_exposition, "memory": bench_memory, "export": bench_export,
+                   "resources": __import__("resource_metrics").bench_resources}
     for name in args.only or BENCHES:
         print(f"[{name}]", flush=True)
         t0 = time.perf_counter()

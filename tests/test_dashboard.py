@@ -14,6 +14,7 @@ import yaml
 import facts
 from otel_rl._internal import dashboard as dash
 from otel_rl._internal.catalog import ALL_METRICS, BY_NAME, CATALOG
+from otel_rl._internal.resource_catalog import RESOURCE_BY_NAME, RESOURCE_METRICS
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_PATH = ROOT / "grafana" / "dashboards" / "rl-training.json"
@@ -39,6 +40,8 @@ def _spec_for(series: str):
     """The catalog entry of a series name (histogram suffixes stripped), or None."""
     if series in BY_NAME:
         return BY_NAME[series], ""
+    if series in RESOURCE_BY_NAME:
+        return RESOURCE_BY_NAME[series], ""
     for suffix in ("_bucket", "_sum", "_count"):
         base = series[: -len(suffix)]
         if series.endswith(suffix) and base in BY_NAME and BY_NAME[base].type == "histogram":
@@ -97,9 +100,9 @@ def test_modern_schema_and_panel_types(board):
 
 
 def test_rows(board):
-    """The rows are overview, episodes, trading performance, losses, throughput, errors, in that order."""
+    """The rows are overview, episodes, trading performance, losses, throughput, errors, resources, in that order."""
     rows = [p["title"].lower() for p in board["panels"] if p["type"] == "row"]
-    assert rows == ["overview", "episodes", "trading performance", "losses", "throughput", "errors"]
+    assert rows == ["overview", "episodes", "trading performance", "losses", "throughput", "errors", "resources"]
 
 
 def test_panels_fit_the_grid(board):
@@ -155,6 +158,24 @@ def test_every_metric_has_a_panel(board):
     missing = [spec.name for spec in ALL_METRICS if spec.name not in used]
     assert not missing, f"metrics without a panel: {missing}"
     assert len(CATALOG) == 21
+
+
+def test_every_resource_metric_has_a_panel_in_the_resources_row(board):
+    """Each metric of the resource table appears in a panel of the "Resources" row, and only there."""
+    rows, row = {}, None
+    for panel in dash._all_panels(board):
+        if panel["type"] == "row":
+            row = panel["title"]
+        else:
+            rows[panel["title"]] = row
+    used: dict[str, set[str]] = {}
+    for title, expr in dash.panel_queries(board):
+        for name, _ in selectors(expr):
+            if name in RESOURCE_BY_NAME:
+                used.setdefault(name, set()).add(rows[title])
+    assert set(used) == set(RESOURCE_BY_NAME), f"without a panel: {set(RESOURCE_BY_NAME) - set(used)}"
+    assert all(found == {"Resources"} for found in used.values()), used
+    assert len(RESOURCE_METRICS) == len(RESOURCE_BY_NAME)
 
 
 def test_dropped_values_panel(board):

@@ -12,6 +12,7 @@ import yaml
 
 from otel_rl._internal import rules
 from otel_rl._internal.catalog import BY_NAME
+from otel_rl._internal.resource_catalog import RESOURCE_BY_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_PATH = ROOT / "prometheus" / "rules" / "otel-rl.rules.yml"
@@ -20,6 +21,7 @@ RULES_TEST_PATH = ROOT / "prometheus" / "rules" / "tests" / "otel-rl.rules.test.
 EXPECTED_ALERTS = {
     "RLTrainingStalled", "RLTrainingRunFailed", "RLTrainingErrors", "RLTrainingRewardCollapsed",
     "RLTrainingNonFiniteLoss", "RLTrainingEntropyCollapsed", "RLTrainingNoData", "RLTelemetryValuesDropped",
+    "RLGpuMemoryNearLimit", "RLGpuIdleWhileTraining",
 }
 
 _SELECTOR = re.compile(r"\b([a-zA-Z_][a-zA-Z0-9_]*)\{([^}]*)\}")
@@ -94,6 +96,18 @@ def test_thresholds_are_configurable():
         rules.Thresholds(reward_drop_fraction=1.5)
     with pytest.raises(ValueError, match="max_errors"):
         rules.Thresholds(max_errors=-1)
+    with pytest.raises(ValueError, match="gpu_memory_fraction"):
+        rules.Thresholds(gpu_memory_fraction=0)
+
+
+def test_gpu_thresholds_are_configurable():
+    """The GPU alerts take their fraction, windows and durations from Thresholds."""
+    t = rules.Thresholds(gpu_memory_fraction=0.9, gpu_memory_for="2m", gpu_idle_window="10m",
+                         gpu_idle_utilization=0.1, gpu_idle_for="30m")
+    alerts = {a["alert"]: a for a in _alert_rules(rules.build_rules(t))}
+    assert alerts["RLGpuMemoryNearLimit"]["expr"].endswith("> 0.9") and alerts["RLGpuMemoryNearLimit"]["for"] == "2m"
+    idle = alerts["RLGpuIdleWhileTraining"]
+    assert "avg_over_time(hw_gpu_utilization[10m]))\n< 0.1\n" in idle["expr"] and idle["for"] == "30m"
 
 
 def test_rules_use_only_labels_the_metrics_have():
@@ -108,6 +122,8 @@ def test_rules_use_only_labels_the_metrics_have():
             for name in re.findall(r"\b(rl_training_[a-z_]+|otel_rl_[a-z_]+)\b", expr):
                 base = name if name in BY_NAME else re.sub(r"_(bucket|sum|count)$", "", name)
                 allowed_by |= set(BY_NAME[base].labels)
+            for name in re.findall(r"\b((?:hw|process|torch)_[a-z_]+)\b", _BY.sub("", expr)):  # per-process series: `instance` tells the processes apart
+                allowed_by |= set(RESOURCE_BY_NAME[name].labels) | {"instance"}
             for by in _BY.findall(expr):
                 labels = {x.strip() for x in by.split(",")}
                 assert labels <= allowed_by, (rule.get("alert") or rule.get("record"), labels - allowed_by)

@@ -65,6 +65,7 @@ class Settings:
     resource_attributes: tuple[tuple[str, str], ...] = ()
     cardinality_limit: int = 2000
     shutdown_timeout: float = 5.0
+    resource_metrics: bool = False  #: process, GPU and torch CUDA memory series (docs/resources.md)
 
 
 # -- value parsers: each returns the parsed value or raises _Invalid(what is allowed) ------------------------------
@@ -205,6 +206,7 @@ SETTINGS: tuple[_Setting, ...] = (
     _Setting("resource_attributes", _pairs, ("OTEL_RESOURCE_ATTRIBUTES",)),
     _Setting("cardinality_limit", _positive_int, ("OTEL_RL_CARDINALITY_LIMIT",)),
     _Setting("shutdown_timeout", _seconds(False), ("OTEL_RL_SHUTDOWN_TIMEOUT",)),
+    _Setting("resource_metrics", _bool, ("OTEL_RL_RESOURCE_METRICS",)),
     _Setting("prometheus.host", _str, ("OTEL_EXPORTER_PROMETHEUS_HOST",)),
     _Setting("prometheus.port", _port, ("OTEL_EXPORTER_PROMETHEUS_PORT",)),
     _Setting("prometheus.strict", _bool, ("OTEL_RL_PROMETHEUS_STRICT",)),

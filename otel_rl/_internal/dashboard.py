@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from otel_rl._internal.catalog import BY_NAME
+from otel_rl._internal.resource_catalog import RESOURCE_BY_NAME
 
 __all__ = [
     "DASHBOARD_UID",
@@ -318,6 +319,55 @@ def _rows() -> list[tuple[str, list[_Panel]]]:
         ("Losses", losses),
         ("Throughput", throughput),
         ("Errors", errors_row),
+        ("Resources", _resources_row()),
+    ]
+
+
+def _rsel(name: str) -> str:
+    """A selector for resource metric ``name``: only ``$job`` filters it (it has no run labels)."""
+    if name not in RESOURCE_BY_NAME:
+        raise ValueError(f"{name} is not a resource metric")
+    return f'{name}{{job=~"$job"}}'
+
+
+def _resources_row() -> list[_Panel]:
+    """Process, GPU and torch CUDA memory series of the ``resource_metrics`` setting (docs/resources.md)."""
+    per_process = " One series per process (`instance`); only the job variable filters it."
+    per_gpu = (" One series per GPU (`gpu_index`, `hw_id` = UUID, `hw_name`) and reporting process (`instance`); "
+               "only the job variable filters it. Empty without an NVIDIA GPU.")
+    gpu_legend = "{{instance}} GPU {{gpu_index}} {{hw_name}}"
+    torch_legend = "{{instance}} {{device}}"
+    return [
+        _ts("Process CPU utilisation", [_Target(_rsel("process_cpu_utilization"), "{{instance}}")],
+            "CPU time of the training process over wall time and its available CPUs (`process_cpu_utilization`, "
+            "0-1)." + per_process, "percentunit", min=0),
+        _ts("Process resident memory", [_Target(_rsel("process_memory_usage"), "{{instance}}")],
+            "Resident memory of the training process (`process_memory_usage`)." + per_process, "bytes"),
+        _ts("Process threads and open files", [
+            _Target(_rsel("process_thread_count"), "{{instance}} threads"),
+            _Target(_rsel("process_unix_file_descriptor_count"), "{{instance}} file descriptors"),
+        ], "Threads (`process_thread_count`) and open file descriptors (`process_unix_file_descriptor_count`) of "
+           "the training process." + per_process, "short"),
+        _ts("GPU utilisation", [_Target(_rsel("hw_gpu_utilization"), gpu_legend)],
+            "Fraction of time a kernel ran on the GPU (`hw_gpu_utilization`, NVML)." + per_gpu, "percentunit",
+            min=0, max=1),
+        _ts("GPU memory", [
+            _Target(_rsel("hw_gpu_memory_usage"), gpu_legend + " used"),
+            _Target(_rsel("hw_gpu_memory_limit"), gpu_legend + " size"),
+        ], "GPU memory used by all processes on the device and its size (`hw_gpu_memory_usage`, "
+           "`hw_gpu_memory_limit`, NVML)." + per_gpu, "bytes"),
+        _ts("GPU power and temperature", [
+            _Target(_rsel("hw_power"), gpu_legend + " W"),
+            _Target(_rsel("hw_temperature"), gpu_legend + " °C"),
+        ], "Power draw in watts (`hw_power`) and die temperature in °C (`hw_temperature`), NVML." + per_gpu,
+            "short"),
+        _ts("Torch CUDA memory", [
+            _Target(_rsel("torch_cuda_memory_allocated"), torch_legend + " allocated"),
+            _Target(_rsel("torch_cuda_memory_max_allocated"), torch_legend + " peak allocated"),
+            _Target(_rsel("torch_cuda_memory_reserved"), torch_legend + " reserved"),
+            _Target(_rsel("torch_cuda_memory_max_reserved"), torch_legend + " peak reserved"),
+        ], "Memory of torch's CUDA caching allocator in the training process, current and peak "
+           "(`torch_cuda_memory_*`). Empty until the process has imported torch and initialised CUDA.", "bytes"),
     ]
 
 

@@ -24,6 +24,7 @@ from prometheus_client.utils import floatToGoString
 
 from otel_rl._internal.catalog import ALL_METRICS, BY_NAME
 from otel_rl._internal.config import ConfigError
+from otel_rl._internal.resource_catalog import RESOURCE_BY_OTEL_NAME, RESOURCE_METRICS, prometheus_label
 
 _logger = logging.getLogger("otel_rl")
 
@@ -43,8 +44,9 @@ def families(data: MetricsData | None) -> list[PromMetric]:
         if metric is not None:
             _add_samples(family, spec.name, metric.data)
         result.append(family)
+    result.extend(_resource_families(found))
     for name, metric in found.items():  # anything not in the catalog still shows, with a type from its data
-        if name not in BY_NAME:
+        if name not in BY_NAME and name not in RESOURCE_BY_OTEL_NAME:
             kind = "histogram" if isinstance(metric.data, Histogram) else (
                 "counter" if isinstance(metric.data, Sum) and metric.data.is_monotonic else "gauge")
             family = PromMetric(name[:-6] if kind == "counter" and name.endswith("_total") else name,
@@ -52,6 +54,21 @@ def families(data: MetricsData | None) -> list[PromMetric]:
             _add_samples(family, name if kind != "counter" or name.endswith("_total") else name + "_total",
                          metric.data)
             result.append(family)
+    return result
+
+
+def _resource_families(found: dict[str, Any]) -> list[PromMetric]:
+    """The resource metrics present, named and labelled as the collector's underscore escaping writes them."""
+    result = []
+    for spec in RESOURCE_METRICS:
+        metric = found.get(spec.otel_name)
+        if metric is None:
+            continue
+        family = PromMetric(spec.name, spec.help, spec.type)
+        for point in metric.data.data_points:
+            family.add_sample(spec.name, {prometheus_label(k): str(v) for k, v in point.attributes.items()},
+                              point.value)
+        result.append(family)
     return result
 
 

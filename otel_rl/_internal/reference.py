@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from otel_rl._internal.catalog import ALL_METRICS, MetricSpec
+from otel_rl._internal.resource_catalog import RESOURCE_METRICS
 from otel_rl._internal.store import DEFAULT_CARDINALITY_LIMIT
 
 
@@ -51,4 +52,24 @@ def metrics_markdown() -> str:
         "once per metric and reason on the `otel_rl` logger.",
         "",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines + _resource_lines())
+
+
+def _resource_lines() -> list[str]:
+    """The resource metrics of the ``resource_metrics`` setting, from their table."""
+    lines = [
+        "## Resource metrics",
+        "",
+        "With `resource_metrics: true` (or `OTEL_RL_RESOURCE_METRICS=true`) these series are added, read when a "
+        "reader collects; see [resources.md](resources.md). Every one is a Prometheus gauge named by the "
+        "collector's underscore escaping of its OpenTelemetry name, on both paths.",
+        "",
+        "| Metric | OpenTelemetry name | Instrument | Unit | Labels | Help | Read from |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for spec in RESOURCE_METRICS:
+        labels = ", ".join(f"`{k}`" for k in spec.labels) or "—"
+        otel = f"`{spec.otel_name}`" + ("" if spec.semconv else " (not a semantic convention)")
+        lines.append(f"| `{spec.name}` | {otel} | {spec.instrument} | `{spec.unit}` | {labels} | {spec.help} "
+                     f"| {spec.reads} |")
+    return lines + [""]

@@ -54,6 +54,15 @@ class Thresholds:
     no_data_lookback: str = "6h"
     #: RLTelemetryValuesDropped: the SDK dropped any value within this window.
     dropped_window: str = "15m"
+    #: RLGpuMemoryNearLimit (resource_metrics): a GPU's used memory above this fraction of its size, for
+    #: ``gpu_memory_for``.
+    gpu_memory_fraction: float = 0.95
+    gpu_memory_for: str = "5m"
+    #: RLGpuIdleWhileTraining (resource_metrics): mean GPU utilisation over ``gpu_idle_window`` below
+    #: ``gpu_idle_utilization`` while the same process has a run active, for ``gpu_idle_for``.
+    gpu_idle_window: str = "5m"
+    gpu_idle_utilization: float = 0.05
+    gpu_idle_for: str = "15m"
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -63,6 +72,9 @@ class Thresholds:
             raise ValueError(f"Thresholds.reward_drop_fraction={self.reward_drop_fraction!r} must be in (0, 1]")
         if self.max_errors < 0:
             raise ValueError(f"Thresholds.max_errors={self.max_errors!r} must be >= 0")
+        for name in ("gpu_memory_fraction", "gpu_idle_utilization"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ValueError(f"Thresholds.{name}={getattr(self, name)!r} must be in (0, 1]")
 
 
 def _num(value: float) -> str:
@@ -202,6 +214,42 @@ def _alerts(t: Thresholds) -> list[_Alert]:
             f"otel-rl refused {{{{ $value }}}} value(s) of {{{{ $labels.metric }}}} in the last "
             f"{t.dropped_window} (reason {{{{ $labels.reason }}}}: nan, inf, wrong_type, cardinality_limit, ...); "
             f"the SDK log says which call."),
+    ] + _gpu_alerts(t)
+
+
+#: The labels of one GPU as the resource metrics carry them (docs/resources.md); ``instance`` is left out so that
+#: several processes reporting the same GPU give one alert.
+_GPU = "job, hw_id, hw_name, gpu_index"
+
+
+def _gpu_alerts(t: Thresholds) -> list[_Alert]:
+    """Alerts on the resource_metrics GPU series; without that setting (or a GPU) they have nothing to match."""
+    return [
+        _Alert(
+            "RLGpuMemoryNearLimit", "warning",
+            f"max by ({_GPU}) (hw_gpu_memory_usage)\n"
+            f"/\n"
+            f"(max by ({_GPU}) (hw_gpu_memory_limit) > 0)\n"
+            f"> {_num(t.gpu_memory_fraction)}",
+            "GPU {{ $labels.gpu_index }} ({{ $labels.hw_name }}) memory is nearly full in {{ $labels.job }}",
+            f"{{{{ $value | humanizePercentage }}}} of the memory of GPU {{{{ $labels.gpu_index }}}} "
+            f"({{{{ $labels.hw_id }}}}) is used, above {_num(t.gpu_memory_fraction * 100)}% for "
+            f"{t.gpu_memory_for}: the next allocation may fail with CUDA out of memory "
+            f"(hw_gpu_memory_usage / hw_gpu_memory_limit).",
+            t.gpu_memory_for),
+        _Alert(
+            "RLGpuIdleWhileTraining", "warning",
+            f"max by (job, instance, {_GPU.removeprefix('job, ')}) "
+            f"(avg_over_time(hw_gpu_utilization[{t.gpu_idle_window}]))\n"
+            f"< {_num(t.gpu_idle_utilization)}\n"
+            f"and on (job, instance)\n"
+            f"max by (job, instance) (rl_training_active) == 1",
+            "GPU {{ $labels.gpu_index }} is idle while {{ $labels.job }} trains",
+            f"Mean utilisation of GPU {{{{ $labels.gpu_index }}}} ({{{{ $labels.hw_name }}}}) seen by "
+            f"{{{{ $labels.instance }}}} was {{{{ $value | humanizePercentage }}}} over {t.gpu_idle_window}, below "
+            f"{_num(t.gpu_idle_utilization * 100)}%, for {t.gpu_idle_for} while that process had a training run "
+            f"active: the run is probably bound by the environment, the data or the CPU.",
+            t.gpu_idle_for),
     ]
 
 

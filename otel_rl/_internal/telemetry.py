@@ -54,6 +54,7 @@ class Telemetry:
                                                   settings.cardinality_limit))
             self.readers = readers
             self.bridge = Bridge(registry, self.resource, readers, __version__)
+            self.resource_metrics = _resource_metrics(settings, self.bridge)
         except BaseException:
             if self.server is not None:  # bound but not serving yet: release the port
                 self.server.server_close()
@@ -127,6 +128,8 @@ class Telemetry:
             and not self._export_failed()
         if self.server is not None:
             self.server.stop()
+        if self.resource_metrics is not None:
+            self.resource_metrics.close()
         with _lock:
             if _current is self:
                 _current = None
@@ -164,6 +167,15 @@ def _resource(settings: Settings) -> Resource:
     if settings.service_name != Settings.service_name or "service.name" not in given:
         attributes["service.name"] = settings.service_name  # OTEL_SERVICE_NAME wins, as the spec says
     return Resource(attributes)
+
+
+def _resource_metrics(settings: Settings, bridge: Bridge):
+    """The process/GPU/torch instruments on the bridge's MeterProvider when the setting is on, else None."""
+    if not settings.resource_metrics:
+        return None
+    from otel_rl._internal.resources import ResourceMetrics
+
+    return ResourceMetrics(bridge.provider, __version__)
 
 
 def _otlp_exporter(settings: Settings):
