@@ -14,7 +14,7 @@ import threading
 import time
 from bisect import bisect_left
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from otel_rl._internal.catalog import ALL_METRICS, DROPPED_VALUES, OVERFLOW_LABEL, MetricSpec
 
@@ -95,10 +95,22 @@ class Registry:
         for spec in specs:
             cls = _KINDS[spec.type]
             self.metrics[spec.name] = cls(spec, self)
-        self.dropped: Counter = self.metrics[DROPPED_VALUES.name]  # type: ignore[assignment]
+        self.dropped: Counter = self.counter(DROPPED_VALUES.name)
 
     def __getitem__(self, name: str) -> Metric:
         return self.metrics[name]
+
+    def counter(self, name: str) -> Counter:
+        """The counter ``name``; TypeError when the catalog declares it as another type (a programming error)."""
+        return _typed(self.metrics[name], Counter)
+
+    def gauge(self, name: str) -> Gauge:
+        """The gauge ``name`` (see :meth:`counter`)."""
+        return _typed(self.metrics[name], Gauge)
+
+    def histogram(self, name: str) -> Histogram:
+        """The histogram ``name`` (see :meth:`counter`)."""
+        return _typed(self.metrics[name], Histogram)
 
     def drop(self, metric: str, reason: _Reason, value: Any = None) -> None:
         """Count a dropped value and log it the first time this metric drops for this reason."""
@@ -338,6 +350,15 @@ class Child:
         if self._key is None or not isinstance(self._metric, Histogram):
             return self._bad()
         self._metric.observe(self._key, value)
+
+
+_M = TypeVar("_M", bound="Metric")
+
+
+def _typed(metric: Metric, kind: type[_M]) -> _M:
+    if not isinstance(metric, kind):
+        raise TypeError(f"{metric.name} is a {metric.spec.type}, not a {kind.__name__.lower()}")
+    return metric
 
 
 _KINDS: dict[str, type[Metric]] = {"counter": Counter, "gauge": Gauge, "histogram": Histogram}
