@@ -34,13 +34,14 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-import facts
-import procs
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import otel_rl
 from otel_rl import testing
+
+import facts
+import procs
 
 pytestmark = pytest.mark.integration
 

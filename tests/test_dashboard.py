@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-import facts
 from otel_rl._internal import dashboard as dash
 from otel_rl._internal.catalog import ALL_METRICS, BY_NAME, CATALOG
+
+import facts
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_PATH = ROOT / "grafana" / "dashboards" / "rl-training.json"

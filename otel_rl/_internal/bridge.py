@@ -40,7 +40,6 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from otel_rl._internal.catalog import ALL_METRICS
-from otel_rl._internal.store import Histogram as HistogramState
 from otel_rl._internal.store import Registry
 
 SCOPE_NAME = "otel_rl"
@@ -53,11 +52,13 @@ def cumulative_temporality() -> dict[type, AggregationTemporality]:
     """Cumulative for every instrument kind: remote write drops delta sums, and cumulative survives outages."""
     from opentelemetry.sdk.metrics import (
         Counter,
-        Histogram as SdkHistogram,
         ObservableCounter,
         ObservableGauge,
         ObservableUpDownCounter,
         UpDownCounter,
+    )
+    from opentelemetry.sdk.metrics import (
+        Histogram as SdkHistogram,
     )
 
     kinds = (Counter, UpDownCounter, SdkHistogram, ObservableCounter, ObservableUpDownCounter, ObservableGauge)

@@ -34,8 +34,8 @@ def families(data: MetricsData | None) -> list[PromMetric]:
     if data is not None:
         for rm in data.resource_metrics:
             for sm in rm.scope_metrics:
-                for metric in sm.metrics:
-                    found.setdefault(metric.name, metric)
+                for otel_metric in sm.metrics:
+                    found.setdefault(otel_metric.name, otel_metric)
     result = []
     for spec in ALL_METRICS:
         family = PromMetric(spec.family, spec.help, spec.type)
@@ -56,6 +56,7 @@ def families(data: MetricsData | None) -> list[PromMetric]:
 
 
 def _add_samples(family: PromMetric, name: str, data: Any) -> None:
+    point: Any
     if isinstance(data, Histogram):
         for point in data.data_points:
             labels = dict(point.attributes)
@@ -129,7 +130,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    do_HEAD = do_GET
+    do_HEAD = do_GET  # noqa: N815 (http.server's naming)
 
     def log_message(self, format: str, *args: Any) -> None:  # scrapes every 10 s would flood the training log
         _logger.debug("otel-rl metrics server: " + format, *args)

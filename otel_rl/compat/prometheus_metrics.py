@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from otel_rl._internal import telemetry as _telemetry
+from otel_rl._internal.exposition import MetricsServer
 from otel_rl._internal.recording import (
     record_data_load_time,
     record_environment_steps,
@@ -25,7 +26,6 @@ from otel_rl._internal.recording import (
     record_training_start,
 )
 from otel_rl._internal.store import REGISTRY
-from otel_rl._internal.exposition import MetricsServer
 
 _logger = logging.getLogger("otel_rl")
 

@@ -72,7 +72,7 @@ def run_demo(iterations: int = 60, episodes_per_iter: int = 10, seed: int = 0,
         if iteration == fail_at and not result.failures_injected:
             result.failures_injected += 1
             raise _InjectedFailure("injected by --inject-failure: the step is retried")
-        outcome = train_iteration(env, agent, episodes_per_iter)
+        outcome: dict[str, Any] = train_iteration(env, agent, episodes_per_iter)
         outcome["training_iteration"] = iteration
         outcome["custom_metrics"] = {AGENT_ID: performance.update(outcome["episode_returns"])}
         return outcome
