@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import fields, is_dataclass
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import MetricReader
@@ -154,16 +155,17 @@ def _bounded(func, timeout: float) -> bool:
 
 
 def _resource(settings: Settings) -> Resource:
+    """The SDK's own resource (``telemetry.sdk.*``, detectors) with the service name, instance id and the
+    configured attributes on top. Settings already resolved OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME."""
     attributes: dict[str, Any] = {
         "service.name": settings.service_name,
         "service.instance.id": f"{socket.gethostname()}-{os.getpid()}",
-        "telemetry.sdk.name": "otel-rl",
     }
     given = dict(settings.resource_attributes)
     attributes.update(given)
     if settings.service_name != Settings.service_name or "service.name" not in given:
         attributes["service.name"] = settings.service_name  # OTEL_SERVICE_NAME wins, as the spec says
-    return Resource(attributes)
+    return Resource.create(attributes)
 
 
 def _otlp_exporter(settings: Settings):
@@ -202,16 +204,17 @@ def _console_exporter():
     return ConsoleMetricExporter(preferred_temporality=cumulative_temporality())
 
 
-def init_telemetry(config: Mapping[str, Any] | str | os.PathLike[str] | None = None) -> Telemetry:
+def init_telemetry(config: Settings | Mapping[str, Any] | str | os.PathLike[str] | None = None) -> Telemetry:
     """Set up metrics export for this process and return the handle.
 
-    ``config`` is a mapping, the path of a YAML file (its ``monitoring:`` section when it has one) or None to use
-    the environment alone. Explicit config wins over environment variables, which win over defaults. Calling it
-    again with the same settings returns the same handle; with different settings it raises ConfigError until the
-    running telemetry is shut down.
+    ``config`` is a :class:`Settings` (used as given after the same validation; not merged with environment), a
+    mapping, the path of a YAML file (its ``monitoring:`` section when it has one) or None to use the environment
+    alone. Explicit config wins over environment variables, which win over defaults. Calling it again with the
+    same settings returns the same handle; with different settings it raises ConfigError until the running
+    telemetry is shut down.
     """
     global _current
-    settings = load_settings(config)
+    settings = _validated(config) if isinstance(config, Settings) else load_settings(config)
     with _lock:
         if _current is not None:
             if _current.settings == settings:
@@ -222,6 +225,22 @@ def init_telemetry(config: Mapping[str, Any] | str | os.PathLike[str] | None = N
                 "first")
         _current = Telemetry(settings)
         return _current
+
+
+def _validated(settings: Settings) -> Settings:
+    """A hand-built Settings, checked by the same parsers as a mapping (ConfigError naming the key)."""
+    def section(obj: Any) -> dict[str, Any]:
+        out = {}
+        for f in fields(obj):
+            value = getattr(obj, f.name)
+            if is_dataclass(value):
+                value = section(value)
+            elif f.name in ("headers", "resource_attributes") and isinstance(value, tuple):
+                value = dict(value)
+            out[f.name] = value
+        return out
+
+    return load_settings(section(settings), environ={})
 
 
 def current() -> Telemetry | None:
