@@ -116,7 +116,7 @@ def test_compat_exposes_the_seed_metric_objects():
     for fact in FACTS["metrics"]:
         metric = getattr(compat, fact["name"])
         assert fact["name"] in compat.__all__
-        assert tuple(metric.label_keys) == tuple(fact["labels"])
+        assert tuple(metric._labelnames) == tuple(fact["labels"])  # prometheus_client's attribute name
         assert callable(metric.labels)
 
 

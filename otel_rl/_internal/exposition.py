@@ -1,8 +1,9 @@
 """The Prometheus pull path: a reader's collection rendered as Prometheus text, served over HTTP.
 
 Rendering goes through prometheus_client's own encoders (text 0.0.4 and OpenMetrics), so escaping and number
-formatting (``le="10.0"``) are exactly what the seed module exposed. Families are built from OTel data points with
-no ``otel_scope_*`` labels and no ``target_info``, so the pull path shows the same series as the collector path.
+formatting (``le="10.0"``) are exactly what the original ``prometheus_metrics`` module exposed. Families are
+built from OTel data points with no ``otel_scope_*`` labels and no ``target_info``, so the pull path shows the
+same series as the collector path.
 """
 
 from __future__ import annotations

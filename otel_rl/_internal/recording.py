@@ -1,4 +1,5 @@
-"""The seed module's ``record_*`` helpers, same signatures and semantics, on otel-rl's metric state.
+"""The ``record_*`` helpers of the original ``prometheus_metrics`` module (prometheus_client) that otel-rl
+replaces, with the same signatures and semantics, on otel-rl's metric state.
 
 Each helper never raises: bad values are dropped and counted (see :mod:`otel_rl._internal.store`), and anything
 unexpected is logged. Values recorded before :func:`otel_rl.init_telemetry` are kept and exported once it runs.
@@ -112,7 +113,7 @@ def record_episode_metrics(algorithm: str, run_id: str, reward_mean: float, leng
 @_never_raises
 def record_performance_metrics(algorithm: str, agent_id: str, metrics: Mapping[str, Any]) -> None:
     """Trading figures present in ``metrics``: sharpe_ratio and max_drawdown as given, win_rate and total_return
-    given as fractions and stored as percentages (x100), as the seed did."""
+    given as fractions and stored as percentages (x100), as the original module did."""
     key = (_s(algorithm), _s(agent_id))
     for name, value in metrics.items():
         target = _performance.get(name)

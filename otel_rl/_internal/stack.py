@@ -87,8 +87,8 @@ def run_stack(iterations: int = 60, seed: int = 0, protocol: str = "grpc", prome
     ``OTELCOL_OTLP_HTTP_ENDPOINT``, ``OTELCOL_HEALTH_ENDPOINT``). With ``keep`` everything runs until Ctrl-C.
     """
     from otel_rl._internal.rules import write_rules
-    from otel_rl._internal.telemetry import current
     from otel_rl._internal.store import REGISTRY
+    from otel_rl._internal.telemetry import current
     from otel_rl.demo.run import run_demo
 
     prometheus = shutil.which("prometheus")

@@ -160,6 +160,12 @@ class Metric:
     def _new_series(self) -> Any:
         raise NotImplementedError
 
+    def remove(self, key: tuple[str, ...]) -> None:
+        """Forget one labelled series (prometheus_client's ``remove``); an unknown key is ignored."""
+        if self.label_keys:
+            with self._lock:
+                self._series.pop(key, None)
+
     def key(self, labels: tuple[Any, ...]) -> tuple[str, ...] | None:
         """Turn label values into a series key, or None when they do not fit the label keys."""
         if len(labels) != len(self.label_keys):
@@ -260,6 +266,17 @@ class Gauge(Metric):
                 key = self._admit(key)
             series[key] = value
 
+    def add(self, key: tuple[str, ...], amount: Any) -> None:
+        """Add ``amount`` (negative to decrease), as prometheus_client's ``Gauge.inc``/``dec``."""
+        if type(amount) is not float or amount - amount != 0.0:
+            amount = self._checked(amount)
+            if amount is None:
+                return
+        with self._lock:
+            if key not in self._series:
+                key = self._admit(key)
+            self._series[key] = self._series.get(key, 0.0) + amount
+
     def snapshot(self) -> list[tuple[tuple[str, ...], float]]:
         with self._lock:
             return list(self._series.items())
@@ -337,7 +354,8 @@ class Child:
         self._metric._registry.drop(self._metric.name, BAD_LABELS)
 
     def inc(self, amount: Any = 1.0) -> None:
-        if self._key is None or not isinstance(self._metric, Counter):
+        """Add to a counter or a gauge (prometheus_client's gauges take ``inc`` too)."""
+        if self._key is None or not isinstance(self._metric, (Counter, Gauge)):
             return self._bad()
         self._metric.add(self._key, amount)
 

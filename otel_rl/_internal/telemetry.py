@@ -72,6 +72,30 @@ class Telemetry:
         self.pull_reader.collect()
         return self.pull_reader.latest
 
+    def serve_prometheus(self, host: str, port: int) -> MetricsServer | None:
+        """Start the ``/metrics`` endpoint on a telemetry that has none (one that pushes OTLP only).
+
+        Returns the running endpoint when there is one already, and None (after logging) when the port cannot be
+        bound. The endpoint stops with :meth:`shutdown`.
+        """
+        with self._shutdown_lock:
+            if self._shutdown_done:
+                return None
+            if self.server is None:
+                server = bind_server(host, port, self.exposition, self.health, strict=False)
+                if server is None:
+                    return None
+                self.server = server.start()
+                _logger.info("otel-rl: serving Prometheus metrics on http://%s:%d/metrics", host, server.port)
+            return self.server
+
+    def stop_prometheus(self, server: MetricsServer) -> None:
+        """Stop an endpoint that :meth:`serve_prometheus` started; the readers go on."""
+        with self._shutdown_lock:
+            if self.server is server:
+                self.server = None
+        server.stop()
+
     @property
     def prometheus_port(self) -> int | None:
         """The bound port of the endpoint (useful with port 0), or None when it is not serving."""

@@ -117,7 +117,7 @@ class _Performance:
         self.worst_drawdown = max(self.worst_drawdown, (self.peak - mean) / self.peak * 100.0)
         return {
             "sharpe_ratio": mean / std if std > 0 else 0.0,
-            "max_drawdown": self.worst_drawdown,  # percent, as the seed's gauge
+            "max_drawdown": self.worst_drawdown,  # percent, as the original module's gauge
             "win_rate": sum(r >= SOLVED for r in returns) / len(returns),  # fraction: stored as percent
             "total_return": mean / self.first_mean - 1.0,  # fraction: stored as percent
         }
