@@ -79,8 +79,8 @@ def test_version_is_a_string():
 
 
 def test_testing_module_exports():
-    """otel_rl.testing exports reset, value, histogram and dropped."""
-    assert set(testing.__all__) == {"dropped", "histogram", "reset", "value"}
+    """otel_rl.testing exports reset, value, histogram, dropped and the capture_metrics context manager."""
+    assert set(testing.__all__) == {"CapturedMetrics", "capture_metrics", "dropped", "histogram", "reset", "value"}
     for name in testing.__all__:
         assert callable(getattr(testing, name))
 
