@@ -56,8 +56,8 @@ def test_sdist_tests_run(sdist):
     """A part of the suite passes when run from the unpacked sdist (not from this checkout)."""
     env = {**os.environ, "PYTHONPATH": str(sdist)}
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_store.py", "tests/test_reference.py",
-         "tests/test_compat.py", "tests/test_wording.py"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_store.py",
+         "tests/test_reference.py", "tests/test_compat.py", "tests/test_wording.py"],
         cwd=sdist, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:]
     assert " passed" in done.stdout and str(sdist) in subprocess.run(
