@@ -42,9 +42,6 @@ _DS = {"type": "prometheus", "uid": "${datasource}"}
 #: Template variables that filter series, in the order they appear; each filters only metrics with that label.
 VARIABLES: tuple[str, ...] = ("algorithm", "run_id", "agent_id")
 
-#: Grafana's own variables the queries use (besides ``$job`` and :data:`VARIABLES`).
-_GRAFANA_VARIABLES = ("__rate_interval", "__interval", "__range")
-
 #: Each panel of the original dashboard -> the panel here that keeps its intent.
 SEED_PANELS: dict[str, str] = {
     "Training Runs Total": "Training runs",
