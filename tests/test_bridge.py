@@ -71,3 +71,13 @@ def test_result_keeping_exporter_takes_preferences_as_arguments():
     # The SDK's reader reads the exporter's preferences from these attributes.
     assert wrapper._preferred_temporality[ObservableCounter] is AggregationTemporality.CUMULATIVE
     assert isinstance(wrapper, MetricExporter)
+
+
+def test_a_store_limit_above_the_sdk_default_exports_every_series():
+    """With cardinality_limit 2600, 2500 label sets all reach the exposition, on SDKs with and without limits."""
+    handle = otel_rl.init_telemetry({"exporters": ["none"], "cardinality_limit": 2600})
+    for i in range(2500):
+        otel_rl.record_episode_metrics("PPO", f"run-{i}", 1.0, 2.0)
+    text = handle.metrics_text().decode()
+    assert text.count("rl_training_episode_reward_mean{") == 2500
+    assert "otel_metric_overflow" not in text
