@@ -40,8 +40,10 @@ def test_assertion_helpers_fail_with_what_was_recorded():
             captured.value("rl_training_environment_steps_total", algo="PPO")
 
 
-def test_the_fixture_works_in_a_users_test_file(pytester):
+def test_the_fixture_works_in_a_users_test_file(pytester, monkeypatch):
     """A user's test using otel_rl_metrics passes, and a wrong expectation fails, with the plugin loaded by name."""
+    # Installed, the plugin also loads through its entry point; load it once, by name, whatever the environment.
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     pytester.makepyfile(test_user="""
         import otel_rl
 
@@ -58,8 +60,7 @@ def test_the_fixture_works_in_a_users_test_file(pytester):
             otel_rl.record_training_error("data_error")
             otel_rl_metrics.assert_recorded("rl_training_errors_total", 2, error_type="data_error")
     """)
-    result = pytester.runpytest_inprocess("-p", "otel_rl.pytest_plugin", "-p", "no:cacheprovider",
-                                          "-o", "asyncio_default_fixture_loop_scope=function")
+    result = pytester.runpytest_inprocess("-p", "otel_rl.pytest_plugin", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2, failed=1)
 
 
