@@ -24,7 +24,8 @@ def test_missing_extra_is_one_line_naming_the_extra(command):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        f"otel-rl {command}: gymnasium not installed; pip install 'otel-rl[demo]'"], done.stderr
+        f"otel-rl {command}: gymnasium not installed; pip install 'otel-rl[demo]' (from a checkout: pip install "
+        "'.[demo]')"], done.stderr
 
 
 def test_help_texts_do_not_say_seed_except_for_the_random_seed():

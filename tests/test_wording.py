@@ -52,3 +52,17 @@ def test_the_check_finds_the_jargon():
     """The pattern catches the phrasings that were in use, and lets the random seed through."""
     assert _hits("the seed's 21 series") and _hits("Migrating from the seed module") and _hits("one seed iteration")
     assert not _hits("--seed 0 sets the random seed") and not _hits("run_demo(seed=3)")
+
+
+def test_readme_links_every_docs_page():
+    """Each page under docs/ (architecture, testing, ...) is reachable from the README."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert [p.name for p in sorted((ROOT / "docs").glob("*.md")) if f"(docs/{p.name})" not in readme] == []
+
+
+def test_install_instructions_do_not_promise_a_pypi_package():
+    """otel-rl is not on PyPI: README and docs install from a checkout (`pip install .`), not `pip install otel-rl`."""
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"pip install '?otel-rl\b", text), path.name
+    assert "pip install ." in (ROOT / "README.md").read_text(encoding="utf-8")
