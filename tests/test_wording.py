@@ -24,9 +24,13 @@ def _hits(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if JARGON.search(line.replace("seed-metrics.json", ""))]
 
 
-@pytest.mark.parametrize("path", ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))])
+USER_FILES = ["README.md", "collector/prometheus.yml", "collector/otelcol-config.yaml",
+              *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))]
+
+
+@pytest.mark.parametrize("path", USER_FILES)
 def test_documents_name_the_original_module(path):
-    """README and docs never say "the seed"."""
+    """README, docs and the configs users copy never say "the seed"."""
     assert not _hits((ROOT / path).read_text(encoding="utf-8"))
 
 
