@@ -65,16 +65,43 @@ def test_sdist_tests_run(sdist):
         text=True).stdout
 
 
-def test_wheel_built_from_the_sdist_ships_the_collector_config_and_the_pytest_plugin(sdist, tmp_path):
+@pytest.fixture(scope="module")
+def wheel(sdist, tmp_path_factory) -> Path:
+    """The wheel built from the unpacked sdist."""
+    out = tmp_path_factory.mktemp("wheel")
+    return out / _hook(sdist, "build_wheel", out)
+
+
+def test_wheel_built_from_the_sdist_ships_the_collector_config_and_the_pytest_plugin(wheel):
     """The wheel holds the collector config that `otel-rl stack` reads, the LICENSE and the pytest11 entry point."""
-    name = _hook(sdist, "build_wheel", tmp_path)
-    with zipfile.ZipFile(tmp_path / name) as wheel:
-        names = wheel.namelist()
-        config = wheel.read("otel_rl/_data/otelcol-config.yaml")
-        entry_points = wheel.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        config = archive.read("otel_rl/_data/otelcol-config.yaml")
+        entry_points = archive.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
     assert config == (ROOT / "collector" / "otelcol-config.yaml").read_bytes()
     assert "otel_rl/py.typed" in names
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert "[pytest11]\notel_rl = otel_rl.pytest_plugin" in entry_points
     assert "otel-rl = otel_rl.cli:main" in entry_points
     assert not [n for n in names if n.startswith(("tests/", "collector/"))]
+
+
+@pytest.mark.integration
+def test_otel_rl_stack_runs_from_the_installed_wheel(wheel, tmp_path):
+    """`otel-rl stack --exit`, installed from the wheel and run outside a checkout, pushes the demo into Prometheus."""
+    from procs import collector_binary, free_port
+
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--target",
+                    str(site), str(wheel)], check=True, timeout=120)
+    env = {**os.environ, "PYTHONPATH": str(site), "OTEL_RL_COLLECTOR": collector_binary()}
+    for name in ("OTELCOL_OTLP_GRPC_ENDPOINT", "OTELCOL_OTLP_HTTP_ENDPOINT", "OTELCOL_HEALTH_ENDPOINT"):
+        env[name] = f"127.0.0.1:{free_port()}"
+    done = subprocess.run([sys.executable, "-m", "otel_rl", "stack", "--exit", "--iterations", "2",
+                           "--prometheus-port", str(free_port())], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert "this run recorded 20 episodes, Prometheus counts 20" in done.stdout, done.stdout
+    where = subprocess.run([sys.executable, "-c", "import otel_rl; print(otel_rl.__file__)"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=60).stdout
+    assert where.startswith(str(site)), where  # the installed wheel ran, not a checkout
