@@ -1,13 +1,19 @@
 # otel-rl: the two commands of the README, and the pieces behind them.
 #   make demo   - a real CartPole training run exporting metrics on http://localhost:8011/metrics
-#   make test   - installs Prometheus, builds the collector (cached), runs the whole test suite
+#   make test   - lint and type check, installs Prometheus, builds the collector (cached), runs the whole test
+#                 suite on the newest OpenTelemetry, then its main part on the oldest supported one
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# The oldest supported OpenTelemetry (tests/constraints-oldest.txt), and the tests run against it as well.
+VENV_OLDEST ?= .venv-otel-min
+OLDEST_TESTS ?= tests/test_bridge.py tests/test_store.py tests/test_recording.py tests/test_telemetry.py \
+	tests/test_parity.py tests/test_config.py tests/test_decorators.py tests/test_results.py tests/test_compat.py \
+	tests/test_testing.py tests/test_collector_e2e.py
 
-.PHONY: demo test venv prometheus collector stack bench generate check-generated clean
+.PHONY: demo test lint venv venv-oldest prometheus collector stack bench generate clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +22,18 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 venv: $(VENV)/.installed
+
+$(VENV_OLDEST)/.installed: pyproject.toml tests/constraints-oldest.txt
+	$(PYTHON) -m venv $(VENV_OLDEST)
+	$(VENV_OLDEST)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_OLDEST)/bin/python -m pip install --quiet -c tests/constraints-oldest.txt -e '.[dev]'
+	touch $@
+
+venv-oldest: $(VENV_OLDEST)/.installed
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 demo: venv
 	$(VENV)/bin/otel-rl demo $(DEMO_ARGS)
@@ -26,12 +44,15 @@ prometheus:
 collector:
 	@bash scripts/build-collector.sh
 
-test: venv prometheus
+test: lint venv-oldest prometheus
 	@set -eo pipefail; \
 	start=$$(date +%s); \
 	collector=$$(bash scripts/build-collector.sh); \
 	echo "collector: $$collector (ready after $$(( $$(date +%s) - start )) s)"; \
-	OTEL_RL_COLLECTOR="$$collector" $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	OTEL_RL_COLLECTOR="$$collector" $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS); \
+	echo "again on the oldest supported versions: $$($(VENV_OLDEST)/bin/python -m pip list 2>/dev/null \
+		| grep -E '^(opentelemetry-sdk|prometheus.client) ' | tr -s ' ' | paste -sd, -)"; \
+	OTEL_RL_COLLECTOR="$$collector" $(VENV_OLDEST)/bin/python -m pytest -p no:cacheprovider $(OLDEST_TESTS)
 
 stack: venv prometheus
 	OTEL_RL_COLLECTOR=$$(bash scripts/build-collector.sh) $(VENV)/bin/otel-rl stack $(STACK_ARGS)
@@ -46,4 +67,4 @@ generate: venv
 	$(VENV)/bin/otel-rl metrics --output docs/metrics.md
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) $(VENV_OLDEST) build dist *.egg-info

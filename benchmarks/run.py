@@ -164,7 +164,7 @@ def bench_train_step(report: Report, quick: bool) -> None:
              "new API stack": results_dicts.new_api()}
     realistic_step_us = 10_000.0
     for label, result in forms.items():
-        def bare() -> dict[str, Any]:
+        def bare(result: dict[str, Any] = result) -> dict[str, Any]:
             return result
 
         decorated = otel_rl.train_step(algorithm="PPO", run_id="bench")(bare)
@@ -521,13 +521,14 @@ def bench_export(report: Report, quick: bool) -> None:
         sink = None
         training(0.3)
         runs: dict[str, list[tuple[float, float]]] = {"no telemetry": [], "collector down": [], "collector up": []}
-        for rep in range(treps):
+        for _ in range(treps):
             gc.collect()
             runs["no telemetry"].append(training(window))
         handle = otel_rl.init_telemetry(otlp_config(port, interval))
         try:
             for rep in range(2 * treps):
-                for state in (("collector down", "collector up") if rep % 2 == 0 else ("collector up", "collector down")):
+                order = ("collector down", "collector up") if rep % 2 == 0 else ("collector up", "collector down")
+                for state in order:
                     if state == "collector up":
                         sink, _ = start_sink(port)
                     gc.collect()
@@ -571,7 +572,8 @@ def bench_export(report: Report, quick: bool) -> None:
         report.add("export", "training loop, collector up (local sink)", median(rates["collector up"]), "it/s",
                    up_vs_down, "collector down (CPU/it)", "(informative)", None,
                    note=f"{median(cpu['collector up']) * 1e6:.2f} us CPU/it; wall-time ratio {wall_up_vs_down:.3f} "
-                        f"(noisy); spread up {spread(cpu['collector up'])} s, down {spread(cpu['collector down'])} s; export every {interval:g} s; {2 * treps} windows of {window:g} s each")
+                        f"(noisy); spread up {spread(cpu['collector up'])} s, down {spread(cpu['collector down'])} s; "
+                        f"export every {interval:g} s; {2 * treps} windows of {window:g} s each")
     finally:
         if sink is not None:
             sink.terminate()

@@ -1,6 +1,7 @@
 """otel-rl: watch reinforcement-learning training runs in Prometheus and Grafana through OpenTelemetry.
 
-Call :func:`init_telemetry` once, decorate the train step, and the seed's 21 ``rl_training_*`` series appear on
+Call :func:`init_telemetry` once, decorate the train step, and the 21 ``rl_training_*`` series of the original
+``prometheus_metrics`` module (prometheus_client) that otel-rl replaces appear on
 ``http://localhost:8011/metrics`` or, over OTLP, through an OpenTelemetry Collector into Prometheus.
 """
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -11,7 +12,20 @@ from typing import Any
 from otel_rl._internal.config import EXPORTERS, PROTOCOLS
 
 
+class MissingExtraError(SystemExit):
+    """An optional dependency of a command is not installed; the message says which extra to install."""
+
+
+def require_extra(command: str, extra: str, *modules: str) -> None:
+    """Exit with one line naming the extra to install when a module that ``command`` needs is missing."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MissingExtraError(f"otel-rl {command}: {', '.join(missing)} not installed; "
+                                f"pip install 'otel-rl[{extra}]' (from a checkout: pip install '.[{extra}]')")
+
+
 def _demo(args: argparse.Namespace) -> int:
+    require_extra("demo", "demo", "gymnasium", "numpy")
     from otel_rl.demo.run import run_demo
 
     config: dict[str, Any] = {"exporters": args.exporter, "service_name": args.service_name,
@@ -59,6 +73,7 @@ def _metrics(args: argparse.Namespace) -> int:
 
 
 def _stack(args: argparse.Namespace) -> int:
+    require_extra("stack", "demo", "gymnasium", "numpy")
     from otel_rl._internal.stack import run_stack
 
     return run_stack(iterations=args.iterations, seed=args.seed, protocol=args.otlp_protocol or "grpc",
@@ -74,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--iterations", type=int, default=100,
                       help="training iterations (default 100: with the linger, about a minute)")
     demo.add_argument("--episodes", type=int, default=10, help="episodes per iteration (default 10)")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--run-id", default=None, help="run_id label (default cartpole-seed<seed>)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed of the environment and the agent")
+    demo.add_argument("--run-id", default=None, help="run_id label (default: cartpole-seed0 for --seed 0)")
     demo.add_argument("--exporter", action="append", choices=[e for e in EXPORTERS if e != "none"],
                       help="repeatable; default prometheus (the endpoint on --port)")
     demo.add_argument("--port", type=int, default=8011, help="Prometheus endpoint port (default 8011)")
@@ -104,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     stack = commands.add_parser("stack", help="start Prometheus and the collector on loopback and push the demo")
     stack.add_argument("--iterations", type=int, default=60)
-    stack.add_argument("--seed", type=int, default=0)
+    stack.add_argument("--seed", type=int, default=0, help="random seed of the demo run")
     stack.add_argument("--otlp-protocol", choices=PROTOCOLS, default=None)
     stack.add_argument("--prometheus-port", type=int, default=9090)
     stack.add_argument("--exit", action="store_true",

@@ -45,7 +45,7 @@ def wait_until(check, timeout: float, interval: float = 0.2, what: str = "condit
             value = check()
             if value:
                 return value
-        except Exception as exc:  # not ready yet
+        except Exception as exc:  # noqa: BLE001 (not ready yet: any error means try again)
             last_error = exc
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last error: {last_error!r})")

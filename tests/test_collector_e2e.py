@@ -34,13 +34,14 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-import facts
-import procs
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import otel_rl
 from otel_rl import testing
+
+import facts
+import procs
 
 pytestmark = pytest.mark.integration
 
@@ -327,6 +328,11 @@ def test_same_series_on_pull_grpc_and_http_paths(stack: Stack) -> None:
         base = name.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count")
         if base in allowed:
             assert {k for k, _ in labels} - {"le"} == allowed[base], f"label keys of {name}: {labels}"
+    # The resource (service.*, the SDK's telemetry.sdk.*) becomes job and instance only: no target_info series and
+    # no resource attribute as a label.
+    assert prom.query("target_info") == []
+    pushed = prom.series('{job=~"e2e-.+"}')
+    assert pushed and not [s for s in pushed if any(k.startswith(("telemetry_", "service_")) for k in s)]
 
 
 # -- 2. collector not running when training starts -------------------------------------------------------------------

@@ -140,7 +140,7 @@ def test_empty_yaml_file_gives_defaults(tmp_path):
 
 
 def test_exporters_from_otel_metrics_exporter_and_lists():
-    """Exporters come from a list, a comma string, OTEL_METRICS_EXPORTER; duplicates collapse, 'none' alone means none."""
+    """Exporters come from a list, a comma string, OTEL_METRICS_EXPORTER; duplicates collapse, 'none' alone is none."""
     assert load_settings({"exporters": "otlp, prometheus"}, environ={}).exporters == ("otlp", "prometheus")
     assert load_settings({"exporters": ["OTLP", "otlp"]}, environ={}).exporters == ("otlp",)
     assert load_settings(None, environ={"OTEL_METRICS_EXPORTER": "otlp"}).exporters == ("otlp",)

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-import facts
 from otel_rl._internal import dashboard as dash
 from otel_rl._internal.catalog import ALL_METRICS, BY_NAME, CATALOG
 from otel_rl._internal.resource_catalog import RESOURCE_BY_NAME, RESOURCE_METRICS
+
+import facts
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_PATH = ROOT / "grafana" / "dashboards" / "rl-training.json"

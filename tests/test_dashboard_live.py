@@ -17,6 +17,7 @@ import pytest
 import otel_rl
 from otel_rl._internal.dashboard import build_dashboard, panel_queries, parse_label_values, substitute, variable_queries
 from otel_rl.demo.run import run_demo
+
 from procs import ROOT, Prometheus, http_get, wait_until, workdir
 
 pytestmark = pytest.mark.integration

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -63,4 +64,17 @@ def test_cli_stack_pushes_the_demo_through_the_collector(monkeypatch, capsys):
         monkeypatch.setenv(name, f"127.0.0.1:{free_port()}")
     assert main(["stack", "--exit", "--iterations", "3", "--prometheus-port", str(free_port())]) == 0
     out = capsys.readouterr().out
-    assert "3 iterations" in out and "Prometheus counts no episodes" not in out
+    found = re.search(r"3 iterations in .* this run recorded (\d+) episodes, Prometheus counts (\d+)\. ", out)
+    assert found, out
+    assert found.group(1) == found.group(2) == "30", out  # after the final flush, all of them (3 x 10 episodes)
+
+
+def test_stack_finds_its_collector_config_in_the_package():
+    """`otel-rl stack` reads the collector config shipped as package data, identical to collector/'s."""
+    from pathlib import Path
+
+    from otel_rl._internal.stack import collector_config
+
+    repo = Path(__file__).resolve().parent.parent / "collector" / "otelcol-config.yaml"
+    with collector_config() as path:
+        assert path.read_bytes() == repo.read_bytes()

@@ -15,9 +15,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.parser import text_string_to_metric_families
 
 from otel_rl.compat import prometheus_metrics as compat
-from procs import free_port
 
 import facts
+from procs import free_port
 
 FACTS = facts.load()
 SEED_NAMES = [m["name"] for m in FACTS["metrics"]]

@@ -29,13 +29,13 @@ PUBLIC = {
 
 
 def _seed_signatures() -> dict[str, inspect.Signature]:
-    """The helpers' signatures as the facts file writes them, e.g. ``record_training_start(algorithm, run_id='default')``."""
+    """The helpers' signatures as the facts file writes them, e.g. ``record_training_start(algorithm, run_id=...)``."""
     out = {}
     for helper in FACTS["helpers"]:
         tree = ast.parse(f"def {helper['call']}: pass")
         func = tree.body[0]
         namespace: dict = {}
-        exec(compile(ast.Module([func], []), "<facts>", "exec"), namespace)  # noqa: S102 (trusted facts file)
+        exec(compile(ast.Module([func], []), "<facts>", "exec"), namespace)  # trusted facts file
         out[func.name] = inspect.signature(namespace[func.name])
     return out
 
@@ -54,7 +54,7 @@ def test_every_public_name_is_importable():
     for name in otel_rl.__all__:
         assert getattr(otel_rl, name) is not None, name
     namespace: dict = {}
-    exec("from otel_rl import *", namespace)  # noqa: S102
+    exec("from otel_rl import *", namespace)
     assert set(namespace) - {"__builtins__"} == set(otel_rl.__all__)
 
 
@@ -79,8 +79,8 @@ def test_version_is_a_string():
 
 
 def test_testing_module_exports():
-    """otel_rl.testing exports reset, value, histogram and dropped."""
-    assert set(testing.__all__) == {"dropped", "histogram", "reset", "value"}
+    """otel_rl.testing exports reset, value, histogram, dropped and the capture_metrics context manager."""
+    assert set(testing.__all__) == {"CapturedMetrics", "capture_metrics", "dropped", "histogram", "reset", "value"}
     for name in testing.__all__:
         assert callable(getattr(testing, name))
 
@@ -116,7 +116,7 @@ def test_compat_exposes_the_seed_metric_objects():
     for fact in FACTS["metrics"]:
         metric = getattr(compat, fact["name"])
         assert fact["name"] in compat.__all__
-        assert tuple(metric.label_keys) == tuple(fact["labels"])
+        assert tuple(metric._labelnames) == tuple(fact["labels"])  # prometheus_client's attribute name
         assert callable(metric.labels)
 
 

@@ -208,7 +208,7 @@ def test_helpers_are_fast_enough():
     """A record call stays cheap (well under 50 microseconds on average), so it can sit in a training loop."""
     calls = 20000
     started = time.perf_counter()
-    for i in range(calls):
+    for _ in range(calls):
         otel_rl.record_episode("PPO", "agent_0", -1.5, 100)
     per_call = (time.perf_counter() - started) / calls
     assert per_call < 50e-6

@@ -13,6 +13,7 @@ import otel_rl
 from otel_rl import testing
 from otel_rl._internal import store
 from otel_rl._internal.catalog import OVERFLOW_LABEL
+from otel_rl._internal.store import REGISTRY
 from otel_rl.compat import prometheus_metrics as compat
 
 
@@ -191,8 +192,31 @@ def test_seed_metric_objects_keep_prometheus_client_calls():
     assert testing.value("rl_training_runs_total", algorithm="PPO", status="started") == 1.0
     assert testing.value("rl_training_active", algorithm="PPO") == 1.0
     assert testing.histogram("rl_training_episode_reward", algorithm="PPO", agent_id="a").counts[1] == 1
-    compat.rl_training_active.labels("PPO").inc()  # wrong operation for a gauge: dropped, not raised
-    assert testing.value("rl_training_active", algorithm="PPO") == 1.0
+    compat.rl_training_active.labels("PPO").inc()  # gauges take inc, as in prometheus_client
+    assert testing.value("rl_training_active", algorithm="PPO") == 2.0
+
+
+def test_gauge_child_inc_adds_and_bad_amounts_drop():
+    """A gauge's labels(...).inc() adds (also below zero); a bad amount is dropped and counted."""
+    gauge = REGISTRY.gauge("rl_training_active")
+    gauge.labels("PPO").inc()
+    gauge.labels("PPO").inc(-3)
+    gauge.labels("PPO").inc("x")
+    assert testing.value("rl_training_active", algorithm="PPO") == -2.0
+    assert testing.dropped("rl_training_active", "wrong_type") == 1
+
+
+def test_remove_forgets_one_labelled_series():
+    """remove(key) forgets that series only; unlabelled metrics keep their single series."""
+    counter = REGISTRY.counter("rl_training_errors_total")
+    counter.add(("a",), 1.0)
+    counter.add(("b",), 1.0)
+    counter.remove(("a",))
+    counter.remove(("zzz",))
+    assert [key for key, _ in counter.snapshot()] == [("b",)]
+    loads = REGISTRY.histogram("rl_training_data_load_time_seconds")
+    loads.remove(())
+    assert [key for key, _ in loads.snapshot()] == [()]
 
 
 def test_threads_record_exact_totals():

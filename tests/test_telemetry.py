@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import threading
 import time
 import urllib.error
@@ -17,6 +18,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 
 import otel_rl
+
 from procs import free_port
 
 
@@ -338,3 +340,32 @@ def test_scrape_after_reset_shows_no_stale_values(telemetry):
     assert b'rl_training_environment_steps_total{algorithm="PPO"} 3.0' in telemetry.metrics_text()
     testing.reset()
     assert b"rl_training_environment_steps_total{" not in telemetry.metrics_text()
+
+
+# -- settings and resource ---------------------------------------------------------------------------------------------
+
+
+def test_init_telemetry_accepts_a_settings_instance():
+    """A public Settings works as the config, is validated like a mapping, and reading the environment is skipped."""
+    import dataclasses
+
+    settings = otel_rl.Settings(service_name="from-settings", exporters=("prometheus",),
+                                prometheus=dataclasses.replace(otel_rl.Settings().prometheus, host="127.0.0.1", port=0))
+    handle = otel_rl.init_telemetry(settings)
+    assert handle.settings == settings and handle.prometheus_port
+    assert otel_rl.init_telemetry(settings) is handle
+    handle.shutdown()
+    with pytest.raises(otel_rl.ConfigError, match="cardinality_limit.*-3"):
+        otel_rl.init_telemetry(otel_rl.Settings(exporters=("none",), cardinality_limit=-3))
+
+
+def test_resource_comes_from_the_sdk_with_the_service_on_top(monkeypatch):
+    """Resource.create: the SDK names itself in telemetry.sdk.*, otel-rl adds service.name and service.instance.id."""
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "team=rl,service.name=from-env-attrs")
+    handle = otel_rl.init_telemetry({"service_name": "trainer-y", "exporters": ["none"]})
+    attributes = dict(handle.resource.attributes)
+    assert attributes["telemetry.sdk.name"] == "opentelemetry"
+    assert attributes["telemetry.sdk.language"] == "python"
+    assert attributes["service.name"] == "trainer-y"
+    assert attributes["team"] == "rl"
+    assert attributes["service.instance.id"].endswith(f"-{os.getpid()}")

@@ -6,12 +6,20 @@ histogram and the SDK's synchronous ``Histogram.record`` drops negative values (
 differential entropies are negative). Their points are built from the store as standard OTel
 ``HistogramDataPoint`` objects and added to the collection by the readers below, through the SDK's documented
 ``MetricReader._receive_metrics`` hook. Every reader therefore sees the same data, in catalog order.
+
+Only public or documented SDK APIs are used, so any ``opentelemetry-sdk`` from 1.39 to the newest 1.x works.
+The SDK skips ``_receive_metrics`` when no instrument has a point; a marker gauge that always reports one keeps
+histogram-only state (a data load time, losses) flowing, and is removed again before anything is exported.
+What older SDKs lack is detected, not assumed: ``cardinality_limits=`` (from 1.45.2) is passed only when the
+reader accepts it; older SDKs apply no cardinality limit of their own, so the store's limit is the only one.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
@@ -33,20 +41,24 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from otel_rl._internal.catalog import ALL_METRICS
 from otel_rl._internal.store import Registry
-from otel_rl._internal.store import Histogram as HistogramState
 
 SCOPE_NAME = "otel_rl"
+#: An observable gauge that always has one point, so that the SDK hands every collection to ``_receive_metrics``
+#: (it skips the call when no instrument has points). :meth:`Bridge.complete` removes it again.
+MARKER_NAME = "otel_rl.collection"
 
 
 def cumulative_temporality() -> dict[type, AggregationTemporality]:
     """Cumulative for every instrument kind: remote write drops delta sums, and cumulative survives outages."""
     from opentelemetry.sdk.metrics import (
         Counter,
-        Histogram as SdkHistogram,
         ObservableCounter,
         ObservableGauge,
         ObservableUpDownCounter,
         UpDownCounter,
+    )
+    from opentelemetry.sdk.metrics import (
+        Histogram as SdkHistogram,
     )
 
     kinds = (Counter, UpDownCounter, SdkHistogram, ObservableCounter, ObservableUpDownCounter, ObservableGauge)
@@ -70,6 +82,7 @@ class Bridge:
         self.provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False,
                                       exemplar_filter=AlwaysOffExemplarFilter())
         meter = self.provider.get_meter(SCOPE_NAME, version)
+        meter.create_observable_gauge(MARKER_NAME, [_marker], "1", "internal to otel-rl; never exported")
         for spec in ALL_METRICS:
             state = registry[spec.name]
             if spec.type == "counter":
@@ -78,7 +91,7 @@ class Bridge:
                 meter.create_observable_gauge(spec.name, [self._callback(state)], spec.unit, spec.help)
 
     @staticmethod
-    def _callback(state) -> Callable[[CallbackOptions], list[Observation]]:
+    def _callback(state: Any) -> Callable[[CallbackOptions], list[Observation]]:
         def observe(options: CallbackOptions) -> list[Observation]:
             attributes = state.attributes
             return [Observation(value, attributes(key)) for key, value in state.snapshot()]
@@ -93,7 +106,7 @@ class Bridge:
         for spec in ALL_METRICS:
             if spec.type != "histogram":
                 continue
-            state: HistogramState = self.registry[spec.name]  # type: ignore[assignment]
+            state = self.registry.histogram(spec.name)
             points = [
                 HistogramDataPoint(
                     attributes=state.attributes(key),
@@ -122,7 +135,7 @@ class Bridge:
             others = []
             for sm in rm.scope_metrics:
                 if sm.scope.name == SCOPE_NAME:
-                    ours.extend(sm.metrics)
+                    ours.extend(m for m in sm.metrics if m.name != MARKER_NAME)
                     schema_url = sm.schema_url
                 else:
                     others.append(sm)
@@ -139,19 +152,14 @@ class CatalogReaderMixin:
 
     _bridge: Bridge | None = None
 
-    def _set_collect_callback(self, func):  # type: ignore[no-untyped-def]
-        # The SDK's collect returns None when no instrument has points, and the reader then skips
-        # _receive_metrics: histogram-only state (a data load time, losses) would never be exported.
-        def collect(reader, timeout_millis: float = 10_000):
-            data = func(reader, timeout_millis=timeout_millis)
-            return data if data is not None else MetricsData([])
-
-        super()._set_collect_callback(collect if func is not None else None)  # type: ignore[misc]
-
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> None:
         if self._bridge is not None:
             metrics_data = self._bridge.complete(metrics_data)
         super()._receive_metrics(metrics_data, timeout_millis=timeout_millis, **kwargs)  # type: ignore[misc]
+
+
+def _marker(options: CallbackOptions) -> list[Observation]:
+    return [Observation(1)]
 
 
 class ResultKeepingExporter(MetricExporter):
@@ -161,9 +169,11 @@ class ResultKeepingExporter(MetricExporter):
     that the final values never reached the collector.
     """
 
-    def __init__(self, inner: MetricExporter) -> None:
-        super().__init__(preferred_temporality=inner._preferred_temporality,
-                         preferred_aggregation=inner._preferred_aggregation)
+    def __init__(self, inner: MetricExporter,
+                 preferred_temporality: dict[type, AggregationTemporality] | None = None,
+                 preferred_aggregation: dict[type, Any] | None = None) -> None:
+        # The preferences are given, not read from ``inner``'s private attributes: the reader asks this object.
+        super().__init__(preferred_temporality=preferred_temporality, preferred_aggregation=preferred_aggregation)
         self.inner = inner
         self.last_result: MetricExportResult | None = None
         self.in_flight = False
@@ -190,10 +200,9 @@ class PeriodicReader(CatalogReaderMixin, PeriodicExportingMetricReader):
 
     def __init__(self, exporter: MetricExporter, interval_s: float, timeout_s: float,
                  cardinality_limit: int) -> None:
-        self.exporter = ResultKeepingExporter(exporter)
+        self.exporter = ResultKeepingExporter(exporter, cumulative_temporality())
         super().__init__(self.exporter, export_interval_millis=interval_s * 1000.0,
-                         export_timeout_millis=timeout_s * 1000.0,
-                         cardinality_limits=_limits(cardinality_limit))
+                         export_timeout_millis=timeout_s * 1000.0, **reader_limits(cardinality_limit))
 
     @property
     def last_export_failed(self) -> bool:
@@ -217,14 +226,23 @@ class PullReader(CatalogReaderMixin, _LatestCollection):
     """A reader that collects on demand (a scrape) and keeps the latest, completed collection."""
 
     def __init__(self, cardinality_limit: int) -> None:
-        super().__init__(preferred_temporality=cumulative_temporality(),
-                         cardinality_limits=_limits(cardinality_limit))
+        super().__init__(preferred_temporality=cumulative_temporality(), **reader_limits(cardinality_limit))
 
 
-def _limits(cardinality_limit: int) -> dict[type, int]:
-    # The store applies the limit (and its overflow series); the SDK must never cut below it. The dropped-values
-    # counter is exempt from the store's limit, so leave room for its metric x reason label sets too.
+def sdk_has_cardinality_limits() -> bool:
+    """Whether this SDK's readers take ``cardinality_limits=`` (opentelemetry-sdk 1.45.2 and later)."""
+    return "cardinality_limits" in inspect.signature(MetricReader.__init__).parameters
+
+
+def reader_limits(cardinality_limit: int) -> Mapping[str, Any]:
+    """Keyword arguments for a reader: the SDK must never cut a stream below the store's limit.
+
+    The store applies the limit (and its overflow series). The dropped-values counter is exempt from it, so
+    leave room for its metric x reason label sets too. SDKs before 1.45.2 have no limit of their own: nothing to pass.
+    """
+    if not sdk_has_cardinality_limits():
+        return {}
     from opentelemetry.sdk.metrics import ObservableCounter, ObservableGauge
 
     limit = cardinality_limit + 1 + 16 * len(ALL_METRICS)
-    return {ObservableCounter: limit, ObservableGauge: limit}
+    return {"cardinality_limits": {ObservableCounter: limit, ObservableGauge: limit}}

@@ -1,8 +1,9 @@
 """The metric catalog: every series otel-rl produces, as data.
 
 Instruments, the Prometheus exposition, the metrics reference, the Grafana dashboard and the alerting rules are
-all derived from :data:`CATALOG`. Names, label keys, buckets and help texts are the seed module's
-(``shared/reference/seed-metrics.json``), so dashboards and queries written for it keep working.
+all derived from :data:`CATALOG`. Names, label keys, buckets and help texts are those of the original
+``prometheus_metrics`` module (prometheus_client) that otel-rl replaces (facts in
+``tests/data/seed-metrics.json``), so dashboards and queries written for it keep working.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ _LOAD_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _AR = ("algorithm", "run_id")
 _AA = ("algorithm", "agent_id")
 
-# Order matters: it is the seed module's definition order, which is also the exposition order.
+# Order matters: it is the original module's definition order, which is also the exposition order.
 CATALOG: tuple[MetricSpec, ...] = (
     MetricSpec("rl_training_runs_total", "counter", ("algorithm", "status"),
                "Total number of training runs started", group="lifecycle",
@@ -112,7 +113,7 @@ DROPPED_VALUES = MetricSpec(
     group="sdk", recorded_by=("every record_* helper",),
 )
 
-#: Every metric otel-rl exports, seed metrics first.
+#: Every metric otel-rl exports, the original module's metrics first.
 ALL_METRICS: tuple[MetricSpec, ...] = CATALOG + (DROPPED_VALUES,)
 
 BY_NAME: dict[str, MetricSpec] = {spec.name: spec for spec in ALL_METRICS}

@@ -228,7 +228,7 @@ SETTINGS: tuple[_Setting, ...] = (
 
 _BY_KEY = {s.key: s for s in SETTINGS}
 _SECTIONS = {"prometheus", "otlp"}
-#: Keys of the seed's ``monitoring:`` section that map onto ours.
+#: Keys of the original ``prometheus_metrics`` module's ``monitoring:`` section that map onto ours.
 _ALIASES = {"prometheus_port": "prometheus.port"}
 
 
@@ -257,7 +257,7 @@ def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def read_config(config: Mapping[str, Any] | str | os.PathLike[str] | None) -> dict[str, Any]:
     """The explicit config as a flat ``{dotted key: raw value}`` mapping.
 
-    A path names a YAML file. When that file (or mapping) has a ``monitoring:`` section, as the seed's
+    A path names a YAML file. When that file (or mapping) has a ``monitoring:`` section, as the original module's
     ``config/production_config.yaml`` does, only that section is read and the rest belongs to the application.
     """
     if config is None:

@@ -3,7 +3,7 @@
 ``grafana/dashboards/rl-training.json`` is the output of :func:`write_dashboard` (``otel-rl dashboard``); edit
 this module, not the JSON. Every selector is built by :func:`_sel`, which adds ``job=~"$job"`` and a matcher for
 each template variable whose label the metric has (:attr:`MetricSpec.labels`), and nothing else: a panel can
-never filter on a label its metric lacks (the seed's "Training Errors" defect).
+never filter on a label its metric lacks (the original dashboard's "Training Errors" defect).
 
 Counters and histograms are read in ways that also work for short and finished runs: stat and table panels are
 instant queries over the dashboard range (``max_over_time``/``last_over_time`` over ``$__range``), mean losses
@@ -43,10 +43,7 @@ _DS = {"type": "prometheus", "uid": "${datasource}"}
 #: Template variables that filter series, in the order they appear; each filters only metrics with that label.
 VARIABLES: tuple[str, ...] = ("algorithm", "run_id", "agent_id")
 
-#: Grafana's own variables the queries use (besides ``$job`` and :data:`VARIABLES`).
-_GRAFANA_VARIABLES = ("__rate_interval", "__interval", "__range")
-
-#: Each panel of the seed dashboard -> the panel here that keeps its intent.
+#: Each panel of the original dashboard -> the panel here that keeps its intent.
 SEED_PANELS: dict[str, str] = {
     "Training Runs Total": "Training runs",
     "Active Training": "Active training",

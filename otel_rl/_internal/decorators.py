@@ -184,7 +184,7 @@ class _StepRecorder:
             rec.record_environment_steps(algorithm, steps)
         rewards, lengths = parsed.episode_rewards, parsed.episode_lengths
         new = parsed.episodes_this_iter
-        if isinstance(new, numbers.Integral) and not isinstance(new, bool) and 0 <= new < len(rewards):
+        if isinstance(new, numbers.Integral) and not isinstance(new, bool) and 0 <= int(new) < len(rewards):
             # RLlib's hist_stats is a window over the last 100 episodes: only the newest are this iteration's.
             rewards, lengths = (rewards[-new:], lengths[-new:]) if new else ([], [])
         episode = (algorithm, self.agent_id)

@@ -1,8 +1,9 @@
 """The Prometheus pull path: a reader's collection rendered as Prometheus text, served over HTTP.
 
 Rendering goes through prometheus_client's own encoders (text 0.0.4 and OpenMetrics), so escaping and number
-formatting (``le="10.0"``) are exactly what the seed module exposed. Families are built from OTel data points with
-no ``otel_scope_*`` labels and no ``target_info``, so the pull path shows the same series as the collector path.
+formatting (``le="10.0"``) are exactly what the original ``prometheus_metrics`` module exposed. Families are
+built from OTel data points with no ``otel_scope_*`` labels and no ``target_info``, so the pull path shows the
+same series as the collector path.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ def families(data: MetricsData | None) -> list[PromMetric]:
     if data is not None:
         for rm in data.resource_metrics:
             for sm in rm.scope_metrics:
-                for metric in sm.metrics:
-                    found.setdefault(metric.name, metric)
+                for otel_metric in sm.metrics:
+                    found.setdefault(otel_metric.name, otel_metric)
     result = []
     for spec in ALL_METRICS:
         family = PromMetric(spec.family, spec.help, spec.type)
@@ -73,6 +74,7 @@ def _resource_families(found: dict[str, Any]) -> list[PromMetric]:
 
 
 def _add_samples(family: PromMetric, name: str, data: Any) -> None:
+    point: Any
     if isinstance(data, Histogram):
         for point in data.data_points:
             labels = dict(point.attributes)
@@ -146,7 +148,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    do_HEAD = do_GET
+    do_HEAD = do_GET  # noqa: N815 (http.server's naming)
 
     def log_message(self, format: str, *args: Any) -> None:  # scrapes every 10 s would flood the training log
         _logger.debug("otel-rl metrics server: " + format, *args)

@@ -1,4 +1,5 @@
-"""The seed module's ``record_*`` helpers, same signatures and semantics, on otel-rl's metric state.
+"""The ``record_*`` helpers of the original ``prometheus_metrics`` module (prometheus_client) that otel-rl
+replaces, with the same signatures and semantics, on otel-rl's metric state.
 
 Each helper never raises: bad values are dropped and counted (see :mod:`otel_rl._internal.store`), and anything
 unexpected is logged. Values recorded before :func:`otel_rl.init_telemetry` are kept and exported once it runs.
@@ -17,29 +18,29 @@ from otel_rl._internal.store import REGISTRY
 _logger = logging.getLogger("otel_rl")
 F = TypeVar("F", bound=Callable[..., Any])
 
-_runs = REGISTRY["rl_training_runs_total"]
-_duration = REGISTRY["rl_training_duration_seconds"]
-_iterations = REGISTRY["rl_training_iterations_total"]
-_episodes = REGISTRY["rl_training_episodes_total"]
-_episode_reward = REGISTRY["rl_training_episode_reward"]
-_episode_length = REGISTRY["rl_training_episode_length"]
+_runs = REGISTRY.counter("rl_training_runs_total")
+_duration = REGISTRY.histogram("rl_training_duration_seconds")
+_iterations = REGISTRY.counter("rl_training_iterations_total")
+_episodes = REGISTRY.counter("rl_training_episodes_total")
+_episode_reward = REGISTRY.histogram("rl_training_episode_reward")
+_episode_length = REGISTRY.histogram("rl_training_episode_length")
 _performance = {
-    "sharpe_ratio": (REGISTRY["rl_training_sharpe_ratio"], 1.0),
-    "max_drawdown": (REGISTRY["rl_training_max_drawdown"], 1.0),
-    "win_rate": (REGISTRY["rl_training_win_rate"], 100.0),
-    "total_return": (REGISTRY["rl_training_total_return"], 100.0),
+    "sharpe_ratio": (REGISTRY.gauge("rl_training_sharpe_ratio"), 1.0),
+    "max_drawdown": (REGISTRY.gauge("rl_training_max_drawdown"), 1.0),
+    "win_rate": (REGISTRY.gauge("rl_training_win_rate"), 100.0),
+    "total_return": (REGISTRY.gauge("rl_training_total_return"), 100.0),
 }
-_current_iteration = REGISTRY["rl_training_current_iteration"]
-_reward_mean = REGISTRY["rl_training_episode_reward_mean"]
-_length_mean = REGISTRY["rl_training_episode_length_mean"]
-_policy_loss = REGISTRY["rl_training_policy_loss"]
-_value_loss = REGISTRY["rl_training_value_loss"]
-_entropy = REGISTRY["rl_training_entropy"]
-_data_load = REGISTRY["rl_training_data_load_time_seconds"]
-_env_steps = REGISTRY["rl_training_environment_steps_total"]
-_errors = REGISTRY["rl_training_errors_total"]
-_active = REGISTRY["rl_training_active"]
-_start_timestamp = REGISTRY["rl_training_start_timestamp"]
+_current_iteration = REGISTRY.gauge("rl_training_current_iteration")
+_reward_mean = REGISTRY.gauge("rl_training_episode_reward_mean")
+_length_mean = REGISTRY.gauge("rl_training_episode_length_mean")
+_policy_loss = REGISTRY.histogram("rl_training_policy_loss")
+_value_loss = REGISTRY.histogram("rl_training_value_loss")
+_entropy = REGISTRY.histogram("rl_training_entropy")
+_data_load = REGISTRY.histogram("rl_training_data_load_time_seconds")
+_env_steps = REGISTRY.counter("rl_training_environment_steps_total")
+_errors = REGISTRY.counter("rl_training_errors_total")
+_active = REGISTRY.gauge("rl_training_active")
+_start_timestamp = REGISTRY.gauge("rl_training_start_timestamp")
 
 
 def _never_raises(func: F) -> F:
@@ -112,7 +113,7 @@ def record_episode_metrics(algorithm: str, run_id: str, reward_mean: float, leng
 @_never_raises
 def record_performance_metrics(algorithm: str, agent_id: str, metrics: Mapping[str, Any]) -> None:
     """Trading figures present in ``metrics``: sharpe_ratio and max_drawdown as given, win_rate and total_return
-    given as fractions and stored as percentages (x100), as the seed did."""
+    given as fractions and stored as percentages (x100), as the original module did."""
     key = (_s(algorithm), _s(agent_id))
     for name, value in metrics.items():
         target = _performance.get(name)

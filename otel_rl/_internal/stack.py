@@ -2,11 +2,13 @@
 
 Needs a ``prometheus`` binary on PATH (Debian's package; ``scripts/install-prometheus.sh``) and the collector:
 ``$OTEL_RL_COLLECTOR``, or built by ``scripts/build-collector.sh`` when run from a checkout (``make stack`` does
-both). Everything listens on 127.0.0.1 and stops on Ctrl-C.
+both). The collector config ships inside the package and the alerting rules are generated from the catalog, so it
+works from an installed wheel too. Everything listens on 127.0.0.1 and stops on Ctrl-C.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -16,9 +18,18 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextlib.contextmanager
+def collector_config() -> Iterator[Path]:
+    """The collector config shipped with the package, as a file path (also from a zip or a wheel)."""
+    with resources.as_file(resources.files("otel_rl") / "_data" / "otelcol-config.yaml") as path:
+        yield path
 
 
 def _collector_binary() -> str:
@@ -55,6 +66,19 @@ def _query(url: str, expr: str) -> float | None:
     return float(result[0]["value"][1]) if result else None
 
 
+def wait_for_count(prom_url: str, expected: float, timeout: float) -> float | None:
+    """Prometheus's ``sum(rl_training_episodes_total)`` once it reaches ``expected``, or the last value seen
+    when ``timeout`` passes first (the final export goes through the collector's batch and a remote write)."""
+    deadline = time.monotonic() + timeout
+    seen = None
+    while time.monotonic() < deadline:
+        seen = _query(prom_url, "sum(rl_training_episodes_total)")
+        if seen is not None and seen >= expected:
+            break
+        time.sleep(0.5)
+    return seen
+
+
 def run_stack(iterations: int = 60, seed: int = 0, protocol: str = "grpc", prometheus_port: int = 9090,
               keep: bool = True) -> int:
     """Start Prometheus and the collector, push a demo run through them, print where to look.
@@ -62,6 +86,9 @@ def run_stack(iterations: int = 60, seed: int = 0, protocol: str = "grpc", prome
     The collector's listen addresses come from the same variables its config reads (``OTELCOL_OTLP_GRPC_ENDPOINT``,
     ``OTELCOL_OTLP_HTTP_ENDPOINT``, ``OTELCOL_HEALTH_ENDPOINT``). With ``keep`` everything runs until Ctrl-C.
     """
+    from otel_rl._internal.rules import write_rules
+    from otel_rl._internal.store import REGISTRY
+    from otel_rl._internal.telemetry import current
     from otel_rl.demo.run import run_demo
 
     prometheus = shutil.which("prometheus")
@@ -73,11 +100,13 @@ def run_stack(iterations: int = 60, seed: int = 0, protocol: str = "grpc", prome
     health_address = os.environ.get("OTELCOL_HEALTH_ENDPOINT", "127.0.0.1:13133")
     workdir = Path(tempfile.mkdtemp(prefix="otel-rl-stack-"))
     config = workdir / "prometheus.yml"
-    rules = sorted((_ROOT / "prometheus" / "rules").glob("*.yml"))
+    rules = workdir / "otel-rl.rules.yml"
+    write_rules(rules)
     config.write_text("global:\n  scrape_interval: 10s\n  evaluation_interval: 10s\n"
-                      + ("rule_files:\n" + "".join(f"  - {r}\n" for r in rules) if rules else ""))
+                      f"rule_files:\n  - {rules}\n")
     prom_url = f"http://127.0.0.1:{prometheus_port}"
     processes: list[subprocess.Popen] = []
+    stack = contextlib.ExitStack()
     try:
         processes.append(subprocess.Popen(
             [prometheus, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
@@ -85,22 +114,23 @@ def run_stack(iterations: int = 60, seed: int = 0, protocol: str = "grpc", prome
              "--log.level=warn"], stdout=open(workdir / "prometheus.log", "wb"), stderr=subprocess.STDOUT))
         _wait(prom_url + "/-/ready", "Prometheus", processes[-1])
         env = {**os.environ, "PROMETHEUS_REMOTE_WRITE_ENDPOINT": prom_url + "/api/v1/write"}
+        collector_yaml = stack.enter_context(collector_config())
         processes.append(subprocess.Popen(
-            [collector, f"--config={_ROOT / 'collector' / 'otelcol-config.yaml'}"], env=env,
+            [collector, f"--config={collector_yaml}"], env=env,
             stdout=open(workdir / "collector.log", "wb"), stderr=subprocess.STDOUT))
         _wait(f"http://{health_address}/", "the collector", processes[-1])
         endpoint = f"http://{grpc_address}" if protocol == "grpc" else f"http://{http_address}/v1/metrics"
         print(f"otel-rl stack: Prometheus {prom_url}, collector OTLP {endpoint}; logs in {workdir}", file=sys.stderr)
-        result = run_demo(iterations=iterations, seed=seed, config={
+        result = run_demo(iterations=iterations, seed=seed, shutdown=False, config={
             "service_name": "otel-rl-demo", "exporters": ["otlp"],
             "otlp": {"endpoint": endpoint, "protocol": protocol, "export_interval": 2.0}})
-        episodes = None
-        deadline = time.monotonic() + 15
-        while episodes is None and time.monotonic() < deadline:  # the final export lands within a batch timeout
-            episodes = _query(prom_url, "sum(rl_training_episodes_total)")
-            time.sleep(0.5)
-        print(f"otel-rl stack: {result.iterations} iterations in {result.seconds:.1f} s; Prometheus counts "
-              f"{episodes if episodes is not None else 'no'} episodes. Try:\n"
+        recorded = sum(value for _, value in REGISTRY.counter("rl_training_episodes_total").snapshot())
+        telemetry = current()
+        flushed = telemetry.shutdown() if telemetry is not None else False  # the final export, with its timeout
+        episodes = wait_for_count(prom_url, recorded, timeout=30.0)
+        print(f"otel-rl stack: {result.iterations} iterations in {result.seconds:.1f} s; this run recorded "
+              f"{recorded:g} episodes, Prometheus counts {'no' if episodes is None else f'{episodes:g}'}"
+              f"{'' if flushed else ' (the final export did not succeed)'}. Try:\n"
               f"  {prom_url}/graph?g0.expr=rl_training_episode_reward_mean\n"
               f"  curl -s '{prom_url}/api/v1/query?query=sum(rl_training_episodes_total)'")
         if episodes is None:
@@ -109,10 +139,11 @@ def run_stack(iterations: int = 60, seed: int = 0, protocol: str = "grpc", prome
             print("otel-rl stack: running; Ctrl-C stops Prometheus and the collector", file=sys.stderr)
             while True:
                 time.sleep(3600)
-        return 0 if episodes is not None else 1
+        return 0 if episodes == recorded else 1
     except KeyboardInterrupt:
         return 130
     finally:
+        stack.close()
         for process in reversed(processes):
             process.terminate()
         for process in processes:

@@ -14,7 +14,7 @@ import threading
 import time
 from bisect import bisect_left
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from otel_rl._internal.catalog import ALL_METRICS, DROPPED_VALUES, OVERFLOW_LABEL, MetricSpec
 
@@ -95,10 +95,22 @@ class Registry:
         for spec in specs:
             cls = _KINDS[spec.type]
             self.metrics[spec.name] = cls(spec, self)
-        self.dropped: Counter = self.metrics[DROPPED_VALUES.name]  # type: ignore[assignment]
+        self.dropped: Counter = self.counter(DROPPED_VALUES.name)
 
     def __getitem__(self, name: str) -> Metric:
         return self.metrics[name]
+
+    def counter(self, name: str) -> Counter:
+        """The counter ``name``; TypeError when the catalog declares it as another type (a programming error)."""
+        return _typed(self.metrics[name], Counter)
+
+    def gauge(self, name: str) -> Gauge:
+        """The gauge ``name`` (see :meth:`counter`)."""
+        return _typed(self.metrics[name], Gauge)
+
+    def histogram(self, name: str) -> Histogram:
+        """The histogram ``name`` (see :meth:`counter`)."""
+        return _typed(self.metrics[name], Histogram)
 
     def drop(self, metric: str, reason: _Reason, value: Any = None) -> None:
         """Count a dropped value and log it the first time this metric drops for this reason."""
@@ -147,6 +159,12 @@ class Metric:
 
     def _new_series(self) -> Any:
         raise NotImplementedError
+
+    def remove(self, key: tuple[str, ...]) -> None:
+        """Forget one labelled series (prometheus_client's ``remove``); an unknown key is ignored."""
+        if self.label_keys:
+            with self._lock:
+                self._series.pop(key, None)
 
     def key(self, labels: tuple[Any, ...]) -> tuple[str, ...] | None:
         """Turn label values into a series key, or None when they do not fit the label keys."""
@@ -248,6 +266,17 @@ class Gauge(Metric):
                 key = self._admit(key)
             series[key] = value
 
+    def add(self, key: tuple[str, ...], amount: Any) -> None:
+        """Add ``amount`` (negative to decrease), as prometheus_client's ``Gauge.inc``/``dec``."""
+        if type(amount) is not float or amount - amount != 0.0:
+            amount = self._checked(amount)
+            if amount is None:
+                return
+        with self._lock:
+            if key not in self._series:
+                key = self._admit(key)
+            self._series[key] = self._series.get(key, 0.0) + amount
+
     def snapshot(self) -> list[tuple[tuple[str, ...], float]]:
         with self._lock:
             return list(self._series.items())
@@ -325,7 +354,8 @@ class Child:
         self._metric._registry.drop(self._metric.name, BAD_LABELS)
 
     def inc(self, amount: Any = 1.0) -> None:
-        if self._key is None or not isinstance(self._metric, Counter):
+        """Add to a counter or a gauge (prometheus_client's gauges take ``inc`` too)."""
+        if self._key is None or not isinstance(self._metric, (Counter, Gauge)):
             return self._bad()
         self._metric.add(self._key, amount)
 
@@ -338,6 +368,15 @@ class Child:
         if self._key is None or not isinstance(self._metric, Histogram):
             return self._bad()
         self._metric.observe(self._key, value)
+
+
+_M = TypeVar("_M", bound="Metric")
+
+
+def _typed(metric: Metric, kind: type[_M]) -> _M:
+    if not isinstance(metric, kind):
+        raise TypeError(f"{metric.name} is a {metric.spec.type}, not a {kind.__name__.lower()}")
+    return metric
 
 
 _KINDS: dict[str, type[Metric]] = {"counter": Counter, "gauge": Gauge, "histogram": Histogram}

@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import fields, is_dataclass
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import MetricReader
@@ -71,6 +72,30 @@ class Telemetry:
     def _collect_for_scrape(self):
         self.pull_reader.collect()
         return self.pull_reader.latest
+
+    def serve_prometheus(self, host: str, port: int) -> MetricsServer | None:
+        """Start the ``/metrics`` endpoint on a telemetry that has none (one that pushes OTLP only).
+
+        Returns the running endpoint when there is one already, and None (after logging) when the port cannot be
+        bound. The endpoint stops with :meth:`shutdown`.
+        """
+        with self._shutdown_lock:
+            if self._shutdown_done:
+                return None
+            if self.server is None:
+                server = bind_server(host, port, self.exposition, self.health, strict=False)
+                if server is None:
+                    return None
+                self.server = server.start()
+                _logger.info("otel-rl: serving Prometheus metrics on http://%s:%d/metrics", host, server.port)
+            return self.server
+
+    def stop_prometheus(self, server: MetricsServer) -> None:
+        """Stop an endpoint that :meth:`serve_prometheus` started; the readers go on."""
+        with self._shutdown_lock:
+            if self.server is server:
+                self.server = None
+        server.stop()
 
     @property
     def prometheus_port(self) -> int | None:
@@ -157,16 +182,17 @@ def _bounded(func, timeout: float) -> bool:
 
 
 def _resource(settings: Settings) -> Resource:
+    """The SDK's own resource (``telemetry.sdk.*``, detectors) with the service name, instance id and the
+    configured attributes on top. Settings already resolved OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME."""
     attributes: dict[str, Any] = {
         "service.name": settings.service_name,
         "service.instance.id": f"{socket.gethostname()}-{os.getpid()}",
-        "telemetry.sdk.name": "otel-rl",
     }
     given = dict(settings.resource_attributes)
     attributes.update(given)
     if settings.service_name != Settings.service_name or "service.name" not in given:
         attributes["service.name"] = settings.service_name  # OTEL_SERVICE_NAME wins, as the spec says
-    return Resource(attributes)
+    return Resource.create(attributes)
 
 
 def _resource_metrics(settings: Settings, bridge: Bridge):
@@ -214,16 +240,17 @@ def _console_exporter():
     return ConsoleMetricExporter(preferred_temporality=cumulative_temporality())
 
 
-def init_telemetry(config: Mapping[str, Any] | str | os.PathLike[str] | None = None) -> Telemetry:
+def init_telemetry(config: Settings | Mapping[str, Any] | str | os.PathLike[str] | None = None) -> Telemetry:
     """Set up metrics export for this process and return the handle.
 
-    ``config`` is a mapping, the path of a YAML file (its ``monitoring:`` section when it has one) or None to use
-    the environment alone. Explicit config wins over environment variables, which win over defaults. Calling it
-    again with the same settings returns the same handle; with different settings it raises ConfigError until the
-    running telemetry is shut down.
+    ``config`` is a :class:`Settings` (used as given after the same validation; not merged with environment), a
+    mapping, the path of a YAML file (its ``monitoring:`` section when it has one) or None to use the environment
+    alone. Explicit config wins over environment variables, which win over defaults. Calling it again with the
+    same settings returns the same handle; with different settings it raises ConfigError until the running
+    telemetry is shut down.
     """
     global _current
-    settings = load_settings(config)
+    settings = _validated(config) if isinstance(config, Settings) else load_settings(config)
     with _lock:
         if _current is not None:
             if _current.settings == settings:
@@ -234,6 +261,22 @@ def init_telemetry(config: Mapping[str, Any] | str | os.PathLike[str] | None = N
                 "first")
         _current = Telemetry(settings)
         return _current
+
+
+def _validated(settings: Settings) -> Settings:
+    """A hand-built Settings, checked by the same parsers as a mapping (ConfigError naming the key)."""
+    def section(obj: Any) -> dict[str, Any]:
+        out = {}
+        for f in fields(obj):
+            value = getattr(obj, f.name)
+            if is_dataclass(value):
+                value = section(value)
+            elif f.name in ("headers", "resource_attributes") and isinstance(value, tuple):
+                value = dict(value)
+            out[f.name] = value
+        return out
+
+    return load_settings(section(settings), environ={})
 
 
 def current() -> Telemetry | None:

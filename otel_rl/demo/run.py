@@ -72,7 +72,7 @@ def run_demo(iterations: int = 60, episodes_per_iter: int = 10, seed: int = 0,
         if iteration == fail_at and not result.failures_injected:
             result.failures_injected += 1
             raise _InjectedFailure("injected by --inject-failure: the step is retried")
-        outcome = train_iteration(env, agent, episodes_per_iter)
+        outcome: dict[str, Any] = train_iteration(env, agent, episodes_per_iter)
         outcome["training_iteration"] = iteration
         outcome["custom_metrics"] = {AGENT_ID: performance.update(outcome["episode_returns"])}
         return outcome
@@ -117,7 +117,7 @@ class _Performance:
         self.worst_drawdown = max(self.worst_drawdown, (self.peak - mean) / self.peak * 100.0)
         return {
             "sharpe_ratio": mean / std if std > 0 else 0.0,
-            "max_drawdown": self.worst_drawdown,  # percent, as the seed's gauge
+            "max_drawdown": self.worst_drawdown,  # percent, as the original module's gauge
             "win_rate": sum(r >= SOLVED for r in returns) / len(returns),  # fraction: stored as percent
             "total_return": mean / self.first_mean - 1.0,  # fraction: stored as percent
         }

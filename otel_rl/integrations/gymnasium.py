@@ -49,7 +49,7 @@ class RecordEpisodeMetrics(gym.Wrapper):
     def step(self, action: Any):
         # The hot path: two attribute updates and a comparison; the result tuple is passed on as it is.
         result = self.env.step(action)
-        self._return += result[1]
+        self._return += result[1]  # type: ignore[operator]  # SupportsFloat: a number or a numpy scalar
         self._length += 1
         if result[2] or result[3]:
             self._end_episode(result[4])
@@ -118,7 +118,7 @@ class RecordVectorEpisodeMetrics(VectorWrapper):
     def _finish(self, indices: np.ndarray, infos: dict[str, Any]) -> None:
         episode = infos.get("episode") if infos else None
         mask = infos.get("_episode") if episode is not None else None
-        if mask is not None:
+        if mask is not None and episode is not None:
             returns, lengths = np.where(mask, episode["r"], self._returns), np.where(mask, episode["l"], self._lengths)
         else:
             returns, lengths = self._returns, self._lengths

@@ -1,0 +1,83 @@
+"""The bridge plugs into the OpenTelemetry SDK through public or documented hooks only, on every supported SDK."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader
+
+import otel_rl
+from otel_rl._internal import bridge
+from otel_rl._internal.bridge import MARKER_NAME, PeriodicReader, PullReader, ResultKeepingExporter
+
+
+def _sdk_finals(cls: type) -> set[str]:
+    """Names that a base class of ``cls`` from the SDK marks ``@typing.final``."""
+    names = set()
+    for base in cls.__mro__[1:]:
+        if base.__module__.startswith("opentelemetry."):
+            for name, member in vars(base).items():
+                if getattr(member, "__final__", False):
+                    names.add(name)
+    return names
+
+
+@pytest.mark.parametrize("cls", [PullReader, PeriodicReader, ResultKeepingExporter])
+def test_no_sdk_final_method_is_overridden(cls):
+    """otel-rl's readers and exporter override nothing the SDK marks final (such as _set_collect_callback)."""
+    finals = _sdk_finals(cls)
+    assert "collect" in finals or cls is ResultKeepingExporter  # the check itself sees the SDK's markers
+    ours = {name for klass in cls.__mro__ if klass.__module__.startswith("otel_rl") for name in vars(klass)}
+    assert not ours & finals
+
+
+def test_no_private_sdk_attribute_is_read():
+    """The bridge reads no private attribute of an SDK object (``obj._x``), other than its own."""
+    source = inspect.getsource(bridge)
+    assert "_preferred_temporality" not in source and "_preferred_aggregation" not in source
+    assert "_set_collect_callback" not in source
+
+
+def test_histogram_only_state_reaches_the_reader_and_the_marker_does_not():
+    """With only a histogram observed, a collection still carries it, and the internal marker gauge never shows."""
+    handle = otel_rl.init_telemetry({"exporters": ["none"]})
+    otel_rl.record_data_load_time(1.5)
+    handle.pull_reader.collect()
+    names = [m.name for rm in handle.pull_reader.latest.resource_metrics for sm in rm.scope_metrics
+             for m in sm.metrics]
+    assert names == ["rl_training_data_load_time_seconds"]
+    assert MARKER_NAME.encode() not in handle.metrics_text()
+    assert b"otel_rl_collection" not in handle.metrics_text()
+
+
+def test_reader_limits_follow_what_the_sdk_accepts():
+    """``cardinality_limits=`` is passed exactly when this SDK's readers accept it, and never below the store's."""
+    accepts = "cardinality_limits" in inspect.signature(MetricReader.__init__).parameters
+    limits = bridge.reader_limits(5000)
+    assert ("cardinality_limits" in limits) == accepts
+    if accepts:
+        assert min(limits["cardinality_limits"].values()) > 5000
+        PullReader(5000)  # the SDK takes the values
+
+
+def test_result_keeping_exporter_takes_preferences_as_arguments():
+    """The wrapper's temporality is the one given to it, whatever the inner exporter prefers."""
+    from opentelemetry.sdk.metrics import ObservableCounter
+    from opentelemetry.sdk.metrics.export import AggregationTemporality, ConsoleMetricExporter
+
+    inner = ConsoleMetricExporter(preferred_temporality={ObservableCounter: AggregationTemporality.DELTA})
+    wrapper = ResultKeepingExporter(inner, bridge.cumulative_temporality())
+    # The SDK's reader reads the exporter's preferences from these attributes.
+    assert wrapper._preferred_temporality[ObservableCounter] is AggregationTemporality.CUMULATIVE
+    assert isinstance(wrapper, MetricExporter)
+
+
+def test_a_store_limit_above_the_sdk_default_exports_every_series():
+    """With cardinality_limit 2600, 2500 label sets all reach the exposition, on SDKs with and without limits."""
+    handle = otel_rl.init_telemetry({"exporters": ["none"], "cardinality_limit": 2600})
+    for i in range(2500):
+        otel_rl.record_episode_metrics("PPO", f"run-{i}", 1.0, 2.0)
+    text = handle.metrics_text().decode()
+    assert text.count("rl_training_episode_reward_mean{") == 2500
+    assert "otel_metric_overflow" not in text

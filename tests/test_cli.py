@@ -1,0 +1,42 @@
+"""The ``otel-rl`` command: clear errors for missing extras, and no jargon in its help."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from otel_rl.cli import build_parser
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("command", ["demo", "stack"])
+def test_missing_extra_is_one_line_naming_the_extra(command):
+    """Without gymnasium, `otel-rl demo`/`stack` exit with one line saying pip install 'otel-rl[demo]', no traceback."""
+    code = ("import sys; sys.modules['gymnasium'] = None\n"  # what an environment without the extra looks like
+            "from otel_rl.cli import main\n"
+            f"sys.exit(main([{command!r}]))")
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"otel-rl {command}: gymnasium not installed; pip install 'otel-rl[demo]' (from a checkout: pip install "
+        "'.[demo]')"], done.stderr
+
+
+def test_help_texts_do_not_say_seed_except_for_the_random_seed():
+    """Every help text of every command avoids the word 'seed' other than for the random --seed option."""
+    parser = build_parser()
+    texts = [parser.format_help()]
+    for action in parser._subparsers._group_actions:  # type: ignore[union-attr]
+        for sub in action.choices.values():
+            help_text = sub.format_help()
+            for allowed in ("--seed SEED", "--seed", "random seed", "cartpole-seed0"):
+                help_text = help_text.replace(allowed, "")
+            texts.append(help_text)
+    offending = [t for t in texts if "seed" in t.lower()]
+    assert not offending, offending
