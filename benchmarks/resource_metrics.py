@@ -23,10 +23,10 @@ TARGET_RATIO = 1.05
 
 
 def bench_resources(report, quick: bool) -> None:
-    from run import _size, interleave, iteration_loop, median, ratios
-
     import otel_rl
     from otel_rl.testing import reset
+
+    from run import _size, interleave, iteration_loop, median, ratios
 
     n, reps = _size("recording_iters", quick), _size("reps", quick) * 2 - 1
     loop = iteration_loop(otel_rl)

@@ -16,7 +16,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import procs
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -29,6 +28,8 @@ from otel_rl._internal.resource_catalog import (
     prometheus_name,
 )
 from otel_rl._internal.resources import ResourceMetrics
+
+import procs
 
 ROOT = Path(__file__).resolve().parent.parent
 PROCESS = [spec for spec in RESOURCE_METRICS if spec.source == "process"]

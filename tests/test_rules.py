@@ -122,7 +122,8 @@ def test_rules_use_only_labels_the_metrics_have():
             for name in re.findall(r"\b(rl_training_[a-z_]+|otel_rl_[a-z_]+)\b", expr):
                 base = name if name in BY_NAME else re.sub(r"_(bucket|sum|count)$", "", name)
                 allowed_by |= set(BY_NAME[base].labels)
-            for name in re.findall(r"\b((?:hw|process|torch)_[a-z_]+)\b", _BY.sub("", expr)):  # per-process series: `instance` tells the processes apart
+            # Resource series are per process: `instance` tells the processes apart.
+            for name in re.findall(r"\b((?:hw|process|torch)_[a-z_]+)\b", _BY.sub("", expr)):
                 allowed_by |= set(RESOURCE_BY_NAME[name].labels) | {"instance"}
             for by in _BY.findall(expr):
                 labels = {x.strip() for x in by.split(",")}
