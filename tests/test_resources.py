@@ -243,7 +243,7 @@ def test_without_nvml_binding_or_torch_no_error_no_gpu_series_and_one_info_line_
     assert PROCESS_NAMES <= names and out["names"] == out["names_again"]
     assert not {spec.name for spec in RESOURCE_METRICS if spec.source != "process"} & names
     info = [message for level, message in out["records"] if level == "INFO"]
-    assert sum("nvidia-ml-py is not installed (pip install 'otel-rl[gpu]')" in m for m in info) == 1, info
+    assert sum("nvidia-ml-py is not installed (the 'gpu' extra: pip install '.[gpu]')" in m for m in info) == 1, info
     assert sum("torch CUDA memory series appear once" in m for m in info) == 1, info
     assert not [r for r in out["records"] if r[0] in ("WARNING", "ERROR")], out["records"]
 
@@ -256,7 +256,7 @@ def test_without_psutil_no_process_series_and_one_info_line():
     """)
     assert not PROCESS_NAMES & set(out["names"]) and "rl_training_active" in out["names"]
     info = [message for level, message in out["records"] if level == "INFO"]
-    assert sum("no process series, psutil is not installed (pip install 'otel-rl[resources]')" in m
+    assert sum("no process series, psutil is not installed (the 'resources' extra: pip install '.[resources]')" in m
                for m in info) == 1, info
 
 

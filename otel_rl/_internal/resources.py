@@ -125,7 +125,7 @@ class _GpuSource:
             import pynvml
         except ImportError:
             _logger.info("otel-rl resource metrics: no GPU series, nvidia-ml-py is not installed "
-                         "(pip install 'otel-rl[gpu]')")
+                         "(the 'gpu' extra: pip install '.[gpu]')")
             return None
         source = cls(pynvml, once)
         try:
@@ -246,7 +246,7 @@ class ResourceMetrics:
             import psutil
         except ImportError:
             _logger.info("otel-rl resource metrics: no process series, psutil is not installed "
-                         "(pip install 'otel-rl[resources]')")
+                         "(the 'resources' extra: pip install '.[resources]')")
         else:
             readers.update(_ProcessSource(psutil).readers())
         self.gpu = _GpuSource.open(self._once)
