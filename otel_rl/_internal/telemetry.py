@@ -15,7 +15,7 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 
 from otel_rl._internal.bridge import Bridge, PeriodicReader, PullReader, cumulative_temporality
-from otel_rl._internal.config import ConfigError, Settings, load_settings
+from otel_rl._internal.config import ConfigError, Settings, load_settings, redact
 from otel_rl._internal.exposition import Exposition, MetricsServer, bind_server
 from otel_rl._internal.store import REGISTRY, Registry
 from otel_rl._version import __version__
@@ -44,8 +44,13 @@ class Telemetry:
         self.server: MetricsServer | None = None
         if "prometheus" in settings.exporters:
             # Bind before any thread starts, so a strict bind failure leaves nothing behind.
+            web_config = None
+            if settings.prometheus.web_config_file:
+                from otel_rl._internal.webconfig import load_web_config
+
+                web_config = load_web_config(settings.prometheus.web_config_file)
             self.server = bind_server(settings.prometheus.host, settings.prometheus.port, self.exposition,
-                                      self.health, settings.prometheus.strict)
+                                      self.health, settings.prometheus.strict, web_config)
         try:
             for name in settings.exporters:
                 if name in ("otlp", "console"):
@@ -62,8 +67,10 @@ class Telemetry:
             raise
         if self.server is not None:
             self.server.start()
-            _logger.info("otel-rl: serving Prometheus metrics on http://%s:%d/metrics",
-                         settings.prometheus.host, self.server.port)
+            host = settings.prometheus.host
+            _logger.info("otel-rl: serving Prometheus metrics on %s://%s:%d/metrics%s", self.server.scheme,
+                         f"[{host}]" if ":" in host else host, self.server.port,
+                         " (basic auth)" if self.server.web_config and self.server.web_config.users else "")
 
     # -- pull path -------------------------------------------------------------------------------------------------
 
@@ -177,11 +184,17 @@ def _otlp_exporter(settings: Settings):
 
         insecure = otlp.insecure if otlp.insecure is not None else endpoint.startswith("http://")
         credentials = None
-        if otlp.certificate:
+        if otlp.certificate or otlp.client_certificate:
             import grpc
 
-            with open(otlp.certificate, "rb") as f:
-                credentials = grpc.ssl_channel_credentials(f.read())
+            def read(path: str | None) -> bytes | None:
+                if not path:
+                    return None
+                with open(path, "rb") as f:
+                    return f.read()
+
+            credentials = grpc.ssl_channel_credentials(read(otlp.certificate), read(otlp.client_key),
+                                                       read(otlp.client_certificate))
         compression = {"none": Compression.NoCompression, "gzip": Compression.Gzip,
                        "deflate": Compression.Deflate}[otlp.compression]
         return OTLPMetricExporter(endpoint=endpoint, insecure=insecure, credentials=credentials, headers=headers,
@@ -192,7 +205,9 @@ def _otlp_exporter(settings: Settings):
 
     compression = {"none": HttpCompression.NoCompression, "gzip": HttpCompression.Gzip,
                    "deflate": HttpCompression.Deflate}[otlp.compression]
-    return HttpExporter(endpoint=endpoint, certificate_file=otlp.certificate or None, headers=headers,
+    return HttpExporter(endpoint=endpoint, certificate_file=otlp.certificate or None,
+                        client_certificate_file=otlp.client_certificate, client_key_file=otlp.client_key,
+                        headers=headers,
                         timeout=otlp.timeout, compression=compression, preferred_temporality=temporality)
 
 
@@ -218,10 +233,22 @@ def init_telemetry(config: Mapping[str, Any] | str | os.PathLike[str] | None = N
                 return _current
             raise ConfigError(
                 "init_telemetry() was already called with different settings "
-                f"(running: {_current.settings}; requested: {settings}); call shutdown() on the running handle "
-                "first")
+                f"({_differences(_current.settings, settings)}); call shutdown() on the running handle first")
         _current = Telemetry(settings)
         return _current
+
+
+def _differences(running: Settings, requested: Settings) -> str:
+    """The settings that differ, as ``key: running -> requested``, with secrets redacted."""
+    changed = []
+    for name in running.__dataclass_fields__:
+        old, new = getattr(running, name), getattr(requested, name)
+        if hasattr(old, "__dataclass_fields__"):
+            changed += [(f"{name}.{sub}", getattr(old, sub), getattr(new, sub)) for sub in old.__dataclass_fields__
+                        if getattr(old, sub) != getattr(new, sub)]
+        elif old != new:
+            changed.append((name, old, new))
+    return "; ".join(f"{key}: running {redact(key, old)}, requested {redact(key, new)}" for key, old, new in changed)
 
 
 def current() -> Telemetry | None:
