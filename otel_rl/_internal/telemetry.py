@@ -183,6 +183,8 @@ def _otlp_exporter(settings: Settings):
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
         insecure = otlp.insecure if otlp.insecure is not None else endpoint.startswith("http://")
+        # gRPC metadata keys must be lowercase: "Authorization" would fail every export ("Illegal header key").
+        headers = {key.lower(): value for key, value in otlp.headers} or None
         credentials = None
         if otlp.certificate or otlp.client_certificate:
             import grpc
@@ -207,8 +209,26 @@ def _otlp_exporter(settings: Settings):
                    "deflate": HttpCompression.Deflate}[otlp.compression]
     return HttpExporter(endpoint=endpoint, certificate_file=otlp.certificate or None,
                         client_certificate_file=otlp.client_certificate, client_key_file=otlp.client_key,
-                        headers=headers,
+                        session=_session_keeping_ca() if otlp.certificate else None, headers=headers,
                         timeout=otlp.timeout, compression=compression, preferred_temporality=temporality)
+
+
+def _session_keeping_ca():
+    """A requests session whose CA file (otlp.certificate) is not replaced by REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE.
+
+    requests lets those variables override a session's ``verify`` path (psf/requests#3829), so a machine that sets
+    them (many do) would verify the collector against the system CAs and fail every export.
+    """
+    import requests
+
+    class Session(requests.Session):
+        def merge_environment_settings(self, url, proxies, stream, verify, cert):  # type: ignore[no-untyped-def]
+            settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            if verify is None and isinstance(self.verify, str):
+                settings["verify"] = self.verify
+            return settings
+
+    return Session()
 
 
 def _console_exporter():
