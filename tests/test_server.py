@@ -16,8 +16,7 @@ import pytest
 import otel_rl
 from otel_rl._internal import exposition
 from otel_rl._internal.config import ConfigError
-MAX_CONNECTIONS = 32
-from otel_rl._internal.exposition import Exposition
+from otel_rl._internal.exposition import MAX_CONNECTIONS, accepts_gzip
 
 
 def _open_fds() -> int:
@@ -70,7 +69,7 @@ def test_idle_connections_time_out_and_scrapes_get_through(monkeypatch):
 
 def test_five_hundred_simultaneous_gets_succeed():
     """500 scrapes started at once all get a 200 (a listen backlog of 5 refused or timed out most of them)."""
-    handle, url = _start()
+    _, url = _start()
     barrier = threading.Barrier(500)
     results: list[object] = []
 
