@@ -10,6 +10,8 @@ from pathlib import Path
 
 import procs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import otel_rl
 from otel_rl._internal.config import ConfigError, OtlpSettings, load_settings
@@ -91,3 +93,51 @@ def test_cli_prints_no_secret():
                           "--no-progress", "--linger", "0"], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode != 0 and "OTEL_EXPORTER_OTLP_HEADERS" in out.stderr
     assert SECRET not in out.stdout + out.stderr
+
+
+_KEYS = st.sampled_from(["headers", "hedaers", "header", "Headers", "otlp_headers", "auth", "token", "endpiont",
+                         "certificat", "Authorization", "resource_atributes"])
+_SECRET_VALUES = st.one_of(
+    st.just(f"Bearer {SECRET}"), st.just(f"Authorization=Bearer {SECRET}"), st.just(f"a=b,{SECRET}"),
+    st.just(f"https://user:{SECRET}@collector:4317"), st.just({"Authorization": f"Bearer {SECRET}"}),
+    st.just([f"Bearer {SECRET}"]), st.just({"x": [SECRET]}),
+    st.builds(lambda a, b: f"{a}{SECRET}{b}", st.text(max_size=5), st.text(max_size=5)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=_KEYS, value=_SECRET_VALUES, nested=st.booleans())
+def test_property_config_errors_never_show_a_secret(key, value, nested):
+    """Whatever secret-bearing value sits under a header-like key, loading succeeds or raises a ConfigError without it."""
+    config = {"otlp": {key: value}} if nested else {key: value}
+    try:
+        settings = load_settings(config, {})
+    except ConfigError as exc:
+        assert SECRET not in str(exc)
+    else:
+        assert SECRET not in repr(settings)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=40).map(lambda t: f"{t}Authorization=Bearer {SECRET}{t}"))
+def test_property_headers_variable_never_shows_a_secret(text):
+    """Whatever OTEL_EXPORTER_OTLP_HEADERS holds, its token appears neither in the error nor in the repr."""
+    try:
+        settings = load_settings({}, {"OTEL_EXPORTER_OTLP_HEADERS": text})
+    except ConfigError as exc:
+        assert SECRET not in str(exc)
+    else:
+        assert SECRET not in repr(settings)
+
+
+def test_mtls_settings_from_the_standard_variables(tmp_path):
+    """OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE/CLIENT_KEY/CERTIFICATE set the mTLS files; one without the other fails."""
+    for name in ("ca.crt", "client.crt", "client.key"):
+        (tmp_path / name).write_text("pem")
+    env = {"OTEL_EXPORTER_OTLP_CERTIFICATE": str(tmp_path / "ca.crt"),
+           "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": str(tmp_path / "client.crt"),
+           "OTEL_EXPORTER_OTLP_CLIENT_KEY": str(tmp_path / "client.key")}
+    otlp = load_settings({}, env).otlp
+    assert (otlp.certificate, otlp.client_certificate, otlp.client_key) == tuple(env.values())
+    del env["OTEL_EXPORTER_OTLP_CLIENT_KEY"]
+    message = _config_error(environ=env)
+    assert "otlp.client_certificate" in message and "otlp.client_key" in message

@@ -106,17 +106,15 @@ def _section_is_secret(key: str) -> bool:
     return any(secret.startswith(key.split(".")[0] + ".") for secret in SECRET_KEYS)
 
 
-def _shown_unknown(key: str, value: Any) -> str:
-    """An unknown key's value as an error shows it; only a URL's shape where the key may be a misspelled secret."""
-    lowered = key.lower()
-    if not (_section_is_secret(key) or any(word in lowered for word in (
-            "header", "auth", "token", "pass", "secret", "key", "cred"))):
-        return repr(value)
-    if isinstance(value, Mapping):
-        return repr({k: REDACTED for k in value})
-    if isinstance(value, str) and "://" in value and " " not in value and "=" not in value:
-        return redact("", value)
-    return repr(REDACTED)
+def _shown_unknown(value: Any) -> str:
+    """An unknown key's value as an error shows it: a number or a boolean as is, anything else only by its type.
+
+    The key may be a misspelled secret (``otlp.hedaers``, ``headers`` outside its section), and a string or mapping
+    under it may hold a token; the key's name is what the user needs to fix it.
+    """
+    if value is None or isinstance(value, (bool, int, float)):
+        return f"value {value!r}"
+    return f"a {type(value).__name__} value, not shown"
 
 
 # -- value parsers: each returns the parsed value or raises _Invalid(what is allowed) ------------------------------
@@ -314,7 +312,7 @@ def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         dotted = _ALIASES.get(dotted, dotted) if not prefix else dotted
         if dotted not in _BY_KEY:
             # Not shown where it may be a misspelled secret ("otlp.hedaers", "headers" outside its section).
-            raise ConfigError(f"unknown config key {dotted!r} (value {_shown_unknown(dotted, value)}); allowed keys: "
+            raise ConfigError(f"unknown config key {dotted!r} ({_shown_unknown(value)}); allowed keys: "
                               + ", ".join(list(_BY_KEY) + list(_ALIASES)))
         flat[dotted] = value
     return flat
