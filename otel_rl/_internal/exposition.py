@@ -146,6 +146,7 @@ class _SharedRender:
         self._exposition = exposition
         self._cond = threading.Condition()
         self._state: dict[str, list[Any]] = {}  #: content type -> [started, finished, running, result]
+        self._gzipped: tuple[bytes, bytes] | None = None  #: (body, its gzip): scrapes sharing a body share this too
 
     def render(self, accept: str) -> tuple[bytes, str]:
         key = choose_encoder(accept)[1]
@@ -172,6 +173,15 @@ class _SharedRender:
                 self._cond.notify_all()
 
 
+    def gzip(self, body: bytes) -> bytes:
+        last = self._gzipped
+        if last is not None and last[0] is body:
+            return last[1]
+        compressed = gzip.compress(body, compresslevel=6)
+        self._gzipped = (body, compressed)
+        return compressed
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: MetricsServer
     timeout = REQUEST_TIMEOUT  # StreamRequestHandler applies it to the socket
@@ -196,7 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
                 number = self.server.scrape_started() if self.command == "GET" else None
                 body, content_type = self.server.shared.render(self.headers.get("Accept", ""))
                 if accepts_gzip(self.headers.get("Accept-Encoding") or ""):
-                    body = gzip.compress(body, compresslevel=6)
+                    body = self.server.shared.gzip(body)
                     headers["Content-Encoding"] = "gzip"
                 response = (200, body, content_type)
             elif path == "/health":
