@@ -58,6 +58,14 @@ def main() -> None:
     args = parser.parse_args()
     handle = otel_rl.init_telemetry({"exporters": ["prometheus"], "prometheus": {"host": "127.0.0.1", "port": 0}})
     url = f"http://127.0.0.1:{handle.prometheus_port}/metrics"
+    renders = [0]
+    render = handle.exposition.render
+
+    def counted(accept: str = ""):  # how many renders the scrapes cost (shared renders: fewer than scrapes)
+        renders[0] += 1
+        return render(accept)
+
+    handle.exposition.render = counted  # type: ignore[method-assign]
     while len(handle.metrics_text()) < args.series * 100:  # warm up: every series exists before measuring
         _train(0.5, args.series)
     quiet, storm = [], []
@@ -69,15 +77,17 @@ def main() -> None:
             assert scrapers.stdout is not None and scrapers.stdout.readline().strip() == "ready"
             time.sleep(0.5)
             scrapes_before = handle.server.scrapes if handle.server else 0
+            renders_before = renders[0]
             storm.append(_train(args.seconds, args.series))
             scrapes = (handle.server.scrapes if handle.server else 0) - scrapes_before
+            rendered = renders[0] - renders_before
         finally:
             scrapers.kill()
             scrapers.wait()
     result = {"clients": args.clients, "series": args.series, "exposition_bytes": len(handle.metrics_text()), "quiet_iter_per_s": round(statistics.median(quiet), 1),
               "storm_iter_per_s": round(statistics.median(storm), 1),
               "slowdown": round(statistics.median(quiet) / statistics.median(storm), 2),
-              "scrapes_served_in_last_storm": scrapes}
+              "scrapes_in_last_storm": scrapes, "renders_in_last_storm": rendered}
     handle.shutdown(timeout=2)
     print(json.dumps(result, indent=2))
 
