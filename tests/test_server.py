@@ -67,6 +67,27 @@ def test_idle_connections_time_out_and_scrapes_get_through(monkeypatch):
             client.close()
 
 
+def test_a_connection_trickling_bytes_is_cut_off_at_the_deadline(monkeypatch):
+    """A client sending a byte every 0.2 s (never idle long enough to time out) is disconnected at the deadline."""
+    monkeypatch.setattr(exposition.MetricsServer, "request_deadline", 1.0)
+    handle, _ = _start()
+    client = socket.create_connection(("127.0.0.1", handle.prometheus_port), timeout=5)
+    started = time.monotonic()
+    try:
+        for byte in b"GET /metrics HTTP/1.1\r\nX-Slow: " + b"a" * 200:
+            client.sendall(bytes([byte]))
+            time.sleep(0.2)
+            if time.monotonic() - started > 15:
+                break
+    except OSError:  # reset by the server: cut off
+        pass
+    else:
+        assert client.recv(100) == b"", "the connection is still open"
+    finally:
+        client.close()
+    assert time.monotonic() - started < 10
+
+
 def test_five_hundred_simultaneous_gets_succeed():
     """500 scrapes started at once all get a 200 (a listen backlog of 5 refused or timed out most of them)."""
     _, url = _start()

@@ -104,6 +104,9 @@ class Exposition:
 #: Seconds one socket operation (TLS handshake, reading the request, sending the response) may wait before the
 #: connection is closed, so idle or stalled clients cannot hold a connection slot or a file descriptor for long.
 REQUEST_TIMEOUT = 10.0
+#: Seconds one connection may last in all, however it trickles data: a client sending a byte every few seconds
+#: (under REQUEST_TIMEOUT each time) is still cut off here.
+REQUEST_DEADLINE = 30.0
 #: Connections served at once. More wait in the kernel's listen backlog, which costs this process no thread and no
 #: file descriptor; they are accepted as slots free up.
 MAX_CONNECTIONS = 32
@@ -248,6 +251,7 @@ class MetricsServer(HTTPServer):
 
     allow_reuse_address = True
     request_queue_size = BACKLOG
+    request_deadline = REQUEST_DEADLINE
 
     def __init__(self, host: str, port: int, exposition: Exposition,
                  health: Callable[[], dict[str, Any]], web_config: WebConfig | None = None) -> None:
@@ -262,7 +266,10 @@ class MetricsServer(HTTPServer):
         self._scrape_event = threading.Condition()
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._closing = threading.Event()
+        self._deadlines: dict[Any, float] = {}  #: open connection -> monotonic time it is cut off
+        self._deadlines_lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, name="otel-rl-metrics-server", daemon=True)
+        self._watchdog = threading.Thread(target=self._expire, name="otel-rl-metrics-watchdog", daemon=True)
 
     @property
     def port(self) -> int:
@@ -274,6 +281,7 @@ class MetricsServer(HTTPServer):
 
     def start(self) -> MetricsServer:
         self._thread.start()
+        self._watchdog.start()
         return self
 
     # -- connections -----------------------------------------------------------------------------------------------
@@ -304,13 +312,31 @@ class MetricsServer(HTTPServer):
             raise
 
     def _serve(self, request: Any, client_address: Any) -> None:
+        with self._deadlines_lock:
+            self._deadlines[request] = time.monotonic() + self.request_deadline
         try:
             self.finish_request(request, client_address)
         except Exception:
             self.handle_error(request, client_address)
         finally:
+            with self._deadlines_lock:
+                self._deadlines.pop(request, None)
             self.shutdown_request(request)
             self._slots.release()
+
+    def _expire(self) -> None:
+        """One thread for all connections: shut down those past their deadline, which ends their blocked reads."""
+        while not self._closing.wait(min(0.5, self.request_deadline / 4)):
+            now = time.monotonic()
+            with self._deadlines_lock:
+                expired = [request for request, deadline in self._deadlines.items() if deadline < now]
+            for request in expired:
+                _logger.debug("otel-rl metrics server: closing a connection open longer than %.0f s",
+                              self.request_deadline)
+                try:  # the plain socket's shutdown, also for TLS: it only wakes the connection's thread
+                    socket.socket.shutdown(request, socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that went away, timed out or failed the TLS handshake is routine: one debug line, no traceback."""
