@@ -6,6 +6,7 @@ from ``scripts/build-collector.sh``. Each helper starts a process, waits until i
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -31,8 +32,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http_get(url: str, timeout: float = 5.0) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+def http_get(url: str, timeout: float = 5.0, auth: tuple[str, str] | None = None) -> bytes:
+    """GET ``url``; ``auth`` is a (user, password) pair sent as basic auth."""
+    headers = {}
+    if auth is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as response:
         return response.read()
 
 
@@ -99,8 +104,14 @@ class Prometheus:
     """A real Prometheus on 127.0.0.1 with the remote-write receiver, scraping what it is told to."""
 
     def __init__(self, workdir: Path, scrape_targets: list[str] | None = None, scrape_interval: str = "1s",
-                 rule_files: list[str] | None = None, job_name: str = "wealtharena_rl_training") -> None:
+                 rule_files: list[str] | None = None, job_name: str = "wealtharena_rl_training",
+                 scrape_extra: dict | None = None, web_config: Path | None = None,
+                 auth: tuple[str, str] | None = None) -> None:
+        """``scrape_extra`` adds keys to the scrape job (scheme, tls_config, basic_auth); ``web_config`` is
+        Prometheus's own ``--web.config.file`` and ``auth`` the (user, password) this helper then uses."""
         self.port = free_port()
+        self.web_config = web_config
+        self.auth = auth
         self.url = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir
         config: dict = {"global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval}}
@@ -109,6 +120,7 @@ class Prometheus:
                 "job_name": job_name, "scrape_interval": scrape_interval, "metrics_path": "/metrics",
                 "static_configs": [{"targets": scrape_targets,
                                     "labels": {"component": "rl_training", "service": "training"}}],
+                **(scrape_extra or {}),
             }]
         if rule_files:
             config["rule_files"] = rule_files
@@ -123,8 +135,9 @@ class Prometheus:
             prometheus_binary(), f"--config.file={self.config_path}", f"--storage.tsdb.path={self.data}",
             f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-remote-write-receiver",
             "--web.enable-lifecycle", "--log.level=warn",
+            *([f"--web.config.file={self.web_config}"] if self.web_config else []),
         ], self.workdir / f"prometheus-{self.port}.log")
-        wait_until(lambda: http_get(self.url + "/-/ready", 2) is not None, 60,
+        wait_until(lambda: http_get(self.url + "/-/ready", 2, self.auth) is not None, 60,
                    what=f"Prometheus ready ({self.process.output()})")
         return self
 
@@ -138,7 +151,7 @@ class Prometheus:
 
     def api(self, path: str, **params: str) -> object:
         query = urllib.parse.urlencode(params)
-        body = json.loads(http_get(f"{self.url}/api/v1/{path}?{query}", 30))
+        body = json.loads(http_get(f"{self.url}/api/v1/{path}?{query}", 30, self.auth))
         if body.get("status") != "success":
             raise AssertionError(f"Prometheus API {path} {params}: {body}")
         return body["data"]
@@ -163,14 +176,18 @@ class Prometheus:
 class Collector:
     """The otel-rl collector build with ``collector/otelcol-config.yaml``, on free loopback ports."""
 
-    def __init__(self, workdir: Path, remote_write_url: str) -> None:
+    def __init__(self, workdir: Path, remote_write_url: str, config: str = "otelcol-config.yaml",
+                 env: dict[str, str] | None = None) -> None:
+        """``config`` names a file in ``collector/``; ``env`` adds the variables it reads."""
         self.grpc_port, self.http_port, self.health_port = free_port(), free_port(), free_port()
         self.workdir = workdir
+        self.config = config
         self.env = {
             "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{self.grpc_port}",
             "OTELCOL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{self.http_port}",
             "OTELCOL_HEALTH_ENDPOINT": f"127.0.0.1:{self.health_port}",
             "PROMETHEUS_REMOTE_WRITE_ENDPOINT": remote_write_url,
+            **(env or {}),
         }
         self.process: Process | None = None
         self.starts = 0
@@ -185,7 +202,7 @@ class Collector:
 
     def start(self) -> Collector:
         self.starts += 1
-        self.process = Process([collector_binary(), f"--config={ROOT / 'collector' / 'otelcol-config.yaml'}"],
+        self.process = Process([collector_binary(), f"--config={ROOT / 'collector' / self.config}"],
                                self.workdir / f"collector-{self.grpc_port}-{self.starts}.log", self.env)
         wait_until(lambda: http_get(f"http://127.0.0.1:{self.health_port}/", 2) is not None, 60,
                    what=f"collector healthy ({self.process.output()})")

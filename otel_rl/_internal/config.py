@@ -30,6 +30,7 @@ class PrometheusSettings:
     port: int = 8011
     strict: bool = False  #: raise ConfigError when the port cannot be bound, instead of logging and going on
     linger: float = 0.0  #: seconds shutdown waits for one last scrape, so short runs reach Prometheus
+    web_config_file: str | None = None  #: TLS / basic auth, in the Prometheus exporter-toolkit web config format
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,14 @@ class OtlpSettings:
     timeout: float = 10.0  #: seconds for one export
     export_interval: float = 10.0  #: seconds between exports
     compression: str = "none"
-    certificate: str | None = None
+    certificate: str | None = None  #: CA certificate(s) to verify the collector's TLS certificate
+    client_certificate: str | None = None  #: this client's certificate, for mTLS
+    client_key: str | None = None  #: this client's private key, for mTLS
+
+    def __repr__(self) -> str:
+        """Header values (tokens, API keys) and URL passwords never appear in a repr, a log or an error."""
+        shown = ", ".join(f"{f.name}={redact('otlp.' + f.name, getattr(self, f.name))}" for f in fields(self))
+        return f"OtlpSettings({shown})"
 
     def resolved_endpoint(self) -> str:
         """The URL the exporter uses; an http/protobuf endpoint without a path gets ``/v1/metrics``."""
@@ -66,6 +74,48 @@ class Settings:
     cardinality_limit: int = 2000
     shutdown_timeout: float = 5.0
     resource_metrics: bool = False  #: process, GPU and torch CUDA memory series (docs/resources.md)
+
+
+# -- secrets -------------------------------------------------------------------------------------------------------
+
+REDACTED = "<redacted>"
+#: Keys whose values are secret as a whole (an OTLP header value is a token or an API key).
+SECRET_KEYS = frozenset({"otlp.headers"})
+
+
+def redact(key: str, value: Any) -> str:
+    """``repr(value)`` as otel-rl may print it for ``key``: header values and URL passwords replaced."""
+    if key in SECRET_KEYS:
+        if isinstance(value, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in value):
+            return repr(tuple((k, REDACTED) for k, _ in value))
+        if isinstance(value, Mapping):
+            return repr({k: REDACTED for k in value})
+        return repr(REDACTED) if value else repr(value)
+    if isinstance(value, str) and "@" in value and "://" in value:
+        try:
+            parts = urlsplit(value)
+            if parts.password is not None:
+                netloc = f"{parts.username}:{REDACTED}@" + parts.netloc.rpartition("@")[2]
+                return repr(parts._replace(netloc=netloc).geturl())
+        except ValueError:
+            return repr(REDACTED)
+    return repr(value)
+
+
+def _section_is_secret(key: str) -> bool:
+    """Values next to a secret key may be a misspelling of it, so unknown keys there are never shown."""
+    return any(secret.startswith(key.split(".")[0] + ".") for secret in SECRET_KEYS)
+
+
+def _shown_unknown(value: Any) -> str:
+    """An unknown key's value as an error shows it: a number or a boolean as is, anything else only by its type.
+
+    The key may be a misspelled secret (``otlp.hedaers``, ``headers`` outside its section), and a string or mapping
+    under it may hold a token; the key's name is what the user needs to fix it.
+    """
+    if value is None or isinstance(value, (bool, int, float)):
+        return f"value {value!r}"
+    return f"a {type(value).__name__} value, not shown"
 
 
 # -- value parsers: each returns the parsed value or raises _Invalid(what is allowed) ------------------------------
@@ -189,6 +239,15 @@ def _path(value: Any) -> str:
     return path
 
 
+def _web_config_file(value: Any) -> str:
+    """Checked in full here (TLS files, bcrypt hashes), so a broken file fails at init, not at the first scrape."""
+    from otel_rl._internal.webconfig import load_web_config
+
+    path = _str(value)
+    load_web_config(path)  # raises ConfigError naming the key inside the file
+    return path
+
+
 # -- the table ----------------------------------------------------------------------------------------------------
 
 
@@ -211,6 +270,7 @@ SETTINGS: tuple[_Setting, ...] = (
     _Setting("prometheus.port", _port, ("OTEL_EXPORTER_PROMETHEUS_PORT",)),
     _Setting("prometheus.strict", _bool, ("OTEL_RL_PROMETHEUS_STRICT",)),
     _Setting("prometheus.linger", _seconds(True), ("OTEL_RL_PROMETHEUS_LINGER",)),
+    _Setting("prometheus.web_config_file", _web_config_file, ("OTEL_RL_PROMETHEUS_WEB_CONFIG_FILE",)),
     _Setting("otlp.endpoint", _str, ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")),
     _Setting("otlp.protocol", _choice(PROTOCOLS),
              ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")),
@@ -224,6 +284,10 @@ SETTINGS: tuple[_Setting, ...] = (
              ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION")),
     _Setting("otlp.certificate", _path,
              ("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE")),
+    _Setting("otlp.client_certificate", _path,
+             ("OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE", "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE")),
+    _Setting("otlp.client_key", _path,
+             ("OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY", "OTEL_EXPORTER_OTLP_CLIENT_KEY")),
 )
 
 _BY_KEY = {s.key: s for s in SETTINGS}
@@ -242,13 +306,15 @@ def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
             if value is None:
                 continue
             if not isinstance(value, Mapping):
-                raise ConfigError(f"config key {dotted!r} has value {value!r}; allowed: a mapping of "
+                shown = repr(REDACTED) if _section_is_secret(dotted + ".") else repr(value)
+                raise ConfigError(f"config key {dotted!r} has value {shown}; allowed: a mapping of "
                                   + ", ".join(k for k in _BY_KEY if k.startswith(key + ".")))
             flat.update(_flatten(value, dotted + "."))
             continue
         dotted = _ALIASES.get(dotted, dotted) if not prefix else dotted
         if dotted not in _BY_KEY:
-            raise ConfigError(f"unknown config key {dotted!r} (value {value!r}); allowed keys: "
+            # Not shown where it may be a misspelled secret ("otlp.hedaers", "headers" outside its section).
+            raise ConfigError(f"unknown config key {dotted!r} ({_shown_unknown(value)}); allowed keys: "
                               + ", ".join(list(_BY_KEY) + list(_ALIASES)))
         flat[dotted] = value
     return flat
@@ -313,7 +379,7 @@ def load_settings(config: Mapping[str, Any] | str | os.PathLike[str] | None = No
         try:
             values[setting.key] = parse(raw)
         except _Invalid as exc:
-            raise ConfigError(f"{source} has value {raw!r}; allowed: {exc}") from None
+            raise ConfigError(f"{source} has value {redact(setting.key, raw)}; allowed: {exc}") from None
     return _build(values)
 
 
@@ -331,6 +397,11 @@ def _build(values: Mapping[str, Any]) -> Settings:
                         otlp=section(OtlpSettings, "otlp."), **top)
     if settings.otlp.protocol == "http/protobuf" and settings.otlp.endpoint is not None \
             and not settings.otlp.endpoint.startswith(("http://", "https://")):
-        raise ConfigError(f"config key 'otlp.endpoint' has value {settings.otlp.endpoint!r}; allowed with "
+        shown = redact("otlp.endpoint", settings.otlp.endpoint)
+        raise ConfigError(f"config key 'otlp.endpoint' has value {shown}; allowed with "
                           "protocol http/protobuf: an http:// or https:// URL")
+    if (settings.otlp.client_certificate is None) != (settings.otlp.client_key is None):
+        given, missing = ("otlp.client_certificate", "otlp.client_key")[::1 if settings.otlp.client_key is None
+                                                                          else -1]
+        raise ConfigError(f"config key {given!r} is set but {missing!r} is not; allowed: both (mTLS) or neither")
     return settings

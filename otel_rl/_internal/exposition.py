@@ -8,13 +8,17 @@ same series as the collector path.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import logging
+import socket
+import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import Gauge, Histogram, MetricsData, Sum
@@ -26,6 +30,7 @@ from prometheus_client.utils import floatToGoString
 from otel_rl._internal.catalog import ALL_METRICS, BY_NAME
 from otel_rl._internal.config import ConfigError
 from otel_rl._internal.resource_catalog import RESOURCE_BY_OTEL_NAME, RESOURCE_METRICS, prometheus_label
+from otel_rl._internal.webconfig import WebConfig
 
 _logger = logging.getLogger("otel_rl")
 
@@ -115,28 +120,128 @@ class Exposition:
             return encoder(self.registry), content_type
 
 
+#: Seconds one socket operation (TLS handshake, reading the request, sending the response) may wait before the
+#: connection is closed, so idle or stalled clients cannot hold a connection slot or a file descriptor for long.
+REQUEST_TIMEOUT = 10.0
+#: Seconds one connection may last in all, however it trickles data: a client sending a byte every few seconds
+#: (under REQUEST_TIMEOUT each time) is still cut off here.
+REQUEST_DEADLINE = 30.0
+#: Connections served at once. More wait in the kernel's listen backlog, which costs this process no thread and no
+#: file descriptor; they are accepted as slots free up.
+MAX_CONNECTIONS = 32
+#: The listen backlog: hundreds of simultaneous scrapes wait there instead of being refused (the old default was 5).
+BACKLOG = 1024
+_UNAUTHORIZED = {"WWW-Authenticate": 'Basic realm="otel-rl", charset="UTF-8"'}
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` value allows gzip, honouring q-values (``gzip;q=0`` means "not gzip")."""
+    gzip_q = star_q = None
+    for part in accept_encoding.split(","):
+        name, *params = part.split(";")
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = 0.0
+        name = name.strip().lower()
+        if name in ("gzip", "x-gzip"):
+            gzip_q = q if gzip_q is None else max(gzip_q, q)
+        elif name == "*":
+            star_q = q
+    chosen = gzip_q if gzip_q is not None else star_q
+    return chosen is not None and chosen > 0  # NaN is not > 0
+
+
+class _SharedRender:
+    """Concurrent scrapes share renders: one that arrives while a render runs waits and shares the next one.
+
+    The next one, not the running one, so every scrape still sees all values recorded before it arrived. However
+    many clients scrape at once, at most one render per output format runs at a time, which keeps a scrape storm
+    from taking CPU (and the GIL) from training.
+    """
+
+    def __init__(self, exposition: Exposition) -> None:
+        self._exposition = exposition
+        self._cond = threading.Condition()
+        self._state: dict[str, list[Any]] = {}  #: content type -> [started, finished, running, result]
+        self._gzipped: tuple[bytes, bytes] | None = None  #: (body, its gzip): scrapes sharing a body share this too
+
+    def render(self, accept: str) -> tuple[bytes, str]:
+        key = choose_encoder(accept)[1]
+        with self._cond:
+            state = self._state.setdefault(key, [0, 0, False, None])
+            need = state[0] + 1  # the first render that starts after this call
+            while True:
+                if state[1] >= need:
+                    return state[3]
+                if not state[2]:
+                    state[0] += 1
+                    number, state[2] = state[0], True
+                    break
+                self._cond.wait()
+        result = None
+        try:
+            result = self._exposition.render(accept)
+            return result
+        finally:
+            with self._cond:
+                state[2] = False
+                if result is not None:
+                    state[1], state[3] = number, result
+                self._cond.notify_all()
+
+
+    def gzip(self, body: bytes) -> bytes:
+        last = self._gzipped
+        if last is not None and last[0] is body:
+            return last[1]
+        compressed = gzip.compress(body, compresslevel=6)
+        self._gzipped = (body, compressed)
+        return compressed
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: MetricsServer
+    timeout = REQUEST_TIMEOUT  # StreamRequestHandler applies it to the socket
+
+    def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):  # the handshake runs here, in the connection's own thread
+            self.request.settimeout(self.timeout)
+            self.request.do_handshake()
+        super().setup()
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         path = self.path.split("?", 1)[0]
+        web = self.server.web_config
+        headers = dict(web.headers) if web is not None else {}
+        if web is not None and not web.authorized(self.headers.get("Authorization")):
+            # Every path, /health included, as Prometheus exporters do: /health names the service and version.
+            self._send(401, b"Unauthorized\n", "text/plain; charset=utf-8", {**headers, **_UNAUTHORIZED})
+            return
+        number = None
         try:
             if path == "/metrics":
                 number = self.server.scrape_started() if self.command == "GET" else None
-                body, content_type = self.server.exposition.render(self.headers.get("Accept", ""))
-                if "gzip" in (self.headers.get("Accept-Encoding") or ""):
-                    self._send(200, gzip.compress(body), content_type, {"Content-Encoding": "gzip"})
-                else:
-                    self._send(200, body, content_type)
-                if number is not None:
-                    self.server.scrape_served(number)
+                body, content_type = self.server.shared.render(self.headers.get("Accept", ""))
+                if accepts_gzip(self.headers.get("Accept-Encoding") or ""):
+                    body = self.server.shared.gzip(body)
+                    headers["Content-Encoding"] = "gzip"
+                response = (200, body, content_type)
             elif path == "/health":
-                self._send(200, json.dumps(self.server.health()).encode(), "application/json")
+                response = (200, json.dumps(self.server.health()).encode(), "application/json")
             else:
-                self._send(404, b"Not Found. Try /metrics or /health.\n", "text/plain; charset=utf-8")
-        except Exception:  # never let a scrape take the server down
-            _logger.exception("otel-rl: error while serving %s", path)
-            self._send(500, b"internal error\n", "text/plain; charset=utf-8")
+                response = (404, b"Not Found. Try /metrics or /health.\n", "text/plain; charset=utf-8")
+        except Exception as exc:  # noqa: BLE001 (never let a scrape take the server down; one line, no traceback)
+            _logger.error("otel-rl: error while serving %s: %r", path, exc)
+            response = (500, b"internal error\n", "text/plain; charset=utf-8")
+            number = None
+        self._send(*response, headers)
+        if number is not None:
+            self.server.scrape_served(number)
 
     def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
@@ -154,29 +259,113 @@ class _Handler(BaseHTTPRequestHandler):
         _logger.debug("otel-rl metrics server: " + format, *args)
 
 
-class MetricsServer(ThreadingHTTPServer):
-    """``GET /metrics`` and ``GET /health`` on host:port, served from a daemon thread."""
+class MetricsServer(HTTPServer):
+    """``GET /metrics`` and ``GET /health`` on host:port, served from a daemon thread.
 
-    daemon_threads = True
+    Bounded: at most :data:`MAX_CONNECTIONS` connections are served at once (each in its own short-lived thread),
+    each socket operation times out after :data:`REQUEST_TIMEOUT` seconds, and further connections wait in a
+    :data:`BACKLOG`-deep listen queue. With a web configuration, connections are TLS and/or need basic auth.
+    The address family (IPv4 or IPv6) follows the host.
+    """
+
     allow_reuse_address = True
+    request_queue_size = BACKLOG
+    request_deadline = REQUEST_DEADLINE
 
     def __init__(self, host: str, port: int, exposition: Exposition,
-                 health: Callable[[], dict[str, Any]]) -> None:
+                 health: Callable[[], dict[str, Any]], web_config: WebConfig | None = None) -> None:
+        self.address_family = _family(host, port)
         super().__init__((host, port), _Handler)
         self.exposition = exposition
+        self.shared = _SharedRender(exposition)
         self.health = health
+        self.web_config = web_config
         self.scrapes = 0  #: scrapes started; each gets the next number
         self._served = 0  #: the highest number of a scrape whose response was sent
         self._scrape_event = threading.Condition()
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._closing = threading.Event()
+        self._deadlines: dict[Any, float] = {}  #: open connection -> monotonic time it is cut off
+        self._deadlines_lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, name="otel-rl-metrics-server", daemon=True)
+        self._watchdog = threading.Thread(target=self._expire, name="otel-rl-metrics-watchdog", daemon=True)
 
     @property
     def port(self) -> int:
         return self.server_address[1]
 
+    @property
+    def scheme(self) -> str:
+        return "https" if self.web_config is not None and self.web_config.ssl_context is not None else "http"
+
     def start(self) -> MetricsServer:
         self._thread.start()
+        self._watchdog.start()
         return self
+
+    # -- connections -----------------------------------------------------------------------------------------------
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, address = self.socket.accept()
+        if self.web_config is not None and self.web_config.ssl_context is not None:
+            try:  # the handshake waits for the connection's thread (and its timeout), not the accept loop
+                sock = self.web_config.ssl_context.wrap_socket(sock, server_side=True,
+                                                               do_handshake_on_connect=False)
+            except OSError:
+                sock.close()
+                raise
+        return sock, address
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve in a new thread once a slot is free; until then the accept loop waits (the backlog holds more)."""
+        while not self._slots.acquire(timeout=0.2):
+            if self._closing.is_set():
+                self.shutdown_request(request)
+                return
+        try:
+            threading.Thread(target=self._serve, args=(request, client_address), daemon=True,
+                             name="otel-rl-metrics-connection").start()
+        except BaseException:
+            self._slots.release()
+            self.shutdown_request(request)
+            raise
+
+    def _serve(self, request: Any, client_address: Any) -> None:
+        with self._deadlines_lock:
+            self._deadlines[request] = time.monotonic() + self.request_deadline
+        try:
+            self.finish_request(request, client_address)
+        except Exception:  # noqa: BLE001 (handle_error decides what is logged)
+            self.handle_error(request, client_address)
+        finally:
+            with self._deadlines_lock:
+                self._deadlines.pop(request, None)
+            self.shutdown_request(request)
+            self._slots.release()
+
+    def _expire(self) -> None:
+        """One thread for all connections: shut down those past their deadline, which ends their blocked reads."""
+        while not self._closing.wait(min(0.5, self.request_deadline / 4)):
+            now = time.monotonic()
+            with self._deadlines_lock:
+                expired = [request for request, deadline in self._deadlines.items() if deadline < now]
+            for request in expired:
+                _logger.debug("otel-rl metrics server: closing a connection open longer than %.0f s",
+                              self.request_deadline)
+                try:  # the plain socket's shutdown, also for TLS: it only wakes the connection's thread
+                    socket.socket.shutdown(request, socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away, timed out or failed the TLS handshake is routine: one debug line, no traceback."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):  # BrokenPipe, ConnectionReset, timeouts, ssl.SSLError
+            _logger.debug("otel-rl metrics server: connection from %s ended: %r", client_address, exc)
+        else:
+            _logger.error("otel-rl metrics server: error on a connection from %s: %r", client_address, exc)
+
+    # -- scrapes ---------------------------------------------------------------------------------------------------
 
     def scrape_started(self) -> int:
         """Number a scrape before it collects (so it reads every value recorded before this call)."""
@@ -201,20 +390,52 @@ class MetricsServer(ThreadingHTTPServer):
         return True
 
     def stop(self) -> None:
+        self._closing.set()
         self.shutdown()
         self.server_close()
 
 
+def _family(host: str, port: int) -> socket.AddressFamily:
+    """IPv6 for ``::``, ``::1`` and names that resolve only to IPv6; IPv4 otherwise. Raises socket.gaierror."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    families = [info[0] for info in infos]
+    return socket.AF_INET if socket.AF_INET in families else families[0]
+
+
+_ALLOWED_HOSTS = "an address of this machine or a name resolving to one (0.0.0.0 or :: for every interface, " \
+                 "127.0.0.1 or ::1 for loopback only)"
+
+
 def bind_server(host: str, port: int, exposition: Exposition, health: Callable[[], dict[str, Any]],
-                strict: bool) -> MetricsServer | None:
-    """Bind the endpoint. A taken port is logged and training goes on, or with ``strict`` raises ConfigError."""
+                strict: bool, web_config: WebConfig | None = None) -> MetricsServer | None:
+    """Bind the endpoint. A failure is logged and training goes on, or with ``strict`` raises ConfigError.
+
+    The message says what went wrong: a host that does not resolve, an address this machine does not have, a port
+    in use or one that needs privileges.
+    """
     try:
-        return MetricsServer(host, port, exposition, health)
+        return MetricsServer(host, port, exposition, health, web_config)
+    except (socket.gaierror, UnicodeError, ValueError) as exc:
+        message = f"prometheus.host {host!r} cannot be resolved ({_reason(exc)}); allowed: {_ALLOWED_HOSTS}"
     except OSError as exc:
-        message = (f"prometheus.port {port} on host {host!r} cannot be bound ({exc.strerror or exc}); allowed: a "
-                   "free port (0 picks one)")
-        if strict:
-            raise ConfigError(message) from None
-        _logger.error("otel-rl: %s. Training continues without the /metrics endpoint "
-                      "(set prometheus.strict: true to make this an error).", message)
-        return None
+        if exc.errno == errno.EADDRINUSE:
+            message = (f"prometheus.port {port} on host {host!r} is already in use; allowed: a free port "
+                       "(0 picks one)")
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            message = (f"prometheus.host {host!r} is not an address of this machine ({_reason(exc)}); allowed: "
+                       f"{_ALLOWED_HOSTS}")
+        elif exc.errno == errno.EACCES:
+            message = (f"prometheus.port {port} on host {host!r} needs privileges ({_reason(exc)}); allowed: a "
+                       "port from 1024 to 65535, or 0 to pick a free one")
+        else:
+            message = (f"prometheus.port {port} on host {host!r} cannot be bound ({_reason(exc)}); allowed: a "
+                       "free port (0 picks one) on an address of this machine")
+    if strict:
+        raise ConfigError(message) from None
+    _logger.error("otel-rl: %s. Training continues without the /metrics endpoint "
+                  "(set prometheus.strict: true to make this an error).", message)
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    return (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc))[:200]

@@ -16,7 +16,7 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 
 from otel_rl._internal.bridge import Bridge, PeriodicReader, PullReader, cumulative_temporality
-from otel_rl._internal.config import ConfigError, Settings, load_settings
+from otel_rl._internal.config import ConfigError, Settings, load_settings, redact
 from otel_rl._internal.exposition import Exposition, MetricsServer, bind_server
 from otel_rl._internal.store import REGISTRY, Registry
 from otel_rl._version import __version__
@@ -45,8 +45,13 @@ class Telemetry:
         self.server: MetricsServer | None = None
         if "prometheus" in settings.exporters:
             # Bind before any thread starts, so a strict bind failure leaves nothing behind.
+            web_config = None
+            if settings.prometheus.web_config_file:
+                from otel_rl._internal.webconfig import load_web_config
+
+                web_config = load_web_config(settings.prometheus.web_config_file)
             self.server = bind_server(settings.prometheus.host, settings.prometheus.port, self.exposition,
-                                      self.health, settings.prometheus.strict)
+                                      self.health, settings.prometheus.strict, web_config)
         try:
             for name in settings.exporters:
                 if name in ("otlp", "console"):
@@ -64,8 +69,10 @@ class Telemetry:
             raise
         if self.server is not None:
             self.server.start()
-            _logger.info("otel-rl: serving Prometheus metrics on http://%s:%d/metrics",
-                         settings.prometheus.host, self.server.port)
+            host = settings.prometheus.host
+            _logger.info("otel-rl: serving Prometheus metrics on %s://%s:%d/metrics%s", self.server.scheme,
+                         f"[{host}]" if ":" in host else host, self.server.port,
+                         " (basic auth)" if self.server.web_config and self.server.web_config.users else "")
 
     # -- pull path -------------------------------------------------------------------------------------------------
 
@@ -214,12 +221,20 @@ def _otlp_exporter(settings: Settings):
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
         insecure = otlp.insecure if otlp.insecure is not None else endpoint.startswith("http://")
+        # gRPC metadata keys must be lowercase: "Authorization" would fail every export ("Illegal header key").
+        headers = {key.lower(): value for key, value in otlp.headers} or None
         credentials = None
-        if otlp.certificate:
+        if otlp.certificate or otlp.client_certificate:
             import grpc
 
-            with open(otlp.certificate, "rb") as f:
-                credentials = grpc.ssl_channel_credentials(f.read())
+            def read(path: str | None) -> bytes | None:
+                if not path:
+                    return None
+                with open(path, "rb") as f:
+                    return f.read()
+
+            credentials = grpc.ssl_channel_credentials(read(otlp.certificate), read(otlp.client_key),
+                                                       read(otlp.client_certificate))
         compression = {"none": Compression.NoCompression, "gzip": Compression.Gzip,
                        "deflate": Compression.Deflate}[otlp.compression]
         return OTLPMetricExporter(endpoint=endpoint, insecure=insecure, credentials=credentials, headers=headers,
@@ -230,8 +245,28 @@ def _otlp_exporter(settings: Settings):
 
     compression = {"none": HttpCompression.NoCompression, "gzip": HttpCompression.Gzip,
                    "deflate": HttpCompression.Deflate}[otlp.compression]
-    return HttpExporter(endpoint=endpoint, certificate_file=otlp.certificate or None, headers=headers,
+    return HttpExporter(endpoint=endpoint, certificate_file=otlp.certificate or None,
+                        client_certificate_file=otlp.client_certificate, client_key_file=otlp.client_key,
+                        session=_session_keeping_ca() if otlp.certificate else None, headers=headers,
                         timeout=otlp.timeout, compression=compression, preferred_temporality=temporality)
+
+
+def _session_keeping_ca():
+    """A requests session whose CA file (otlp.certificate) is not replaced by REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE.
+
+    requests lets those variables override a session's ``verify`` path (psf/requests#3829), so a machine that sets
+    them (many do) would verify the collector against the system CAs and fail every export.
+    """
+    import requests
+
+    class Session(requests.Session):
+        def merge_environment_settings(self, url, proxies, stream, verify, cert):
+            settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            if verify is None and isinstance(self.verify, str):
+                settings["verify"] = self.verify
+            return settings
+
+    return Session()
 
 
 def _console_exporter():
@@ -257,8 +292,7 @@ def init_telemetry(config: Settings | Mapping[str, Any] | str | os.PathLike[str]
                 return _current
             raise ConfigError(
                 "init_telemetry() was already called with different settings "
-                f"(running: {_current.settings}; requested: {settings}); call shutdown() on the running handle "
-                "first")
+                f"({_differences(_current.settings, settings)}); call shutdown() on the running handle first")
         _current = Telemetry(settings)
         return _current
 
@@ -277,6 +311,17 @@ def _validated(settings: Settings) -> Settings:
         return out
 
     return load_settings(section(settings), environ={})
+def _differences(running: Settings, requested: Settings) -> str:
+    """The settings that differ, as ``key: running -> requested``, with secrets redacted."""
+    changed = []
+    for name in running.__dataclass_fields__:
+        old, new = getattr(running, name), getattr(requested, name)
+        if hasattr(old, "__dataclass_fields__"):
+            changed += [(f"{name}.{sub}", getattr(old, sub), getattr(new, sub)) for sub in old.__dataclass_fields__
+                        if getattr(old, sub) != getattr(new, sub)]
+        elif old != new:
+            changed.append((name, old, new))
+    return "; ".join(f"{key}: running {redact(key, old)}, requested {redact(key, new)}" for key, old, new in changed)
 
 
 def current() -> Telemetry | None:

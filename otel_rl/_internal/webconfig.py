@@ -1,0 +1,257 @@
+"""TLS and basic auth for ``/metrics``, read from a Prometheus exporter-toolkit web configuration file.
+
+The file format is the one every Prometheus exporter (and Prometheus itself) reads with ``--web.config.file``, so
+an operator's existing file works here::
+
+    tls_server_config:
+      cert_file: server.crt
+      key_file: server.key
+      client_auth_type: RequireAndVerifyClientCert   # optional (mTLS)
+      client_ca_file: ca.crt
+      min_version: TLS12
+    basic_auth_users:
+      prometheus: $2b$12$...   # bcrypt hash (htpasswd -nBC 12 "" | tr -d ':\\n')
+
+Everything is checked once at start (``ConfigError`` naming the key, the value and what is allowed). A setting of
+the format that Python's ``ssl`` module cannot honour is refused rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+import ssl
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from otel_rl._internal.config import ConfigError
+
+#: exporter-toolkit ``client_auth_type`` values Python's ssl module can enforce, and how.
+CLIENT_AUTH = {
+    "NoClientCert": ssl.CERT_NONE,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+TLS_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
+#: Keys of the format that are accepted and need nothing from this server.
+_ACCEPTED_NOOP = {"tls_server_config": {"prefer_server_cipher_suites"}, "http_server_config": {"http2"}}
+#: Keys of the format this server cannot honour; refused so a file never looks more secure than it is.
+_UNSUPPORTED = {
+    "tls_server_config": {"cert", "key", "client_ca", "cipher_suites", "curve_preferences", "client_allowed_sans"},
+}
+_TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version"}
+_BCRYPT = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
+_dummy: list[bytes] = []
+
+
+def _dummy_hash() -> bytes:
+    """Compared against when the user is unknown, so a wrong user name takes as long as a wrong password."""
+    if not _dummy:
+        import bcrypt
+
+        _dummy.append(bcrypt.hashpw(os.urandom(16).hex().encode(), bcrypt.gensalt(10)))
+    return _dummy[0]
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """A validated web configuration: an SSL context (or None for plain HTTP) and the basic-auth users."""
+
+    path: str
+    ssl_context: ssl.SSLContext | None = None
+    users: Mapping[str, bytes] = field(default_factory=dict)  #: user -> bcrypt hash
+    headers: Mapping[str, str] = field(default_factory=dict)  #: http_server_config.headers, added to responses
+    _cache: dict[tuple[str, bytes], bool] = field(default_factory=dict, repr=False, compare=False)
+    _cache_key: bytes = field(default_factory=lambda: os.urandom(32), repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def __repr__(self) -> str:  # never the hashes
+        return (f"WebConfig(path={self.path!r}, tls={self.ssl_context is not None}, "
+                f"users={sorted(self.users)!r})")
+
+    def authorized(self, header: str | None) -> bool:
+        """True when no users are configured, or ``header`` (an ``Authorization`` value) names one correctly.
+
+        bcrypt is slow by design (tens of ms); a successful check is remembered, keyed by an HMAC of the
+        password with a per-process random key (the password itself is never kept), so each scrape costs a hash.
+        """
+        if not self.users:
+            return True
+        if not header or header[:6].lower() != "basic ":
+            return False
+        try:
+            user, sep, password = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8").partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        if not sep:
+            return False
+        digest = hmac.new(self._cache_key, password.encode("utf-8"), hashlib.sha256).digest()
+        key = (user, digest)
+        with self._lock:
+            if self._cache.get(key):
+                return True
+        import bcrypt
+
+        hashed = self.users.get(user)
+        try:
+            ok = bcrypt.checkpw(password.encode("utf-8"), hashed or _dummy_hash()) and hashed is not None
+        except ValueError:  # bcrypt 5 refuses passwords over 72 bytes
+            return False
+        if ok:
+            with self._lock:
+                if len(self._cache) >= 1024:  # a bound: many distinct good passwords cannot grow it forever
+                    self._cache.clear()
+                self._cache[key] = True
+        return ok
+
+
+def _error(path: str, key: str, value: Any, allowed: str) -> ConfigError:
+    shown = "<redacted>" if key.startswith("basic_auth_users") else repr(value)
+    return ConfigError(f"prometheus.web_config_file {path!r}: key {key!r} has value {shown}; allowed: {allowed}")
+
+
+def load_web_config(path: str) -> WebConfig:
+    """Read and check a web configuration file; raises ConfigError naming the key, the value and what is allowed."""
+    import yaml
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"prometheus.web_config_file {path!r} cannot be read ({exc}); allowed: the path of a "
+                          "readable YAML web configuration file") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"prometheus.web_config_file {path!r} is not valid YAML ({str(exc)[:200]})") from None
+    except RecursionError:
+        raise ConfigError(f"prometheus.web_config_file {path!r} is nested too deep") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise _error(path, "", type(data).__name__, "a mapping with tls_server_config, basic_auth_users, "
+                     "http_server_config")
+    base = Path(path).resolve().parent
+    for key in data:
+        if key not in ("tls_server_config", "basic_auth_users", "http_server_config"):
+            raise _error(path, str(key), data[key], "tls_server_config, basic_auth_users, http_server_config")
+    context = _tls(path, base, data.get("tls_server_config"))
+    users = _users(path, data.get("basic_auth_users"))
+    headers = _http(path, data.get("http_server_config"))
+    return WebConfig(path=path, ssl_context=context, users=users, headers=headers)
+
+
+def _file(path: str, base: Path, key: str, value: Any) -> str:
+    """A file named in the web config; relative paths are relative to the config file, as in exporter-toolkit."""
+    if not isinstance(value, str) or not value:
+        raise _error(path, key, value, "the path of a readable PEM file")
+    resolved = base / value
+    if not resolved.is_file():
+        raise _error(path, key, value, "the path of a readable PEM file (relative to the web config file)")
+    return str(resolved)
+
+
+def _tls(path: str, base: Path, section: Any) -> ssl.SSLContext | None:
+    if section is None:
+        return None
+    if not isinstance(section, Mapping):
+        raise _error(path, "tls_server_config", section, "a mapping")
+    for key in section:
+        if key in _UNSUPPORTED["tls_server_config"]:
+            raise _error(path, f"tls_server_config.{key}", section[key],
+                         "not set: otel-rl's endpoint (Python's ssl module) cannot honour it; supported keys: "
+                         + ", ".join(sorted(_TLS_KEYS)))
+        if key not in _TLS_KEYS and key not in _ACCEPTED_NOOP["tls_server_config"]:
+            raise _error(path, f"tls_server_config.{key}", section[key], ", ".join(sorted(_TLS_KEYS)))
+    if "cert_file" not in section or "key_file" not in section:
+        raise _error(path, "tls_server_config", "missing cert_file or key_file", "both cert_file and key_file")
+    cert = _file(path, base, "tls_server_config.cert_file", section["cert_file"])
+    key = _file(path, base, "tls_server_config.key_file", section["key_file"])
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise _error(path, "tls_server_config.key_file", section["key_file"],
+                     f"a private key matching cert_file {section['cert_file']!r} ({exc})") from None
+    versions = {}
+    for which in ("min_version", "max_version"):
+        value = section.get(which, "TLS12" if which == "min_version" else None)
+        if value is None:
+            continue
+        if value not in TLS_VERSIONS:
+            raise _error(path, f"tls_server_config.{which}", value, ", ".join(TLS_VERSIONS))
+        versions[which] = TLS_VERSIONS[value]
+    try:
+        context.minimum_version = versions["min_version"]
+        if "max_version" in versions:
+            context.maximum_version = versions["max_version"]
+    except (ValueError, ssl.SSLError) as exc:
+        raise _error(path, "tls_server_config.min_version", section.get("min_version"), str(exc)) from None
+    if "max_version" in versions and versions["max_version"] < versions["min_version"]:
+        raise _error(path, "tls_server_config.max_version", section["max_version"], "at least min_version")
+    auth = section.get("client_auth_type", "NoClientCert")
+    if auth not in CLIENT_AUTH:
+        raise _error(path, "tls_server_config.client_auth_type", auth,
+                     ", ".join(CLIENT_AUTH) + " (RequestClientCert and RequireAnyClientCert ask for a certificate "
+                     "without verifying it, which Python's ssl module cannot do)")
+    context.verify_mode = CLIENT_AUTH[auth]
+    if "client_ca_file" in section:
+        ca = _file(path, base, "tls_server_config.client_ca_file", section["client_ca_file"])
+        try:
+            context.load_verify_locations(ca)
+        except (ssl.SSLError, OSError) as exc:
+            raise _error(path, "tls_server_config.client_ca_file", section["client_ca_file"],
+                         f"a PEM file of CA certificates ({exc})") from None
+    elif auth != "NoClientCert":
+        raise _error(path, "tls_server_config.client_ca_file", None,
+                     f"a CA file: client_auth_type {auth} verifies client certificates against it")
+    return context
+
+
+def _users(path: str, section: Any) -> dict[str, bytes]:
+    if section is None:
+        return {}
+    if not isinstance(section, Mapping) or not section:
+        raise _error(path, "basic_auth_users", section, "a mapping of user name to bcrypt hash")
+    users = {}
+    for user, hashed in section.items():
+        if not isinstance(user, str) or not user or ":" in user:
+            raise ConfigError(f"prometheus.web_config_file {path!r}: key 'basic_auth_users' has user name "
+                              f"{user!r}; allowed: a non-empty string without ':'")
+        if not isinstance(hashed, str) or not _BCRYPT.match(hashed):
+            raise ConfigError(f"prometheus.web_config_file {path!r}: key 'basic_auth_users.{user}' has a value "
+                              "that is not a bcrypt hash (value not shown); allowed: a bcrypt hash such as "
+                              "`htpasswd -nbBC 10 USER PASSWORD` prints after the ':'")
+        users[user] = hashed.encode("ascii")
+    try:
+        import bcrypt  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"prometheus.web_config_file {path!r}: basic_auth_users needs the bcrypt package; "
+                          "install it with: pip install 'otel-rl[security]'") from None
+    return users
+
+
+def _http(path: str, section: Any) -> dict[str, str]:
+    if section is None:
+        return {}
+    if not isinstance(section, Mapping):
+        raise _error(path, "http_server_config", section, "a mapping")
+    for key in section:
+        if key not in ("headers", "http2"):
+            raise _error(path, f"http_server_config.{key}", section[key], "headers, http2")
+    headers = section.get("headers") or {}
+    if not isinstance(headers, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) and k and "\n" not in k + v and "\r" not in k + v
+            for k, v in headers.items()):
+        raise _error(path, "http_server_config.headers", headers, "a mapping of header name to one-line value")
+    return dict(headers)

@@ -1,0 +1,144 @@
+"""Secrets (OTLP header values, URL passwords) never appear in what otel-rl prints: repr, errors, logs, the CLI."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import otel_rl
+from otel_rl._internal.config import ConfigError, OtlpSettings, load_settings
+
+import procs
+
+SECRET = "tok-3f9c2e7d1b5a"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _config_error(config=None, environ=None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_settings(config, environ or {})
+    return str(info.value)
+
+
+def test_repr_of_settings_redacts_header_values_and_url_passwords():
+    """repr(Settings) and repr(OtlpSettings) show header names and the user, never a token or password."""
+    settings = load_settings({"exporters": ["otlp"], "otlp": {
+        "endpoint": f"https://user:{SECRET}@collector.example:4317",
+        "headers": {"Authorization": f"Bearer {SECRET}", "x-api-key": SECRET}}}, {})
+    for text in (repr(settings), str(settings), repr(settings.otlp), f"{settings.otlp!s}"):
+        assert SECRET not in text and "Authorization" in text and "x-api-key" in text and "user" in text
+    assert dict(settings.otlp.headers)["Authorization"] == f"Bearer {SECRET}"  # the value itself is intact
+    assert SECRET not in repr(OtlpSettings(headers=(("Authorization", f"Basic {SECRET}"),)))
+
+
+@pytest.mark.parametrize("variable", ["OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_METRICS_HEADERS"])
+def test_malformed_headers_variable_error_hides_the_value(variable):
+    """A malformed headers variable names the variable and the allowed form, not its content."""
+    message = _config_error(environ={variable: f"Authorization=Bearer {SECRET},missing-equals-{SECRET}"})
+    assert variable in message and "otlp.headers" in message and "allowed" in message
+    assert SECRET not in message
+
+
+@pytest.mark.parametrize("config", [
+    {"otlp": {"hedaers": {"Authorization": f"Bearer {SECRET}"}}},
+    {"otlp": {"header": f"Authorization=Bearer {SECRET}"}},
+    {"headers": {"Authorization": f"Bearer {SECRET}"}},
+    {"otlp": f"Authorization=Bearer {SECRET}"},
+    {"otlp": {"headers": f"broken-{SECRET}"}},
+    {"otlp": {"headers": [f"Bearer {SECRET}"]}},
+    {"otlp": {"endpiont": f"https://user:{SECRET}@collector:4317"}},
+    {"exporters": ["otlp"], "otlp": {"protocol": "http/protobuf", "endpoint": f"ftp://u:{SECRET}@collector"}},
+])
+def test_config_errors_near_secrets_hide_them(config):
+    """Misspelled keys next to otlp.headers, a non-mapping otlp section, bad header values: key named, secret not."""
+    message = _config_error(config)
+    assert SECRET not in message and "allowed" in message
+
+
+def test_second_init_with_other_settings_names_the_difference_without_secrets():
+    """The "already called with different settings" error names what differs, with header values redacted."""
+    base = {"exporters": ["prometheus"], "prometheus": {"host": "127.0.0.1", "port": 0},
+            "otlp": {"headers": {"Authorization": f"Bearer {SECRET}"}}}
+    otel_rl.init_telemetry(base)
+    other = {**base, "otlp": {"headers": {"Authorization": f"Bearer {SECRET}-2"}}}
+    with pytest.raises(ConfigError) as info:
+        otel_rl.init_telemetry(other)
+    message = str(info.value)
+    assert "otlp.headers" in message and SECRET not in message and "shutdown()" in message
+    assert "prometheus.port" not in message  # only what differs
+
+
+def test_failed_exports_log_no_secret(caplog):
+    """An OTLP export refused by an unreachable collector logs its failure without the header values."""
+    caplog.set_level(logging.DEBUG)
+    handle = otel_rl.init_telemetry({"exporters": ["otlp"], "otlp": {
+        "endpoint": f"http://127.0.0.1:{procs.free_port()}", "protocol": "http/protobuf", "timeout": 1,
+        "headers": {"Authorization": f"Bearer {SECRET}"}}})
+    otel_rl.record_episode("PPO", "run-1", 1.0, 5)
+    assert handle.force_flush(timeout=3) is False
+    handle.shutdown(timeout=2)
+    assert caplog.records and SECRET not in caplog.text
+
+
+def test_cli_prints_no_secret():
+    """`otel-rl demo` with a malformed headers variable fails with ConfigError, without the token in its output."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OTEL_EXPORTER_OTLP_HEADERS": f"Authorization=Bearer {SECRET},x"}
+    out = subprocess.run([sys.executable, "-m", "otel_rl", "-v", "demo", "--exporter", "otlp", "--iterations", "1",
+                          "--no-progress", "--linger", "0"], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode != 0 and "OTEL_EXPORTER_OTLP_HEADERS" in out.stderr
+    assert SECRET not in out.stdout + out.stderr
+
+
+_KEYS = st.sampled_from(["headers", "hedaers", "header", "Headers", "otlp_headers", "auth", "token", "endpiont",
+                         "certificat", "Authorization", "resource_atributes"])
+_SECRET_VALUES = st.one_of(
+    st.just(f"Bearer {SECRET}"), st.just(f"Authorization=Bearer {SECRET}"), st.just(f"a=b,{SECRET}"),
+    st.just(f"https://user:{SECRET}@collector:4317"), st.just({"Authorization": f"Bearer {SECRET}"}),
+    st.just([f"Bearer {SECRET}"]), st.just({"x": [SECRET]}),
+    st.builds(lambda a, b: f"{a}{SECRET}{b}", st.text(max_size=5), st.text(max_size=5)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=_KEYS, value=_SECRET_VALUES, nested=st.booleans())
+def test_property_config_errors_never_show_a_secret(key, value, nested):
+    """Whatever secret sits under a header-like key, loading succeeds or raises a ConfigError without it."""
+    config = {"otlp": {key: value}} if nested else {key: value}
+    try:
+        settings = load_settings(config, {})
+    except ConfigError as exc:
+        assert SECRET not in str(exc)
+    else:
+        assert SECRET not in repr(settings)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=40).map(lambda t: f"{t}Authorization=Bearer {SECRET}{t}"))
+def test_property_headers_variable_never_shows_a_secret(text):
+    """Whatever OTEL_EXPORTER_OTLP_HEADERS holds, its token appears neither in the error nor in the repr."""
+    try:
+        settings = load_settings({}, {"OTEL_EXPORTER_OTLP_HEADERS": text})
+    except ConfigError as exc:
+        assert SECRET not in str(exc)
+    else:
+        assert SECRET not in repr(settings)
+
+
+def test_mtls_settings_from_the_standard_variables(tmp_path):
+    """OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE/CLIENT_KEY/CERTIFICATE set the mTLS files; one without the other fails."""
+    for name in ("ca.crt", "client.crt", "client.key"):
+        (tmp_path / name).write_text("pem")
+    env = {"OTEL_EXPORTER_OTLP_CERTIFICATE": str(tmp_path / "ca.crt"),
+           "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": str(tmp_path / "client.crt"),
+           "OTEL_EXPORTER_OTLP_CLIENT_KEY": str(tmp_path / "client.key")}
+    otlp = load_settings({}, env).otlp
+    assert (otlp.certificate, otlp.client_certificate, otlp.client_key) == tuple(env.values())
+    del env["OTEL_EXPORTER_OTLP_CLIENT_KEY"]
+    message = _config_error(environ=env)
+    assert "otlp.client_certificate" in message and "otlp.client_key" in message

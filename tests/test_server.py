@@ -1,0 +1,228 @@
+"""The metrics endpoint's limits and binding (exposition.MetricsServer), against real sockets on loopback."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import socket
+import struct
+import threading
+import time
+import urllib.request
+
+import pytest
+
+import otel_rl
+from otel_rl._internal import exposition
+from otel_rl._internal.config import ConfigError
+from otel_rl._internal.exposition import MAX_CONNECTIONS, accepts_gzip
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _get(url: str, headers: dict[str, str] | None = None, timeout: float = 30.0):
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as response:
+        return response.status, dict(response.headers), response.read()
+
+
+def _start(host: str = "127.0.0.1"):
+    handle = otel_rl.init_telemetry({"exporters": ["prometheus"], "prometheus": {"host": host, "port": 0}})
+    return handle, f"http://{'[' + host + ']' if ':' in host else host}:{handle.prometheus_port}"
+
+
+def test_idle_connections_hold_a_bounded_number_of_file_descriptors():
+    """400 idle connections cost the process at most MAX_CONNECTIONS descriptors (the rest wait in the backlog)."""
+    handle, _ = _start()
+    before = _open_fds()
+    clients = []
+    try:
+        for _ in range(400):
+            clients.append(socket.create_connection(("127.0.0.1", handle.prometheus_port), timeout=5))
+        time.sleep(1.0)  # let the accept loop take what it will take
+        server_side = _open_fds() - before - len(clients)
+        assert server_side <= MAX_CONNECTIONS + 4, server_side
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_idle_connections_time_out_and_scrapes_get_through(monkeypatch):
+    """Idle connections are closed after the request timeout, so a scrape queued behind them is served."""
+    monkeypatch.setattr(exposition._Handler, "timeout", 0.5)
+    handle, url = _start()
+    otel_rl.record_episode("PPO", "run-1", 1.5, 10)
+    clients = [socket.create_connection(("127.0.0.1", handle.prometheus_port), timeout=10)
+               for _ in range(3 * MAX_CONNECTIONS)]
+    try:
+        started = time.monotonic()
+        status, _, body = _get(url + "/metrics", timeout=30)
+        assert status == 200 and b'rl_training_episode_reward_count{' in body
+        assert time.monotonic() - started < 20
+        assert clients[0].recv(1) == b""  # the server closed the idle connection
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_a_connection_trickling_bytes_is_cut_off_at_the_deadline(monkeypatch):
+    """A client sending a byte every 0.2 s (never idle long enough to time out) is disconnected at the deadline."""
+    monkeypatch.setattr(exposition.MetricsServer, "request_deadline", 1.0)
+    handle, _ = _start()
+    client = socket.create_connection(("127.0.0.1", handle.prometheus_port), timeout=5)
+    started = time.monotonic()
+    try:
+        for byte in b"GET /metrics HTTP/1.1\r\nX-Slow: " + b"a" * 200:
+            client.sendall(bytes([byte]))
+            time.sleep(0.2)
+            if time.monotonic() - started > 15:
+                break
+    except OSError:  # reset by the server: cut off
+        pass
+    else:
+        assert client.recv(100) == b"", "the connection is still open"
+    finally:
+        client.close()
+    assert time.monotonic() - started < 10
+
+
+def test_five_hundred_simultaneous_gets_succeed():
+    """500 scrapes started at once all get a 200 (a listen backlog of 5 refused or timed out most of them)."""
+    _, url = _start()
+    barrier = threading.Barrier(500)
+    results: list[object] = []
+
+    def scrape() -> None:
+        barrier.wait()
+        try:
+            results.append(_get(url + "/metrics", timeout=60)[0])
+        except Exception as exc:  # noqa: BLE001 (collected and reported below)
+            results.append(exc)
+
+    threads = [threading.Thread(target=scrape) for _ in range(500)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    failures = [r for r in results if r != 200]
+    assert len(results) == 500 and not failures, failures[:5]
+
+
+def test_concurrent_scrapes_share_renders(monkeypatch):
+    """Scrapes arriving together share a render, and each still sees the values recorded before it arrived."""
+    handle, url = _start()
+    renders = 0
+    original = handle.exposition.render
+
+    def counting(accept: str = ""):
+        nonlocal renders
+        renders += 1
+        time.sleep(0.05)  # a slow render, so scrapes pile up behind it
+        return original(accept)
+
+    monkeypatch.setattr(handle.exposition, "render", counting)
+    otel_rl.record_episode("PPO", "run-1", 2.0, 5)
+    bodies: list[bytes] = []
+    threads = [threading.Thread(target=lambda: bodies.append(_get(url + "/metrics")[2])) for _ in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(bodies) == 40 and all(b'rl_training_episode_reward_count{' in b for b in bodies)
+    assert renders < 20, renders
+
+
+@pytest.mark.parametrize(("header", "gzipped"), [
+    ("gzip", True), ("gzip, deflate, br", True), ("GZIP;q=0.5", True), ("*", True), ("deflate;q=1, *;q=0.1", True),
+    ("gzip;q=0", False), ("gzip; q=0.0", False), ("gzip;q=0, *", False), ("*;q=0", False), ("identity", False),
+    ("", False), ("gzip;q=nan", False), ("gzip;q=oops", False), ("x-gzip", True),
+])
+def test_accept_encoding_q_values(header, gzipped):
+    """Accept-Encoding is parsed with its q-values: q=0 refuses a coding, `*` stands for any not listed."""
+    assert accepts_gzip(header) is gzipped
+
+
+def test_gzip_q_zero_gets_identity():
+    """`Accept-Encoding: gzip;q=0` gets an uncompressed body; plain `gzip` gets a gzip one."""
+    _, url = _start()
+    _, headers, body = _get(url + "/metrics", {"Accept-Encoding": "gzip;q=0"})
+    assert "Content-Encoding" not in headers and body.startswith(b"# HELP")
+    request = urllib.request.Request(url + "/metrics", headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.headers["Content-Encoding"] == "gzip"
+        assert gzip.decompress(response.read()).startswith(b"# HELP")
+
+
+def test_client_disconnecting_mid_response_logs_no_traceback(caplog, capfd):
+    """A client that resets the connection before the response is written costs at most a debug line."""
+    handle, _ = _start()
+    for i in range(300):  # a body of several hundred kB, bigger than the socket buffers
+        otel_rl.record_episode("PPO", f"run-{i:04d}-{'x' * 40}", float(i), 10)
+    caplog.set_level(logging.DEBUG, logger="otel_rl")
+    for _ in range(20):
+        client = socket.create_connection(("127.0.0.1", handle.prometheus_port), timeout=5)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        client.recv(100)  # the response started
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # RST
+    time.sleep(1.0)
+    url = f"http://127.0.0.1:{handle.prometheus_port}"
+    assert _get(url + "/metrics")[0] == 200  # still serving
+    err = capfd.readouterr().err
+    assert "Traceback" not in caplog.text and "Traceback" not in err, (caplog.text[-2000:], err[-2000:])
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text[-2000:]
+
+
+@pytest.mark.parametrize("host", ["::1", "::", "127.0.0.1", "localhost"])
+def test_loopback_and_ipv6_hosts_can_be_bound(host):
+    """IPv6 hosts are bound with an IPv6 socket; loopback names work; the endpoint answers on the bound address."""
+    handle, _ = _start(host)
+    address = "[::1]" if ":" in host else "127.0.0.1"
+    status, _, body = _get(f"http://{address}:{handle.prometheus_port}/metrics")
+    assert status == 200 and body.startswith(b"# HELP")
+
+
+def _strict_error(host: str, port: int = 0) -> str:
+    with pytest.raises(ConfigError) as info:
+        otel_rl.init_telemetry({"prometheus": {"host": host, "port": port, "strict": True}})
+    return str(info.value)
+
+
+def test_bind_failure_says_the_host_does_not_resolve():
+    """An unresolvable host is reported as such, naming prometheus.host, its value and what is allowed."""
+    message = _strict_error("no-such-host.invalid")
+    assert "prometheus.host 'no-such-host.invalid' cannot be resolved" in message and "allowed:" in message
+    assert "free port" not in message
+
+
+def test_bind_failure_says_the_port_is_taken():
+    """A port in use is reported as such, naming prometheus.port."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        message = _strict_error("127.0.0.1", port)
+    assert f"prometheus.port {port} on host '127.0.0.1' is already in use" in message
+    assert "allowed: a free port" in message
+
+
+def test_bind_failure_says_the_address_is_not_of_this_machine():
+    """An address of no local interface (TEST-NET-1) is reported as such."""
+    message = _strict_error("192.0.2.1")
+    assert "prometheus.host '192.0.2.1' is not an address of this machine" in message and "allowed:" in message
+
+
+@pytest.mark.parametrize("host", ["bad\x00host", "run-\udcff", "a" * 64 + ".example"])
+def test_bind_failure_on_hosts_that_cannot_be_encoded(host):
+    """A host with NUL, a lone surrogate or an over-long label is a ConfigError, not a ValueError/UnicodeError."""
+    assert "prometheus.host" in _strict_error(host)
+
+
+def test_bind_failure_without_strict_logs_and_goes_on(caplog):
+    """Without strict, a bind failure is one error line (no traceback) and training goes on."""
+    handle = otel_rl.init_telemetry({"prometheus": {"host": "no-such-host.invalid", "port": 0}})
+    assert handle.prometheus_port is None
+    assert "cannot be resolved" in caplog.text and "Traceback" not in caplog.text

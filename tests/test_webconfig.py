@@ -1,0 +1,158 @@
+"""TLS and basic auth on /metrics from an exporter-toolkit web configuration file (webconfig), on real sockets."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import ssl
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import bcrypt
+import pytest
+import yaml
+from certs import Certs, make_certs
+
+import otel_rl
+from otel_rl._internal.config import ConfigError
+from otel_rl._internal.webconfig import load_web_config
+
+PASSWORD = "s3cret-scrape-password"
+#: What a client sees when the server ends the connection in the TLS handshake.
+REFUSED = (urllib.error.URLError, ssl.SSLError, ConnectionError, http.client.HTTPException)
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory) -> Certs:
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="module")
+def hashed() -> str:
+    return bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)).decode()
+
+
+def _web(directory: Path, content: dict) -> str:
+    path = directory / "web.yml"
+    path.write_text(yaml.safe_dump(content))
+    return str(path)
+
+
+def _basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def _get(url: str, headers=None, context=None) -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10,
+                                    context=context) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _start(web_config: str):
+    return otel_rl.init_telemetry({"exporters": ["prometheus"], "prometheus": {
+        "host": "127.0.0.1", "port": 0, "web_config_file": web_config}})
+
+
+def test_tls_and_basic_auth(certs, hashed):
+    """Over TLS with the right password: 200; wrong password or none: 401 with a Basic challenge; plain HTTP fails."""
+    handle = _start(_web(certs.ca.parent, {
+        "tls_server_config": {"cert_file": "server.crt", "key_file": "server.key"},
+        "basic_auth_users": {"prometheus": hashed}}))
+    base = f"https://127.0.0.1:{handle.prometheus_port}"
+    context = ssl.create_default_context(cafile=str(certs.ca))
+    assert _get(base + "/metrics", _basic("prometheus", PASSWORD), context) == 200
+    assert _get(base + "/metrics", _basic("prometheus", "wrong"), context) == 401
+    assert _get(base + "/metrics", _basic("nobody", PASSWORD), context) == 401
+    assert _get(base + "/metrics", None, context) == 401
+    assert _get(base + "/health", None, context) == 401  # /health is guarded too (it names service and version)
+    assert _get(base + "/health", _basic("prometheus", PASSWORD), context) == 200
+    with pytest.raises(REFUSED):
+        _get(f"http://127.0.0.1:{handle.prometheus_port}/metrics")
+    with pytest.raises(REFUSED):  # a client that does not trust the CA
+        _get(base + "/metrics", _basic("prometheus", PASSWORD), ssl.create_default_context(cafile=str(certs.other_ca)))
+
+
+def test_successful_checks_are_cached(certs, hashed, monkeypatch):
+    """bcrypt runs once per user and password, not on every scrape; a wrong password is checked every time."""
+    config = load_web_config(_web(certs.ca.parent, {"basic_auth_users": {"prometheus": hashed}}))
+    calls = []
+    real = bcrypt.checkpw
+    monkeypatch.setattr(bcrypt, "checkpw", lambda *a: calls.append(1) or real(*a))
+    good = _basic("prometheus", PASSWORD)["Authorization"]
+    bad = _basic("prometheus", "nope")["Authorization"]
+    assert all(config.authorized(good) for _ in range(20))
+    assert len(calls) == 1
+    assert not any(config.authorized(bad) for _ in range(3))
+    assert len(calls) == 4
+    assert not config.authorized("Basic !!!notbase64") and not config.authorized("Bearer x")
+    assert not config.authorized(_basic("prometheus", "x" * 100)["Authorization"])  # bcrypt's 72-byte limit
+
+
+def test_mutual_tls(certs):
+    """RequireAndVerifyClientCert: a client without a certificate is refused, one with a CA-signed one served."""
+    handle = _start(_web(certs.ca.parent, {"tls_server_config": {
+        "cert_file": "server.crt", "key_file": "server.key", "client_auth_type": "RequireAndVerifyClientCert",
+        "client_ca_file": "ca.crt", "min_version": "TLS13"}}))
+    url = f"https://127.0.0.1:{handle.prometheus_port}/metrics"
+    context = ssl.create_default_context(cafile=str(certs.ca))
+    with pytest.raises(REFUSED):
+        _get(url, context=context)
+    context.load_cert_chain(str(certs.client_cert), str(certs.client_key))
+    assert _get(url, context=context) == 200
+
+
+def test_http_server_config_headers(certs):
+    """http_server_config.headers are added to every response."""
+    handle = _start(_web(certs.ca.parent, {"http_server_config": {"headers": {"X-Frame-Options": "deny"}}}))
+    with urllib.request.urlopen(f"http://127.0.0.1:{handle.prometheus_port}/metrics", timeout=10) as response:
+        assert response.headers["X-Frame-Options"] == "deny"
+
+
+@pytest.mark.parametrize(("content", "key", "allowed"), [
+    ({"tls_server_config": {"cert_file": "server.crt", "key_file": "server.key", "min_version": "TLS9"}},
+     "tls_server_config.min_version", "TLS12"),
+    ({"tls_server_config": {"cert_file": "missing.crt", "key_file": "server.key"}},
+     "tls_server_config.cert_file", "readable PEM file"),
+    ({"tls_server_config": {"cert_file": "server.crt", "key_file": "client.key"}},
+     "tls_server_config.key_file", "private key matching"),
+    ({"tls_server_config": {"cert_file": "server.crt"}}, "tls_server_config", "both cert_file and key_file"),
+    ({"tls_server_config": {"cert_file": "server.crt", "key_file": "server.key",
+                            "client_auth_type": "RequestClientCert"}},
+     "tls_server_config.client_auth_type", "RequireAndVerifyClientCert"),
+    ({"tls_server_config": {"cert_file": "server.crt", "key_file": "server.key",
+                            "client_auth_type": "RequireAndVerifyClientCert"}},
+     "tls_server_config.client_ca_file", "a CA file"),
+    ({"tls_server_config": {"cert_file": "server.crt", "key_file": "server.key", "cipher_suites": ["X"]}},
+     "tls_server_config.cipher_suites", "cannot honour"),
+    ({"tls_server_confg": {}}, "tls_server_confg", "tls_server_config, basic_auth_users"),
+    ({"basic_auth_users": {"u:x": "$2b$10$" + "a" * 53}}, "basic_auth_users", "without ':'"),
+    ({"basic_auth_users": []}, "basic_auth_users", "bcrypt hash"),
+    ({"http_server_config": {"headers": {"X": "a\r\nb"}}}, "http_server_config.headers", "one-line"),
+])
+def test_invalid_web_config_is_a_config_error_at_init(certs, content, key, allowed):
+    """A broken web config fails init_telemetry with ConfigError naming the file's key and what is allowed."""
+    with pytest.raises(ConfigError) as info:
+        _start(_web(certs.ca.parent, content))
+    message = str(info.value)
+    assert "prometheus.web_config_file" in message and repr(key) in message and allowed in message, message
+    assert otel_rl.current() is None
+
+
+def test_a_plaintext_password_in_place_of_a_hash_is_refused_and_not_shown(certs):
+    """A password written where the bcrypt hash belongs is refused and never repeated in the error."""
+    with pytest.raises(ConfigError) as info:
+        _start(_web(certs.ca.parent, {"basic_auth_users": {"prometheus": PASSWORD}}))
+    assert "basic_auth_users.prometheus" in str(info.value) and PASSWORD not in str(info.value)
+
+
+def test_web_config_from_the_environment(certs, hashed, monkeypatch):
+    """OTEL_RL_PROMETHEUS_WEB_CONFIG_FILE sets prometheus.web_config_file."""
+    monkeypatch.setenv("OTEL_RL_PROMETHEUS_WEB_CONFIG_FILE",
+                       _web(certs.ca.parent, {"basic_auth_users": {"prometheus": hashed}}))
+    handle = otel_rl.init_telemetry({"prometheus": {"host": "127.0.0.1", "port": 0}})
+    assert _get(f"http://127.0.0.1:{handle.prometheus_port}/metrics") == 401
+    assert repr(hashed) not in repr(load_web_config(handle.settings.prometheus.web_config_file))
