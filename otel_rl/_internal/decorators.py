@@ -186,14 +186,16 @@ class _StepRecorder:
         if steps:
             rec.record_environment_steps(algorithm, steps)
         rewards, lengths = parsed.episode_rewards, parsed.episode_lengths
-        new = parsed.episodes_this_iter
         count = len(rewards)
-        if isinstance(new, numbers.Integral) and not isinstance(new, bool) and new >= 0:
-            # RLlib's hist_stats is a window over the last 100 episodes: only the newest are this iteration's. The
-            # new API stack reports only the count: the counter takes it, the histograms get no observation.
-            count = int(new)
+        new = parsed.episodes_this_iter
+        if rewards and _is_count(new):
+            # RLlib's hist_stats is a window over the last 100 episodes: only the newest are this iteration's. With
+            # more episodes than the window holds, all count and the window's are observed.
             if new < len(rewards):
-                rewards, lengths = (rewards[-new:], lengths[-new:]) if new else ([], [])
+                rewards, lengths = rewards[len(rewards) - new:], lengths[max(len(lengths) - new, 0):]
+            count = int(new)
+        elif not rewards and _is_count(parsed.episodes_without_values):
+            count = int(parsed.episodes_without_values)  # the new API stack counts episodes without their values
         episode = (algorithm, self.agent_id)
         if count:
             rec._episodes.add(episode, float(count))
@@ -203,6 +205,10 @@ class _StepRecorder:
                 rec._episode_length.observe(episode, lengths[i])
         for agent_id, figures in parsed.performance.items():
             rec.record_performance_metrics(algorithm, agent_id or self.agent_id, figures)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0
 
 
 @overload

@@ -74,6 +74,8 @@ class ParsedResult:
     env_steps_this_iter: Any = None
     env_steps_lifetime: Any = None
     episodes_this_iter: Any = None
+    #: New RLlib API stack without the callback: ``env_runners/num_episodes`` counts episodes whose values it omits.
+    episodes_without_values: Any = None
     episode_rewards: list[Any] = field(default_factory=list)
     episode_lengths: list[Any] = field(default_factory=list)
     signals: dict[str, Any] = field(default_factory=dict)  #: signal name (``SIGNAL_NAMES``) -> value
@@ -123,6 +125,8 @@ def parse_result(result: Mapping[str, Any]) -> ParsedResult:
     elif isinstance(rewards, (list, tuple)):
         parsed.episode_rewards = list(rewards)
         parsed.episode_lengths = list(lengths) if isinstance(lengths, (list, tuple)) else []
+    else:
+        parsed.episodes_without_values = lookup(result, "env_runners/num_episodes")
 
     learners: dict[str, dict[str, Any]] = {}
     for key, value in result.items():
