@@ -97,9 +97,11 @@ def test_modern_schema_and_panel_types(board):
 
 
 def test_rows(board):
-    """The rows are overview, episodes, trading performance, losses, throughput, errors, in that order."""
+    """The rows are overview, episodes, trading performance, losses, training signals, throughput, errors, in that
+    order."""
     rows = [p["title"].lower() for p in board["panels"] if p["type"] == "row"]
-    assert rows == ["overview", "episodes", "trading performance", "losses", "throughput", "errors"]
+    assert rows == ["overview", "episodes", "trading performance", "losses", "training signals", "throughput",
+                    "errors"]
 
 
 def test_panels_fit_the_grid(board):

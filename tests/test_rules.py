@@ -20,6 +20,7 @@ RULES_TEST_PATH = ROOT / "prometheus" / "rules" / "tests" / "otel-rl.rules.test.
 EXPECTED_ALERTS = {
     "RLTrainingStalled", "RLTrainingRunFailed", "RLTrainingErrors", "RLTrainingRewardCollapsed",
     "RLTrainingNonFiniteLoss", "RLTrainingEntropyCollapsed", "RLTrainingNoData", "RLTelemetryValuesDropped",
+    "RLTrainingKLDivergenceHigh",
 }
 
 _SELECTOR = re.compile(r"\b([a-zA-Z_][a-zA-Z0-9_]*)\{([^}]*)\}")
@@ -94,6 +95,11 @@ def test_thresholds_are_configurable():
         rules.Thresholds(reward_drop_fraction=1.5)
     with pytest.raises(ValueError, match="max_errors"):
         rules.Thresholds(max_errors=-1)
+    with pytest.raises(ValueError, match="kl_max"):
+        rules.Thresholds(kl_max=0)
+    kl = {a["alert"]: a for a in _alert_rules(rules.build_rules(rules.Thresholds(kl_max=0.02, kl_for="3m")))}
+    assert kl["RLTrainingKLDivergenceHigh"]["expr"].endswith("> 0.02")
+    assert kl["RLTrainingKLDivergenceHigh"]["for"] == "3m"
 
 
 def test_rules_use_only_labels_the_metrics_have():
