@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from procs import http_get
+from prometheus_client.parser import text_string_to_metric_families
 
 
 class Scrape:

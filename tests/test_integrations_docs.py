@@ -6,17 +6,17 @@ import re
 
 import pytest
 import torch
-
-import otel_rl
 from procs import ROOT, free_port
 from scrape import Scrape
+
+import otel_rl
 
 DOC = ROOT / "docs" / "integrations.md"
 
 
 def _example(name: str) -> str:
     text = DOC.read_text(encoding="utf-8")
-    match = re.search(rf"<!-- example: {name} -->\n```python\n(.*?)```", text, re.S)
+    match = re.search(rf"<!-- example: {name} -->\n```python\n(.*?)```", text, re.DOTALL)
     assert match, f"no example {name!r} in {DOC}"
     return match.group(1)
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import ray
 from ray.rllib.algorithms.ppo import PPOConfig
+from scrape import Scrape
 
 import otel_rl
 from otel_rl.integrations.rllib import OtelRLCallback
-from scrape import Scrape
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning",
                                         "ignore::FutureWarning")

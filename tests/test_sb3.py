@@ -7,6 +7,7 @@ import math
 import gymnasium as gym
 import pytest
 import torch
+from scrape import Scrape
 from stable_baselines3 import A2C, DQN, PPO, SAC
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.env_util import make_vec_env
@@ -17,7 +18,6 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 import otel_rl
 from otel_rl.integrations.gymnasium import RecordEpisodeMetrics, wrap
 from otel_rl.integrations.sb3 import OtelRLCallback
-from scrape import Scrape
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 
@@ -209,9 +209,8 @@ def test_inside_training_run_the_run_owns_start_complete_and_failure():
     model = PPO("MlpPolicy", env, n_steps=64, batch_size=64, n_epochs=1, seed=0, device="cpu")
     with otel_rl.training_run(algorithm="ppo-cartpole", run_id="r1"):
         model.learn(128, callback=OtelRLCallback())
-    with pytest.raises(RuntimeError, match="boom"):
-        with otel_rl.training_run(algorithm="ppo-cartpole", run_id="r2"):
-            model.learn(256, callback=CallbackList([OtelRLCallback(), _FailAfter(64)]))
+    with pytest.raises(RuntimeError, match="boom"), otel_rl.training_run(algorithm="ppo-cartpole", run_id="r2"):
+        model.learn(256, callback=CallbackList([OtelRLCallback(), _FailAfter(64)]))
     env.close()
     value = otel_rl.testing.value
     assert value("rl_training_runs_total", algorithm="ppo-cartpole", status="started") == 2

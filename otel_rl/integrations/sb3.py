@@ -35,7 +35,7 @@ from otel_rl._internal import recording as _rec
 from otel_rl._internal.decorators import current_run
 from otel_rl.integrations.gymnasium import RecordEpisodeMetrics
 
-__all__ = ["OtelRLCallback", "SB3_KEYS"]
+__all__ = ["SB3_KEYS", "OtelRLCallback"]
 
 _logger = logging.getLogger("otel_rl")
 
