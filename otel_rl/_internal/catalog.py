@@ -1,8 +1,9 @@
 """The metric catalog: every series otel-rl produces, as data.
 
 Instruments, the Prometheus exposition, the metrics reference, the Grafana dashboard and the alerting rules are
-all derived from :data:`CATALOG`. Names, label keys, buckets and help texts are the seed module's
-(``shared/reference/seed-metrics.json``), so dashboards and queries written for it keep working.
+all derived from :data:`ALL_METRICS`. In :data:`CATALOG`, names, label keys, buckets and help texts are the seed
+module's (``shared/reference/seed-metrics.json``), so dashboards and queries written for it keep working;
+:data:`SIGNALS` adds the training signals after them.
 """
 
 from __future__ import annotations
