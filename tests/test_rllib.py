@@ -35,7 +35,7 @@ def _build(new_stack: bool, runners: int, callbacks: type | None):
         config = config.api_stack(enable_rl_module_and_learner=False, enable_env_runner_and_connector_v2=False)
     if callbacks is not None:
         config = config.callbacks(callbacks)
-    return config.build()
+    return config.build_algo()
 
 
 def _losses(result: dict, new_stack: bool) -> dict[str, float]:
