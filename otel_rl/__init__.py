@@ -5,7 +5,7 @@ Call :func:`init_telemetry` once, decorate the train step, and the 21 ``rl_train
 ``http://localhost:8011/metrics`` or, over OTLP, through an OpenTelemetry Collector into Prometheus.
 """
 
-from otel_rl._internal.catalog import ALL_METRICS, CATALOG, MetricSpec
+from otel_rl._internal.catalog import ALL_METRICS, CATALOG, SIGNALS, MetricSpec
 from otel_rl._internal.config import ConfigError, Settings, load_settings
 from otel_rl._internal.decorators import RunContext, current_run, data_load, train_step, training_run
 from otel_rl._internal.recording import (
@@ -19,6 +19,7 @@ from otel_rl._internal.recording import (
     record_training_error,
     record_training_failed,
     record_training_iteration,
+    record_training_signals,
     record_training_start,
 )
 from otel_rl._internal.telemetry import Telemetry, current, init_telemetry
@@ -30,6 +31,7 @@ __all__ = [
     "ConfigError",
     "MetricSpec",
     "RunContext",
+    "SIGNALS",
     "Settings",
     "Telemetry",
     "__version__",
@@ -48,6 +50,7 @@ __all__ = [
     "record_training_error",
     "record_training_failed",
     "record_training_iteration",
+    "record_training_signals",
     "record_training_start",
     "train_step",
     "training_run",

@@ -52,7 +52,7 @@ IGNORED_LABELS = frozenset({"job", "instance", "component", "service"})
 #: Series whose value is read from the clock during the run, so two runs of the same script cannot agree on them.
 #: They are still compared exactly against each run's own truth; across paths only their presence is compared.
 WALL_CLOCK = frozenset({"rl_training_start_timestamp", "rl_training_duration_seconds_sum",
-                        "rl_training_data_load_time_seconds_sum"})
+                        "rl_training_data_load_time_seconds_sum", "rl_training_env_steps_per_second"})
 SELECTOR = '{{__name__=~"rl_training_.+|otel_rl_.+",{match}}}'
 
 Key = tuple[str, tuple[tuple[str, str], ...]]

@@ -101,9 +101,11 @@ def test_modern_schema_and_panel_types(board):
 
 
 def test_rows(board):
-    """The rows are overview, episodes, trading performance, losses, throughput, errors, resources, in that order."""
+    """The rows are overview, episodes, trading performance, losses, training signals, throughput, errors,
+    resources, in that order."""
     rows = [p["title"].lower() for p in board["panels"] if p["type"] == "row"]
-    assert rows == ["overview", "episodes", "trading performance", "losses", "throughput", "errors", "resources"]
+    assert rows == ["overview", "episodes", "trading performance", "losses", "training signals", "throughput",
+                    "errors", "resources"]
 
 
 def test_panels_fit_the_grid(board):

@@ -66,6 +66,8 @@ def landed_run():
             result = run_demo(iterations=12, episodes_per_iter=10, seed=0, inject_failure=True, progress=False,
                               on_iteration=lambda i, outcome: time.sleep(0.4), shutdown=False)
             otel_rl.record_loss_metrics("PG", entropy=float("nan"))  # counted as dropped, reason nan
+            # The demo's REINFORCE agent neither clips its ratio nor explores epsilon-greedily: set those two here.
+            otel_rl.record_training_signals("PG", "cartpole-seed0", clip_fraction=0.1, exploration_rate=0.05)
             with pytest.raises(RuntimeError):
                 with otel_rl.training_run(algorithm="PG", run_id="failing-run"):
                     raise RuntimeError("a failed run, for the error panels")

@@ -213,3 +213,24 @@ def test_helpers_are_fast_enough():
     per_call = (time.perf_counter() - started) / calls
     assert per_call < 50e-6
     assert V("rl_training_episodes_total", algorithm="PPO", agent_id="agent_0") == calls
+
+
+def test_record_training_signals_sets_each_given_gauge_and_drops_bad_values(caplog):
+    """Each signal that is given is set for (algorithm, run_id); None leaves it alone; NaN is dropped, not raised."""
+    otel_rl.record_training_signals("PPO", "r1", learning_rate=3e-4, kl_divergence=0.01, grad_norm=numpy.float32(2.5))
+    assert V("rl_training_learning_rate", algorithm="PPO", run_id="r1") == pytest.approx(3e-4)
+    assert V("rl_training_kl_divergence", algorithm="PPO", run_id="r1") == 0.01
+    assert V("rl_training_grad_norm", algorithm="PPO", run_id="r1") == 2.5
+    assert V("rl_training_clip_fraction", algorithm="PPO", run_id="r1") is None
+    otel_rl.record_training_signals("PPO", "r1", learning_rate=float("nan"), explained_variance="high")
+    assert V("rl_training_learning_rate", algorithm="PPO", run_id="r1") == pytest.approx(3e-4)
+    assert testing.dropped("rl_training_learning_rate", "nan") == 1
+    assert testing.dropped("rl_training_explained_variance", "wrong_type") == 1
+
+
+def test_signals_follow_the_original_21_in_the_catalog():
+    """The signal gauges come after the original 21 series, labelled (algorithm, run_id)."""
+    names = [spec.name for spec in otel_rl.ALL_METRICS]
+    assert names[:21] == [spec.name for spec in otel_rl.CATALOG]
+    assert names[21:-1] == [spec.name for spec in otel_rl.SIGNALS]
+    assert all(spec.type == "gauge" and spec.labels == ("algorithm", "run_id") for spec in otel_rl.SIGNALS)

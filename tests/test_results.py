@@ -272,3 +272,80 @@ def test_nan_lifetime_steps_do_not_corrupt_later_increments():
     run_steps([{"num_env_steps_sampled": 1000}, {"num_env_steps_sampled": float("nan")},
                {"num_env_steps_sampled": 1500}])
     assert V("rl_training_environment_steps_total", algorithm="PPO") == 1500.0
+
+
+def test_training_signals_from_both_rllib_stacks_and_plain_keys():
+    """Learning rate, KL, explained variance, grad norm, entropy coefficient and throughput are read from the old
+    stack's learner_stats, the new stack's learner results and plain keys; plain keys win."""
+    old = parse_result({"info": {"learner": {"default_policy": {"learner_stats": {
+        "cur_lr": 5e-5, "kl": 0.01, "vf_explained_var": 0.3, "grad_gnorm": 1.5, "entropy_coeff": 0.0}}}},
+        "num_env_steps_sampled_throughput_per_sec": 900.0})
+    assert old.signals == {"learning_rate": 5e-5, "kl_divergence": 0.01, "explained_variance": 0.3,
+                           "grad_norm": 1.5, "entropy_coefficient": 0.0, "env_steps_per_second": 900.0}
+    new = flatten({"learners": {"default_policy": {
+        "default_optimizer_learning_rate": 3e-4, "mean_kl_loss": 0.02, "vf_explained_var": -0.1,
+        "gradients_default_optimizer_global_norm": 2.0, "curr_entropy_coeff": 0.01, "policy_loss": 0.1}},
+        "env_runners": {"num_env_steps_sampled_lifetime_throughput": {"throughput_since_last_reduce": 1200.0}}})
+    assert parse_result(new).signals == {"learning_rate": 3e-4, "kl_divergence": 0.02, "explained_variance": -0.1,
+                                         "grad_norm": 2.0, "entropy_coefficient": 0.01,
+                                         "env_steps_per_second": 1200.0}
+    plain = parse_result({"learning_rate": 1e-3, "clip_fraction": 0.2, "exploration_rate": 0.05,
+                          "info": {"learner": {"p": {"learner_stats": {"cur_lr": 5.0}}}}})
+    assert plain.signals == {"learning_rate": 1e-3, "clip_fraction": 0.2, "exploration_rate": 0.05}
+
+
+def test_signals_of_several_modules_are_averaged():
+    """With several learner modules, each signal is the mean over the modules that report it; bad values are
+    left out of the mean."""
+    parsed = parse_result({"learners": {"a": {"mean_kl_loss": 0.01}, "b": {"mean_kl_loss": 0.03},
+                                        "c": {"mean_kl_loss": float("nan")}, "__all_modules__": {"mean_kl_loss": 9}}})
+    assert parsed.signals["kl_divergence"] == pytest.approx(0.02)
+
+
+def test_train_step_sets_the_signal_gauges():
+    """@train_step sets the signal gauges per (algorithm, run_id)."""
+    step = otel_rl.train_step(algorithm="PPO", run_id="r")(lambda: {"learners": {"default_policy": {
+        "default_optimizer_learning_rate": 3e-4, "mean_kl_loss": 0.02}}})
+    step()
+    assert V("rl_training_learning_rate", algorithm="PPO", run_id="r") == 3e-4
+    assert V("rl_training_kl_divergence", algorithm="PPO", run_id="r") == 0.02
+    assert V("rl_training_clip_fraction", algorithm="PPO", run_id="r") is None
+
+
+def test_new_stack_episode_count_without_values():
+    """A new-stack result counts env_runners/num_episodes; it has no per-episode values to observe."""
+    step = otel_rl.train_step(algorithm="PPO")(lambda: {"env_runners": {"num_episodes": 49,
+                                                                         "episode_return_mean": 21.0}})
+    step()
+    step()
+    assert V("rl_training_episodes_total", algorithm="PPO", agent_id="default") == 98
+    assert H("rl_training_episode_reward", algorithm="PPO", agent_id="default") is None
+
+
+def test_callback_episodes_are_observed_and_a_recorded_result_is_skipped():
+    """The RLlib callback's (return, length) pairs are every episode of the iteration; a result marked as
+    recorded by the callback is not recorded again."""
+    result = {"env_runners": {"num_episodes": 2, "otel_rl": {"episodes": [(10.0, 10), (-3.5, 7)]}},
+              "training_iteration": 1}
+    otel_rl.train_step(algorithm="PPO")(lambda: result)()
+    reward = H("rl_training_episode_reward", algorithm="PPO", agent_id="default")
+    assert V("rl_training_episodes_total", algorithm="PPO", agent_id="default") == 2
+    assert reward.count == 2 and reward.sum == 6.5
+    assert H("rl_training_episode_length", algorithm="PPO", agent_id="default").sum == 17
+    otel_rl.train_step(algorithm="PPO")(lambda: {**result, "otel_rl_recorded": True})()
+    assert V("rl_training_episodes_total", algorithm="PPO", agent_id="default") == 2
+    assert V("rl_training_iterations_total", algorithm="PPO") == 1
+
+
+def test_more_episodes_than_the_hist_stats_window_all_count():
+    """Old stack: 150 episodes in one iteration count 150; the 100 in hist_stats are observed."""
+    otel_rl.train_step(algorithm="PPO")(lambda: {"episodes_this_iter": 150, "hist_stats": {
+        "episode_reward": [1.0] * 100, "episode_lengths": [5] * 100}})()
+    assert V("rl_training_episodes_total", algorithm="PPO", agent_id="default") == 150
+    assert H("rl_training_episode_reward", algorithm="PPO", agent_id="default").count == 100
+
+
+def test_plain_episodes_this_iter_without_values_does_not_count():
+    """A plain result's episodes_this_iter alone records no episodes (a Gymnasium wrapper may count them)."""
+    otel_rl.train_step(algorithm="PG")(lambda: {"episodes_this_iter": 10, "episode_reward_mean": 3.0})()
+    assert V("rl_training_episodes_total", algorithm="PG", agent_id="default") is None

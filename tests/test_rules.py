@@ -22,6 +22,7 @@ EXPECTED_ALERTS = {
     "RLTrainingStalled", "RLTrainingRunFailed", "RLTrainingErrors", "RLTrainingRewardCollapsed",
     "RLTrainingNonFiniteLoss", "RLTrainingEntropyCollapsed", "RLTrainingNoData", "RLTelemetryValuesDropped",
     "RLGpuMemoryNearLimit", "RLGpuIdleWhileTraining",
+    "RLTrainingKLDivergenceHigh",
 }
 
 _SELECTOR = re.compile(r"\b([a-zA-Z_][a-zA-Z0-9_]*)\{([^}]*)\}")
@@ -98,6 +99,11 @@ def test_thresholds_are_configurable():
         rules.Thresholds(max_errors=-1)
     with pytest.raises(ValueError, match="gpu_memory_fraction"):
         rules.Thresholds(gpu_memory_fraction=0)
+    with pytest.raises(ValueError, match="kl_max"):
+        rules.Thresholds(kl_max=0)
+    kl = {a["alert"]: a for a in _alert_rules(rules.build_rules(rules.Thresholds(kl_max=0.02, kl_for="3m")))}
+    assert kl["RLTrainingKLDivergenceHigh"]["expr"].endswith("> 0.02")
+    assert kl["RLTrainingKLDivergenceHigh"]["for"] == "3m"
 
 
 def test_gpu_thresholds_are_configurable():

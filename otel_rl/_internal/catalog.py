@@ -1,9 +1,10 @@
 """The metric catalog: every series otel-rl produces, as data.
 
 Instruments, the Prometheus exposition, the metrics reference, the Grafana dashboard and the alerting rules are
-all derived from :data:`CATALOG`. Names, label keys, buckets and help texts are those of the original
-``prometheus_metrics`` module (prometheus_client) that otel-rl replaces (facts in
-``tests/data/seed-metrics.json``), so dashboards and queries written for it keep working.
+all derived from :data:`ALL_METRICS`. In :data:`CATALOG`, names, label keys, buckets and help texts are those of
+the original ``prometheus_metrics`` module (prometheus_client) that otel-rl replaces (facts in
+``tests/data/seed-metrics.json``), so dashboards and queries written for it keep working;
+:data:`SIGNALS` adds the training signals after them.
 """
 
 from __future__ import annotations
@@ -106,6 +107,38 @@ CATALOG: tuple[MetricSpec, ...] = (
                group="lifecycle", recorded_by=("record_training_start",)),
 )
 
+#: Training signals beyond the original 21 series: the per-update figures practitioners graph and alert on, as
+#: Stable-Baselines3 and RLlib log them. Gauges per run, set to the latest value each time the framework logs it.
+SIGNALS: tuple[MetricSpec, ...] = (
+    MetricSpec("rl_training_learning_rate", "gauge", _AR, "Current learning rate of the optimizer",
+               group="signals", notes="the value of the latest update; with several modules, their mean",
+               recorded_by=("record_training_signals",)),
+    MetricSpec("rl_training_kl_divergence", "gauge", _AR,
+               "KL divergence between the policy before and after the latest update", group="signals",
+               notes="SB3 train/approx_kl, RLlib mean_kl_loss (new stack) or kl (old stack)",
+               recorded_by=("record_training_signals",)),
+    MetricSpec("rl_training_clip_fraction", "gauge", _AR,
+               "Fraction of samples whose probability ratio was clipped in the latest update (PPO)",
+               group="signals", recorded_by=("record_training_signals",)),
+    MetricSpec("rl_training_explained_variance", "gauge", _AR,
+               "Explained variance of the value function in the latest update (1 is perfect, 0 or less is no "
+               "better than a constant)", group="signals", recorded_by=("record_training_signals",)),
+    MetricSpec("rl_training_grad_norm", "gauge", _AR, "Global gradient norm of the latest update",
+               group="signals", recorded_by=("record_training_signals",)),
+    MetricSpec("rl_training_env_steps_per_second", "gauge", _AR,
+               "Training throughput in environment steps per second, as the framework measures it",
+               group="signals", recorded_by=("record_training_signals",)),
+    MetricSpec("rl_training_entropy_coefficient", "gauge", _AR,
+               "Entropy coefficient of the latest update (SAC's learned ent_coef, RLlib's entropy_coeff)",
+               group="signals", recorded_by=("record_training_signals",)),
+    MetricSpec("rl_training_exploration_rate", "gauge", _AR,
+               "Probability of a random action in epsilon-greedy exploration (DQN)", group="signals",
+               recorded_by=("record_training_signals",)),
+)
+
+#: The keyword of each signal in :func:`otel_rl.record_training_signals`, in catalog order.
+SIGNAL_NAMES: tuple[str, ...] = tuple(spec.name[len("rl_training_"):] for spec in SIGNALS)
+
 #: otel-rl's own health metric: values the SDK refused to record, by metric and reason.
 DROPPED_VALUES = MetricSpec(
     "otel_rl_dropped_values_total", "counter", ("metric", "reason"),
@@ -113,8 +146,8 @@ DROPPED_VALUES = MetricSpec(
     group="sdk", recorded_by=("every record_* helper",),
 )
 
-#: Every metric otel-rl exports, the original module's metrics first.
-ALL_METRICS: tuple[MetricSpec, ...] = CATALOG + (DROPPED_VALUES,)
+#: Every metric otel-rl exports: the original 21 first, then the training signals, then otel-rl's own.
+ALL_METRICS: tuple[MetricSpec, ...] = CATALOG + SIGNALS + (DROPPED_VALUES,)
 
 BY_NAME: dict[str, MetricSpec] = {spec.name: spec for spec in ALL_METRICS}
 

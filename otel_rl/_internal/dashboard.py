@@ -270,6 +270,17 @@ def _rows() -> list[tuple[str, list[_Panel]]]:
         _loss_panel("rl_training_entropy", "Entropy (exploration)"),
     ]
 
+    signals = [
+        _gauge_ts("rl_training_learning_rate", "Learning rate", "short"),
+        _gauge_ts("rl_training_kl_divergence", "KL divergence (latest update)", "short"),
+        _gauge_ts("rl_training_clip_fraction", "Clip fraction (latest update)", "percentunit", min=0, max=1),
+        _gauge_ts("rl_training_explained_variance", "Explained variance (latest update)", "short", max=1),
+        _gauge_ts("rl_training_grad_norm", "Gradient norm (latest update)", "short"),
+        _gauge_ts("rl_training_env_steps_per_second", "Throughput as the framework measures it", "steps/s"),
+        _gauge_ts("rl_training_entropy_coefficient", "Entropy coefficient", "short"),
+        _gauge_ts("rl_training_exploration_rate", "Exploration rate (epsilon)", "percentunit", min=0, max=1),
+    ]
+
     load = "rl_training_data_load_time_seconds"
     throughput = [
         _ts("Environment steps per second", [
@@ -314,6 +325,7 @@ def _rows() -> list[tuple[str, list[_Panel]]]:
         ("Episodes", episodes_row),
         ("Trading performance", performance),
         ("Losses", losses),
+        ("Training signals", signals),
         ("Throughput", throughput),
         ("Errors", errors_row),
         ("Resources", _resources_row()),

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from otel_rl._internal import recording as rec
-from otel_rl._internal.results import parse_result
+from otel_rl._internal.results import RECORDED_KEY, parse_result
 
 _logger = logging.getLogger("otel_rl")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -150,6 +150,8 @@ class _StepRecorder:
             _logger.exception("otel-rl: could not record the train step's result")
 
     def _record(self, result: Any) -> None:
+        if isinstance(result, Mapping) and result.get(RECORDED_KEY) is True:
+            return  # otel_rl.integrations.rllib's callback recorded this result already
         algorithm, run_id = self.names()
         key = (algorithm, run_id)
         parsed = parse_result(result) if isinstance(result, Mapping) else None
@@ -180,21 +182,33 @@ class _StepRecorder:
             rec._length_mean.set(key, parsed.length_mean)
         for policy_loss, value_loss, entropy in parsed.losses:
             rec.record_loss_metrics(algorithm, policy_loss, value_loss, entropy)
+        rec.set_signals(key, parsed.signals)
         if steps:
             rec.record_environment_steps(algorithm, steps)
         rewards, lengths = parsed.episode_rewards, parsed.episode_lengths
+        count = len(rewards)
         new = parsed.episodes_this_iter
-        if isinstance(new, numbers.Integral) and not isinstance(new, bool) and 0 <= int(new) < len(rewards):
-            # RLlib's hist_stats is a window over the last 100 episodes: only the newest are this iteration's.
-            rewards, lengths = (rewards[-new:], lengths[-new:]) if new else ([], [])
+        if rewards and _is_count(new):
+            # RLlib's hist_stats is a window over the last 100 episodes: only the newest are this iteration's. With
+            # more episodes than the window holds, all count and the window's are observed.
+            if new < len(rewards):
+                rewards, lengths = rewards[len(rewards) - new:], lengths[max(len(lengths) - new, 0):]
+            count = int(new)
+        elif not rewards and _is_count(parsed.episodes_without_values):
+            count = int(parsed.episodes_without_values)  # the new API stack counts episodes without their values
         episode = (algorithm, self.agent_id)
+        if count:
+            rec._episodes.add(episode, float(count))
         for i, reward in enumerate(rewards):
-            rec._episodes.add(episode, 1.0)
             rec._episode_reward.observe(episode, reward)
             if i < len(lengths):
                 rec._episode_length.observe(episode, lengths[i])
         for agent_id, figures in parsed.performance.items():
             rec.record_performance_metrics(algorithm, agent_id or self.agent_id, figures)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) >= 0
 
 
 @overload
@@ -211,9 +225,11 @@ def train_step(func: Callable[..., Any] | None = None, *, algorithm: str | None 
     """Records one training iteration per call from the result dict the function returns.
 
     Counts the iteration, sets the current iteration, and records reward and length means, losses, environment
-    steps (lifetime counters become increments), per-episode values from ``hist_stats`` and per-agent trading
-    figures. ``algorithm`` and ``run_id`` default to the enclosing :class:`training_run`. An exception counts in
-    ``rl_training_errors_total{error_type}`` and propagates unchanged. Works bare (``@train_step``) or with
+    steps (lifetime counters become increments), per-episode values from ``hist_stats`` (the new RLlib API stack's
+    ``env_runners/num_episodes`` counts the episodes), the training signals and per-agent trading figures. A result
+    that ``otel_rl.integrations.rllib``'s callback recorded already is skipped. ``algorithm`` and ``run_id``
+    default to the enclosing :class:`training_run`. An exception counts in ``rl_training_errors_total{error_type}``
+    and propagates unchanged. Works bare (``@train_step``) or with
     arguments, on sync and async functions.
     """
 

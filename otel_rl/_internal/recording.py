@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from otel_rl._internal.catalog import SIGNAL_NAMES
 from otel_rl._internal.store import REGISTRY
 
 _logger = logging.getLogger("otel_rl")
@@ -41,6 +42,7 @@ _env_steps = REGISTRY.counter("rl_training_environment_steps_total")
 _errors = REGISTRY.counter("rl_training_errors_total")
 _active = REGISTRY.gauge("rl_training_active")
 _start_timestamp = REGISTRY.gauge("rl_training_start_timestamp")
+_signals = {name: REGISTRY.gauge("rl_training_" + name) for name in SIGNAL_NAMES}
 
 
 def _never_raises(func: F) -> F:
@@ -157,3 +159,24 @@ def record_environment_steps(algorithm: str, steps: int) -> None:
 def record_training_error(error_type: str) -> None:
     """``errors_total{error_type}`` +1."""
     _errors.add((_s(error_type),), 1.0)
+
+
+@_never_raises
+def record_training_signals(algorithm: str, run_id: str = "default", *, learning_rate: float | None = None,
+                            kl_divergence: float | None = None, clip_fraction: float | None = None,
+                            explained_variance: float | None = None, grad_norm: float | None = None,
+                            env_steps_per_second: float | None = None, entropy_coefficient: float | None = None,
+                            exploration_rate: float | None = None) -> None:
+    """Set each training signal that is not None (``rl_training_learning_rate``, ``..._kl_divergence``, ...)."""
+    set_signals((_s(algorithm), _s(run_id)), {
+        "learning_rate": learning_rate, "kl_divergence": kl_divergence, "clip_fraction": clip_fraction,
+        "explained_variance": explained_variance, "grad_norm": grad_norm,
+        "env_steps_per_second": env_steps_per_second, "entropy_coefficient": entropy_coefficient,
+        "exploration_rate": exploration_rate})
+
+
+def set_signals(key: tuple[str, str], signals: Mapping[str, Any]) -> None:
+    """Set the signal gauges named in ``signals`` (keys of :data:`SIGNAL_NAMES`) for ``(algorithm, run_id)``."""
+    for name, value in signals.items():
+        if value is not None:
+            _signals[name].set(key, value)

@@ -24,6 +24,11 @@ def metrics_markdown() -> str:
         "export paths (the Prometheus endpoint and OTLP through the collector) produce exactly these names and "
         "labels, plus `job`/`instance` from Prometheus.",
         "",
+        "The first 21 rows are the series of the original `prometheus_metrics` module (prometheus_client) that "
+        "otel-rl replaces, unchanged; the `rl_training_*` gauges after them are the training signals (learning "
+        "rate, KL divergence, ...), set by `record_training_signals`, `@train_step` and the Stable-Baselines3 and "
+        "RLlib integrations (see [integrations](integrations.md)).",
+        "",
         "| Metric | Type | Labels | Buckets | Help | Recorded by | Notes |",
         "|---|---|---|---|---|---|---|",
     ]

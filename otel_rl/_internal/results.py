@@ -5,19 +5,33 @@ Understood forms, nested or flattened with ``/`` as RLlib's ``flatten_dict`` doe
 * RLlib old API stack: ``episode_reward_mean``, ``episode_len_mean``,
   ``info/learner/<policy>/learner_stats/{policy_loss,vf_loss,entropy}``, ``num_env_steps_sampled`` (lifetime),
   ``num_env_steps_sampled_this_iter``, ``hist_stats/episode_reward`` and ``hist_stats/episode_lengths``,
-  ``custom_metrics``;
+  ``custom_metrics``; the training signals ``learner_stats/{cur_lr,kl,grad_gnorm,vf_explained_var,entropy_coeff}``
+  and ``num_env_steps_sampled_throughput_per_sec``;
 * RLlib new API stack: ``env_runners/episode_return_mean``, ``env_runners/episode_len_mean``,
-  ``learners/<module>/{policy_loss,vf_loss,entropy}``, ``num_env_steps_sampled_lifetime``;
+  ``learners/<module>/{policy_loss,vf_loss,entropy}``, ``num_env_steps_sampled_lifetime``,
+  ``env_runners/num_episodes`` (a count only: the new stack reports no per-episode values), the per-episode
+  ``(return, length)`` pairs that :class:`otel_rl.integrations.rllib.OtelRLCallback` logs under
+  ``env_runners/otel_rl/episodes``; the training signals
+  ``learners/<module>/{default_optimizer_learning_rate,mean_kl_loss,vf_explained_var,curr_entropy_coeff,
+  gradients_default_optimizer_global_norm}`` and
+  ``env_runners/num_env_steps_sampled_lifetime_throughput/throughput_since_last_reduce``;
 * plain keys: ``reward_mean``, ``length_mean``, ``policy_loss``, ``value_loss``, ``entropy``, ``env_steps``,
-  ``training_iteration`` and the trading figures (``sharpe_ratio``, ``max_drawdown``, ``win_rate``,
+  ``training_iteration``, the training signals by their names (``learning_rate``, ``kl_divergence``,
+  ``clip_fraction``, ``explained_variance``, ``grad_norm``, ``env_steps_per_second``, ``entropy_coefficient``,
+  ``exploration_rate``) and the trading figures (``sharpe_ratio``, ``max_drawdown``, ``win_rate``,
   ``total_return``), optionally per agent (``{"agent_0": {...}}`` or ``agent_0/sharpe_ratio``).
+
+With several learner modules, each signal is the mean over the modules that report it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from otel_rl._internal.catalog import SIGNAL_NAMES
 
 PERFORMANCE_KEYS = ("sharpe_ratio", "max_drawdown", "win_rate", "total_return")
 #: Sections of a result dict that group figures; never agent ids.
@@ -60,12 +74,28 @@ class ParsedResult:
     env_steps_this_iter: Any = None
     env_steps_lifetime: Any = None
     episodes_this_iter: Any = None
+    #: New RLlib API stack without the callback: ``env_runners/num_episodes`` counts episodes whose values it omits.
+    episodes_without_values: Any = None
     episode_rewards: list[Any] = field(default_factory=list)
     episode_lengths: list[Any] = field(default_factory=list)
+    signals: dict[str, Any] = field(default_factory=dict)  #: signal name (``SIGNAL_NAMES``) -> value
     performance: dict[str | None, dict[str, Any]] = field(default_factory=dict)  #: agent_id (None: default)
 
 
 _LOSS_KEYS = ("policy_loss", "vf_loss", "entropy")
+#: Learner statistics of both RLlib stacks that are training signals, by otel-rl signal name.
+_LEARNER_SIGNALS = {
+    "default_optimizer_learning_rate": "learning_rate", "cur_lr": "learning_rate",
+    "mean_kl_loss": "kl_divergence", "kl": "kl_divergence",
+    "vf_explained_var": "explained_variance",
+    "gradients_default_optimizer_global_norm": "grad_norm", "grad_gnorm": "grad_norm",
+    "curr_entropy_coeff": "entropy_coefficient", "entropy_coeff": "entropy_coefficient",
+}
+_LEARNER_KEYS = frozenset(_LOSS_KEYS) | frozenset(_LEARNER_SIGNALS)
+#: Where the callback of otel_rl.integrations.rllib puts each iteration's finished episodes.
+EPISODES_KEY = "env_runners/otel_rl/episodes"
+#: Set on a result whose figures the RLlib callback has recorded, so ``@train_step`` does not record them again.
+RECORDED_KEY = "otel_rl_recorded"
 
 
 def parse_result(result: Mapping[str, Any]) -> ParsedResult:
@@ -85,11 +115,18 @@ def parse_result(result: Mapping[str, Any]) -> ParsedResult:
     parsed.env_steps_lifetime = _first(result, "num_env_steps_sampled_lifetime", "num_env_steps_sampled",
                                        "env_runners/num_env_steps_sampled_lifetime")
     parsed.episodes_this_iter = _first(result, "episodes_this_iter", "env_runners/num_episodes")
+    pairs = lookup(result, EPISODES_KEY)
     rewards = _first(result, "hist_stats/episode_reward", "env_runners/hist_stats/episode_reward")
     lengths = _first(result, "hist_stats/episode_lengths", "env_runners/hist_stats/episode_lengths")
-    if isinstance(rewards, (list, tuple)):
+    if isinstance(pairs, (list, tuple)):  # exact: every episode of this iteration, from every env runner
+        parsed.episode_rewards = [pair[0] for pair in pairs]
+        parsed.episode_lengths = [pair[1] for pair in pairs]
+        parsed.episodes_this_iter = len(pairs)
+    elif isinstance(rewards, (list, tuple)):
         parsed.episode_rewards = list(rewards)
         parsed.episode_lengths = list(lengths) if isinstance(lengths, (list, tuple)) else []
+    else:
+        parsed.episodes_without_values = lookup(result, "env_runners/num_episodes")
 
     learners: dict[str, dict[str, Any]] = {}
     for key, value in result.items():
@@ -134,14 +171,44 @@ def parse_result(result: Mapping[str, Any]) -> ParsedResult:
         elif key.endswith(_FIGURE_SUFFIXES):  # "sharpe_ratio", "agent_1/win_rate"
             _figure(parsed, key, value)
 
+    signals: dict[str, list[Any]] = {}
     for name, losses in learners.items():
         if name != "__all_modules__":
-            parsed.losses.append(tuple(losses.get(k) for k in _LOSS_KEYS))  # type: ignore[arg-type]
+            if any(k in losses for k in _LOSS_KEYS):
+                parsed.losses.append(tuple(losses.get(k) for k in _LOSS_KEYS))  # type: ignore[arg-type]
+            for stat, signal in _LEARNER_SIGNALS.items():
+                if stat in losses:
+                    signals.setdefault(signal, []).append(losses[stat])
+    for signal, values in signals.items():
+        parsed.signals[signal] = values[0] if len(values) == 1 else _mean(values)
     if not parsed.losses:
         plain = (_first(result, "policy_loss"), _first(result, "value_loss", "vf_loss"), _first(result, "entropy"))
         if any(v is not None for v in plain):
             parsed.losses.append(plain)
+    throughput = _first(result, "env_runners/num_env_steps_sampled_lifetime_throughput/throughput_since_last_reduce",
+                        "num_env_steps_sampled_throughput_per_sec")
+    if throughput is not None:
+        parsed.signals["env_steps_per_second"] = throughput
+    for name in SIGNAL_NAMES:  # plain keys win
+        value = result.get(name)
+        if value is not None:
+            parsed.signals[name] = value
     return parsed
+
+
+def _mean(values: list[Any]) -> Any:
+    """The mean of the finite numbers among ``values``; the first value when there is none (the store drops it)."""
+    finite = []
+    for value in values:
+        if isinstance(value, (str, bytes, bool)):
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(number):
+            finite.append(number)
+    return sum(finite) / len(finite) if finite else values[0]
 
 
 #: Sections parse_result never reads figures from.
@@ -183,7 +250,7 @@ def _leaves(path: str, value: Any) -> list[tuple[str, Any]]:
 
 def _learner_stats(learners: dict[str, dict[str, Any]], name: Any, stats: Any) -> None:
     if _is_mapping(stats):
-        for stat in _LOSS_KEYS:
+        for stat in _LEARNER_KEYS:
             if stat in stats:
                 learners.setdefault(str(name), {})[stat] = stats[stat]
 
@@ -192,7 +259,7 @@ def _learner_stat(learners: dict[str, dict[str, Any]], path: str, value: Any, st
     name, _, stat = path.partition("/")
     if stats_prefix and stat.startswith(stats_prefix):
         stat = stat[len(stats_prefix):]
-    if stat in _LOSS_KEYS:
+    if stat in _LEARNER_KEYS:
         learners.setdefault(name, {})[stat] = value
 
 

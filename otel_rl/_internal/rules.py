@@ -48,6 +48,10 @@ class Thresholds:
     entropy_window: str = "10m"
     entropy_min: float = 0.05
     entropy_for: str = "5m"
+    #: RLTrainingKLDivergenceHigh: the latest KL divergence of a run above ``kl_max`` for ``kl_for`` (the policy
+    #: moves too far per update: learning rate too high, or too many epochs per batch).
+    kl_max: float = 0.05
+    kl_for: str = "10m"
     #: RLTrainingNoData: the last ``rl_training_active`` seen within ``no_data_lookback`` was 1, and no sample of
     #: it arrived for ``no_data_after`` (the process died or stopped exporting while training).
     no_data_after: str = "10m"
@@ -70,6 +74,8 @@ class Thresholds:
                 raise ValueError(f"Thresholds.{name}={value!r} is not a Prometheus duration (e.g. '15m', '1h')")
         if not 0.0 < self.reward_drop_fraction <= 1.0:
             raise ValueError(f"Thresholds.reward_drop_fraction={self.reward_drop_fraction!r} must be in (0, 1]")
+        if self.kl_max <= 0:
+            raise ValueError(f"Thresholds.kl_max={self.kl_max!r} must be > 0")
         if self.max_errors < 0:
             raise ValueError(f"Thresholds.max_errors={self.max_errors!r} must be >= 0")
         for name in ("gpu_memory_fraction", "gpu_idle_utilization"):
@@ -146,7 +152,8 @@ class _Alert:
 def _alerts(t: Thresholds) -> list[_Alert]:
     active = "rl_training_active"
     reward_max = f"max by (job, algorithm, run_id) (max_over_time(rl_training_episode_reward_mean[{t.reward_window}]))"
-    losses = 'otel_rl_dropped_values_total{metric=~"rl_training_(policy_loss|value_loss|entropy)",reason=~"nan|inf"}'
+    losses = ('otel_rl_dropped_values_total{metric=~"rl_training_'
+              '(policy_loss|value_loss|entropy|grad_norm|kl_divergence)",reason=~"nan|inf"}')
     return [
         _Alert(
             "RLTrainingStalled", "warning",
@@ -199,6 +206,14 @@ def _alerts(t: Thresholds) -> list[_Alert]:
             f"Mean rl_training_entropy over {t.entropy_window} is {{{{ $value }}}}, below {_num(t.entropy_min)}: "
             f"the policy stopped exploring.",
             t.entropy_for),
+        _Alert(
+            "RLTrainingKLDivergenceHigh", "warning",
+            f"max by (job, algorithm, run_id) (rl_training_kl_divergence) > {_num(t.kl_max)}",
+            "KL divergence of run {{ $labels.run_id }} is high",
+            f"rl_training_kl_divergence of {{{{ $labels.algorithm }}}} run {{{{ $labels.run_id }}}} is "
+            f"{{{{ $value }}}}, above {_num(t.kl_max)} for {t.kl_for}: each update moves the policy too far "
+            f"(learning rate too high, or too many epochs per batch).",
+            t.kl_for),
         _Alert(
             "RLTrainingNoData", "critical",
             f"max by (job, algorithm) (last_over_time({active}[{t.no_data_lookback}])) == 1\n"

@@ -7,6 +7,7 @@ by ridge regression on simple observation features.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -143,10 +144,17 @@ class PolicyGradientAgent:
             dpre = (dlogits @ p["W2"].T) * (1.0 - h ** 2)
             grads["W1"] = obs.T @ dpre
             grads["b1"] = dpre.sum(axis=0)
+        grad_norm = float(np.sqrt(sum(float(np.sum(g ** 2)) for g in grads.values())))
         self.opt.step(p, grads)
+        _, new_probs = self._forward(obs)
+        kl = float(np.mean(np.sum(probs * (logp - np.log(new_probs + 1e-12)), axis=1)))
+        variance = float(np.var(returns))
+        explained = 1.0 - float(np.var(returns - values)) / variance if variance > 0 else 0.0
 
         self._fit_value(obs, returns)
-        return {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy}
+        return {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy, "grad_norm": grad_norm,
+                "kl_divergence": kl, "explained_variance": explained, "learning_rate": self.opt.lr,
+                "entropy_coefficient": self.entropy_coef}
 
 
 def _reward_to_go(rewards: list[float], gamma: float) -> np.ndarray:
@@ -203,7 +211,9 @@ def collect_batch(env: Any, agent: PolicyGradientAgent, episodes: int,
 def train_iteration(env: Any, agent: PolicyGradientAgent,
                     episodes_per_iter: int = 10) -> dict[str, float | int]:
     """Collect one batch, update the agent, return a flat RLlib-style result."""
+    started = time.perf_counter()
     batch, stats = collect_batch(env, agent, episodes_per_iter)
+    sampling = time.perf_counter() - started
     losses = agent.update(batch)
     rewards = np.array([r for r, _ in stats], dtype=np.float64)
     lengths = np.array([n for _, n in stats], dtype=np.float64)
@@ -219,4 +229,11 @@ def train_iteration(env: Any, agent: PolicyGradientAgent,
         "policy_loss": losses["policy_loss"],
         "vf_loss": losses["value_loss"],
         "entropy": losses["entropy"],
+        # Training signals, under otel-rl's plain keys.
+        "learning_rate": losses["learning_rate"],
+        "kl_divergence": losses["kl_divergence"],
+        "explained_variance": losses["explained_variance"],
+        "grad_norm": losses["grad_norm"],
+        "entropy_coefficient": losses["entropy_coefficient"],
+        "env_steps_per_second": float(lengths.sum()) / sampling if sampling > 0 else None,
     }

@@ -34,6 +34,7 @@ class RecordEpisodeMetrics(gym.Wrapper):
 
     def __init__(self, env: gym.Env, algorithm: str = "default", agent_id: str = "default",
                  flush_every: int = _FLUSH_EVERY) -> None:
+        _reject_sb3_vec_env(env)
         super().__init__(env)
         self._algorithm = str(algorithm)
         self._key = (self._algorithm, str(agent_id))
@@ -89,6 +90,7 @@ class RecordVectorEpisodeMetrics(VectorWrapper):
 
     def __init__(self, env: VectorEnv, algorithm: str = "default", agent_id: str = "default",
                  flush_every: int = _FLUSH_EVERY) -> None:
+        _reject_sb3_vec_env(env)
         super().__init__(env)
         self._algorithm = str(algorithm)
         self._key = (self._algorithm, str(agent_id))
@@ -163,6 +165,17 @@ def wrap(env: Any, algorithm: str = "default", agent_id: str = "default", **kwar
     if isinstance(env, VectorEnv):
         return RecordVectorEpisodeMetrics(env, algorithm, agent_id, **kwargs)
     return RecordEpisodeMetrics(env, algorithm, agent_id, **kwargs)
+
+
+def _reject_sb3_vec_env(env: Any) -> None:
+    """A Stable-Baselines3 ``VecEnv`` is no Gymnasium environment: say what to use instead of failing inside."""
+    if any(cls.__name__ == "VecEnv" and cls.__module__.startswith("stable_baselines3")
+           for cls in type(env).__mro__):
+        raise TypeError(
+            f"otel-rl's Gymnasium wrappers take a gymnasium.Env or gymnasium.vector.VectorEnv, not the "
+            f"Stable-Baselines3 VecEnv {type(env).__name__}: pass "
+            "callback=otel_rl.integrations.sb3.OtelRLCallback() to model.learn() instead (it records the episodes "
+            "of every sub-environment), or wrap each sub-environment before the VecEnv is built")
 
 
 def _scalar(value: Any) -> Any:

@@ -1,0 +1,134 @@
+"""The RLlib callback, on real RLlib PPO: /metrics equals RLlib's own counts and logged values on both API stacks,
+with the env runner in the driver and with two remote env runners (Ray worker processes)."""
+
+from __future__ import annotations
+
+import pytest
+import ray
+from ray.rllib.algorithms.ppo import PPOConfig
+from scrape import Scrape
+
+import otel_rl
+from otel_rl.integrations.rllib import OtelRLCallback
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning",
+                                        "ignore::FutureWarning")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_cluster():
+    """One local Ray instance for the module: two CPUs, no dashboard."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def _build(new_stack: bool, runners: int, callbacks: type | None):
+    config = (PPOConfig()
+              .environment("CartPole-v1")
+              .env_runners(num_env_runners=runners, num_envs_per_env_runner=1)
+              .training(train_batch_size=256, minibatch_size=64, num_epochs=1)
+              .debugging(seed=0))
+    if new_stack:
+        config = config.training(train_batch_size_per_learner=256)
+    else:
+        config = config.api_stack(enable_rl_module_and_learner=False, enable_env_runner_and_connector_v2=False)
+    if callbacks is not None:
+        config = config.callbacks(callbacks)
+    return config.build_algo()
+
+
+def _losses(result: dict, new_stack: bool) -> dict[str, float]:
+    """RLlib's own logged losses and signals for the default policy, in otel-rl's terms."""
+    if new_stack:
+        stats = result["learners"]["default_policy"]
+        return {"policy_loss": stats["policy_loss"], "value_loss": stats["vf_loss"], "entropy": stats["entropy"],
+                "learning_rate": stats["default_optimizer_learning_rate"], "kl_divergence": stats["mean_kl_loss"],
+                "explained_variance": stats["vf_explained_var"]}
+    stats = result["info"]["learner"]["default_policy"]["learner_stats"]
+    return {"policy_loss": stats["policy_loss"], "value_loss": stats["vf_loss"], "entropy": stats["entropy"],
+            "learning_rate": stats["cur_lr"], "kl_divergence": stats["kl"],
+            "explained_variance": stats["vf_explained_var"], "grad_norm": stats["grad_gnorm"]}
+
+
+@pytest.mark.parametrize("new_stack,runners", [(True, 0), (True, 2), (False, 0), (False, 2)],
+                         ids=["new-local", "new-2-remote", "old-local", "old-2-remote"])
+def test_ppo_two_iterations_match_rllib(telemetry, new_stack, runners):
+    """Episodes (count, reward and length sums), means, losses, signals, iterations and env steps on /metrics equal
+    RLlib's own figures; a @train_step around algo.train() adds nothing on top of the callback."""
+    algo = _build(new_stack, runners, OtelRLCallback.configured(run_id="r1"))
+    train = otel_rl.train_step(algorithm="PPO", run_id="r1")(algo.train)
+    episode = {"algorithm": "PPO", "agent_id": "default"}
+    results, scrapes = [], []
+    try:
+        for _ in range(2):
+            results.append(train())
+            scrapes.append(Scrape(telemetry.prometheus_port))
+    finally:
+        algo.stop()
+    last, scrape = results[-1], scrapes[-1]
+    runners_result = last["env_runners"]
+    if new_stack:
+        episodes = sum(int(r["env_runners"]["num_episodes"]) for r in results)
+        assert episodes == runners_result["num_episodes_lifetime"]
+    else:
+        episodes = sum(int(r["env_runners"]["episodes_this_iter"]) for r in results)
+    assert episodes > 5
+    assert scrape.value("rl_training_episodes_total", **episode) == episodes
+    assert scrape.value("rl_training_episode_reward_count", **episode) == episodes
+    assert scrape.value("rl_training_episode_length_count", **episode) == episodes
+    before = (0.0, 0.0, 0.0)
+    for result, iteration_scrape in zip(results, scrapes):
+        stats = result["env_runners"]
+        now = (iteration_scrape.value("rl_training_episode_reward_sum", **episode),
+               iteration_scrape.value("rl_training_episode_length_sum", **episode),
+               iteration_scrape.value("rl_training_episode_reward_count", **episode))
+        count = now[2] - before[2] if new_stack else now[2]
+        reward_sum = now[0] - before[0] if new_stack else now[0]
+        length_sum = now[1] - before[1] if new_stack else now[1]
+        # The iteration's episodes (old stack: all so far, its window holds up to 100) lie within RLlib's min and max.
+        assert stats["episode_return_min"] * count <= reward_sum <= stats["episode_return_max"] * count
+        if new_stack:
+            assert stats["episode_len_min"] * count <= length_sum <= stats["episode_len_max"] * count
+        else:  # the old stack lists its episodes (the last 100) in hist_stats
+            assert reward_sum == pytest.approx(sum(stats["hist_stats"]["episode_reward"]))
+            assert length_sum == sum(stats["hist_stats"]["episode_lengths"])
+        if runners == 0 or not new_stack:
+            # Then RLlib's means are over exactly these episodes. (With remote runners the new stack averages the
+            # runners' means, unweighted.)
+            assert reward_sum / count == pytest.approx(stats["episode_return_mean"])
+            assert length_sum / count == pytest.approx(stats["episode_len_mean"])
+        before = now
+    run = {"algorithm": "PPO", "run_id": "r1"}
+    assert scrape.value("rl_training_episode_reward_mean", **run) == pytest.approx(
+        runners_result["episode_return_mean"])
+    assert scrape.value("rl_training_episode_length_mean", **run) == pytest.approx(runners_result["episode_len_mean"])
+    logged = [_losses(r, new_stack) for r in results]
+    for name in ("policy_loss", "value_loss", "entropy"):
+        assert scrape.value(f"rl_training_{name}_count", algorithm="PPO") == 2, name
+        assert scrape.value(f"rl_training_{name}_sum", algorithm="PPO") == pytest.approx(
+            sum(float(stats[name]) for stats in logged)), name
+    for name in ("learning_rate", "kl_divergence", "explained_variance", "grad_norm"):
+        if name in logged[-1]:
+            assert scrape.value(f"rl_training_{name}", **run) == pytest.approx(float(logged[-1][name])), name
+    assert scrape.value("rl_training_env_steps_per_second", **run) > 0
+    assert scrape.value("rl_training_iterations_total", algorithm="PPO") == 2
+    assert scrape.value("rl_training_current_iteration", **run) == last["training_iteration"] == 2
+    assert scrape.value("rl_training_environment_steps_total", algorithm="PPO") == \
+        last["num_env_steps_sampled_lifetime"] == 512
+
+
+def test_train_step_alone_counts_new_stack_episodes(telemetry):
+    """Without the callback, @train_step on a new-stack result counts env_runners/num_episodes (no histograms)."""
+    algo = _build(True, 0, None)
+    train = otel_rl.train_step(algorithm="PPO")(algo.train)
+    try:
+        result = train()
+    finally:
+        algo.stop()
+    episodes = int(result["env_runners"]["num_episodes"])
+    assert episodes > 5
+    scrape = Scrape(telemetry.prometheus_port)
+    assert scrape.value("rl_training_episodes_total", algorithm="PPO", agent_id="default") == episodes
+    assert scrape.value("rl_training_episode_reward_count", algorithm="PPO", agent_id="default") is None
+    assert scrape.value("rl_training_iterations_total", algorithm="PPO") == 1
