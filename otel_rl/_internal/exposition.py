@@ -26,6 +26,8 @@ from otel_rl._internal.catalog import ALL_METRICS, BY_NAME
 from otel_rl._internal.config import ConfigError
 
 _logger = logging.getLogger("otel_rl")
+#: Seconds between the HTTP server loop's checks for a shutdown request (the standard library's default is 0.5).
+_POLL_INTERVAL = 0.02
 
 
 def families(data: MetricsData | None) -> list[PromMetric]:
@@ -149,7 +151,10 @@ class MetricsServer(ThreadingHTTPServer):
         self.scrapes = 0  #: scrapes started; each gets the next number
         self._served = 0  #: the highest number of a scrape whose response was sent
         self._scrape_event = threading.Condition()
-        self._thread = threading.Thread(target=self.serve_forever, name="otel-rl-metrics-server", daemon=True)
+        # A short poll: stop() waits for the serve loop to see the shutdown request, and it must not overshoot a
+        # small shutdown timeout by the default half second.
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": _POLL_INTERVAL},
+                                        name="otel-rl-metrics-server", daemon=True)
 
     @property
     def port(self) -> int:
