@@ -129,6 +129,14 @@ def _utf8(value: str) -> str:
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def _strings(labels: tuple[Any, ...]) -> tuple[str, ...] | None:
+    """Label values as strings, or None when one cannot be made a string (its ``__str__`` raises)."""
+    try:
+        return tuple(v if type(v) is str else str(v) for v in labels)
+    except Exception:
+        return None
+
+
 class Registry:
     """All metric state of a process, keyed by metric name."""
 
@@ -209,11 +217,10 @@ class Metric:
         if len(labels) != len(self.label_keys):
             self._registry.drop(self.name, BAD_LABELS, labels)
             return None
-        try:
-            return tuple(v if type(v) is str else str(v) for v in labels)
-        except Exception:  # a label whose __str__ raises
+        key = _strings(labels)
+        if key is None:  # a label whose __str__ raises
             self._registry.drop(self.name, BAD_LABELS, labels)
-            return None
+        return key
 
     def labels(self, *values: Any, **kwargs: Any) -> Child:
         """A handle bound to one label set, like prometheus_client's ``labels()``: cheap repeated records."""
@@ -221,7 +228,7 @@ class Metric:
             if values or set(kwargs) != set(self.label_keys):
                 return Child(self, None)  # a None key drops as BAD_LABELS on use
             values = tuple(kwargs[k] for k in self.label_keys)
-        return Child(self, self.key(values) if len(values) == len(self.label_keys) else None)
+        return Child(self, _strings(values) if len(values) == len(self.label_keys) else None)
 
     def _checked(self, value: Any) -> float | None:
         """The slow path of a record call: ``value`` as a finite float, or None after counting the drop."""
