@@ -88,8 +88,8 @@ TIMEOUT_BOUNDS = (0.01, 3600.0)  #: shutdown_timeout and otlp.timeout
 LINGER_BOUNDS = (0.0, 3600.0)  #: prometheus.linger (0: off)
 INTERVAL_BOUNDS = (0.1, 86400.0)  #: otlp.export_interval
 MAX_CARDINALITY_LIMIT = 1_000_000
-#: Most YAML aliases a config file may use: an "alias bomb" of a few hundred bytes expands to billions of nodes.
-MAX_YAML_ALIASES = 100
+#: Most YAML nodes a config file may expand to: an "alias bomb" of a few hundred bytes expands to billions.
+MAX_YAML_NODES = 100_000
 
 _repr = reprlib.Repr()
 _repr.maxstring = _repr.maxother = 100
@@ -384,27 +384,49 @@ def read_config(config: Mapping[str, Any] | str | os.PathLike[str] | None) -> di
 
 
 def _load_yaml(text: str, shown_path: str) -> Any:
-    """``yaml.safe_load`` with bounded work: few aliases, and a nesting too deep for the parser is an error."""
+    """``yaml.safe_load`` with bounded work: the document, with its aliases expanded, may hold at most
+    :data:`MAX_YAML_NODES` nodes (an alias bomb of a few hundred bytes holds billions), and a nesting too deep
+    for the parser is an error, not a RecursionError."""
     import yaml
 
-    class Loader(yaml.SafeLoader):
-        aliases = 0
-
-        def compose_node(self, parent: Any, index: Any) -> Any:
-            if self.check_event(yaml.AliasEvent):
-                Loader.aliases += 1
-                if Loader.aliases > MAX_YAML_ALIASES:
-                    raise ConfigError(f"config file {shown_path} uses more than {MAX_YAML_ALIASES} YAML aliases "
-                                      "(*name); allowed: a config without an alias bomb")
-            return super().compose_node(parent, index)
-
+    loader = None
     try:
-        return yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader subclass)
+        loader = yaml.SafeLoader(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > MAX_YAML_NODES:
+            raise ConfigError(f"config file {shown_path} expands to more than {MAX_YAML_NODES:_} YAML nodes through "
+                              "its aliases (*name); allowed: a config without an alias bomb")
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {shown_path} is not valid YAML: {_show(str(exc))}") from None
     except RecursionError:
         raise ConfigError(f"config file {shown_path} nests too deeply; allowed: a YAML mapping a few levels "
                           "deep") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _expanded_size(node: Any, sizes: dict[int, int]) -> int:
+    """How many nodes ``node`` stands for once every alias is expanded (memoised per node: linear time)."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    sizes[id(node)] = MAX_YAML_NODES + 1  # a node that contains itself expands without end
+    if isinstance(node.value, list):
+        children = [c for pair in node.value for c in pair] if node.value and isinstance(node.value[0], tuple) \
+            else node.value
+        size = 1
+        for child in children:
+            size += _expanded_size(child, sizes)
+            if size > MAX_YAML_NODES:
+                break
+    else:
+        size = 1
+    sizes[id(node)] = size
+    return size
 
 
 def load_settings(config: Mapping[str, Any] | str | os.PathLike[str] | None = None,
