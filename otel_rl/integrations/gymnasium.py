@@ -166,7 +166,7 @@ class RecordVectorEpisodeMetrics(VectorWrapper):
     def _bad_rewards(self, rewards: Any) -> None:
         try:  # an object array of numbers is fine once converted
             values = np.asarray(rewards, dtype=np.float64)
-            if values.shape in ((), (self.num_envs,)):
+            if rewards is not None and values.shape in ((), (self.num_envs,)):
                 self._returns += values
                 return
         except Exception:
