@@ -10,7 +10,6 @@ import contextvars
 import functools
 import inspect
 import logging
-import math
 import numbers
 import threading
 import time
@@ -20,6 +19,7 @@ from typing import Any, TypeVar, overload
 
 from otel_rl._internal import recording as rec
 from otel_rl._internal.results import parse_result
+from otel_rl._internal.store import number
 
 _logger = logging.getLogger("otel_rl")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -172,8 +172,9 @@ class _StepRecorder:
             if parsed is not None:
                 steps = parsed.env_steps_this_iter
                 lifetime = parsed.env_steps_lifetime
-                if not (isinstance(lifetime, numbers.Real) and not isinstance(lifetime, bool)
-                        and math.isfinite(lifetime)):
+                if isinstance(lifetime, numbers.Real) and not isinstance(lifetime, bool):
+                    lifetime = number(lifetime)  # a float, or why not (10**400 would overflow math.isfinite)
+                if type(lifetime) is not float:
                     lifetime = None  # a NaN must not become the baseline of the next increment
                 if steps is None and lifetime is not None:
                     previous = self._lifetime_steps.get(key, 0.0)
@@ -189,7 +190,7 @@ class _StepRecorder:
             rec._length_mean.set(key, parsed.length_mean)
         for policy_loss, value_loss, entropy in parsed.losses:
             rec.record_loss_metrics(algorithm, policy_loss, value_loss, entropy)
-        if steps:
+        if steps is not None and (type(steps) not in (int, float) or steps != 0):  # an array is counted as a drop
             rec.record_environment_steps(algorithm, steps)
         rewards, lengths = parsed.episode_rewards, parsed.episode_lengths
         new = parsed.episodes_this_iter
