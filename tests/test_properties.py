@@ -21,7 +21,10 @@ from otel_rl import ConfigError, load_settings
 from otel_rl._internal.config import SETTINGS
 from otel_rl.compat import prometheus_metrics as compat
 
-FAST = settings(max_examples=int(os.environ.get("OTEL_RL_HYPOTHESIS_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+#: Modest by default so the suite stays fast; OTEL_RL_HYPOTHESIS_EXAMPLES=1000 searches harder.
+_EXAMPLES = int(os.environ.get("OTEL_RL_HYPOTHESIS_EXAMPLES", "60"))
+FAST = settings(max_examples=_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+CHEAP = settings(FAST, max_examples=_EXAMPLES * 5)  # loading settings costs microseconds
 
 
 class _RaisingFloat:
@@ -182,21 +185,19 @@ def test_any_result_dict_records_without_raising_and_metrics_parse(result, self_
     assert_exposition_parses()
 
 
+#: Values that broke settings before: checked for every key, then mixed into what Hypothesis generates.
+EDGE_VALUES = ["0", "-1", "1e-9", "1e300", "inf", "nan", "8011", "http://[::1", "::1", "localhost:4317",
+               "prometheus,otlp", "a=b,c", "grpc", "gzip", "true", "\udcff", "a\x00b", "x" * 70, float("inf"),
+               float("-inf"), float("nan"), 1e300, 1e-9, 10**30, -(10**30), [], {}, {"a": {"b": 1}}, [[[]]]]
 _config_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(min_value=-(10**30), max_value=10**30),
-              st.floats(allow_nan=True, allow_infinity=True), any_text,
-              st.sampled_from(["0", "-1", "1e-9", "1e300", "inf", "nan", "8011", "http://[::1", "::1",
-                               "localhost:4317", "prometheus,otlp", "a=b,c", "grpc", "gzip", "true"])),
+              st.floats(allow_nan=True, allow_infinity=True), any_text, st.sampled_from(EDGE_VALUES)),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(any_text, children, max_size=3),
     max_leaves=8,
 )
 
 
-@FAST
-@given(index=st.integers(0, len(SETTINGS) - 1), value=_config_values)
-def test_any_config_value_is_accepted_or_a_config_error_naming_the_key(index, value):
-    """Any value for any key: load_settings returns settings or raises ConfigError that names the key."""
-    key = SETTINGS[index].key
+def _check_setting(key: str, value) -> None:
     section, _, name = key.partition(".")
     config = {section: {name: value}} if name else {key: value}
     try:
@@ -206,7 +207,21 @@ def test_any_config_value_is_accepted_or_a_config_error_naming_the_key(index, va
         str(exc).encode("utf-8")
 
 
-@FAST
+def test_every_key_with_every_edge_value_is_settings_or_a_config_error():
+    """Each known troublemaker for each key: settings, or a ConfigError naming the key; never anything else."""
+    for setting in SETTINGS:
+        for value in EDGE_VALUES:
+            _check_setting(setting.key, value)
+
+
+@CHEAP
+@given(index=st.integers(0, len(SETTINGS) - 1), value=_config_values)
+def test_any_config_value_is_accepted_or_a_config_error_naming_the_key(index, value):
+    """Any value for any key: load_settings returns settings or raises ConfigError that names the key."""
+    _check_setting(SETTINGS[index].key, value)
+
+
+@CHEAP
 @given(index=st.integers(0, len(SETTINGS) - 1), value=any_text.filter(lambda t: t.strip() and "\x00" not in t))
 def test_any_environment_value_is_accepted_or_a_config_error_naming_the_variable(index, value):
     """Any text in any environment variable: settings, or a ConfigError that names the variable."""
