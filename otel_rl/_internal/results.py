@@ -101,7 +101,7 @@ def parse_result(result: Mapping[str, Any]) -> ParsedResult:
             continue
         if head == "info":  # old stack: info/learner/<policy>/learner_stats/<stat>
             node = _child(value, "learner") if not sep else value if rest == "learner" else None
-            if _is_mapping(node):  # "info/learner" may hold anything
+            if node is not None and _is_mapping(node):  # "info/learner" may hold anything
                 for policy, stats in node.items():
                     _learner_stats(learners, policy, _child(stats, "learner_stats") or stats)
             elif rest.startswith("learner/"):
