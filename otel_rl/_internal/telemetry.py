@@ -111,15 +111,15 @@ class Telemetry:
 
         With ``prometheus.linger`` set, first waits (within that many seconds) for one more scrape so the last
         values of a short run reach Prometheus. Returns False when something did not finish in time (for instance
-        an unreachable collector); the process can still exit, nothing is left blocking it.
+        an unreachable collector); the process can still exit, nothing is left blocking it. A later call returns
+        the first call's result.
         """
-        global _current
         with self._shutdown_lock:
-            if self._shutdown_done:  # a later call reports what the first one did (waiting for it if it runs)
-                finished = self._shutdown_finished.wait(self.settings.shutdown_timeout if timeout is None
-                                                         else timeout)
-                return finished and self._shutdown_result
+            again = self._shutdown_done
             self._shutdown_done = True
+        if again:  # a later call reports what the first one did (waiting for it while it runs)
+            finished = self._shutdown_finished.wait(self.settings.shutdown_timeout if timeout is None else timeout)
+            return finished and self._shutdown_result
         try:
             self._shutdown_result = self._shutdown(timeout)
         finally:
