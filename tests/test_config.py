@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 
 import pytest
 import yaml
@@ -322,9 +323,9 @@ def test_bool_texts_from_environment(text, expected):
 
 
 def test_negative_interval():
-    """A negative export interval names the key, the value and that it must be > 0."""
+    """A negative export interval names the key, the value and the allowed range."""
     message = _error({"otlp": {"export_interval": -1}})
-    assert "otlp.export_interval" in message and "-1" in message and "> 0" in message
+    assert "otlp.export_interval" in message and "-1" in message and "from 0.1 to 86400" in message
 
 
 def test_zero_interval_and_zero_linger():
@@ -332,7 +333,7 @@ def test_zero_interval_and_zero_linger():
     assert "otlp.export_interval" in _error({"otlp": {"export_interval": 0}})
     assert load_settings({"prometheus": {"linger": 0}}, environ={}).prometheus.linger == 0.0
     message = _error({"prometheus": {"linger": -0.5}})
-    assert "prometheus.linger" in message and "-0.5" in message and ">= 0" in message
+    assert "prometheus.linger" in message and "-0.5" in message and "from 0 to 3600 (0: off)" in message
 
 
 def test_bad_millisecond_interval_from_environment():
@@ -340,7 +341,7 @@ def test_bad_millisecond_interval_from_environment():
     message = _error(None, {"OTEL_METRIC_EXPORT_INTERVAL": "soon"})
     assert "OTEL_METRIC_EXPORT_INTERVAL" in message and "soon" in message and "milliseconds" in message
     message = _error(None, {"OTEL_METRIC_EXPORT_INTERVAL": "-5000"})
-    assert "-5000" in message and "milliseconds > 0" in message
+    assert "-5000" in message and "milliseconds from 100 to 86400000" in message
 
 
 def test_none_with_other_exporters():
@@ -499,3 +500,120 @@ def test_init_reads_the_environment(monkeypatch):
     handle = otel_rl.init_telemetry()
     assert handle.settings.service_name == "env-trainer"
     assert handle.prometheus_port not in (None, 0)
+
+
+# -- hostile and absurd values (issue 10) ------------------------------------------------------------------------------
+
+#: (key, value) pairs that used to raise something other than ConfigError, or were accepted and broke later.
+ABSURD = [
+    ("prometheus.port", float("inf")),
+    ("prometheus.port", float("-inf")),
+    ("prometheus.port", 10**30),
+    ("cardinality_limit", float("inf")),
+    ("cardinality_limit", float("-inf")),
+    ("cardinality_limit", 10**30),
+    ("prometheus.host", "127.0.0.1\x00"),
+    ("prometheus.host", "host-\udcff"),
+    ("prometheus.host", "a" * 64 + ".example.com"),
+    ("prometheus.host", "exa mple.com"),
+    ("otlp.endpoint", "\udcff"),
+    ("otlp.endpoint", "http://[::1"),
+    ("otlp.endpoint", "not a url"),
+    ("otlp.endpoint", "ftp://collector:4317"),
+    ("otlp.endpoint", "http://:4317"),
+    ("otlp.endpoint", "collector:99999"),
+    ("service_name", "trainer\udcff"),
+    ("resource_attributes", {"team": "rl\udcff"}),
+    ("resource_attributes", {"team": {"nested": "value"}}),
+    ("shutdown_timeout", 1e300),
+    ("shutdown_timeout", 1e-9),
+    ("prometheus.linger", 1e300),
+    ("otlp.timeout", 1e300),
+    ("otlp.timeout", 1e-9),
+    ("otlp.export_interval", 1e300),
+    ("otlp.export_interval", 1e-9),
+    ("otlp.export_interval", float("nan")),
+]
+
+
+def _nested(key: str, value) -> dict:
+    section, _, name = key.partition(".")
+    return {section: {name: value}} if name else {key: value}
+
+
+@pytest.mark.parametrize("key,value", ABSURD, ids=[f"{k}={v!r}"[:60] for k, v in ABSURD])
+def test_absurd_values_raise_config_error_naming_key_and_value(key, value):
+    """Each absurd value raises ConfigError (nothing else) naming the key; init_telemetry starts nothing."""
+    message = _error(_nested(key, value))
+    assert key in message and "allowed" in message
+    before = threading.active_count()
+    with pytest.raises(ConfigError):
+        otel_rl.init_telemetry(_nested(key, value))
+    assert otel_rl.current() is None and threading.active_count() == before
+
+
+@pytest.mark.parametrize("variable,value", [
+    ("OTEL_METRIC_EXPORT_INTERVAL", "1e400"),
+    ("OTEL_METRIC_EXPORT_INTERVAL", "0.000001"),
+    ("OTEL_EXPORTER_OTLP_TIMEOUT", "inf"),
+    ("OTEL_EXPORTER_PROMETHEUS_PORT", "inf"),
+    ("OTEL_RL_CARDINALITY_LIMIT", "1" + "0" * 30),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://[::1"),
+    ("OTEL_EXPORTER_PROMETHEUS_HOST", "host-\udcff"),
+])
+def test_absurd_environment_values_raise_config_error(variable, value):
+    """The same checks apply to environment variables, and the message names the variable."""
+    assert variable in _error(None, {variable: value})
+
+
+@pytest.mark.parametrize("key,value", [
+    ("prometheus.host", "::1"), ("prometheus.host", "[::1]"), ("prometheus.host", "localhost"),
+    ("prometheus.host", "my_host.internal"), ("prometheus.host", "0.0.0.0"),
+    ("otlp.endpoint", "localhost:4317"), ("otlp.endpoint", "otel-collector:4317"),
+    ("otlp.endpoint", "[::1]:4317"), ("otlp.endpoint", "https://collector.example.com"),
+    ("otlp.endpoint", "http://[::1]:4317"), ("shutdown_timeout", 0.01), ("shutdown_timeout", 3600),
+    ("otlp.export_interval", 0.1), ("otlp.export_interval", 86400), ("prometheus.linger", 0),
+    ("cardinality_limit", 1_000_000),
+])
+def test_sane_edge_values_are_accepted(key, value):
+    """The documented bounds are inclusive, and IPv6 hosts and host:port gRPC endpoints are accepted."""
+    settings = load_settings(_nested(key, value), environ={})
+    section, _, name = key.partition(".")
+    got = getattr(getattr(settings, section), name) if name else getattr(settings, key)
+    assert got == value
+
+
+def test_binary_and_non_utf8_yaml_files_raise_config_error(tmp_path):
+    """A binary or Latin-1 file is a ConfigError naming the file, not a UnicodeDecodeError."""
+    for name, data in (("binary.yaml", bytes(range(256))), ("latin1.yaml", "service_name: caf\xe9\n".encode("latin-1")),
+                       ("nul.yaml", b"service_name: a\x00b\n")):
+        path = tmp_path / name
+        path.write_bytes(data)
+        assert str(path) in _error(path)
+
+
+def test_deeply_nested_yaml_raises_config_error(tmp_path):
+    """YAML nested 5000 levels deep is a ConfigError, not a RecursionError."""
+    path = tmp_path / "deep.yaml"
+    path.write_text("service_name: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert str(path) in _error(path)
+
+
+def test_yaml_alias_bomb_is_refused_quickly(tmp_path):
+    """A few hundred bytes of nested aliases (billions of nodes) is refused at once with a short message."""
+    lines = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
+    for i, name in enumerate("bcdefghi"):
+        previous = "abcdefghi"[i]
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{previous}"] * 9) + "]")
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\nmonitoring:\n  resource_attributes: {bomb: *i}\n")
+    started = time.monotonic()
+    message = _error(path)
+    assert time.monotonic() - started < 2.0
+    assert "alias" in message and len(message) < 1000
+
+
+def test_error_messages_truncate_huge_values():
+    """A huge value is shown truncated in the error, so the message stays readable."""
+    message = _error({"service_name": ["x" * 10_000] * 1000})
+    assert "service_name" in message and len(message) < 1000

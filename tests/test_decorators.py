@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
+import sys
 import time
 
 import pytest
@@ -338,3 +340,147 @@ async def test_async_data_load():
         await load(fail=True)
     series = H("rl_training_data_load_time_seconds")
     assert series.count == 2 and series.sum >= 0.02
+
+
+# -- lifecycle edge cases (issue 10) ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [0, None, False])
+def test_sys_exit_with_success_inside_training_run_completes_the_run(code):
+    """``sys.exit(0)`` / ``sys.exit()`` ends the run as completed (no RLTrainingRunFailed), and still exits."""
+    with pytest.raises(SystemExit):
+        with otel_rl.training_run("PPO"):
+            sys.exit(code)
+
+    @otel_rl.training_run("DQN")
+    def run():
+        sys.exit(code)
+
+    with pytest.raises(SystemExit):
+        run()
+    for algorithm in ("PPO", "DQN"):
+        assert V("rl_training_runs_total", algorithm=algorithm, status="completed") == 1.0
+        assert V("rl_training_runs_total", algorithm=algorithm, status="failed") is None
+        assert H("rl_training_duration_seconds", algorithm=algorithm).count == 1
+
+
+@pytest.mark.parametrize("code", [1, 2, "fatal: out of data"])
+def test_sys_exit_with_failure_inside_training_run_is_interrupted(code):
+    """``sys.exit(2)`` or ``sys.exit("message")`` fails the run with error_type 'interrupted'."""
+    with pytest.raises(SystemExit):
+        with otel_rl.training_run("PPO"):
+            sys.exit(code)
+    assert V("rl_training_runs_total", algorithm="PPO", status="failed") == 1.0
+    assert V("rl_training_errors_total", error_type="interrupted") == 1.0
+
+
+def test_data_load_on_a_generator_times_the_iteration():
+    """A loader that yields batches is timed over its iteration (once), not at the call that creates it."""
+    @otel_rl.data_load
+    def batches(n):
+        for i in range(n):
+            time.sleep(0.02)
+            yield i
+        return "done"
+
+    iterator = batches(3)
+    assert inspect.isgenerator(iterator)
+    assert H("rl_training_data_load_time_seconds").count == 0  # created, not loaded yet
+    assert list(iterator) == [0, 1, 2]
+    series = H("rl_training_data_load_time_seconds")
+    assert series.count == 1 and series.sum >= 0.06
+    partial = batches(10)
+    next(partial)
+    partial.close()  # a consumer that stops early: timed up to there
+    assert H("rl_training_data_load_time_seconds").count == 2
+
+
+async def test_data_load_on_an_async_generator_times_the_iteration():
+    """An async generator loader is timed over its iteration."""
+    @otel_rl.data_load
+    async def batches(n):
+        for i in range(n):
+            await asyncio.sleep(0.02)
+            yield i
+
+    assert inspect.isasyncgenfunction(batches)
+    assert [b async for b in batches(3)] == [0, 1, 2]
+    series = H("rl_training_data_load_time_seconds")
+    assert series.count == 1 and series.sum >= 0.06
+
+
+def test_training_run_on_a_generator_covers_the_iteration():
+    """A generator training loop under @training_run starts at the first step and completes when exhausted."""
+    @otel_rl.training_run("PPO", run_id="g")
+    def train(iterations):
+        for i in range(iterations):
+            assert otel_rl.current_run() == otel_rl.RunContext("PPO", "g")
+            time.sleep(0.02)
+            yield {"training_iteration": i}
+
+    loop = train(3)
+    assert V("rl_training_runs_total", algorithm="PPO", status="started") is None
+    assert len(list(loop)) == 3
+    assert V("rl_training_runs_total", algorithm="PPO", status="completed") == 1.0
+    assert H("rl_training_duration_seconds", algorithm="PPO").sum >= 0.06
+
+    @otel_rl.training_run("A2C")
+    def broken():
+        yield 1
+        raise TrainingBroke("mid-run")
+
+    with pytest.raises(TrainingBroke):
+        list(broken())
+    assert V("rl_training_runs_total", algorithm="A2C", status="failed") == 1.0
+
+
+async def test_training_run_on_an_async_generator_covers_the_iteration():
+    """An async generator training loop is one run over its iteration."""
+    @otel_rl.training_run("PPO")
+    async def train():
+        for i in range(2):
+            await asyncio.sleep(0.02)
+            yield i
+
+    assert [i async for i in train()] == [0, 1]
+    assert V("rl_training_runs_total", algorithm="PPO", status="completed") == 1.0
+    assert H("rl_training_duration_seconds", algorithm="PPO").sum >= 0.04
+
+
+def test_train_step_bookkeeping_is_bounded_by_the_cardinality_limit():
+    """Per-run counters of train_step keep at most cardinality_limit run ids, the most recent ones."""
+    from otel_rl._internal.decorators import _StepRecorder
+    from otel_rl._internal.store import REGISTRY
+
+    @otel_rl.train_step(algorithm="PPO")
+    def step(run_id):
+        with otel_rl.training_run("PPO", run_id=run_id):
+            pass
+        return {"num_env_steps_sampled_lifetime": 10}
+
+    (recorder,) = [c.cell_contents for c in step.__closure__ if isinstance(c.cell_contents, _StepRecorder)]
+    limit, REGISTRY.cardinality_limit = REGISTRY.cardinality_limit, 50
+    try:
+        for i in range(500):
+            with otel_rl.training_run("PPO", run_id=f"run-{i}"):
+                step(f"run-{i}")
+        assert len(recorder._iterations) == 50 and len(recorder._lifetime_steps) == 50
+        assert ("PPO", "run-499") in recorder._iterations and ("PPO", "run-0") not in recorder._iterations
+    finally:
+        REGISTRY.cardinality_limit = limit
+
+
+def test_train_step_result_that_cannot_be_parsed_is_logged_once(caplog):
+    """A result mapping that raises while being read logs one traceback, not one per step, and never raises."""
+    class Hostile(dict):
+        def items(self):
+            raise RuntimeError("cannot list items")
+
+    @otel_rl.train_step(algorithm="PPO")
+    def step():
+        return Hostile(episode_reward_mean=1.0)
+
+    caplog.set_level(logging.WARNING, logger="otel_rl")
+    for _ in range(20):
+        step()
+    assert len([r for r in caplog.records if r.exc_info]) == 1

@@ -128,3 +128,127 @@ def test_real_cartpole_steps_match_the_loop():
     assert testing.value("rl_training_environment_steps_total", algorithm="C") == 600
     assert testing.value("rl_training_episodes_total", algorithm="C", agent_id="a0") == episodes
     assert testing.histogram("rl_training_episode_length", algorithm="C", agent_id="a0").sum <= 600
+
+
+# -- hostile rewards and infos (issue 10) ----------------------------------------------------------------------------
+
+
+class _Scripted(gym.Env):
+    """Episodes of 3 steps with a fixed reward and, at the end, a fixed info."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,))
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, reward, end_info=None) -> None:
+        self.reward, self.end_info, self.t = reward, end_info or {}, 0
+
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return np.zeros(1, dtype=np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        done = self.t >= 3
+        return np.zeros(1, dtype=np.float32), self.reward, done, False, self.end_info if done else {}
+
+
+BAD_REWARDS = [("none", None, "none"), ("text", "1", "wrong_type"), ("huge_int", 10**400, "inf"),
+               ("object", object(), "wrong_type")]
+
+
+@pytest.mark.parametrize("reward,reason", [r[1:] for r in BAD_REWARDS], ids=[r[0] for r in BAD_REWARDS])
+def test_single_env_bad_reward_is_dropped_and_the_step_passes_through(reward, reason):
+    """A reward that is no number never raises into env.step(): the result is returned as is, the step and the
+    episode still count, the episode's return is dropped and counted with its reason."""
+    env = RecordEpisodeMetrics(_Scripted(reward), algorithm="B")
+    env.reset()
+    for _ in range(6):
+        result = env.step(0)
+        assert result[1] is reward
+        if result[2]:
+            env.reset()
+    assert testing.value("rl_training_episodes_total", algorithm="B", agent_id="default") == 2
+    assert testing.value("rl_training_environment_steps_total", algorithm="B") == 6
+    assert testing.histogram("rl_training_episode_length", algorithm="B", agent_id="default").count == 2
+    assert testing.histogram("rl_training_episode_reward", algorithm="B", agent_id="default") is None
+    assert testing.dropped("rl_training_episode_reward", reason) == 6
+
+
+def test_single_env_decimal_reward_is_used_as_a_number():
+    """A Decimal reward (float + Decimal raises) is converted and recorded."""
+    from decimal import Decimal
+
+    env = RecordEpisodeMetrics(_Scripted(Decimal("0.5")), algorithm="D")
+    env.reset()
+    for _ in range(3):
+        env.step(0)
+    assert testing.histogram("rl_training_episode_reward", algorithm="D", agent_id="default").sum == 1.5
+
+
+def test_single_env_malformed_episode_info_falls_back_to_own_figures(caplog):
+    """``info["episode"] = "oops"`` is logged once and the wrapper's own return and length are recorded."""
+    env = RecordEpisodeMetrics(_Scripted(2.0, {"episode": "oops"}), algorithm="O")
+    for _ in range(3):
+        env.reset()
+        for _ in range(3):
+            env.step(0)
+    reward = testing.histogram("rl_training_episode_reward", algorithm="O", agent_id="default")
+    assert reward.count == 3 and reward.sum == 18.0
+    assert len([r for r in caplog.records if "cannot read" in r.getMessage()]) == 1
+
+
+class _ScriptedVector(gym.vector.VectorEnv):
+    """Three sub-environments; sub-environment 0 ends an episode every step; fixed rewards and infos."""
+
+    def __init__(self, rewards, infos=None) -> None:
+        self.num_envs = 3
+        self.rewards, self.infos = rewards, infos or {}
+        self.metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
+        self.single_observation_space = gym.spaces.Box(-1.0, 1.0, (1,))
+        self.single_action_space = gym.spaces.Discrete(2)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, 3)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, 3)
+
+    def reset(self, *, seed=None, options=None):
+        return np.zeros((3, 1)), {}
+
+    def step(self, actions):
+        return (np.zeros((3, 1)), self.rewards, np.array([True, False, False]), np.zeros(3, dtype=bool),
+                self.infos)
+
+
+@pytest.mark.parametrize("rewards", [
+    np.array(["a", "b", "c"], dtype=object), np.array([1.0, 2.0]), np.ones((3, 2)), None, [10**400] * 3,
+], ids=["object_strings", "too_short", "two_dimensional", "none", "huge_ints"])
+def test_vector_env_bad_rewards_are_dropped_and_the_step_passes_through(rewards):
+    """Object-dtype, wrong-shape or missing vector rewards never raise; episodes and steps still count."""
+    env = RecordVectorEpisodeMetrics(_ScriptedVector(rewards), algorithm="VB")
+    env.reset()
+    for _ in range(4):
+        result = env.step(np.zeros(3, dtype=np.int64))
+        assert result[1] is rewards
+    assert testing.value("rl_training_episodes_total", algorithm="VB", agent_id="default") == 4
+    assert testing.value("rl_training_environment_steps_total", algorithm="VB") == 12
+    assert testing.histogram("rl_training_episode_reward", algorithm="VB", agent_id="default") is None
+    assert testing.dropped("rl_training_episode_reward", "none" if rewards is None else "wrong_type") == 4
+
+
+def test_vector_env_object_array_of_numbers_is_converted():
+    """An object array of Decimals converts to floats and is recorded."""
+    from decimal import Decimal
+
+    env = RecordVectorEpisodeMetrics(_ScriptedVector(np.array([Decimal(1)] * 3, dtype=object)), algorithm="VO")
+    env.reset()
+    for _ in range(2):
+        env.step(np.zeros(3, dtype=np.int64))
+    assert testing.histogram("rl_training_episode_reward", algorithm="VO", agent_id="default").sum == 2.0
+
+
+def test_vector_env_malformed_episode_info_falls_back_to_own_figures():
+    """A vector ``info["episode"]`` that is not RecordEpisodeStatistics' is ignored for the wrapper's own figures."""
+    env = RecordVectorEpisodeMetrics(_ScriptedVector(np.full(3, 2.0), {"episode": "oops", "_episode": [1, 0, 0]}),
+                                     algorithm="VI")
+    env.reset()
+    for _ in range(2):
+        env.step(np.zeros(3, dtype=np.int64))
+    assert testing.histogram("rl_training_episode_reward", algorithm="VI", agent_id="default").sum == 4.0

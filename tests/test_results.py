@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 import otel_rl
@@ -349,3 +351,53 @@ def test_plain_episodes_this_iter_without_values_does_not_count():
     """A plain result's episodes_this_iter alone records no episodes (a Gymnasium wrapper may count them)."""
     otel_rl.train_step(algorithm="PG")(lambda: {"episodes_this_iter": 10, "episode_reward_mean": 3.0})()
     assert V("rl_training_episodes_total", algorithm="PG", agent_id="default") is None
+# -- hostile result dicts (issue 10) ----------------------------------------------------------------------------------
+
+
+def _timed_parse(result) -> tuple[float, object]:
+    started = time.monotonic()
+    parsed = parse_result(result)
+    return time.monotonic() - started, parsed
+
+
+def test_self_referencing_result_is_read_once_in_bounded_time():
+    """``d["custom_metrics"] = d`` (and a cycle inside custom_metrics) ends quickly, with the figures found."""
+    result = {"custom_metrics": {"sharpe_ratio": 1.25}}
+    result["custom_metrics"]["again"] = result["custom_metrics"]
+    result["custom_metrics"]["root"] = result
+    elapsed, parsed = _timed_parse(result)
+    assert elapsed < 1.0
+    assert parsed.performance == {None: {"sharpe_ratio": 1.25}}
+    outer = {"sharpe_ratio": 0.5}
+    outer["custom_metrics"] = outer
+    elapsed, parsed = _timed_parse(outer)
+    assert elapsed < 1.0 and parsed.performance[None]["sharpe_ratio"] == 0.5
+
+
+def test_absurdly_deep_and_exponentially_shared_results_are_bounded(caplog):
+    """5000 nested levels, or 2**64 paths through shared sub-dicts, are read up to the limits, logged once."""
+    deep = node = {}
+    for _ in range(5000):
+        node["level"] = {}
+        node = node["level"]
+    node["sharpe_ratio"] = 9.0  # below MAX_DEPTH: not read
+    shared = {"agent_0": {"win_rate": 0.5}}
+    for _ in range(64):
+        shared = {"a": shared, "b": shared}
+    for result in ({"custom_metrics": deep}, {"custom_metrics": shared}):
+        elapsed, parsed = _timed_parse(result)
+        assert elapsed < 5.0
+        assert None not in parsed.performance or "sharpe_ratio" not in parsed.performance[None]
+    assert len([r for r in caplog.records if "result dict" in r.getMessage()]) <= 1
+
+
+def test_train_step_with_a_self_referencing_result_records_and_returns():
+    """A train_step returning a self-referencing dict records its figures and returns it unchanged."""
+    @otel_rl.train_step(algorithm="PPO", run_id="r")
+    def step():
+        result = {"episode_reward_mean": 3.0, "custom_metrics": {}}
+        result["custom_metrics"]["loop"] = result
+        return result
+
+    assert step()["episode_reward_mean"] == 3.0
+    assert testing.value("rl_training_episode_reward_mean", algorithm="PPO", run_id="r") == 3.0

@@ -311,3 +311,123 @@ def test_number_fast_path():
     assert store.number(float("-inf")) == "inf"
     assert store.number(None) == "none"
     assert store.number(numpy.array([1])) == "wrong_type"
+
+
+# -- hostile values and labels (issue 10) -----------------------------------------------------------------------------
+
+
+def _otlp_bytes(handle) -> bytes:
+    """The collection encoded as the OTLP exporters encode it (protobuf)."""
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+
+    handle.pull_reader.collect()
+    return encode_metrics(handle.pull_reader.latest).SerializeToString()
+
+
+def test_label_value_with_a_lone_surrogate_never_breaks_metrics_or_otlp(telemetry, caplog):
+    """``os.fsdecode(b"run-\\xff")`` as a label: /metrics and the OTLP encoding keep working, values stay distinct."""
+    caplog.set_level(logging.WARNING, logger="otel_rl")
+    otel_rl.record_episode("PPO", "run-\udcff", 1.0, 5)
+    otel_rl.record_episode("PPO", "run-\udcfe", 2.0, 5)
+    otel_rl.record_episode("PPO", "run-ok", 3.0, 5)
+    for _ in range(2):  # every later scrape too, not only the first
+        text = telemetry.metrics_text().decode("utf-8")
+        samples = [s for f in text_string_to_metric_families(text) for s in f.samples
+                   if s.name == "rl_training_episode_reward_sum"]
+        assert {s.labels["agent_id"]: s.value for s in samples} == {
+            "run-\\udcff": 1.0, "run-\\udcfe": 2.0, "run-ok": 3.0}
+    assert b"run-\\udcff" in _otlp_bytes(telemetry)  # the protobuf encoding of the push path works too
+    warned = [r for r in caplog.records if "not valid UTF-8" in r.getMessage()]
+    assert len(warned) == 3  # once per metric (episodes, reward, length), not per value or scrape
+
+
+def test_label_whose_str_raises_is_dropped_as_bad_labels_once(caplog):
+    """A label value whose ``__str__`` raises drops the call's values as bad_labels with one warning, no traceback."""
+    class Unprintable:
+        def __str__(self):
+            raise RuntimeError("no str for you")
+
+    caplog.set_level(logging.WARNING, logger="otel_rl")
+    for _ in range(5):
+        otel_rl.record_episode("PPO", Unprintable(), 1.0, 5)
+        otel_rl.record_environment_steps(Unprintable(), 3)
+        compat.rl_training_episodes_total.labels(Unprintable(), "a").inc()
+    assert testing.dropped("rl_training_episode_reward", "bad_labels") == 5
+    assert testing.dropped("rl_training_environment_steps_total", "bad_labels") == 5
+    assert testing.dropped("rl_training_episodes_total", "bad_labels") == 10
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert len([r for r in caplog.records if "bad_labels" in r.getMessage()]) == 4  # once per metric
+
+
+class _RaisingFloat:
+    def __float__(self):
+        raise KeyError("whatever a user's __float__ raises")
+
+
+@pytest.mark.parametrize("value,reason", [(10**400, "inf"), (-(10**400), "inf"), (_RaisingFloat(), "wrong_type")],
+                         ids=["huge_int", "huge_negative_int", "float_raises"])
+def test_unconvertible_values_are_counted_and_logged_once(value, reason, caplog):
+    """Huge ints and objects whose ``__float__`` raises are dropped with a reason and one warning, no traceback."""
+    caplog.set_level(logging.DEBUG, logger="otel_rl")
+    for _ in range(10):
+        otel_rl.record_environment_steps("PPO", value)
+        otel_rl.record_episode_metrics("PPO", "r", value, 1.0)
+        otel_rl.record_loss_metrics("PPO", value)
+    for metric in ("rl_training_environment_steps_total", "rl_training_episode_reward_mean",
+                   "rl_training_policy_loss"):
+        assert testing.dropped(metric, reason) == 10
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert len(caplog.records) == 3
+    assert all(len(r.getMessage()) < 600 for r in caplog.records)  # 10**400 is not printed in full
+
+
+def test_performance_metrics_that_are_not_a_mapping_are_counted():
+    """``record_performance_metrics(..., None)`` drops each trading figure as none, with no traceback."""
+    otel_rl.record_performance_metrics("PPO", "a", None)
+    otel_rl.record_performance_metrics("PPO", "a", [0.5])
+    for name in ("rl_training_sharpe_ratio", "rl_training_max_drawdown", "rl_training_win_rate",
+                 "rl_training_total_return"):
+        assert testing.dropped(name, "none") == 1 and testing.dropped(name, "wrong_type") == 1
+
+
+def test_histogram_sum_never_overflows_to_inf():
+    """1e308 twice: the second observation would make _sum +Inf, so it is dropped whole and counted as inf."""
+    otel_rl.record_loss_metrics("PPO", 1e308)
+    otel_rl.record_loss_metrics("PPO", 1e308)
+    otel_rl.record_loss_metrics("PPO", -1e308)
+    series = testing.histogram("rl_training_policy_loss", algorithm="PPO")
+    assert series.sum == 0.0 and series.count == 2 and sum(series.counts) == 2
+    assert testing.dropped("rl_training_policy_loss", "inf") == 1
+
+
+def test_counter_overflow_keeps_the_last_finite_value():
+    """A counter increment that would overflow to +Inf is dropped and counted; the counter keeps its value."""
+    otel_rl.record_environment_steps("PPO", 1e308)
+    otel_rl.record_environment_steps("PPO", 1e308)
+    assert _read_counter() == 1e308
+    assert testing.dropped("rl_training_environment_steps_total", "inf") == 1
+
+
+class _ShapedTensor:
+    """A tensor stand-in whose repr (a device sync for a CUDA tensor) must never be called."""
+
+    shape = (2, 3)
+    dtype = "float32"
+    device = "cuda:0"
+
+    def __repr__(self):
+        raise AssertionError("the drop warning must not repr a tensor")
+
+    __str__ = __repr__
+
+
+_ShapedTensor.__module__ = "torch"
+
+
+def test_drop_warning_describes_a_tensor_without_reading_it(caplog):
+    """The drop warning names a tensor's type, shape, dtype and device and never calls its repr."""
+    caplog.set_level(logging.WARNING, logger="otel_rl")
+    otel_rl.record_loss_metrics("PPO", _ShapedTensor())
+    assert testing.dropped("rl_training_policy_loss", "tensor") == 1
+    (record,) = caplog.records
+    assert "shape=(2, 3)" in record.getMessage() and "cuda:0" in record.getMessage()

@@ -16,6 +16,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 import otel_rl
 
@@ -106,7 +107,7 @@ def test_shutdown_with_an_unreachable_collector_returns_in_time(protocol):
     assert elapsed < 3.0
     assert ok in (True, False)
     assert otel_rl.current() is None
-    assert handle.shutdown(timeout=2) is True  # a second shutdown is a no-op
+    assert handle.shutdown(timeout=2) is ok  # a second shutdown reports what the first one did
 
 
 def test_force_flush_with_an_unreachable_collector_is_bounded():
@@ -369,3 +370,44 @@ def test_resource_comes_from_the_sdk_with_the_service_on_top(monkeypatch):
     assert attributes["service.name"] == "trainer-y"
     assert attributes["team"] == "rl"
     assert attributes["service.instance.id"].endswith(f"-{os.getpid()}")
+# -- lifecycle edge cases (issue 10) ----------------------------------------------------------------------------------
+
+
+def test_second_shutdown_after_a_failed_first_returns_false():
+    """A second shutdown() reports the first one's failure instead of claiming success."""
+    handle = otel_rl.init_telemetry({"exporters": ["otlp"], "otlp": {
+        "endpoint": f"http://127.0.0.1:{closed_port()}", "protocol": "http/protobuf", "timeout": 5,
+        "export_interval": 60}})
+    otel_rl.record_episode("PPO", "a", 1.0, 10)
+    assert handle.shutdown(timeout=0.5) is False
+    assert handle.shutdown(timeout=0.5) is False
+    assert handle.shutdown() is False
+
+
+def test_pull_path_shutdown_does_not_overshoot_a_small_timeout():
+    """Stopping the endpoint does not wait out the HTTP server's poll: shutdown(0.05) returns in well under 0.5 s."""
+    for _ in range(3):
+        handle = otel_rl.init_telemetry({"exporters": ["prometheus"],
+                                         "prometheus": {"host": "127.0.0.1", "port": 0}})
+        time.sleep(0.1)  # the serve loop is now inside its poll wait
+        started = time.monotonic()
+        assert handle.shutdown(timeout=0.05) is True
+        assert time.monotonic() - started < 0.35
+
+
+def test_otel_sdk_disabled_exports_nothing(monkeypatch):
+    """OTEL_SDK_DISABLED=true: no endpoint, no OTLP export, and no histograms in the exposition either."""
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    with OtlpReceiver() as receiver:
+        handle = otel_rl.init_telemetry({
+            "exporters": ["prometheus", "otlp"], "prometheus": {"host": "127.0.0.1", "port": 0},
+            "otlp": {"endpoint": receiver.endpoint, "protocol": "http/protobuf", "export_interval": 60}})
+        otel_rl.record_episode("PPO", "a", -5.0, 10)
+        otel_rl.record_loss_metrics("PPO", 0.5)
+        otel_rl.record_environment_steps("PPO", 10)
+        assert handle.prometheus_port is None
+        assert handle.health()["exporters"] == []
+        text = handle.metrics_text().decode()
+        assert not [s for f in text_string_to_metric_families(text) for s in f.samples]
+        assert handle.shutdown(timeout=2) is True
+    assert receiver.requests == []

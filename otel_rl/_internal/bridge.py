@@ -40,6 +40,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from otel_rl._internal.catalog import ALL_METRICS
+from otel_rl._internal.config import sdk_disabled
 from otel_rl._internal.store import Registry
 
 SCOPE_NAME = "otel_rl"
@@ -73,6 +74,8 @@ class Bridge:
         self.registry = registry
         self.resource = resource
         self.scope = InstrumentationScope(SCOPE_NAME, version)
+        # The SDK turns its own instruments off under OTEL_SDK_DISABLED=true; the histograms follow.
+        self.disabled = sdk_disabled()
         self._order = {spec.name: i for i, spec in enumerate(ALL_METRICS)}
         readers = list(readers)
         for reader in readers:
@@ -102,7 +105,9 @@ class Bridge:
     def histogram_metrics(self) -> list[Metric]:
         """The histograms' current cumulative points, one Metric per catalog histogram that has series."""
         now = time.time_ns()
-        metrics = []
+        metrics: list[Metric] = []
+        if self.disabled:
+            return metrics
         for spec in ALL_METRICS:
             if spec.type != "histogram":
                 continue

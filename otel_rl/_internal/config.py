@@ -6,7 +6,10 @@ raises :class:`ConfigError` naming the key, the value and what is allowed, befor
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
+import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -20,6 +23,11 @@ COMPRESSIONS = ("none", "gzip", "deflate")
 
 class ConfigError(ValueError):
     """A setting is unknown or has a value that is not allowed."""
+
+
+def sdk_disabled(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``OTEL_SDK_DISABLED`` is true, read exactly as the OpenTelemetry SDK reads it."""
+    return (os.environ if environ is None else environ).get("OTEL_SDK_DISABLED", "").lower().strip() == "true"
 
 
 @dataclass(frozen=True)
@@ -99,7 +107,7 @@ def redact(key: str, value: Any) -> str:
                 return repr(parts._replace(netloc=netloc).geturl())
         except ValueError:
             return repr(REDACTED)
-    return repr(value)
+    return _show(value)
 
 
 def _section_is_secret(key: str) -> bool:
@@ -114,7 +122,7 @@ def _shown_unknown(value: Any) -> str:
     under it may hold a token; the key's name is what the user needs to fix it.
     """
     if value is None or isinstance(value, (bool, int, float)):
-        return f"value {value!r}"
+        return f"value {_show(value)}"
     return f"a {type(value).__name__} value, not shown"
 
 
@@ -125,10 +133,88 @@ class _Invalid(Exception):
     pass
 
 
+#: Bounds of the durations, in seconds. Below them a reader or server loop would spin (1e-9 s export interval);
+#: above them a thread wait overflows or an export could never finish (1e300 s).
+TIMEOUT_BOUNDS = (0.01, 3600.0)  #: shutdown_timeout and otlp.timeout
+LINGER_BOUNDS = (0.0, 3600.0)  #: prometheus.linger (0: off)
+INTERVAL_BOUNDS = (0.1, 86400.0)  #: otlp.export_interval
+MAX_CARDINALITY_LIMIT = 1_000_000
+#: Most YAML nodes a config file may expand to: an "alias bomb" of a few hundred bytes expands to billions.
+MAX_YAML_NODES = 100_000
+
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = 100
+
+
+def _show(value: Any) -> str:
+    """``repr(value)`` for an error message: truncated, never raising, always valid UTF-8."""
+    if type(value) is int and value.bit_length() > 256:
+        return f"<int of {value.bit_length()} bits>"
+    try:
+        text = _repr.repr(value)
+    except Exception:  # noqa: BLE001 (recording never raises)
+        text = f"<{type(value).__qualname__} object>"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: os.fsdecode of non-UTF-8 bytes, or a bad environment
+        return False
+    return "\x00" not in value
+
+
 def _str(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise _Invalid("a non-empty string")
+    if not isinstance(value, str) or not value.strip() or not _utf8(value):
+        raise _Invalid("a non-empty string (UTF-8 text without NUL characters)")
     return value.strip()
+
+
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def _valid_hostname(host: str) -> bool:
+    """A DNS name (RFC 1123 labels of 1-63 letters, digits, ``-``, ``_``; 253 characters at most) or an IP."""
+    try:
+        ipaddress.ip_address(host[1:-1] if host.startswith("[") and host.endswith("]") else host)
+        return True
+    except ValueError:
+        pass
+    name = host[:-1] if host.endswith(".") else host
+    return 0 < len(name) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in name.split("."))
+
+
+def _host(value: Any) -> str:
+    allowed = "a host name (labels of at most 63 letters, digits, '-' or '_') or an IPv4/IPv6 address"
+    try:
+        host = _str(value)
+    except _Invalid:
+        raise _Invalid(allowed) from None
+    if not _valid_hostname(host):
+        raise _Invalid(allowed)
+    return host
+
+
+def _endpoint(value: Any) -> str:
+    """An OTLP endpoint: an http:// or https:// URL, or the ``host:port`` form gRPC also takes."""
+    allowed = "an http:// or https:// URL with a host (e.g. http://localhost:4317), or host:port"
+    try:
+        endpoint = _str(value)
+        if any(c.isspace() or ord(c) < 32 for c in endpoint):
+            raise ValueError
+        parts = urlsplit(endpoint)  # raises ValueError for "http://[::1"
+        if parts.scheme in ("http", "https"):
+            parts.port  # noqa: B018 (raises ValueError when out of range)
+            if not parts.hostname or not _valid_hostname(parts.hostname):
+                raise ValueError
+            return endpoint
+        host, sep, port = endpoint.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) <= 65535 or not _valid_hostname(host):
+            raise ValueError
+    except (ValueError, _Invalid):
+        raise _Invalid(allowed) from None
+    return endpoint
 
 
 def _bool(value: Any) -> bool:
@@ -144,48 +230,47 @@ def _port(value: Any) -> int:
         raise _Invalid("an integer port from 0 to 65535")
     try:
         port = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
         raise _Invalid("an integer port from 0 to 65535") from None
     if isinstance(value, float) and value != port or not 0 <= port <= 65535:
         raise _Invalid("an integer port from 0 to 65535")
     return port
 
 
-def _positive_int(value: Any) -> int:
+def _cardinality(value: Any) -> int:
+    allowed = f"a positive integer up to {MAX_CARDINALITY_LIMIT:_}"
     if isinstance(value, bool):
-        raise _Invalid("a positive integer")
+        raise _Invalid(allowed)
     try:
         number = int(value)
-    except (TypeError, ValueError):
-        raise _Invalid("a positive integer") from None
-    if number < 1 or isinstance(value, float) and value != number:
-        raise _Invalid("a positive integer")
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
+        raise _Invalid(allowed) from None
+    if not 1 <= number <= MAX_CARDINALITY_LIMIT or isinstance(value, float) and value != number:
+        raise _Invalid(allowed)
     return number
 
 
-def _seconds(allow_zero: bool) -> Callable[[Any], float]:
-    allowed = "a number of seconds >= 0" if allow_zero else "a number of seconds > 0"
+def _seconds(bounds: tuple[float, float], scale: float = 1.0) -> Callable[[Any], float]:
+    """A duration from ``bounds[0]`` to ``bounds[1]`` seconds (0 means off when it is the lower bound), given in
+    seconds, or in milliseconds (``scale=1000``) as the OTEL_* variables give it."""
+    low, high = bounds
+    unit = "seconds" if scale == 1.0 else "milliseconds"
+    allowed = f"a number of {unit} from {low * scale:.10g} to {high * scale:.10g}"
+    if low == 0.0:
+        allowed += " (0: off)"
 
     def parse(value: Any) -> float:
         if isinstance(value, bool):
             raise _Invalid(allowed)
         try:
-            number = float(value)
-        except (TypeError, ValueError):
+            number = float(value) / scale
+        except (TypeError, ValueError, OverflowError):
             raise _Invalid(allowed) from None
-        if not (number >= 0 if allow_zero else number > 0) or number == float("inf"):
+        if not low <= number <= high:  # also NaN and +-inf
             raise _Invalid(allowed)
         return number
 
     return parse
-
-
-def _millis_as_seconds(value: Any) -> float:
-    """The OTEL_* variables give durations in milliseconds."""
-    try:
-        return _seconds(False)(float(value) / 1000.0)
-    except (TypeError, ValueError, _Invalid):
-        raise _Invalid("a number of milliseconds > 0") from None
 
 
 def _choice(allowed: tuple[str, ...]) -> Callable[[Any], str]:
@@ -218,23 +303,33 @@ def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
     """A mapping, or the W3C-baggage-like ``k=v,k2=v2`` text of OTEL_RESOURCE_ATTRIBUTES and OTLP headers."""
     allowed = "a mapping of strings, or 'key=value,key2=value2'"
     if isinstance(value, Mapping):
-        if not all(isinstance(k, str) and k for k in value):
+        # Values are scalars: str() of a nested structure could be any size (a YAML alias bomb).
+        if not all(isinstance(k, str) and k for k in value) \
+                or not all(isinstance(v, (str, int, float, bool)) for v in value.values()):
             raise _Invalid(allowed)
-        return tuple((k, str(v)) for k, v in value.items())
-    if isinstance(value, str):
-        pairs = []
+        pairs = tuple((k, str(v)) for k, v in value.items())
+    elif isinstance(value, str):
+        items = []
         for part in filter(None, (p.strip() for p in value.split(","))):
             key, sep, val = part.partition("=")
             if not sep or not key.strip():
                 raise _Invalid(allowed)
-            pairs.append((unquote(key.strip()), unquote(val.strip())))
-        return tuple(pairs)
-    raise _Invalid(allowed)
+            items.append((unquote(key.strip()), unquote(val.strip())))
+        pairs = tuple(items)
+    else:
+        raise _Invalid(allowed)
+    if not all(_utf8(k) and _utf8(v) for k, v in pairs):  # they end up in protobuf or gRPC metadata
+        raise _Invalid(allowed + ", as UTF-8 text without NUL characters")
+    return pairs
 
 
 def _path(value: Any) -> str:
     path = _str(value)
-    if not Path(path).is_file():
+    try:
+        found = Path(path).is_file()
+    except (OSError, ValueError):
+        found = False
+    if not found:
         raise _Invalid("the path of a readable PEM file")
     return path
 
@@ -263,23 +358,24 @@ SETTINGS: tuple[_Setting, ...] = (
     _Setting("service_name", _str, ("OTEL_SERVICE_NAME",)),
     _Setting("exporters", _exporters, ("OTEL_RL_EXPORTERS", "OTEL_METRICS_EXPORTER")),
     _Setting("resource_attributes", _pairs, ("OTEL_RESOURCE_ATTRIBUTES",)),
-    _Setting("cardinality_limit", _positive_int, ("OTEL_RL_CARDINALITY_LIMIT",)),
-    _Setting("shutdown_timeout", _seconds(False), ("OTEL_RL_SHUTDOWN_TIMEOUT",)),
+    _Setting("cardinality_limit", _cardinality, ("OTEL_RL_CARDINALITY_LIMIT",)),
+    _Setting("shutdown_timeout", _seconds(TIMEOUT_BOUNDS), ("OTEL_RL_SHUTDOWN_TIMEOUT",)),
     _Setting("resource_metrics", _bool, ("OTEL_RL_RESOURCE_METRICS",)),
-    _Setting("prometheus.host", _str, ("OTEL_EXPORTER_PROMETHEUS_HOST",)),
+    _Setting("prometheus.host", _host, ("OTEL_EXPORTER_PROMETHEUS_HOST",)),
     _Setting("prometheus.port", _port, ("OTEL_EXPORTER_PROMETHEUS_PORT",)),
     _Setting("prometheus.strict", _bool, ("OTEL_RL_PROMETHEUS_STRICT",)),
-    _Setting("prometheus.linger", _seconds(True), ("OTEL_RL_PROMETHEUS_LINGER",)),
+    _Setting("prometheus.linger", _seconds(LINGER_BOUNDS), ("OTEL_RL_PROMETHEUS_LINGER",)),
     _Setting("prometheus.web_config_file", _web_config_file, ("OTEL_RL_PROMETHEUS_WEB_CONFIG_FILE",)),
-    _Setting("otlp.endpoint", _str, ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")),
+    _Setting("otlp.endpoint", _endpoint, ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")),
     _Setting("otlp.protocol", _choice(PROTOCOLS),
              ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")),
     _Setting("otlp.headers", _pairs, ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")),
     _Setting("otlp.insecure", _bool, ("OTEL_EXPORTER_OTLP_METRICS_INSECURE", "OTEL_EXPORTER_OTLP_INSECURE")),
-    _Setting("otlp.timeout", _seconds(False), ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"),
-             env_parse=_millis_as_seconds),
-    _Setting("otlp.export_interval", _seconds(False), ("OTEL_METRIC_EXPORT_INTERVAL",),
-             env_parse=_millis_as_seconds),
+    _Setting("otlp.timeout", _seconds(TIMEOUT_BOUNDS),
+             ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"),
+             env_parse=_seconds(TIMEOUT_BOUNDS, 1000.0)),  # the OTEL_* variables give milliseconds
+    _Setting("otlp.export_interval", _seconds(INTERVAL_BOUNDS), ("OTEL_METRIC_EXPORT_INTERVAL",),
+             env_parse=_seconds(INTERVAL_BOUNDS, 1000.0)),
     _Setting("otlp.compression", _choice(COMPRESSIONS),
              ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION")),
     _Setting("otlp.certificate", _path,
@@ -300,13 +396,13 @@ def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in config.items():
         if not isinstance(key, str):
-            raise ConfigError(f"config key {key!r} is not a string; allowed keys: {', '.join(_BY_KEY)}")
+            raise ConfigError(f"config key {_show(key)} is not a string; allowed keys: {', '.join(_BY_KEY)}")
         dotted = prefix + key
         if not prefix and key in _SECTIONS:
             if value is None:
                 continue
             if not isinstance(value, Mapping):
-                shown = repr(REDACTED) if _section_is_secret(dotted + ".") else repr(value)
+                shown = repr(REDACTED) if _section_is_secret(dotted + ".") else _show(value)
                 raise ConfigError(f"config key {dotted!r} has value {shown}; allowed: a mapping of "
                                   + ", ".join(k for k in _BY_KEY if k.startswith(key + ".")))
             flat.update(_flatten(value, dotted + "."))
@@ -314,7 +410,7 @@ def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         dotted = _ALIASES.get(dotted, dotted) if not prefix else dotted
         if dotted not in _BY_KEY:
             # Not shown where it may be a misspelled secret ("otlp.hedaers", "headers" outside its section).
-            raise ConfigError(f"unknown config key {dotted!r} ({_shown_unknown(value)}); allowed keys: "
+            raise ConfigError(f"unknown config key {_show(dotted)} ({_shown_unknown(value)}); allowed keys: "
                               + ", ".join(list(_BY_KEY) + list(_ALIASES)))
         flat[dotted] = value
     return flat
@@ -329,32 +425,76 @@ def read_config(config: Mapping[str, Any] | str | os.PathLike[str] | None) -> di
     if config is None:
         return {}
     if isinstance(config, (str, os.PathLike)):
-        import yaml
-
         path = Path(config)
         try:
             text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror}") from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in the path; UnicodeDecodeError: not UTF-8
+            reason = exc.strerror if isinstance(exc, OSError) else (
+                "it is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc))
+            raise ConfigError(f"config file {_show(str(path))} cannot be read: {reason}; allowed: a UTF-8 YAML "
+                              "file") from None
+        loaded = _load_yaml(text, _show(str(path)))
         if loaded is None:
             return {}
         if not isinstance(loaded, Mapping):
-            raise ConfigError(f"config file {str(path)!r} holds {type(loaded).__name__}; allowed: a mapping")
+            raise ConfigError(f"config file {_show(str(path))} holds {type(loaded).__name__}; allowed: a mapping")
         config = loaded
     if not isinstance(config, Mapping):
-        raise ConfigError(f"config has value {config!r}; allowed: a mapping, a YAML file path or None")
+        raise ConfigError(f"config has value {_show(config)}; allowed: a mapping, a YAML file path or None")
     if "monitoring" in config:
         section = config["monitoring"]
         if section is None:
             return {}
         if not isinstance(section, Mapping):
-            raise ConfigError(f"config key 'monitoring' has value {section!r}; allowed: a mapping")
+            raise ConfigError(f"config key 'monitoring' has value {_show(section)}; allowed: a mapping")
         config = section
     return _flatten(config)
+
+
+def _load_yaml(text: str, shown_path: str) -> Any:
+    """``yaml.safe_load`` with bounded work: the document, with its aliases expanded, may hold at most
+    :data:`MAX_YAML_NODES` nodes (an alias bomb of a few hundred bytes holds billions), and a nesting too deep
+    for the parser is an error, not a RecursionError."""
+    import yaml
+
+    loader = None
+    try:
+        loader = yaml.SafeLoader(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > MAX_YAML_NODES:
+            raise ConfigError(f"config file {shown_path} expands to more than {MAX_YAML_NODES:_} YAML nodes through "
+                              "its aliases (*name); allowed: a config without an alias bomb")
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {shown_path} is not valid YAML: {_show(str(exc))}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {shown_path} nests too deeply; allowed: a YAML mapping a few levels "
+                          "deep") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _expanded_size(node: Any, sizes: dict[int, int]) -> int:
+    """How many nodes ``node`` stands for once every alias is expanded (memoised per node: linear time)."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    sizes[id(node)] = MAX_YAML_NODES + 1  # a node that contains itself expands without end
+    if isinstance(node.value, list):
+        children = [c for pair in node.value for c in pair] if node.value and isinstance(node.value[0], tuple) \
+            else node.value
+        size = 1
+        for child in children:
+            size += _expanded_size(child, sizes)
+            if size > MAX_YAML_NODES:
+                break
+    else:
+        size = 1
+    sizes[id(node)] = size
+    return size
 
 
 def load_settings(config: Mapping[str, Any] | str | os.PathLike[str] | None = None,
@@ -380,6 +520,10 @@ def load_settings(config: Mapping[str, Any] | str | os.PathLike[str] | None = No
             values[setting.key] = parse(raw)
         except _Invalid as exc:
             raise ConfigError(f"{source} has value {redact(setting.key, raw)}; allowed: {exc}") from None
+        except ConfigError as exc:  # a parser that checks a file says what is wrong inside it; name the source too
+            if source.startswith("environment variable"):
+                raise ConfigError(f"{source}: {exc}") from None
+            raise
     return _build(values)
 
 

@@ -10,7 +10,6 @@ import contextvars
 import functools
 import inspect
 import logging
-import math
 import numbers
 import threading
 import time
@@ -20,6 +19,7 @@ from typing import Any, TypeVar, overload
 
 from otel_rl._internal import recording as rec
 from otel_rl._internal.results import RECORDED_KEY, parse_result
+from otel_rl._internal.store import number
 
 _logger = logging.getLogger("otel_rl")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -59,17 +59,17 @@ class training_run:  # noqa: N801 (a decorator and context manager, named like o
         rec.record_training_start(self.algorithm, self.run_id)
         return time.monotonic(), token
 
-    def _finish(self, state: tuple[float, contextvars.Token], exc_type: Any) -> None:
+    def _finish(self, state: tuple[float, contextvars.Token], exc_type: Any, exc: Any = None) -> None:
         started, token = state
         try:
             _current_run.reset(token)
         except ValueError:  # finished in another context than it started: nothing to restore
             pass
-        if exc_type is None:
+        if exc_type is None or _clean_exit(exc_type, exc):
             rec.record_training_complete(self.algorithm, time.monotonic() - started, self.run_id)
         elif issubclass(exc_type, Exception):
             rec.record_training_failed(self.algorithm, self.error_type)
-        else:  # KeyboardInterrupt, SystemExit, task cancellation: the run did not complete
+        else:  # KeyboardInterrupt, sys.exit(1), task cancellation: the run did not complete
             rec.record_training_failed(self.algorithm, "interrupted")
 
     def __enter__(self) -> RunContext:
@@ -77,7 +77,7 @@ class training_run:  # noqa: N801 (a decorator and context manager, named like o
         return RunContext(self.algorithm, self.run_id)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self._finish(self._stack().pop(), exc_type)
+        self._finish(self._stack().pop(), exc_type, exc)
 
     async def __aenter__(self) -> RunContext:
         return self.__enter__()
@@ -93,6 +93,9 @@ class training_run:  # noqa: N801 (a decorator and context manager, named like o
 
     def __call__(self, func: F) -> F:
         # Each call keeps its own start state, so concurrent calls (threads, async tasks) never mix.
+        if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+            # The run is the iteration, not the call that creates the generator.
+            return _around_iteration(func, self._start, self._finish)  # type: ignore[return-value]
         if inspect.iscoroutinefunction(func):
             @functools.wraps(func)
             async def run_async(*args: Any, **kwargs: Any) -> Any:
@@ -100,7 +103,7 @@ class training_run:  # noqa: N801 (a decorator and context manager, named like o
                 try:
                     result = await func(*args, **kwargs)
                 except BaseException as exc:
-                    self._finish(state, type(exc))
+                    self._finish(state, type(exc), exc)
                     raise
                 self._finish(state, None)
                 return result
@@ -113,7 +116,7 @@ class training_run:  # noqa: N801 (a decorator and context manager, named like o
             try:
                 result = func(*args, **kwargs)
             except BaseException as exc:
-                self._finish(state, type(exc))
+                self._finish(state, type(exc), exc)
                 raise
             self._finish(state, None)
             return result
@@ -131,8 +134,9 @@ class _StepRecorder:
         self.agent_id = str(agent_id)
         self.error_type = error_type
         self._lock = threading.Lock()
-        self._iterations: dict[tuple[str, str], int] = {}
-        self._lifetime_steps: dict[tuple[str, str], float] = {}
+        self._failed = False
+        self._iterations: dict[tuple[str, str], int] = _Recent()
+        self._lifetime_steps: dict[tuple[str, str], float] = _Recent()
 
     def names(self) -> tuple[str, str]:
         run = _current_run.get()
@@ -146,8 +150,13 @@ class _StepRecorder:
     def record(self, result: Any) -> None:
         try:
             self._record(result)
-        except Exception:  # parsing must never break the training loop
-            _logger.exception("otel-rl: could not record the train step's result")
+        except Exception:  # parsing must never break the training loop; one traceback, not one per step
+            if not self._failed:
+                self._failed = True
+                _logger.exception("otel-rl: could not record the train step's result (logged once; later "
+                                  "failures of this train_step are logged at debug level)")
+            else:
+                _logger.debug("otel-rl: could not record the train step's result", exc_info=True)
 
     def _record(self, result: Any) -> None:
         if isinstance(result, Mapping) and result.get(RECORDED_KEY) is True:
@@ -165,8 +174,9 @@ class _StepRecorder:
             if parsed is not None:
                 steps = parsed.env_steps_this_iter
                 lifetime = parsed.env_steps_lifetime
-                if not (isinstance(lifetime, numbers.Real) and not isinstance(lifetime, bool)
-                        and math.isfinite(lifetime)):
+                if isinstance(lifetime, numbers.Real) and not isinstance(lifetime, bool):
+                    lifetime = number(lifetime)  # a float, or why not (10**400 would overflow math.isfinite)
+                if type(lifetime) is not float:
                     lifetime = None  # a NaN must not become the baseline of the next increment
                 if steps is None and lifetime is not None:
                     previous = self._lifetime_steps.get(key, 0.0)
@@ -183,7 +193,7 @@ class _StepRecorder:
         for policy_loss, value_loss, entropy in parsed.losses:
             rec.record_loss_metrics(algorithm, policy_loss, value_loss, entropy)
         rec.set_signals(key, parsed.signals)
-        if steps:
+        if steps is not None and (type(steps) not in (int, float) or steps != 0):  # an array is counted as a drop
             rec.record_environment_steps(algorithm, steps)
         rewards, lengths = parsed.episode_rewards, parsed.episode_lengths
         count = len(rewards)
@@ -267,6 +277,12 @@ def data_load(func: F | None = None) -> Any:
     """Times each call into ``rl_training_data_load_time_seconds`` (also when it raises). Bare or called."""
 
     def decorate(fn: F) -> F:
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            # A loader that yields batches loads while it is iterated: time the iteration, not the call.
+            def finish(started: float, exc_type: Any, exc: Any = None) -> None:
+                rec.record_data_load_time(time.perf_counter() - started)
+
+            return _around_iteration(fn, time.perf_counter, finish)  # type: ignore[return-value]
         if inspect.iscoroutinefunction(fn):
             @functools.wraps(fn)
             async def load_async(*args: Any, **kwargs: Any) -> Any:
@@ -289,3 +305,64 @@ def data_load(func: F | None = None) -> Any:
         return load  # type: ignore[return-value]
 
     return decorate(func) if func is not None else decorate
+
+
+def _clean_exit(exc_type: Any, exc: Any) -> bool:
+    """``sys.exit()``, ``sys.exit(0)``, and a generator closed by its consumer, end a run as completed."""
+    if exc_type is GeneratorExit:
+        return True
+    if exc_type is not None and issubclass(exc_type, SystemExit):
+        code = getattr(exc, "code", 1)
+        return code is None or (isinstance(code, int) and code == 0)
+    return False
+
+
+def _around_iteration(fn: Callable[..., Any], start: Callable[[], Any],
+                      finish: Callable[[Any, Any, Any], None]) -> Callable[..., Any]:
+    """Wrap a generator function (sync or async) so ``start`` runs at the first ``next`` and ``finish`` when the
+    iteration ends: exhausted (``None``), closed by the consumer (``GeneratorExit``) or raising."""
+    if inspect.isasyncgenfunction(fn):
+        @functools.wraps(fn)
+        async def agen(*args: Any, **kwargs: Any) -> Any:
+            inner = fn(*args, **kwargs)
+            state = start()
+            try:
+                async for item in inner:
+                    yield item
+            except BaseException as exc:
+                finish(state, type(exc), exc)
+                raise
+            finally:
+                await inner.aclose()
+            finish(state, None, None)
+
+        return agen
+
+    @functools.wraps(fn)
+    def gen(*args: Any, **kwargs: Any) -> Any:
+        state = start()
+        try:
+            result = yield from fn(*args, **kwargs)
+        except BaseException as exc:
+            finish(state, type(exc), exc)
+            raise
+        finish(state, None, None)
+        return result
+
+    return gen
+
+
+class _Recent(dict):
+    """A dict that keeps the most recently written keys, at most the cardinality limit of them.
+
+    ``train_step`` keeps a counter per (algorithm, run id); thousands of run ids must not grow it without bound
+    (the metric series themselves are bounded by the same limit). A forgotten key starts from zero again.
+    """
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if key in self:
+            del self[key]  # re-inserted at the end: the least recently written key comes first
+        super().__setitem__(key, value)
+        limit = max(int(rec.REGISTRY.cardinality_limit), 1)
+        while len(self) > limit:
+            del self[next(iter(self))]

@@ -33,6 +33,8 @@ from otel_rl._internal.resource_catalog import RESOURCE_BY_OTEL_NAME, RESOURCE_M
 from otel_rl._internal.webconfig import WebConfig
 
 _logger = logging.getLogger("otel_rl")
+#: Seconds between the HTTP server loop's checks for a shutdown request (the standard library's default is 0.5).
+_POLL_INTERVAL = 0.02
 
 
 def families(data: MetricsData | None) -> list[PromMetric]:
@@ -287,7 +289,10 @@ class MetricsServer(HTTPServer):
         self._closing = threading.Event()
         self._deadlines: dict[Any, float] = {}  #: open connection -> monotonic time it is cut off
         self._deadlines_lock = threading.Lock()
-        self._thread = threading.Thread(target=self.serve_forever, name="otel-rl-metrics-server", daemon=True)
+        # A short poll: stop() waits for the serve loop to see the shutdown request, and it must not overshoot a
+        # small shutdown timeout by the default half second.
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": _POLL_INTERVAL},
+                                        name="otel-rl-metrics-server", daemon=True)
         self._watchdog = threading.Thread(target=self._expire, name="otel-rl-metrics-watchdog", daemon=True)
 
     @property

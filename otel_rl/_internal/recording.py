@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from otel_rl._internal.catalog import SIGNAL_NAMES
-from otel_rl._internal.store import REGISTRY
+from otel_rl._internal.catalog import CATALOG, SIGNAL_NAMES
+from otel_rl._internal.store import BAD_LABELS, NONE, REGISTRY, WRONG_TYPE
 
 _logger = logging.getLogger("otel_rl")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -45,11 +45,25 @@ _start_timestamp = REGISTRY.gauge("rl_training_start_timestamp")
 _signals = {name: REGISTRY.gauge("rl_training_" + name) for name in SIGNAL_NAMES}
 
 
+class _BadLabel(Exception):
+    """A label value whose ``str()`` raised."""
+
+    def __init__(self, value: Any) -> None:
+        super().__init__()
+        self.value = value
+
+
 def _never_raises(func: F) -> F:
+    # The metrics this helper records: a label that cannot be a string drops the call's value for each of them.
+    metrics = [spec.name for spec in CATALOG if func.__name__ in spec.recorded_by]
+
     @functools.wraps(func)
     def guarded(*args: Any, **kwargs: Any) -> None:
         try:
             func(*args, **kwargs)
+        except _BadLabel as bad:  # counted and logged once per metric, never a traceback per call
+            for name in metrics:
+                REGISTRY.drop(name, BAD_LABELS, bad.value)
         except Exception:  # a recording problem must never stop a training run
             _logger.exception("otel-rl: %s failed; the value was not recorded", func.__name__)
 
@@ -57,16 +71,21 @@ def _never_raises(func: F) -> F:
 
 
 def _s(value: Any) -> str:
-    return value if type(value) is str else str(value)
+    if type(value) is str:
+        return value
+    try:
+        return str(value)
+    except Exception:  # noqa: BLE001 (recording never raises)
+        raise _BadLabel(value) from None
 
 
 @_never_raises
 def record_training_start(algorithm: str, run_id: str = "default") -> None:
     """A run started: ``runs_total{status="started"}`` +1, ``active`` = 1, ``start_timestamp`` = now."""
-    algorithm = _s(algorithm)
+    algorithm, run_id = _s(algorithm), _s(run_id)
     _runs.add((algorithm, "started"), 1.0)
     _active.set((algorithm,), 1.0)
-    _start_timestamp.set((algorithm, _s(run_id)), time.time())
+    _start_timestamp.set((algorithm, run_id), time.time())
 
 
 @_never_raises
@@ -81,18 +100,18 @@ def record_training_complete(algorithm: str, duration: float, run_id: str = "def
 @_never_raises
 def record_training_failed(algorithm: str, error_type: str = "unknown") -> None:
     """A run failed: ``runs_total{status="failed"}`` +1, ``errors_total{error_type}`` +1, ``active`` = 0."""
-    algorithm = _s(algorithm)
+    algorithm, error_type = _s(algorithm), _s(error_type)
     _runs.add((algorithm, "failed"), 1.0)
-    _errors.add((_s(error_type),), 1.0)
+    _errors.add((error_type,), 1.0)
     _active.set((algorithm,), 0.0)
 
 
 @_never_raises
 def record_training_iteration(algorithm: str, iteration: int, run_id: str = "default") -> None:
     """An iteration finished: ``iterations_total`` +1, ``current_iteration`` = iteration."""
-    algorithm = _s(algorithm)
+    algorithm, run_id = _s(algorithm), _s(run_id)
     _iterations.add((algorithm,), 1.0)
-    _current_iteration.set((algorithm, _s(run_id)), iteration)
+    _current_iteration.set((algorithm, run_id), iteration)
 
 
 @_never_raises
@@ -117,6 +136,10 @@ def record_performance_metrics(algorithm: str, agent_id: str, metrics: Mapping[s
     """Trading figures present in ``metrics``: sharpe_ratio and max_drawdown as given, win_rate and total_return
     given as fractions and stored as percentages (x100), as the original module did."""
     key = (_s(algorithm), _s(agent_id))
+    if not isinstance(metrics, Mapping):  # None, a list, ...: each figure it could have held is dropped
+        for gauge, _ in _performance.values():
+            REGISTRY.drop(gauge.name, NONE if metrics is None else WRONG_TYPE, metrics)
+        return
     for name, value in metrics.items():
         target = _performance.get(name)
         if target is None:

@@ -26,6 +26,7 @@ With several learner modules, each signal is the mean over the modules that repo
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -137,7 +138,7 @@ def parse_result(result: Mapping[str, Any]) -> ParsedResult:
             continue
         if head == "info":  # old stack: info/learner/<policy>/learner_stats/<stat>
             node = _child(value, "learner") if not sep else value if rest == "learner" else None
-            if node is not None:
+            if node is not None and _is_mapping(node):  # "info/learner" may hold anything
                 for policy, stats in node.items():
                     _learner_stats(learners, policy, _child(stats, "learner_stats") or stats)
             elif rest.startswith("learner/"):
@@ -232,19 +233,46 @@ def _child(value: Any, key: str) -> Mapping[str, Any] | None:
     return None
 
 
+#: How deep :func:`_leaves` descends, and how many entries it reads in all: RLlib's custom metrics nest a few
+#: levels and hold hundreds of entries, never dozens of levels or a hundred thousand entries.
+MAX_DEPTH = 32
+MAX_ENTRIES = 100_000
+_warned_truncated = False
+
+
 def _leaves(path: str, value: Any) -> list[tuple[str, Any]]:
-    """``(path, leaf)`` pairs of a value that may be a nested mapping; paths joined with ``/``."""
+    """``(path, leaf)`` pairs of a value that may be a nested mapping; paths joined with ``/``.
+
+    A mapping already on the way down (``d["custom_metrics"] = d``) is not entered again, nothing deeper than
+    :data:`MAX_DEPTH` levels and no more than :data:`MAX_ENTRIES` entries are read (logged once), so a
+    self-referencing, absurdly deep or exponentially shared result costs bounded time and memory.
+    """
+    global _warned_truncated
     if not _is_mapping(value):
         return [(path, value)]
     out: list[tuple[str, Any]] = []
-    stack = [(path + "/" if path else "", value)]
+    stack = [(path + "/" if path else "", value, 1, frozenset((id(value),)))]
+    budget = MAX_ENTRIES
+    truncated = False
     while stack:
-        prefix, node = stack.pop()
+        prefix, node, depth, above = stack.pop()
         for key, child in node.items():
+            budget -= 1
+            if budget < 0:
+                truncated, stack = True, []
+                break
             if _is_mapping(child):
-                stack.append((f"{prefix}{key}/", child))
+                if depth < MAX_DEPTH and id(child) not in above:
+                    stack.append((f"{prefix}{key}/", child, depth + 1, above | {id(child)}))
+                else:
+                    truncated = True
             else:
                 out.append((f"{prefix}{key}", child))
+    if truncated and not _warned_truncated:
+        _warned_truncated = True
+        logging.getLogger("otel_rl").warning(
+            "otel-rl: a result dict refers to itself, nests deeper than %d levels or holds more than %d entries; "
+            "only the part above that was read", MAX_DEPTH, MAX_ENTRIES)
     return out
 
 

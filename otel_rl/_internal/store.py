@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import reprlib
 import threading
 import time
 from bisect import bisect_left
@@ -25,6 +26,7 @@ DEFAULT_CARDINALITY_LIMIT = 2000
 #: The key of the series that collects every label set past the cardinality limit.
 OVERFLOW_KEY: tuple[str, ...] = ("\x00overflow",)
 _OVERFLOW_ATTRIBUTES = {OVERFLOW_LABEL: "true"}
+_INF = math.inf
 
 
 class _Reason(str):
@@ -48,7 +50,7 @@ _HINTS = {
     TENSOR: "tensors are not read implicitly (that could force a device sync); pass tensor.item()",
     NEGATIVE: "counters only go up",
     OVER_LIMIT: "more label sets than the cardinality limit; the value went to the overflow series",
-    BAD_LABELS: "the label values do not match the metric's label keys",
+    BAD_LABELS: "the label values do not match the metric's label keys, or one cannot be made a string",
 }
 
 
@@ -65,7 +67,9 @@ def _to_number(value: Any) -> float | _Reason:
         return WRONG_TYPE
     try:
         number = float(value)  # int, bool, float subclasses, numpy scalars and 0-d arrays, Fraction, Decimal
-    except (TypeError, ValueError, OverflowError):
+    except OverflowError:  # an int or Fraction beyond the float range (10**400)
+        return INF
+    except Exception:  # noqa: BLE001 (TypeError, ValueError, or whatever a user's __float__ raises)
         return WRONG_TYPE
     if number != number:
         return NAN
@@ -79,8 +83,58 @@ def number(value: Any) -> float | _Reason:
     if type(value) is float:
         return value if value - value == 0.0 else (NAN if value != value else INF)
     if type(value) is int:
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # 10**400
+            return INF
     return _to_number(value)
+
+
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = 80
+
+
+def describe(value: Any) -> str:
+    """A short, safe description of a value for a log line.
+
+    Never reads a tensor's data (a CUDA tensor's repr forces a device sync): tensors and arrays are described by
+    type, shape, dtype and device. Other values get a truncated repr; a repr that raises (or an int too long to
+    print) is described by its type. The result is always valid UTF-8 (lone surrogates are backslash-escaped).
+    """
+    cls = type(value)
+    module = cls.__module__
+    if module.startswith(("torch", "tensorflow", "jax", "cupy")):
+        parts = [f"{module.split('.')[0]}.{cls.__qualname__}"]
+        for attr in ("shape", "dtype", "device"):
+            try:
+                parts.append(f"{attr}={tuple(getattr(value, attr)) if attr == 'shape' else getattr(value, attr)}")
+            except Exception:  # noqa: BLE001 (recording never raises)
+                pass
+        return "<" + " ".join(parts) + ">"
+    if cls is int and value.bit_length() > 256:
+        return f"<int of {value.bit_length()} bits>"
+    try:
+        text = _repr.repr(value)
+    except Exception:  # noqa: BLE001 (recording never raises)
+        text = f"<{cls.__qualname__} object (repr failed)>"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _utf8(value: str) -> str:
+    """``value`` if it is valid UTF-8 text, else with its lone surrogates backslash-escaped (``\\udcff``)."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def label_strings(labels: tuple[Any, ...]) -> tuple[str, ...] | None:
+    """Label values as strings, or None when one cannot be made a string (its ``__str__`` raises)."""
+    try:
+        return tuple(v if type(v) is str else str(v) for v in labels)
+    except Exception:  # noqa: BLE001 (recording never raises)
+        return None
 
 
 class Registry:
@@ -124,9 +178,19 @@ class Registry:
                 return
             self._warned.add(key)
         _logger.warning(
-            "otel-rl dropped a value for %s (reason: %s, value: %.80r): %s. Further drops of this kind are only "
+            "otel-rl dropped a value for %s (reason: %s, value: %s): %s. Further drops of this kind are only "
             "counted, in otel_rl_dropped_values_total{metric=%r,reason=%r}.",
-            metric, reason, value, _HINTS.get(reason, ""), metric, str(reason))
+            metric, reason, describe(value), _HINTS.get(reason, ""), metric, str(reason))
+
+    def warn_once(self, key: tuple[str, str], message: str, *args: Any) -> None:
+        """Log ``message`` the first time ``key`` is seen (for fixes that keep a value, unlike :meth:`drop`)."""
+        if key in self._warned:
+            return
+        with self._warn_lock:
+            if key in self._warned:
+                return
+            self._warned.add(key)
+        _logger.warning(message, *args)
 
     def reset(self) -> None:
         """Forget every value (for tests and for :func:`otel_rl.testing.reset`)."""
@@ -171,7 +235,10 @@ class Metric:
         if len(labels) != len(self.label_keys):
             self._registry.drop(self.name, BAD_LABELS, labels)
             return None
-        return tuple(v if type(v) is str else str(v) for v in labels)
+        key = label_strings(labels)
+        if key is None:  # a label whose __str__ raises
+            self._registry.drop(self.name, BAD_LABELS, labels)
+        return key
 
     def labels(self, *values: Any, **kwargs: Any) -> Child:
         """A handle bound to one label set, like prometheus_client's ``labels()``: cheap repeated records."""
@@ -179,7 +246,7 @@ class Metric:
             if values or set(kwargs) != set(self.label_keys):
                 return Child(self, None)  # a None key drops as BAD_LABELS on use
             values = tuple(kwargs[k] for k in self.label_keys)
-        return Child(self, self.key(values) if len(values) == len(self.label_keys) else None)
+        return Child(self, label_strings(values) if len(values) == len(self.label_keys) else None)
 
     def _checked(self, value: Any) -> float | None:
         """The slow path of a record call: ``value`` as a finite float, or None after counting the drop."""
@@ -199,11 +266,26 @@ class Metric:
         return key
 
     def attributes(self, key: tuple[str, ...]) -> dict[str, str]:
-        """The OpenTelemetry attributes of a series, cached per key."""
+        """The OpenTelemetry attributes of a series, cached per key.
+
+        Label values that are not valid UTF-8 (lone surrogates, as ``os.fsdecode(b"run-\\xff")`` gives) would
+        break the Prometheus text and the OTLP protobuf encoding of every later collection: they are exported
+        with the surrogates backslash-escaped (``run-\\udcff``), which keeps distinct values distinct, and
+        logged once per metric. Done here, once per series, so record calls cost nothing more.
+        """
         attrs = self._attributes.get(key)
         if attrs is None:
-            attrs = _OVERFLOW_ATTRIBUTES if key is OVERFLOW_KEY or key == OVERFLOW_KEY else dict(
-                zip(self.label_keys, key))
+            if key is OVERFLOW_KEY or key == OVERFLOW_KEY:
+                attrs = _OVERFLOW_ATTRIBUTES
+            else:
+                values = tuple(_utf8(v) for v in key)
+                if values != key:
+                    self._registry.warn_once(
+                        (self.name, "label_not_utf8"),
+                        "otel-rl: a label value of %s is not valid UTF-8 (%s); it is exported with its lone "
+                        "surrogates backslash-escaped. Decode bytes with a real encoding (bytes.decode('utf-8', "
+                        "'replace')) rather than os.fsdecode to avoid this.", self.name, describe(key))
+                attrs = dict(zip(self.label_keys, values))
             self._attributes[key] = attrs
         return attrs
 
@@ -234,10 +316,16 @@ class Counter(Metric):
         series = self._series
         with self._lock:
             if key in series:
-                series[key] += amount
+                total = series[key] + amount
             else:
                 key = self._admit(key)
-                series[key] = series.get(key, 0.0) + amount
+                total = series.get(key, 0.0) + amount
+            if total != _INF:
+                series[key] = total
+                return
+        # Past the largest float the total would be +Inf for good: the increment is dropped instead, so the
+        # counter keeps its last finite value and stays a usable (monotonic) series.
+        self._registry.drop(self.name, INF, amount)
 
     def snapshot(self) -> list[tuple[tuple[str, ...], float]]:
         with self._lock:
@@ -328,13 +416,19 @@ class Histogram(Metric):
                 series = self._series.get(key)
                 if series is None:
                     series = self._series[key] = HistogramSeries(len(self.bounds))
-            series.counts[index] += 1
-            series.sum += value
-            series.count += 1
-            if value < series.min:
-                series.min = value
-            if value > series.max:
-                series.max = value
+            total = series.sum + value
+            if total - total == 0.0:
+                series.counts[index] += 1
+                series.sum = total
+                series.count += 1
+                if value < series.min:
+                    series.min = value
+                if value > series.max:
+                    series.max = value
+                return
+        # An observation that would make the sum infinite (1e308 twice) is dropped whole, so _sum, _count and
+        # the buckets stay consistent and finite.
+        self._registry.drop(self.name, INF, value)
 
     def snapshot(self) -> list[tuple[tuple[str, ...], HistogramSeries]]:
         with self._lock:

@@ -16,7 +16,7 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 
 from otel_rl._internal.bridge import Bridge, PeriodicReader, PullReader, cumulative_temporality
-from otel_rl._internal.config import ConfigError, Settings, load_settings, redact
+from otel_rl._internal.config import ConfigError, Settings, load_settings, redact, sdk_disabled
 from otel_rl._internal.exposition import Exposition, MetricsServer, bind_server
 from otel_rl._internal.store import REGISTRY, Registry
 from otel_rl._version import __version__
@@ -35,6 +35,8 @@ class Telemetry:
         self.registry = registry
         self.started_at = time.time()
         self._shutdown_done = False
+        self._shutdown_result = False
+        self._shutdown_finished = threading.Event()
         self._shutdown_lock = threading.Lock()
         registry.cardinality_limit = settings.cardinality_limit
         self.resource = _resource(settings)
@@ -43,7 +45,11 @@ class Telemetry:
         self.exposition = Exposition(self._collect_for_scrape)
         readers: list[MetricReader] = [self.pull_reader]
         self.server: MetricsServer | None = None
-        if "prometheus" in settings.exporters:
+        #: OTEL_SDK_DISABLED=true (the OpenTelemetry spec's switch) turns every exporter off: no endpoint, no push.
+        self.exporters = () if sdk_disabled() else settings.exporters
+        if sdk_disabled():
+            _logger.info("otel-rl: OTEL_SDK_DISABLED is true; nothing is exported (recording still costs nothing)")
+        if "prometheus" in self.exporters:
             # Bind before any thread starts, so a strict bind failure leaves nothing behind.
             web_config = None
             if settings.prometheus.web_config_file:
@@ -53,7 +59,7 @@ class Telemetry:
             self.server = bind_server(settings.prometheus.host, settings.prometheus.port, self.exposition,
                                       self.health, settings.prometheus.strict, web_config)
         try:
-            for name in settings.exporters:
+            for name in self.exporters:
                 if name in ("otlp", "console"):
                     exporter = _otlp_exporter(settings) if name == "otlp" else _console_exporter()
                     readers.append(PeriodicReader(exporter, settings.otlp.export_interval, settings.otlp.timeout,
@@ -117,7 +123,7 @@ class Telemetry:
         return {
             "status": "healthy" if not self._shutdown_done else "shutting_down",
             "service": self.settings.service_name,
-            "exporters": list(self.settings.exporters),
+            "exporters": list(self.exporters),
             "uptime_seconds": round(time.time() - self.started_at, 3),
             "version": __version__,
         }
@@ -138,13 +144,23 @@ class Telemetry:
 
         With ``prometheus.linger`` set, first waits (within that many seconds) for one more scrape so the last
         values of a short run reach Prometheus. Returns False when something did not finish in time (for instance
-        an unreachable collector); the process can still exit, nothing is left blocking it.
+        an unreachable collector); the process can still exit, nothing is left blocking it. A later call returns
+        the first call's result.
         """
-        global _current
         with self._shutdown_lock:
-            if self._shutdown_done:
-                return True
+            again = self._shutdown_done
             self._shutdown_done = True
+        if again:  # a later call reports what the first one did (waiting for it while it runs)
+            finished = self._shutdown_finished.wait(self.settings.shutdown_timeout if timeout is None else timeout)
+            return finished and self._shutdown_result
+        try:
+            self._shutdown_result = self._shutdown(timeout)
+        finally:
+            self._shutdown_finished.set()
+        return self._shutdown_result
+
+    def _shutdown(self, timeout: float | None) -> bool:
+        global _current
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
         ok = True
         if self.server is not None and self.settings.prometheus.linger > 0:

@@ -34,7 +34,7 @@ from otel_rl._internal.recording import (
     record_training_iteration,
     record_training_start,
 )
-from otel_rl._internal.store import BAD_LABELS, REGISTRY, Counter, Gauge, Histogram, Metric, number
+from otel_rl._internal.store import BAD_LABELS, REGISTRY, Counter, Gauge, Histogram, Metric, label_strings, number
 
 _logger = logging.getLogger("otel_rl")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -200,7 +200,7 @@ class _CompatMetric:
             values = tuple(kwargs[name] for name in names)
         if len(values) != len(names):
             return None
-        return tuple(v if type(v) is str else str(v) for v in values)
+        return label_strings(values)  # None when a value cannot be made a string: dropped on use
 
     def labels(self, *values: Any, **kwargs: Any) -> Any:
         """The series of one label set, by position or keyword; a set that does not fit drops on use."""

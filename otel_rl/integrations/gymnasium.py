@@ -8,10 +8,18 @@ are counted in a plain integer and handed to ``rl_training_environment_steps_tot
 When a ``RecordEpisodeStatistics`` wrapper sits below, its ``info["episode"]`` figures are used (masked by
 ``info["_episode"]`` for vector environments), so wrappers that rescale rewards above it do not change what is
 recorded.
+
+The wrappers never raise into ``env.step()``: a reward that is no number (None, ``"1"``, ``10**400``, an object
+array that does not convert, a vector of the wrong shape) is dropped and counted in
+``otel_rl_dropped_values_total{metric="rl_training_episode_reward"}`` with one warning, and that episode's return is
+not observed (its count and length still are); a Decimal or Fraction reward is used as a float. An
+``info["episode"]`` that is not RecordEpisodeStatistics' ``{"r", "l"}`` is logged once and the wrapper's own
+figures are used. The step result is always passed on unchanged.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 try:
@@ -23,6 +31,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "otel_rl.integrations.gymnasium needs Gymnasium and NumPy: pip install 'otel-rl[gym]'") from exc
 
 from otel_rl._internal import recording as _rec
+from otel_rl._internal import store as _store
+from otel_rl._internal.store import REGISTRY as _REGISTRY
 
 __all__ = ["RecordEpisodeMetrics", "RecordVectorEpisodeMetrics", "wrap"]
 
@@ -43,20 +53,41 @@ class RecordEpisodeMetrics(gym.Wrapper):
 
     def _start_episode(self) -> None:
         self._return = 0.0
+        self._return_valid = True  # False after a step reward that is no number
         self._length = 0  # steps of the current episode
         self._flushed = 0  # of which already handed to the counter
         self._next_flush = self._flush_every
 
     def step(self, action: Any):
-        # The hot path: two attribute updates and a comparison; the result tuple is passed on as it is.
+        # The hot path: two attribute updates and a comparison; the result tuple is passed on as it is. Nothing
+        # here raises into the caller's env.step(): a reward that is no number is dropped and counted instead.
         result = self.env.step(action)
-        self._return += result[1]  # type: ignore[operator]  # SupportsFloat: a number or a numpy scalar
+        try:
+            self._return += result[1]  # type: ignore[operator]  # SupportsFloat: a number or a numpy scalar
+        except Exception:  # noqa: BLE001 (None, "1", Decimal, 10**400, ...: the slow path)
+            self._bad_reward(result)
         self._length += 1
-        if result[2] or result[3]:
-            self._end_episode(result[4])
-        elif self._length >= self._next_flush:
-            self.flush()
+        try:
+            if result[2] or result[3]:
+                self._end_episode(result[4])
+            elif self._length >= self._next_flush:
+                self.flush()
+        except Exception:  # noqa: BLE001 (recording never raises)
+            _malformed(self, result)
         return result
+
+    def _bad_reward(self, result: Any) -> None:
+        reward = result[1] if isinstance(result, tuple) and len(result) > 1 else None
+        value = _store.number(reward)
+        if type(value) is float:  # a Decimal or Fraction: a number after all
+            try:
+                self._return += value
+                return
+            except Exception:  # noqa: BLE001 (recording never raises)
+                value = _store.WRONG_TYPE
+        # The episode's return is unknown now: it is not observed at the episode's end (its length still is).
+        self._return_valid = False
+        _REGISTRY.drop(_rec._episode_reward.name, value, reward)  # type: ignore[arg-type]
 
     def reset(self, **kwargs: Any):
         self.flush()
@@ -76,10 +107,15 @@ class RecordEpisodeMetrics(gym.Wrapper):
         self._next_flush = self._length + self._flush_every
 
     def _end_episode(self, info: dict[str, Any]) -> None:
-        episode = info.get("episode") if info else None
-        episode_return, length = (episode["r"], episode["l"]) if episode is not None else (self._return, self._length)
+        episode = _episode_info(self, info)
+        if episode is not None:
+            episode_return, length = episode["r"], episode["l"]
+        else:
+            episode_return = self._return if self._return_valid else None
+            length = self._length
         _rec._episodes.add(self._key, 1.0)
-        _rec._episode_reward.observe(self._key, _scalar(episode_return))
+        if episode_return is not None:
+            _rec._episode_reward.observe(self._key, _scalar(episode_return))
         _rec._episode_length.observe(self._key, _scalar(length))
         self.flush()
         self._start_episode()
@@ -100,35 +136,70 @@ class RecordVectorEpisodeMetrics(VectorWrapper):
         # any episode, so it counts neither in the length nor in the environment steps.
         self._next_step_reset = mode == AutoresetMode.NEXT_STEP or mode == AutoresetMode.NEXT_STEP.value
         self._returns = np.zeros(self.num_envs, dtype=np.float64)
+        self._return_valid = np.ones(self.num_envs, dtype=bool)  # False after a reward that is no number
         self._lengths = np.zeros(self.num_envs, dtype=np.int64)
         self._pending = 0
         self._resetting = 0  # sub-environments whose next step is an autoreset
 
     def step(self, actions: Any):
-        obs, rewards, terminations, truncations, infos = self.env.step(actions)
-        self._returns += rewards
+        result = self.env.step(actions)
+        try:
+            _, rewards, terminations, truncations, infos = result
+        except Exception:  # noqa: BLE001 (not the 5-tuple of the Gymnasium API)
+            _malformed(self, result)
+            return result
+        try:
+            self._returns += rewards
+        except Exception:  # noqa: BLE001 (object dtype, wrong shape, None: the slow path)
+            self._bad_rewards(rewards)
         self._lengths += 1
         self._pending += self.num_envs - self._resetting
         self._resetting = 0
-        done = np.logical_or(terminations, truncations)
-        if done.any():
-            self._finish(np.flatnonzero(done), infos)
-        elif self._pending >= self._flush_every:
-            self.flush()
-        return obs, rewards, terminations, truncations, infos
+        try:
+            done = np.logical_or(terminations, truncations)
+            if done.any():
+                self._finish(np.flatnonzero(done), infos)
+            elif self._pending >= self._flush_every:
+                self.flush()
+        except Exception:  # noqa: BLE001 (recording never raises)
+            _malformed(self, result)
+        return result
+
+    def _bad_rewards(self, rewards: Any) -> None:
+        try:  # an object array of numbers is fine once converted
+            values = np.asarray(rewards, dtype=np.float64)
+            if rewards is not None and values.shape in ((), (self.num_envs,)):
+                self._returns += values
+                return
+        except Exception:  # noqa: BLE001 (recording never raises)
+            pass
+        # These returns are unknown now: not observed when their episodes end (their lengths still are).
+        self._return_valid[:] = False
+        _REGISTRY.drop(_rec._episode_reward.name, _store.NONE if rewards is None else _store.WRONG_TYPE, rewards)
 
     def _finish(self, indices: np.ndarray, infos: dict[str, Any]) -> None:
-        episode = infos.get("episode") if infos else None
-        mask = infos.get("_episode") if episode is not None else None
-        if mask is not None and episode is not None:
-            returns, lengths = np.where(mask, episode["r"], self._returns), np.where(mask, episode["l"], self._lengths)
-        else:
-            returns, lengths = self._returns, self._lengths
-        for episode_return, length in zip(returns[indices].tolist(), lengths[indices].tolist()):
-            _rec._episode_reward.observe(self._key, episode_return)
+        episode = _episode_info(self, infos)
+        returns, lengths, valid = self._returns, self._lengths, self._return_valid
+        if episode is not None:
+            mask = infos.get("_episode")
+            try:
+                if mask is not None:
+                    returns = np.where(mask, episode["r"], returns)
+                    lengths = np.where(mask, episode["l"], lengths)
+                    valid = np.logical_or(mask, valid)
+                returns, lengths = np.broadcast_to(returns, self._returns.shape), \
+                    np.broadcast_to(lengths, self._lengths.shape)
+            except Exception:  # noqa: BLE001 (figures that do not fit the sub-environments: use the wrapper's own)
+                _malformed(self, infos)
+                returns, lengths, valid = self._returns, self._lengths, self._return_valid
+        for episode_return, length, ok in zip(returns[indices].tolist(), lengths[indices].tolist(),
+                                              valid[indices].tolist()):
+            if ok:
+                _rec._episode_reward.observe(self._key, episode_return)
             _rec._episode_length.observe(self._key, length)
         _rec._episodes.add(self._key, float(len(indices)))
         self._returns[indices] = 0.0
+        self._return_valid[indices] = True
         if self._next_step_reset:
             self._lengths[indices] = -1  # the coming autoreset step brings it to 0
             self._resetting = len(indices)
@@ -142,10 +213,12 @@ class RecordVectorEpisodeMetrics(VectorWrapper):
         mask = options.get("reset_mask") if isinstance(options, dict) else None
         if mask is None:
             self._returns[:] = 0.0
+            self._return_valid[:] = True
             self._lengths[:] = 0
             self._resetting = 0
         else:
             self._returns[mask] = 0.0
+            self._return_valid[mask] = True
             self._lengths[mask] = 0
         return self.env.reset(**kwargs)
 
@@ -180,3 +253,26 @@ def _reject_sb3_vec_env(env: Any) -> None:
 
 def _scalar(value: Any) -> Any:
     return value.item() if isinstance(value, np.ndarray) and value.size == 1 else value
+
+
+def _episode_info(wrapper: Any, info: Any) -> Any:
+    """``info["episode"]`` when it is the ``{"r": ..., "l": ...}`` of RecordEpisodeStatistics, else None (the
+    wrapper's own figures are used; anything else there is logged once)."""
+    if not info or not isinstance(info, Mapping):
+        return None
+    episode = info.get("episode")
+    if episode is None:
+        return None
+    if isinstance(episode, Mapping) and "r" in episode and "l" in episode:
+        return episode
+    _malformed(wrapper, info)
+    return None
+
+
+def _malformed(wrapper: Any, what: Any) -> None:
+    """Log once per wrapper class that a step result or info did not have the expected form."""
+    _REGISTRY.warn_once(
+        (type(wrapper).__name__, "malformed_step"),
+        "otel-rl: %s got a step result or info it cannot read (%s); the step is passed on unchanged and the "
+        "wrapper's own episode figures are used where it can. Logged once.", type(wrapper).__name__,
+        _store.describe(what))
