@@ -20,6 +20,7 @@ from otel_rl._internal.recording import (
     record_training_iteration,
     record_training_start,
 )
+from otel_rl._internal.processes import worker_env
 from otel_rl._internal.telemetry import Telemetry, current, init_telemetry
 from otel_rl._version import __version__
 
@@ -50,4 +51,5 @@ __all__ = [
     "record_training_start",
     "train_step",
     "training_run",
+    "worker_env",
 ]

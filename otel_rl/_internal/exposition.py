@@ -95,6 +95,10 @@ class Exposition:
         with self._lock:
             return encoder(self.registry), content_type
 
+    def after_fork_in_child(self) -> None:
+        """A forked child may have inherited the lock held by a scrape in progress: use a new one."""
+        self._lock = threading.Lock()
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: MetricsServer
@@ -184,6 +188,18 @@ class MetricsServer(ThreadingHTTPServer):
     def stop(self) -> None:
         self.shutdown()
         self.server_close()
+
+    def close_inherited(self) -> None:
+        """In a forked child: close the inherited listening socket, never ``shutdown()``.
+
+        ``shutdown()`` would wait forever for a ``serve_forever`` loop that only runs in the parent. Closing the
+        child's copy of the socket lets the port be freed as soon as the parent stops serving.
+        """
+        self._scrape_event = threading.Condition()
+        try:
+            self.socket.close()
+        except OSError:
+            pass
 
 
 def bind_server(host: str, port: int, exposition: Exposition, health: Callable[[], dict[str, Any]],
