@@ -30,6 +30,8 @@ class PrometheusSettings:
     port: int = 8011
     strict: bool = False  #: raise ConfigError when the port cannot be bound, instead of logging and going on
     linger: float = 0.0  #: seconds shutdown waits for one last scrape, so short runs reach Prometheus
+    #: a Prometheus file_sd target file this process adds its endpoint to (and removes it from at shutdown)
+    file_sd: str | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,13 @@ def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
     raise _Invalid(allowed)
 
 
+def _target_file(value: Any) -> str:
+    path = Path(_str(value))
+    if path.is_dir() or not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+        raise _Invalid("the path of a JSON file in an existing, writable directory")
+    return str(path)
+
+
 def _path(value: Any) -> str:
     path = _str(value)
     if not Path(path).is_file():
@@ -209,6 +218,7 @@ SETTINGS: tuple[_Setting, ...] = (
     _Setting("prometheus.port", _port, ("OTEL_EXPORTER_PROMETHEUS_PORT",)),
     _Setting("prometheus.strict", _bool, ("OTEL_RL_PROMETHEUS_STRICT",)),
     _Setting("prometheus.linger", _seconds(True), ("OTEL_RL_PROMETHEUS_LINGER",)),
+    _Setting("prometheus.file_sd", _target_file, ("OTEL_RL_PROMETHEUS_FILE_SD",)),
     _Setting("otlp.endpoint", _str, ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")),
     _Setting("otlp.protocol", _choice(PROTOCOLS),
              ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")),

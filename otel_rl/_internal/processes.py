@@ -179,8 +179,7 @@ def worker_config(settings: Any) -> dict[str, Any] | None:
         "otlp": {k: (dict(v) if k == "headers" else v) for k, v in asdict(settings.otlp).items() if v is not None},
     }
     if "prometheus" in exporters:
-        prometheus["port"] = 0
-        prometheus["linger"] = 0.0
+        prometheus["port"] = 0  # every worker on a free port of its own, listed in the target file
         config["prometheus"] = {k: v for k, v in prometheus.items() if v is not None}
     return config
 

@@ -14,7 +14,7 @@ from typing import Any
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 
-from otel_rl._internal import processes
+from otel_rl._internal import file_sd, processes
 from otel_rl._internal.bridge import Bridge, PeriodicReader, PullReader, cumulative_temporality
 from otel_rl._internal.config import ConfigError, Settings, load_settings
 from otel_rl._internal.exposition import Exposition, MetricsServer, bind_server
@@ -62,10 +62,24 @@ class Telemetry:
             for reader in readers[1:]:
                 reader.shutdown(timeout_millis=1000)
             raise
+        self._sd_address: str | None = None
         if self.server is not None:
             self.server.start()
             _logger.info("otel-rl: serving Prometheus metrics on http://%s:%d/metrics",
                          settings.prometheus.host, self.server.port)
+            if settings.prometheus.file_sd:
+                self._join_file_sd()
+
+    def _join_file_sd(self) -> None:
+        """Add this endpoint to the ``prometheus.file_sd`` target file, so Prometheus scrapes every process."""
+        assert self.server is not None and self.settings.prometheus.file_sd
+        address = file_sd.advertised_address(self.settings.prometheus.host, self.server.port)
+        try:
+            file_sd.join(self.settings.prometheus.file_sd, address, processes.process_attributes())
+            self._sd_address = address
+        except OSError as exc:
+            _logger.error("otel-rl: could not add %s to the target file %s (%s); Prometheus will not find this "
+                          "process' endpoint", address, self.settings.prometheus.file_sd, exc)
 
     # -- pull path -------------------------------------------------------------------------------------------------
 
@@ -139,6 +153,8 @@ class Telemetry:
             and not self._export_failed()
         if self.server is not None:
             self.server.stop()
+            if self._sd_address is not None and self.settings.prometheus.file_sd:
+                file_sd.leave(self.settings.prometheus.file_sd, self._sd_address)
         with _lock:
             if _current is self:
                 _current = None
