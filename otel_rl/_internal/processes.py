@@ -62,13 +62,10 @@ def _ray_attributes() -> dict[str, str]:
             return {}  # the driver: no worker ids to add
         attrs["ray.job_id"] = str(ctx.get_job_id())
         attrs["ray.node_id"] = str(ctx.get_node_id())
-        actor = ctx.get_actor_id()
+        attrs["ray.worker_id"] = str(ctx.get_worker_id())
+        actor = ctx.get_actor_id()  # a task's id is not the process': Ray reuses task workers for other tasks
         if actor:
             attrs["ray.actor_id"] = str(actor)
-        else:
-            task = ctx.get_task_id()
-            if task:
-                attrs["ray.task_id"] = str(task)
         trial = ray_trial()
         if trial is not None:
             attrs["ray.trial_id"], attrs["ray.trial_name"] = trial
