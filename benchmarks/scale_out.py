@@ -112,6 +112,11 @@ def run_one(n: int, series: int, seconds: float, workdir: Path) -> dict:
         elapsed = time.monotonic() - t0
         collector_cores = (_cpu_seconds(cpid) - c0) / elapsed
         prometheus_cores = (_cpu_seconds(ppid) - p0) / elapsed
+        # What actually arrived (a saturated machine exports less often than every second): samples per second.
+        window = int(elapsed)
+        got = prom.query(f'sum(count_over_time(rl_training_environment_steps_total{{job="{job}"}}[{window}s]))')
+        delivered = float(got[0]["value"][1]) / window * (series + 1) / series if got else 0.0
+        load = os.getloadavg()[0]
         totals = []
         for w in workers:
             out, _ = w.communicate(timeout=120)
@@ -129,10 +134,12 @@ def run_one(n: int, series: int, seconds: float, workdir: Path) -> dict:
             got = prom.query(f'sum(rl_training_environment_steps_total{{job="{job}"}})')
             got_total = float(got[0]["value"][1]) if got else 0.0
         series_seen = prom.query(f'count(rl_training_environment_steps_total{{job="{job}"}})')
-        points_per_s = n * (series + 1) / 1.0
+        nominal = n * (series + 1) / 1.0
+        points_per_s = delivered or nominal
         delays.sort()
         return {
-            "processes": n, "series_per_process": series, "data_points_per_s": points_per_s,
+            "processes": n, "series_per_process": series, "data_points_per_s_nominal": nominal,
+            "data_points_per_s": round(points_per_s), "load_average_1m": round(load, 1),
             "startup_s": round(startup, 1), "window_s": round(elapsed, 1),
             "collector_cores": round(collector_cores, 3),
             "collector_cores_per_10k_points_s": round(collector_cores / (points_per_s / 10_000), 3),
