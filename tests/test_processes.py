@@ -347,6 +347,29 @@ def test_published_settings_are_not_picked_up_by_the_publisher_itself(monkeypatc
     assert processes.inherited_config() is None
     monkeypatch.setenv(processes.WORKER_CONFIG_ENV, json.dumps({"parent": os.getpid() + 1, "config": {"a": 1}}))
     assert processes.inherited_config() == {"a": 1}
+    other_host = {"parent": os.getpid(), "host": "elsewhere", "config": {"b": 2}}   # a remote Ray node
+    monkeypatch.setenv(processes.WORKER_CONFIG_ENV, json.dumps(other_host))
+    assert processes.inherited_config() == {"b": 2}
     monkeypatch.setenv(processes.WORKER_CONFIG_ENV, "{not json")
     assert processes.inherited_config() is None
 
+
+
+def test_a_worker_that_calls_init_telemetry_after_recording_gets_the_settings_it_asked_for() -> None:
+    result, _ = run_script("""
+import json, os, sys
+import otel_rl
+from otel_rl._internal import processes
+os.environ[processes.WORKER_CONFIG_ENV] = json.dumps(
+    {"parent": os.getppid(), "config": {"exporters": ["otlp"], "shutdown_timeout": 1,
+                                        "otlp": {"endpoint": "http://127.0.0.1:9"}}})
+otel_rl.record_episode("PPO", "w", 1.0, 10)           # starts push telemetry from the published settings
+automatic = otel_rl.current()
+handle = otel_rl.init_telemetry({"exporters": ["prometheus"], "prometheus": {"host": "127.0.0.1", "port": 0}})
+text = handle.metrics_text()
+print(json.dumps({"automatic": automatic is not None and automatic.settings.exporters == ("otlp",),
+                  "replaced": handle is not automatic and handle.prometheus_port is not None,
+                  "kept": b'rl_training_episodes_total{agent_id="w",algorithm="PPO"} 1.0' in text}))
+handle.shutdown(timeout=1)
+""")
+    assert result == {"automatic": True, "replaced": True, "kept": True}

@@ -42,10 +42,18 @@ def _env_int(name: str) -> str | None:
     return value if value.lstrip("-").isdigit() else None
 
 
+def _is_publisher(published: dict[str, Any]) -> bool:
+    """Whether this process published ``published`` (same pid on the same host)."""
+    return published.get("parent") == os.getpid() and published.get("host", socket.gethostname()) \
+        == socket.gethostname()
+
+
 def _published_parent() -> int | None:
     published = _published()
-    parent = published.get("parent") if published else None
-    return parent if isinstance(parent, int) and parent != os.getpid() else None
+    if published is None or _is_publisher(published):
+        return None
+    parent = published.get("parent")
+    return parent if isinstance(parent, int) else None
 
 
 def _ray_attributes() -> dict[str, str]:
@@ -193,24 +201,25 @@ def worker_env() -> dict[str, str]:
 
 
 def publish(settings: Any) -> None:
-    """Called by init_telemetry: publish push settings for the processes this one starts (or withdraw them)."""
+    """Called by init_telemetry: publish push settings for the processes this one starts (if they can push)."""
     config = worker_config(settings)
     if config is None:
         return
-    os.environ[WORKER_CONFIG_ENV] = json.dumps({"parent": os.getpid(), "config": config}, sort_keys=True)
+    os.environ[WORKER_CONFIG_ENV] = json.dumps({"parent": os.getpid(), "host": socket.gethostname(),
+                                                "config": config}, sort_keys=True)
 
 
 def withdraw() -> None:
     """Called when this process' telemetry shuts down: processes started later no longer push."""
     published = _published()
-    if published is not None and published.get("parent") == os.getpid():
+    if published is not None and _is_publisher(published):
         os.environ.pop(WORKER_CONFIG_ENV, None)
 
 
 def inherited_config() -> dict[str, Any] | None:
     """The config published by an ancestor process, when this process is not that ancestor."""
     published = _published()
-    if published is None or published.get("parent") == os.getpid():
+    if published is None or _is_publisher(published):
         return None
     return published["config"]
 
@@ -235,7 +244,7 @@ def _first_new_series() -> None:
         config = inherited_config()
         if config is not None:
             try:
-                telemetry.init_telemetry(config)
+                telemetry.init_telemetry(config)._automatic = True
                 _logger.info("otel-rl: process %d (%s) pushes its own metrics with the settings its parent "
                              "published in %s", os.getpid(), role(), WORKER_CONFIG_ENV)
                 return

@@ -37,6 +37,7 @@ class Telemetry:
         self._shutdown_done = False
         self._shutdown_lock = threading.Lock()
         self._abandoned_in: int | None = None  #: the pid of a forked child in which this handle is the parent's
+        self._automatic = False  #: started by a worker's first record from its parent's published settings
         registry.cardinality_limit = settings.cardinality_limit
         self.resource = _resource(settings)
         # The pull reader always exists (it costs nothing until collected): metrics_text() needs it.
@@ -285,6 +286,11 @@ def init_telemetry(config: Mapping[str, Any] | str | os.PathLike[str] | None = N
         # A worker of a process that pushes: the settings its parent published (docs/multiprocess.md).
         config = processes.inherited_config()
     settings = load_settings(config)
+    automatic = _current if _current is not None and _current._automatic and _current.settings != settings \
+        else None
+    if automatic is not None:
+        # Started by this process' first record from its parent's settings: the explicit call takes over.
+        automatic.shutdown()
     with _lock:
         if _current is not None:
             if _current.settings == settings:
