@@ -10,10 +10,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import procs
 import pytest
 import yaml
 
-import procs
 from otel_rl._internal import file_sd
 from otel_rl._internal.config import ConfigError, load_settings
 

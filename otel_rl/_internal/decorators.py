@@ -94,7 +94,7 @@ class training_run:  # noqa: N801 (a decorator and context manager, named like o
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self.__exit__(exc_type, exc, tb)
 
-    def _stack(self) -> list[tuple[float, contextvars.Token]]:
+    def _stack(self) -> list[tuple[float, contextvars.Token, str]]:
         stack = getattr(self._local, "stack", None)
         if stack is None:
             stack = self._local.stack = []

@@ -38,6 +38,7 @@ class Telemetry:
         self._shutdown_lock = threading.Lock()
         self._abandoned_in: int | None = None  #: the pid of a forked child in which this handle is the parent's
         self._automatic = False  #: started by a worker's first record from its parent's published settings
+        self._view: Telemetry | None = None  #: what this (parent's) handle shows in a forked child
         registry.cardinality_limit = settings.cardinality_limit
         self.resource = _resource(settings)
         # The pull reader always exists (it costs nothing until collected): metrics_text() needs it.
@@ -190,7 +191,7 @@ def _child_view(parent: Telemetry) -> Telemetry:
     """What the parent's handle shows in a forked child: this process' telemetry, or a private pull-only one."""
     if _current is not None:
         return _current
-    view = getattr(parent, "_view", None)
+    view = parent._view
     if view is None or view._abandoned_in is not None:
         view = parent._view = Telemetry(dataclasses.replace(parent.settings, exporters=()))
     return view
