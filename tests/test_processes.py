@@ -373,3 +373,34 @@ print(json.dumps({"automatic": automatic is not None and automatic.settings.expo
 handle.shutdown(timeout=1)
 """)
     assert result == {"automatic": True, "replaced": True, "kept": True}
+
+
+def test_subproc_vec_env_workers_do_not_keep_the_port_or_hang() -> None:
+    """SB3's SubprocVecEnv forks env workers while the endpoint serves: they must not hold its port."""
+    result, stderr = run_script(_PRELUDE + """
+import gymnasium as gym
+from stable_baselines3.common.vec_env import SubprocVecEnv
+
+handle = otel_rl.init_telemetry({"prometheus": {"host": "127.0.0.1", "port": 0}})
+port = handle.prometheus_port
+env = SubprocVecEnv([lambda: gym.make("CartPole-v1")] * 2, start_method="fork")
+env.reset()
+for _ in range(20):
+    env.step([env.action_space.sample() for _ in range(2)])
+otel_rl.record_episode("PPO", "driver", 1.0, 20)
+workers = [p.pid for p in env.processes]
+assert handle.shutdown(timeout=2)
+try:
+    socket.create_connection(("127.0.0.1", port), timeout=3).close()
+    refused = False
+except ConnectionRefusedError:
+    refused = True
+alive = all(p.is_alive() for p in env.processes)
+started = time.monotonic()
+env.close()
+print(json.dumps({"refused": refused, "workers_alive_meanwhile": alive,
+                  "close_s": time.monotonic() - started, "workers": workers}))
+""", timeout=120)
+    assert result["refused"] and result["workers_alive_meanwhile"], result
+    assert result["close_s"] < 15, result
+    assert "records metrics" not in stderr   # the env workers recorded nothing, so nothing to warn about
