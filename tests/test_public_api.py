@@ -25,7 +25,7 @@ PUBLIC = {
     "record_loss_metrics", "record_performance_metrics", "record_training_complete", "record_training_error",
     "record_training_failed", "record_training_iteration", "record_training_start", "record_training_signals",
     "SIGNALS",
-    "train_step", "training_run",
+    "train_step", "training_run", "worker_env",
 }
 
 

@@ -39,6 +39,8 @@ class PrometheusSettings:
     strict: bool = False  #: raise ConfigError when the port cannot be bound, instead of logging and going on
     linger: float = 0.0  #: seconds shutdown waits for one last scrape, so short runs reach Prometheus
     web_config_file: str | None = None  #: TLS / basic auth, in the Prometheus exporter-toolkit web config format
+    #: a Prometheus file_sd target file this process adds its endpoint to (and removes it from at shutdown)
+    file_sd: str | None = None
 
 
 @dataclass(frozen=True)
@@ -323,6 +325,13 @@ def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
     return pairs
 
 
+def _target_file(value: Any) -> str:
+    path = Path(_str(value))
+    if path.is_dir() or not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+        raise _Invalid("the path of a JSON file in an existing, writable directory")
+    return str(path)
+
+
 def _path(value: Any) -> str:
     path = _str(value)
     try:
@@ -366,6 +375,7 @@ SETTINGS: tuple[_Setting, ...] = (
     _Setting("prometheus.strict", _bool, ("OTEL_RL_PROMETHEUS_STRICT",)),
     _Setting("prometheus.linger", _seconds(LINGER_BOUNDS), ("OTEL_RL_PROMETHEUS_LINGER",)),
     _Setting("prometheus.web_config_file", _web_config_file, ("OTEL_RL_PROMETHEUS_WEB_CONFIG_FILE",)),
+    _Setting("prometheus.file_sd", _target_file, ("OTEL_RL_PROMETHEUS_FILE_SD",)),
     _Setting("otlp.endpoint", _endpoint, ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")),
     _Setting("otlp.protocol", _choice(PROTOCOLS),
              ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")),

@@ -13,10 +13,12 @@ import logging
 import numbers
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
+from otel_rl._internal import processes
 from otel_rl._internal import recording as rec
 from otel_rl._internal.results import RECORDED_KEY, parse_result
 from otel_rl._internal.store import number
@@ -54,27 +56,34 @@ class training_run:  # noqa: N801 (a decorator and context manager, named like o
         self.error_type = error_type
         self._local = threading.local()
 
-    def _start(self) -> tuple[float, contextvars.Token]:
-        token = _current_run.set(RunContext(self.algorithm, self.run_id))
-        rec.record_training_start(self.algorithm, self.run_id)
-        return time.monotonic(), token
+    def _start(self) -> tuple[float, contextvars.Token, str]:
+        # Inside a Ray Tune trial the default run_id is the trial id, so trials never share series.
+        run_id = self.run_id if self.run_id != "default" else (processes.ray_trial() or ("default",))[0]
+        token = _current_run.set(RunContext(self.algorithm, run_id))
+        rec.record_training_start(self.algorithm, run_id)
+        return time.monotonic(), token, run_id
 
-    def _finish(self, state: tuple[float, contextvars.Token], exc_type: Any, exc: Any = None) -> None:
-        started, token = state
+    def _finish(self, state: tuple[float, contextvars.Token, str], exc_type: Any, exc: Any = None) -> None:
+        started, token, run_id = state
         try:
             _current_run.reset(token)
         except ValueError:  # finished in another context than it started: nothing to restore
             pass
         if exc_type is None or _clean_exit(exc_type, exc):
-            rec.record_training_complete(self.algorithm, time.monotonic() - started, self.run_id)
+            rec.record_training_complete(self.algorithm, time.monotonic() - started, run_id)
         elif issubclass(exc_type, Exception):
             rec.record_training_failed(self.algorithm, self.error_type)
         else:  # KeyboardInterrupt, sys.exit(1), task cancellation: the run did not complete
             rec.record_training_failed(self.algorithm, "interrupted")
+        try:
+            processes.flush_worker()  # a worker (Ray trial, rank) may be stopped before its next export
+        except Exception:
+            _logger.exception("otel-rl: could not flush the worker's final values")
 
     def __enter__(self) -> RunContext:
-        self._stack().append(self._start())
-        return RunContext(self.algorithm, self.run_id)
+        state = self._start()
+        self._stack().append(state)
+        return RunContext(self.algorithm, state[2])
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self._finish(self._stack().pop(), exc_type, exc)
@@ -85,7 +94,7 @@ class training_run:  # noqa: N801 (a decorator and context manager, named like o
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self.__exit__(exc_type, exc, tb)
 
-    def _stack(self) -> list[tuple[float, contextvars.Token]]:
+    def _stack(self) -> list[tuple[float, contextvars.Token, str]]:
         stack = getattr(self._local, "stack", None)
         if stack is None:
             stack = self._local.stack = []
@@ -124,6 +133,14 @@ class training_run:  # noqa: N801 (a decorator and context manager, named like o
         return run  # type: ignore[return-value]
 
 
+_RECORDERS: weakref.WeakSet[_StepRecorder] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for recorder in list(_RECORDERS):
+        recorder.after_fork_in_child()
+
+
 class _StepRecorder:
     """Turns each result dict into records; keeps the lifetime counters to turn them into increments."""
 
@@ -137,6 +154,13 @@ class _StepRecorder:
         self._failed = False
         self._iterations: dict[tuple[str, str], int] = _Recent()
         self._lifetime_steps: dict[tuple[str, str], float] = _Recent()
+        _RECORDERS.add(self)
+
+    def after_fork_in_child(self) -> None:
+        """A forked child starts from an empty store, so its counts start again too, under a new lock."""
+        self._lock = threading.Lock()
+        self._iterations = _Recent()
+        self._lifetime_steps = _Recent()
 
     def names(self) -> tuple[str, str]:
         run = _current_run.get()

@@ -121,6 +121,10 @@ class Exposition:
         with self._lock:
             return encoder(self.registry), content_type
 
+    def after_fork_in_child(self) -> None:
+        """A forked child may have inherited the lock held by a scrape in progress: use a new one."""
+        self._lock = threading.Lock()
+
 
 #: Seconds one socket operation (TLS handshake, reading the request, sending the response) may wait before the
 #: connection is closed, so idle or stalled clients cannot hold a connection slot or a file descriptor for long.
@@ -398,6 +402,18 @@ class MetricsServer(HTTPServer):
         self._closing.set()
         self.shutdown()
         self.server_close()
+
+    def close_inherited(self) -> None:
+        """In a forked child: close the inherited listening socket, never ``shutdown()``.
+
+        ``shutdown()`` would wait forever for a ``serve_forever`` loop that only runs in the parent. Closing the
+        child's copy of the socket lets the port be freed as soon as the parent stops serving.
+        """
+        self._scrape_event = threading.Condition()
+        try:
+            self.socket.close()
+        except OSError:
+            pass
 
 
 def _family(host: str, port: int) -> socket.AddressFamily:

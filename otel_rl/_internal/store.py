@@ -14,7 +14,7 @@ import reprlib
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from otel_rl._internal.catalog import ALL_METRICS, DROPPED_VALUES, OVERFLOW_LABEL, MetricSpec
@@ -140,6 +140,10 @@ def label_strings(labels: tuple[Any, ...]) -> tuple[str, ...] | None:
 class Registry:
     """All metric state of a process, keyed by metric name."""
 
+    #: Called (under a metric's lock, so it must not record) when a series is created; see
+    #: :mod:`otel_rl._internal.processes`, which uses it once per process to find out that it records.
+    new_series_hook: Callable[[], None] | None = None
+
     def __init__(self, specs: Iterable[MetricSpec] = ALL_METRICS,
                  cardinality_limit: int = DEFAULT_CARDINALITY_LIMIT) -> None:
         self._warned: set[tuple[str, str]] = set()
@@ -191,6 +195,16 @@ class Registry:
                 return
             self._warned.add(key)
         _logger.warning(message, *args)
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child: new locks (the parent may have held any of them at fork) and no values.
+
+        The child's series then hold only what the child records, so its own export never repeats the parent's.
+        """
+        self._warn_lock = threading.Lock()
+        for metric in self.metrics.values():
+            metric._lock = threading.Lock()
+        self.reset()
 
     def reset(self) -> None:
         """Forget every value (for tests and for :func:`otel_rl.testing.reset`)."""
@@ -258,6 +272,9 @@ class Metric:
 
     def _admit(self, key: tuple[str, ...]) -> tuple[str, ...]:
         """Called under the lock for a key not yet seen: the key itself, or the overflow key past the limit."""
+        hook = self._registry.new_series_hook
+        if hook is not None:
+            hook()
         # The dropped-values counter is exempt: its label sets are bounded (metrics x reasons) and must stay exact.
         if len(self._series) >= self._registry.cardinality_limit and self.label_keys \
                 and self is not self._registry.dropped:

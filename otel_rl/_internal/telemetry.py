@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -15,6 +15,7 @@ from typing import Any
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 
+from otel_rl._internal import file_sd, processes
 from otel_rl._internal.bridge import Bridge, PeriodicReader, PullReader, cumulative_temporality
 from otel_rl._internal.config import ConfigError, Settings, load_settings, redact, sdk_disabled
 from otel_rl._internal.exposition import Exposition, MetricsServer, bind_server
@@ -38,6 +39,9 @@ class Telemetry:
         self._shutdown_result = False
         self._shutdown_finished = threading.Event()
         self._shutdown_lock = threading.Lock()
+        self._abandoned_in: int | None = None  #: the pid of a forked child in which this handle is the parent's
+        self._automatic = False  #: started by a worker's first record from its parent's published settings
+        self._view: Telemetry | None = None  #: what this (parent's) handle shows in a forked child
         registry.cardinality_limit = settings.cardinality_limit
         self.resource = _resource(settings)
         # The pull reader always exists (it costs nothing until collected): metrics_text() needs it.
@@ -73,12 +77,26 @@ class Telemetry:
             for reader in readers[1:]:
                 reader.shutdown(timeout_millis=1000)
             raise
+        self._sd_address: str | None = None
         if self.server is not None:
             self.server.start()
             host = settings.prometheus.host
             _logger.info("otel-rl: serving Prometheus metrics on %s://%s:%d/metrics%s", self.server.scheme,
                          f"[{host}]" if ":" in host else host, self.server.port,
                          " (basic auth)" if self.server.web_config and self.server.web_config.users else "")
+            if settings.prometheus.file_sd:
+                self._join_file_sd()
+
+    def _join_file_sd(self) -> None:
+        """Add this endpoint to the ``prometheus.file_sd`` target file, so Prometheus scrapes every process."""
+        assert self.server is not None and self.settings.prometheus.file_sd
+        address = file_sd.advertised_address(self.settings.prometheus.host, self.server.port)
+        try:
+            file_sd.join(self.settings.prometheus.file_sd, address, processes.process_attributes())
+            self._sd_address = address
+        except OSError as exc:
+            _logger.error("otel-rl: could not add %s to the target file %s (%s); Prometheus will not find this "
+                          "process' endpoint", address, self.settings.prometheus.file_sd, exc)
 
     # -- pull path -------------------------------------------------------------------------------------------------
 
@@ -117,6 +135,9 @@ class Telemetry:
 
     def metrics_text(self, accept: str = "") -> bytes:
         """The exposition the endpoint would serve now (also without a running endpoint)."""
+        if self._abandoned_in == os.getpid():
+            # The parent's handle in a forked child: its SDK state may be locked mid-scrape; show this process'.
+            return _child_view(self).metrics_text(accept)
         return self.exposition.render(accept)[0]
 
     def health(self) -> dict[str, Any]:
@@ -132,6 +153,9 @@ class Telemetry:
 
     def force_flush(self, timeout: float | None = None) -> bool:
         """Export the current values now on every push reader. False if it did not finish in time or failed."""
+        if self._abandoned_in == os.getpid():
+            replacement = _current
+            return replacement.force_flush(timeout) if replacement is not None else True
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
         done = _bounded(lambda: self.bridge.provider.force_flush(timeout_millis=timeout * 1000), timeout)
         return done and not self._export_failed()
@@ -147,6 +171,10 @@ class Telemetry:
         an unreachable collector); the process can still exit, nothing is left blocking it. A later call returns
         the first call's result.
         """
+        if self._abandoned_in == os.getpid():
+            # The parent's handle, used in a forked child: it stands for this process' own telemetry, if any.
+            replacement = _current
+            return replacement.shutdown(timeout) if replacement is not None else True
         with self._shutdown_lock:
             again = self._shutdown_done
             self._shutdown_done = True
@@ -176,15 +204,57 @@ class Telemetry:
             and not self._export_failed()
         if self.server is not None:
             self.server.stop()
+            if self._sd_address is not None and self.settings.prometheus.file_sd:
+                file_sd.leave(self.settings.prometheus.file_sd, self._sd_address)
         if self.resource_metrics is not None:
             self.resource_metrics.close()
         with _lock:
             if _current is self:
                 _current = None
+                processes.withdraw()
         if not flushed:
             _logger.warning("otel-rl: the final export did not succeed within %.1f s; the last values may not have "
                             "reached the collector", timeout)
         return ok and flushed
+
+    def _abandon_in_child(self) -> None:
+        """In a forked child: make this (the parent's) telemetry inert without touching its threads or server.
+
+        Nothing it holds is used again here: the SDK's periodic reader, which restarts its thread in a child by
+        itself, finds its stop event set and exits without exporting the parent's values under the parent's
+        identity; the inherited listening socket is closed (no ``shutdown()``, which would hang).
+        """
+        self._abandoned_in = os.getpid()
+        self._shutdown_lock = threading.Lock()
+        self._shutdown_done = True
+        for reader in self.readers:
+            if isinstance(reader, PeriodicReader):
+                stopped = threading.Event()
+                stopped.set()
+                reader._shutdown_event = stopped
+        self.exposition.after_fork_in_child()
+        if self.server is not None:
+            self.server.close_inherited()
+
+
+def _child_view(parent: Telemetry) -> Telemetry:
+    """What the parent's handle shows in a forked child: this process' telemetry, or a private pull-only one."""
+    if _current is not None:
+        return _current
+    view = parent._view
+    if view is None or view._abandoned_in is not None:
+        view = parent._view = Telemetry(dataclasses.replace(parent.settings, exporters=()))
+    return view
+
+
+def _after_fork_in_child() -> Telemetry | None:
+    """Called by :mod:`otel_rl._internal.processes` in a forked child; returns the parent's telemetry, if any."""
+    global _lock, _current
+    _lock = threading.Lock()
+    parent, _current = _current, None
+    if parent is not None:
+        parent._abandon_in_child()
+    return parent
 
 
 def _bounded(func, timeout: float) -> bool:
@@ -209,8 +279,9 @@ def _resource(settings: Settings) -> Resource:
     configured attributes on top. Settings already resolved OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME."""
     attributes: dict[str, Any] = {
         "service.name": settings.service_name,
-        "service.instance.id": f"{socket.gethostname()}-{os.getpid()}",
+        "service.instance.id": processes.instance_id(),
     }
+    attributes.update(processes.process_attributes())  # pid, role, worker index, rank, Ray ids
     given = dict(settings.resource_attributes)
     attributes.update(given)
     if settings.service_name != Settings.service_name or "service.name" not in given:
@@ -301,7 +372,15 @@ def init_telemetry(config: Settings | Mapping[str, Any] | str | os.PathLike[str]
     telemetry is shut down.
     """
     global _current
+    if config is None:
+        # A worker of a process that pushes: the settings its parent published (docs/multiprocess.md).
+        config = processes.inherited_config()
     settings = _validated(config) if isinstance(config, Settings) else load_settings(config)
+    automatic = _current if _current is not None and _current._automatic and _current.settings != settings \
+        else None
+    if automatic is not None:
+        # Started by this process' first record from its parent's settings: the explicit call takes over.
+        automatic.shutdown()
     with _lock:
         if _current is not None:
             if _current.settings == settings:
@@ -310,6 +389,8 @@ def init_telemetry(config: Settings | Mapping[str, Any] | str | os.PathLike[str]
                 "init_telemetry() was already called with different settings "
                 f"({_differences(_current.settings, settings)}); call shutdown() on the running handle first")
         _current = Telemetry(settings)
+        processes.publish(settings)
+        processes.enroll_worker_exit(_current)
         return _current
 
 
@@ -350,3 +431,6 @@ def _shutdown_at_exit() -> None:
     telemetry = _current
     if telemetry is not None:
         telemetry.shutdown()
+
+
+processes.install()

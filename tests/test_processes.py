@@ -1,0 +1,407 @@
+"""Several processes: fork, fork under scrape load, forked children on push, spawn/forkserver workers.
+
+Every scenario runs in a fresh Python process (a script below), so a hang is a timeout here and a deadlock in a
+child is a SIGALRM exit code, never a stuck test session. Push scenarios use a real collector and Prometheus.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from otel_rl._internal import processes
+from otel_rl._internal.config import load_settings
+
+import procs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def run_script(body: str, *args: str, timeout: float = 90, env: dict[str, str] | None = None) -> tuple[dict, str]:
+    """Run ``body`` in a new interpreter; return the JSON it prints last and its stderr."""
+    path = os.environ.get("PYTHONPATH")
+    environ = {**os.environ, "PYTHONPATH": str(ROOT) + (os.pathsep + path if path else ""), **(env or {})}
+    environ.pop(processes.WORKER_CONFIG_ENV, None)
+    with procs.workdir() as wd:  # a file, not -c: spawn and forkserver workers import the script's functions
+        script = wd / "scenario.py"
+        script.write_text(textwrap.dedent(body))
+        proc = subprocess.run([sys.executable, str(script), *args], cwd=ROOT, env=environ,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+    assert proc.returncode == 0, f"rc={proc.returncode}\nstdout:{proc.stdout[-3000:]}\nstderr:{proc.stderr[-5000:]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+_PRELUDE = """
+import json, os, signal, socket, sys, threading, time, urllib.request
+import otel_rl, otel_rl.testing
+from otel_rl import testing
+
+def wait_child(pid, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return "hung"
+
+def episodes(text):
+    for line in text.decode().splitlines():
+        if line.startswith('rl_training_episodes_total{'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+"""
+
+
+# -- fork on the pull path ------------------------------------------------------------------------------------------
+
+
+def test_forked_child_that_records_and_exits_does_not_hang() -> None:
+    result, stderr = run_script(_PRELUDE + """
+handle = otel_rl.init_telemetry({"prometheus": {"host": "127.0.0.1", "port": 0}})
+otel_rl.record_episode("PPO", "main", 1.0, 10)
+pid = os.fork()
+if pid == 0:
+    signal.alarm(20)
+    otel_rl.record_episode("PPO", "child", 2.0, 10)
+    text = handle.metrics_text()   # the parent's handle shows this process' values
+    ok = b'agent_id="child"' in text and b'agent_id="main"' not in text
+    sys.exit(0 if ok else 5)       # atexit runs the shutdown that used to hang
+started = time.monotonic()
+code = wait_child(pid, 30)
+elapsed = time.monotonic() - started
+
+import multiprocessing
+ctx = multiprocessing.get_context("fork")
+def worker():
+    signal.alarm(20)
+    otel_rl.record_episode("PPO", "worker", 1.0, 10)
+    sys.exit(0 if handle.shutdown(timeout=1) else 6)
+p = ctx.Process(target=worker)
+started = time.monotonic()
+p.start(); p.join(30)
+worker_elapsed = time.monotonic() - started
+if p.is_alive():
+    p.kill(); p.join()
+served = urllib.request.urlopen(f"http://127.0.0.1:{handle.prometheus_port}/metrics", timeout=5).read()
+print(json.dumps({"code": code, "elapsed": elapsed, "child": pid, "worker_code": p.exitcode,
+                  "worker": p.pid, "worker_elapsed": worker_elapsed,
+                  "parent_has_child": b'agent_id="child"' in served or b'agent_id="worker"' in served,
+                  "parent_episodes": episodes(served)}))
+handle.shutdown(timeout=2)
+""")
+    assert result["code"] == 0 and result["elapsed"] < 15, result
+    assert result["worker_code"] == 0 and result["worker_elapsed"] < 15, result
+    assert not result["parent_has_child"] and result["parent_episodes"] == 1.0, result
+    # Nothing silent: each child that recorded without an exporter said so once, naming its pid.
+    for pid, role in ((result["child"], "forked-child"), (result["worker"], "multiprocessing-worker")):
+        warnings = [line for line in stderr.splitlines() if f"process {pid} ({role}) records metrics" in line]
+        assert len(warnings) == 1, stderr[-3000:]
+        assert "docs/multiprocess.md" in warnings[0]
+
+
+def test_forked_child_releases_the_inherited_listening_socket() -> None:
+    result, _ = run_script(_PRELUDE + """
+handle = otel_rl.init_telemetry({"prometheus": {"host": "127.0.0.1", "port": 0}})
+port = handle.prometheus_port
+pid = os.fork()
+if pid == 0:
+    time.sleep(60)   # a long-lived worker, like a SubprocVecEnv env process
+    os._exit(0)
+time.sleep(0.3)
+assert handle.shutdown(timeout=2)
+try:
+    socket.create_connection(("127.0.0.1", port), timeout=3).close()
+    refused = False
+except ConnectionRefusedError:
+    refused = True
+rebound = otel_rl.init_telemetry({"prometheus": {"host": "127.0.0.1", "port": port, "strict": True}})
+served = urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).status
+rebound.shutdown(timeout=2)
+os.kill(pid, signal.SIGKILL); os.waitpid(pid, 0)
+print(json.dumps({"refused": refused, "served": served}))
+""")
+    assert result == {"refused": True, "served": 200}
+
+
+def test_fork_during_a_scrape_does_not_deadlock_the_child() -> None:
+    result, _ = run_script(_PRELUDE + """
+import logging
+logging.getLogger("otel_rl").setLevel(logging.ERROR)   # 40 children, 40 expected warnings
+handle = otel_rl.init_telemetry({"prometheus": {"host": "127.0.0.1", "port": 0}})
+url = f"http://127.0.0.1:{handle.prometheus_port}/metrics"
+stop = threading.Event()
+def scrape():
+    while not stop.is_set():
+        urllib.request.urlopen(url, timeout=10).read()
+def record():
+    i = 0
+    while not stop.is_set():
+        i += 1
+        otel_rl.record_episode("PPO", f"parent-{i % 50}", float(i), 10)
+        otel_rl.record_training_iteration("PPO", i)
+threads = [threading.Thread(target=scrape) for _ in range(2)] + [threading.Thread(target=record)]
+for t in threads: t.start()
+
+def child():
+    signal.alarm(20)   # a deadlock ends as SIGALRM instead of hanging
+    for _ in range(3):
+        otel_rl.record_episode("PPO", "child", 1.0, 5)
+    text = handle.metrics_text()
+    os._exit(0 if episodes(text) == 3.0 and b"parent-" not in text else 7)
+
+codes = []
+# Deterministic: fork while a scrape holds the exposition lock and a recording holds the metrics' locks.
+from otel_rl._internal.store import REGISTRY
+held = [handle.exposition._lock, REGISTRY._warn_lock] + [m._lock for m in REGISTRY.metrics.values()]
+for lock in held: lock.acquire()
+pid = os.fork()
+if pid == 0:
+    child()
+for lock in held: lock.release()
+codes.append(wait_child(pid, 30))
+# Under load: forks at whatever moment the scrapes and records are in.
+for _ in range(40):
+    pid = os.fork()
+    if pid == 0:
+        child()
+    codes.append(wait_child(pid, 30))
+stop.set()
+for t in threads: t.join()
+scrapes = handle.server.scrapes
+handle.shutdown(timeout=2)
+print(json.dumps({"codes": codes, "scrapes": scrapes}))
+""", timeout=150)
+    assert result["codes"] == [0] * 41, result
+    assert result["scrapes"] > 10, result
+
+
+# -- push: forked and spawned workers with their own identity ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def push_stack() -> Iterator[tuple[procs.Prometheus, procs.Collector]]:
+    with procs.workdir() as wd:
+        prom = procs.Prometheus(wd)
+        collector = None
+        try:
+            prom.start()
+            collector = procs.Collector(wd, prom.remote_write_url).start()
+            yield prom, collector
+        finally:
+            if collector is not None:
+                collector.stop()
+            prom.stop()
+
+
+def _totals(prom: procs.Prometheus, job: str, metric: str = "rl_training_episodes_total") -> dict[str, float]:
+    return {r["metric"].get("instance", ""): float(r["value"][1])
+            for r in prom.query(f'sum by (instance) ({metric}{{job="{job}"}})')}
+
+
+def test_forked_children_on_push_export_only_their_own_values_under_their_own_instance(push_stack) -> None:
+    prom, collector = push_stack
+    job = "mp-fork-push"
+    result, _ = run_script(_PRELUDE + """
+endpoint, job = sys.argv[1], sys.argv[2]
+handle = otel_rl.init_telemetry({"exporters": ["otlp"], "service_name": job,
+                                 "otlp": {"endpoint": endpoint, "export_interval": 0.3, "timeout": 5}})
+for _ in range(5):
+    otel_rl.record_episode("PPO", "default", 1.0, 10)
+assert handle.force_flush(5)
+children = {}
+for k in (3, 4):
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(30)
+        for _ in range(k):
+            otel_rl.record_episode("PPO", "default", 2.0, 10)
+        time.sleep(1.0)   # several export intervals: the parent's reader must not export here
+        sys.exit(0 if handle.shutdown(timeout=5) else 8)
+    children[pid] = k
+codes = {pid: wait_child(pid, 40) for pid in children}
+assert handle.shutdown(timeout=5)
+print(json.dumps({"parent": os.getpid(), "children": children, "codes": codes,
+                  "host": socket.gethostname()}))
+""", collector.grpc_endpoint, job)
+    assert set(result["codes"].values()) == {0}, result
+    host = result["host"]
+    want = {f"{host}-{result['parent']}": 5.0, **{f"{host}-{pid}": float(k) for pid, k in result["children"].items()}}
+    procs.wait_until(lambda: _totals(prom, job) == want, 30, what=f"{want} (got {_totals(prom, job)})")
+    assert prom.query(f'sum by (algorithm) (rl_training_episodes_total{{job="{job}"}})')[0]["value"][1] == "12"
+    # Two writers on one series would show as a jump in the parent's series: it only ever held 5.
+    parent_values = prom.query(f'rl_training_episodes_total{{job="{job}",instance="{host}-{result["parent"]}"}}[5m]')
+    assert {v for _, v in parent_values[0]["values"]} == {"5"}, parent_values
+    roles = {r["metric"]["instance"]: r["metric"].get("rl_process_role")
+             for r in prom.query(f'target_info{{job="{job}"}}')}
+    assert roles == {f"{host}-{result['parent']}": "main",
+                     **{f"{host}-{pid}": "forked-child" for pid in result["children"]}}, roles
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver", "fork"])
+def test_pool_workers_push_with_the_settings_their_parent_published(push_stack, method: str) -> None:
+    prom, collector = push_stack
+    job = f"mp-pool-{method}"
+    result, _ = run_script("""
+import json, multiprocessing, os, socket, sys
+import otel_rl
+
+def task(n):
+    for _ in range(n):
+        otel_rl.record_episode("PPO", "worker", 1.0, 10)
+    otel_rl.record_environment_steps("PPO", n * 100)
+    return os.getpid()
+
+if __name__ == "__main__":
+    endpoint, job, method = sys.argv[1:4]
+    handle = otel_rl.init_telemetry({"exporters": ["otlp"], "service_name": job,
+                                     "otlp": {"endpoint": endpoint, "export_interval": 0.5, "timeout": 5}})
+    otel_rl.record_environment_steps("PPO", 1)
+    pool = multiprocessing.get_context(method).Pool(2)
+    pids = pool.map(task, [1, 2, 3, 4], chunksize=1)
+    pool.close(); pool.join()   # workers exit normally and flush on the way out
+    assert handle.shutdown(timeout=5)
+    print(json.dumps({"parent": os.getpid(), "workers": sorted(set(pids)), "host": socket.gethostname()}))
+""", collector.grpc_endpoint, job, method, timeout=120)
+    host = result["host"]
+    workers = {f"{host}-{pid}" for pid in result["workers"]}
+
+    def episodes_arrived() -> bool:
+        got = _totals(prom, job)
+        return sum(got.values()) == 10 and set(got) == workers
+
+    procs.wait_until(episodes_arrived, 30, what=f"10 episodes from {workers} (got {_totals(prom, job)})")
+    steps = prom.query(f'sum by (algorithm) (rl_training_environment_steps_total{{job="{job}"}})')
+    assert steps[0]["value"][1] == "1001", steps
+    info = {r["metric"]["instance"]: r["metric"] for r in prom.query(f'target_info{{job="{job}"}}')}
+    assert set(info) == workers | {f"{host}-{result['parent']}"}
+    for instance in workers:
+        assert info[instance]["rl_process_role"] == "multiprocessing-worker", info[instance]
+        assert info[instance]["rl_worker_index"] in ("1", "2"), info[instance]
+        assert info[instance]["process_parent_pid"] == str(result["parent"]), info[instance]
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_workers_of_a_pull_only_parent_warn_that_their_values_go_nowhere(method: str) -> None:
+    result, stderr = run_script("""
+import json, multiprocessing, os, sys
+import otel_rl
+
+def task(n):
+    for _ in range(n):
+        otel_rl.record_episode("PPO", "worker", 1.0, 10)
+    return os.getpid()
+
+if __name__ == "__main__":
+    handle = otel_rl.init_telemetry({"prometheus": {"host": "127.0.0.1", "port": 0}})
+    with multiprocessing.get_context(sys.argv[1]).Pool(2) as pool:
+        pids = pool.map(task, [2, 2, 2, 2], chunksize=1)
+    handle.shutdown(timeout=2)
+    print(json.dumps({"workers": sorted(set(pids))}))
+""", method)
+    for pid in result["workers"]:
+        warnings = [line for line in stderr.splitlines()
+                    if f"process {pid} (multiprocessing-worker) records metrics but has no exporter" in line]
+        assert len(warnings) == 1, stderr[-3000:]
+
+
+# -- units -----------------------------------------------------------------------------------------------------------
+
+
+def test_worker_config_keeps_push_and_drops_the_fixed_port() -> None:
+    settings = load_settings({"exporters": ["prometheus", "otlp"], "service_name": "svc",
+                              "otlp": {"endpoint": "http://collector:4317", "export_interval": 2},
+                              "resource_attributes": {"team": "rl", "service.instance.id": "fixed"}},
+                             environ={})
+    config = processes.worker_config(settings)
+    assert config is not None and config["exporters"] == ["otlp"]
+    assert config["resource_attributes"] == {"team": "rl"}   # each worker gets its own instance id
+    again = load_settings(config, environ={})
+    assert again.otlp == settings.otlp and again.service_name == "svc" and again.exporters == ("otlp",)
+    assert processes.worker_config(load_settings({"exporters": ["prometheus"]}, environ={})) is None
+
+
+def test_process_attributes_name_the_rank(monkeypatch) -> None:
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    attrs = processes.process_attributes()
+    assert attrs["rl.rank"] == "3" and attrs["rl.local_rank"] == "1" and attrs["rl.world_size"] == "8"
+    assert attrs["rl.process.role"] == "rank" and attrs["process.pid"] == str(os.getpid())
+    monkeypatch.setenv("RANK", "not-a-number")
+    assert "rl.rank" not in processes.process_attributes()
+
+
+def test_published_settings_are_not_picked_up_by_the_publisher_itself(monkeypatch) -> None:
+    monkeypatch.setenv(processes.WORKER_CONFIG_ENV, json.dumps({"parent": os.getpid(), "config": {"a": 1}}))
+    assert processes.inherited_config() is None
+    monkeypatch.setenv(processes.WORKER_CONFIG_ENV, json.dumps({"parent": os.getpid() + 1, "config": {"a": 1}}))
+    assert processes.inherited_config() == {"a": 1}
+    other_host = {"parent": os.getpid(), "host": "elsewhere", "config": {"b": 2}}   # a remote Ray node
+    monkeypatch.setenv(processes.WORKER_CONFIG_ENV, json.dumps(other_host))
+    assert processes.inherited_config() == {"b": 2}
+    monkeypatch.setenv(processes.WORKER_CONFIG_ENV, "{not json")
+    assert processes.inherited_config() is None
+
+
+
+def test_a_worker_that_calls_init_telemetry_after_recording_gets_the_settings_it_asked_for() -> None:
+    result, _ = run_script("""
+import json, os, sys
+import otel_rl
+from otel_rl._internal import processes
+os.environ[processes.WORKER_CONFIG_ENV] = json.dumps(
+    {"parent": os.getppid(), "config": {"exporters": ["otlp"], "shutdown_timeout": 1,
+                                        "otlp": {"endpoint": "http://127.0.0.1:9"}}})
+otel_rl.record_episode("PPO", "w", 1.0, 10)           # starts push telemetry from the published settings
+automatic = otel_rl.current()
+handle = otel_rl.init_telemetry({"exporters": ["prometheus"], "prometheus": {"host": "127.0.0.1", "port": 0}})
+text = handle.metrics_text()
+print(json.dumps({"automatic": automatic is not None and automatic.settings.exporters == ("otlp",),
+                  "replaced": handle is not automatic and handle.prometheus_port is not None,
+                  "kept": b'rl_training_episodes_total{agent_id="w",algorithm="PPO"} 1.0' in text}))
+handle.shutdown(timeout=1)
+""")
+    assert result == {"automatic": True, "replaced": True, "kept": True}
+
+
+def test_subproc_vec_env_workers_do_not_keep_the_port_or_hang() -> None:
+    """SB3's SubprocVecEnv forks env workers while the endpoint serves: they must not hold its port."""
+    result, stderr = run_script(_PRELUDE + """
+import gymnasium as gym
+from stable_baselines3.common.vec_env import SubprocVecEnv
+
+handle = otel_rl.init_telemetry({"prometheus": {"host": "127.0.0.1", "port": 0}})
+port = handle.prometheus_port
+env = SubprocVecEnv([lambda: gym.make("CartPole-v1")] * 2, start_method="fork")
+env.reset()
+for _ in range(20):
+    env.step([env.action_space.sample() for _ in range(2)])
+otel_rl.record_episode("PPO", "driver", 1.0, 20)
+workers = [p.pid for p in env.processes]
+assert handle.shutdown(timeout=2)
+try:
+    socket.create_connection(("127.0.0.1", port), timeout=3).close()
+    refused = False
+except ConnectionRefusedError:
+    refused = True
+alive = all(p.is_alive() for p in env.processes)
+started = time.monotonic()
+env.close()
+print(json.dumps({"refused": refused, "workers_alive_meanwhile": alive,
+                  "close_s": time.monotonic() - started, "workers": workers}))
+""", timeout=120)
+    assert result["refused"] and result["workers_alive_meanwhile"], result
+    assert result["close_s"] < 15, result
+    assert "records metrics" not in stderr   # the env workers recorded nothing, so nothing to warn about
