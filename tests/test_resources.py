@@ -285,24 +285,32 @@ def test_otel_rl_never_imports_torch():
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
 def test_forked_child_reads_its_own_process():
-    """After fork, the child's process series describe the child (its own RSS grows, the parent's does not)."""
+    """After fork, the child's process series describe the child (its own RSS grows, the parent's does not).
+
+    Compared within each process: a large test process' RSS right after fork says little (pages the child has not
+    touched yet), so the child reads its own series before and after allocating ~200 MiB."""
     handle = _pull({"resource_metrics": True})
     parent_before = _families(handle)["process_memory_usage"].samples[0].value
     read, write = os.pipe()
     pid = os.fork()
-    if pid == 0:  # child: grow by ~200 MiB and report what the exposition says
+    if pid == 0:  # child: grow by ~200 MiB and report what the exposition says before and after
         try:
+            before = _families(handle)["process_memory_usage"].samples[0].value
             ballast = bytearray(200 * 1024 * 1024)
             ballast[::4096] = b"x" * len(ballast[::4096])
-            value = _families(handle)["process_memory_usage"].samples[0].value
-            os.write(write, json.dumps([value, len(ballast)]).encode())
+            after = _families(handle)["process_memory_usage"].samples[0].value
+            import psutil
+
+            own = psutil.Process().memory_info().rss
+            os.write(write, json.dumps([before, after, own, len(ballast)]).encode())
         finally:
             os._exit(0)
     os.close(write)
-    child_value, _ = json.loads(os.read(read, 1000))
+    child_before, child_after, child_own, _ = json.loads(os.read(read, 1000))
     os.waitpid(pid, 0)
     parent_after = _families(handle)["process_memory_usage"].samples[0].value
-    assert child_value >= parent_before + 150 * 1024 * 1024, (parent_before, child_value)
+    assert child_after >= child_before + 150 * 1024 * 1024, (child_before, child_after)
+    assert abs(child_after - child_own) < 64 * 1024 * 1024, (child_after, child_own)  # the child's, not a copy
     assert parent_after < parent_before + 100 * 1024 * 1024, (parent_before, parent_after)
 
 
