@@ -1,4 +1,5 @@
-"""Tests for otel_rl._internal.dashboard: the generated Grafana dashboard and its queries."""
+"""Tests for otel_rl._internal.dashboard (promql, panels, grafana, queries, docs): the generated Grafana dashboard
+and its queries."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def board() -> dict:
 
 
 def _content_panels(board: dict) -> list[dict]:
-    return [p for p in dash._all_panels(board) if p["type"] != "row"]
+    return [p for p in dash.all_panels(board) if p["type"] != "row"]
 
 
 def _spec_for(series: str):
@@ -74,7 +75,7 @@ def test_committed_json_is_current(board):
     assert DASHBOARD_PATH.exists(), f"{DASHBOARD_PATH} is missing: run `otel-rl dashboard`"
     assert DASHBOARD_PATH.read_text(encoding="utf-8") == dash.dashboard_json(), (
         f"{DASHBOARD_PATH.relative_to(ROOT)} is out of date or hand-edited: run `otel-rl dashboard` "
-        "(otel_rl/_internal/dashboard.py is the source)")
+        "(otel_rl/_internal/dashboard/ is the source)")
 
 
 def test_write_dashboard_is_stable(tmp_path):
@@ -90,11 +91,11 @@ def test_write_dashboard_is_stable(tmp_path):
 def test_modern_schema_and_panel_types(board):
     """Current schema, only timeseries/stat/heatmap/table panels (no deprecated graph) and unique ids."""
     assert board["schemaVersion"] >= 39
-    types = {p["type"] for p in dash._all_panels(board)}
+    types = {p["type"] for p in dash.all_panels(board)}
     assert "graph" not in types
     assert types <= {"row", "timeseries", "stat", "heatmap", "table"}
     assert {"timeseries", "stat", "heatmap", "table"} <= types
-    ids = [p["id"] for p in dash._all_panels(board)]
+    ids = [p["id"] for p in dash.all_panels(board)]
     assert len(ids) == len(set(ids))
     titles = [p["title"] for p in _content_panels(board)]
     assert len(titles) == len(set(titles))
@@ -111,7 +112,7 @@ def test_rows(board):
 def test_panels_fit_the_grid(board):
     """Panels stay within 24 columns and do not overlap."""
     cells: set[tuple[int, int]] = set()
-    for panel in dash._all_panels(board):
+    for panel in dash.all_panels(board):
         g = panel["gridPos"]
         assert 0 <= g["x"] and g["x"] + g["w"] <= 24
         area = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
@@ -166,7 +167,7 @@ def test_every_metric_has_a_panel(board):
 def test_every_resource_metric_has_a_panel_in_the_resources_row(board):
     """Each metric of the resource table appears in a panel of the "Resources" row, and only there."""
     rows, row = {}, None
-    for panel in dash._all_panels(board):
+    for panel in dash.all_panels(board):
         if panel["type"] == "row":
             row = panel["title"]
         else:

@@ -86,6 +86,16 @@ def test_wheel_built_from_the_sdist_ships_the_collector_config_and_the_pytest_pl
     assert not [n for n in names if n.startswith(("tests/", "collector/"))]
 
 
+def test_wheel_holds_every_module_of_the_package(wheel):
+    """Each module under otel_rl/ in this checkout, subpackages included (otel_rl/_internal/dashboard/), is in the
+    wheel."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    modules = {path.relative_to(ROOT).as_posix() for path in (ROOT / "otel_rl").rglob("*.py")}
+    assert "otel_rl/_internal/dashboard/panels.py" in modules
+    assert modules - names == set()
+
+
 @pytest.mark.integration
 def test_otel_rl_stack_runs_from_the_installed_wheel(wheel, tmp_path):
     """`otel-rl stack --exit`, installed from the wheel and run outside a checkout, pushes the demo into Prometheus."""
