@@ -10,8 +10,10 @@ differential entropies are negative). Their points are built from the store as s
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
@@ -36,6 +38,18 @@ from otel_rl._internal.store import Registry
 from otel_rl._internal.store import Histogram as HistogramState
 
 SCOPE_NAME = "otel_rl"
+
+_local = threading.local()
+
+
+@contextmanager
+def without_store() -> Iterator[None]:
+    """Collections in this thread leave out otel-rl's own metrics (the scrape renders those from the store)."""
+    _local.skip = True
+    try:
+        yield
+    finally:
+        _local.skip = False
 
 
 def cumulative_temporality() -> dict[type, AggregationTemporality]:
@@ -80,6 +94,8 @@ class Bridge:
     @staticmethod
     def _callback(state) -> Callable[[CallbackOptions], list[Observation]]:
         def observe(options: CallbackOptions) -> list[Observation]:
+            if getattr(_local, "skip", False):
+                return []
             attributes = state.attributes
             return [Observation(value, attributes(key)) for key, value in state.snapshot()]
 
@@ -115,7 +131,7 @@ class Bridge:
 
     def complete(self, data: MetricsData | None) -> MetricsData:
         """Add the histograms to a collection and put otel-rl's metrics in catalog order."""
-        ours: list[Metric] = self.histogram_metrics()
+        ours: list[Metric] = [] if getattr(_local, "skip", False) else self.histogram_metrics()
         resource_metrics: list[ResourceMetrics] = []
         schema_url = ""
         for rm in (data.resource_metrics if data is not None else ()):
@@ -208,6 +224,11 @@ class _LatestCollection(MetricReader):
 
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> None:
         self.latest = metrics_data
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        # Nothing to push: a scrape collects when it comes. The inherited flush would collect every series once
+        # more on each force_flush(), doubling its cost for nothing.
+        return True
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
         pass

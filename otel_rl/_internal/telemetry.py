@@ -14,9 +14,10 @@ from typing import Any
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 
-from otel_rl._internal.bridge import Bridge, PeriodicReader, PullReader, cumulative_temporality
+from otel_rl._internal.bridge import Bridge, PeriodicReader, PullReader, cumulative_temporality, without_store
 from otel_rl._internal.config import ConfigError, Settings, load_settings
-from otel_rl._internal.exposition import Exposition, MetricsServer, bind_server
+from otel_rl._internal.exposition import Exposition, MetricsServer, bind_server, families
+from otel_rl._internal.render import StoreRenderer
 from otel_rl._internal.store import REGISTRY, Registry
 from otel_rl._version import __version__
 
@@ -39,7 +40,8 @@ class Telemetry:
         self.resource = _resource(settings)
         # The pull reader always exists (it costs nothing until collected): metrics_text() needs it.
         self.pull_reader = PullReader(settings.cardinality_limit)
-        self.exposition = Exposition(self._collect_for_scrape)
+        self.renderer = StoreRenderer(registry)
+        self.exposition = Exposition(self._collect_for_scrape, self._render_from_store)
         readers: list[MetricReader] = [self.pull_reader]
         self.server: MetricsServer | None = None
         if "prometheus" in settings.exporters:
@@ -70,6 +72,16 @@ class Telemetry:
     def _collect_for_scrape(self):
         self.pull_reader.collect()
         return self.pull_reader.latest
+
+    def _render_from_store(self, encoder):
+        """The scrape: catalog metrics straight from the store, then any other instrument of this provider."""
+        return self.renderer.render(encoder, self._other_families)
+
+    def _other_families(self):
+        with without_store():  # the SDK collects only instruments that are not otel-rl's own
+            self.pull_reader.collect()
+        catalog = {spec.family for spec in (m.spec for m in self.registry.metrics.values())}
+        return [f for f in families(self.pull_reader.latest) if f.name not in catalog]
 
     @property
     def prometheus_port(self) -> int | None:
