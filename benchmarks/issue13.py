@@ -355,7 +355,8 @@ def bench_flush(reps: int) -> None:
 
 def bench_export(reps: int, sizes: tuple[int, ...] = (10_000, 50_000), curve: bool = False) -> None:
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-    from opentelemetry.sdk.metrics import Counter, Gauge, Histogram
+    from opentelemetry.sdk.metrics import Counter, Histogram
+    from opentelemetry.sdk.metrics import _Gauge as Gauge  # the SDK's synchronous gauge
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
     import baselines
