@@ -287,3 +287,32 @@ def test_number_fast_path():
     assert store.number(float("-inf")) == "inf"
     assert store.number(None) == "none"
     assert store.number(numpy.array([1])) == "wrong_type"
+
+
+def test_histogram_snapshot_reads_in_chunks_and_copies():
+    """A snapshot takes the histogram's lock once per chunk of series, and its copies do not move afterwards."""
+    from otel_rl._internal.store import Histogram
+
+    hist = store.REGISTRY["rl_training_episode_reward"]
+    for i in range(1000):
+        hist.observe(("PPO", f"a{i}"), float(i))
+    lock, taken = hist._lock, []
+
+    class Counting:
+        def __enter__(self):
+            taken.append(1)
+            return lock.__enter__()
+
+        def __exit__(self, *exc):
+            return lock.__exit__(*exc)
+
+    Histogram._lock.__set__(hist, Counting())
+    try:
+        snapshot = dict(hist.snapshot())
+    finally:
+        Histogram._lock.__set__(hist, lock)
+    assert len(taken) == 4  # 1000 series in chunks of 256
+    assert len(snapshot) == 1000 and snapshot[("PPO", "a7")].sum == 7.0 and snapshot[("PPO", "a7")].count == 1
+    hist.observe(("PPO", "a7"), 1.0)
+    assert snapshot[("PPO", "a7")].count == 1 and sum(snapshot[("PPO", "a7")].counts) == 1
+    assert hist._series[("PPO", "a7")].count == 2
