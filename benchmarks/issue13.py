@@ -211,12 +211,19 @@ def bench_pause(reps: int, sizes: tuple[int, ...] = (50_000,), kinds: tuple[str,
                 gauge = REGISTRY["rl_training_active"]
                 child = prom.metrics["rl_training_active"].labels("PPO")
                 handle.metrics_text()
-                pauses: dict[str, list[float]] = {"otel_rl": [], "prometheus_client": []}
+                started = time.perf_counter()
+                handle.metrics_text()
+                window = time.perf_counter() - started
+                pauses: dict[str, list[float]] = {"otel_rl": [], "prometheus_client": [], "idle": []}
                 for rep in range(reps):
-                    order = ("otel_rl", "prometheus_client") if rep % 2 == 0 else ("prometheus_client", "otel_rl")
+                    order = ("otel_rl", "prometheus_client", "idle") if rep % 2 == 0 else \
+                        ("idle", "prometheus_client", "otel_rl")
                     for name in order:
                         gc.collect()
-                        if name == "otel_rl":
+                        if name == "idle":  # the same loop for as long as a scrape takes, without one
+                            pauses[name].append(longest_pause(lambda: time.sleep(window),
+                                                              lambda v: gauge.set(("PPO",), v)))
+                        elif name == "otel_rl":
                             pauses[name].append(longest_pause(handle.metrics_text,
                                                               lambda v: gauge.set(("PPO",), v)))
                         else:
@@ -226,12 +233,14 @@ def bench_pause(reps: int, sizes: tuple[int, ...] = (50_000,), kinds: tuple[str,
             ms = [p * 1e3 for p in pauses["otel_rl"]]
             if curve:
                 CURVES.setdefault("pause", []).append({"series": size, "kind": kind, "otel_rl_ms": statistics.median(ms),
+                                                       "idle_ms": statistics.median(pauses["idle"]) * 1e3,
                                                        "prometheus_client_ms": statistics.median(pauses["prometheus_client"]) * 1e3})
                 print(f"    pause {kind:>9} {size:>7}: otel_rl {statistics.median(ms):7.1f} ms, prometheus_client "
                       f"{statistics.median(pauses['prometheus_client']) * 1e3:7.1f} ms", flush=True)
             else:
                 row(f"longest recording-thread pause, {size // 1000}k-series {kind} scrape", ms, 20.0, "ms",
-                    note=f"prometheus_client generate_latest: {mmm([p * 1e3 for p in pauses['prometheus_client']])} ms")
+                    note=f"prometheus_client generate_latest: {mmm([p * 1e3 for p in pauses['prometheus_client']])} "
+                         f"ms; no scrape (machine noise): {mmm([p * 1e3 for p in pauses['idle']])} ms")
 
 
 # -- 3. memory per series after scrapes --------------------------------------------------------------------------
@@ -481,17 +490,21 @@ def curve_record(reps: int, sizes: tuple[int, ...] = (100, 1_000, 10_000, 50_000
         fill("gauge", size, True, None)
         fill("histogram", size, True, None)
         gauge, hist = REGISTRY["rl_training_current_iteration"], REGISTRY["rl_training_episode_reward"]
-        gkeys = [("PPO", f"run-{i:06d}") for i in range(1, size, 2)][:1024] * (n // 1024 + 1)
-        hkeys = [("PPO", f"agent-{i:06d}") for i in range(1, size, 2)][:1024] * (n // 1024 + 1)
+        # Cycle through (up to) 1024 of the live series, spread over the whole dict.
+        step = max(1, size // 2 // 1024)
+        gkeys = [("PPO", f"run-{i:06d}") for i in range(1, size, 2)][::step][:1024]
+        hkeys = [("PPO", f"agent-{i:06d}") for i in range(1, size, 2)][::step][:1024]
+        gkeys = (gkeys * (n // len(gkeys) + 1))[:n]
+        hkeys = (hkeys * (n // len(hkeys) + 1))[:n]
 
         def g() -> None:
             s = gauge.set
-            for k in gkeys[:n]:
+            for k in gkeys:
                 s(k, 1.5)
 
         def h() -> None:
             o = hist.observe
-            for k in hkeys[:n]:
+            for k in hkeys:
                 o(k, 1.5)
 
         times = suite.interleave({"gauge": timed(g), "histogram": timed(h)}, reps)

@@ -18,6 +18,7 @@ collection and prometheus_client's encoder, after the catalog metrics, as before
 
 from __future__ import annotations
 
+import io
 import threading
 from collections.abc import Callable
 from itertools import accumulate
@@ -29,7 +30,7 @@ from prometheus_client.utils import floatToGoString
 
 from otel_rl._internal.store import Histogram, Metric, Registry
 
-_CHUNK = 256  # histogram series read per lock acquisition
+_CHUNK = 64  # histogram series read per lock acquisition (and encoded at once)
 _COUNT_TEXT = [f"{i}.0" for i in range(1024)]  # floatToGoString of small integer counts
 
 
@@ -60,11 +61,18 @@ def _label_text(labels: dict[str, str]) -> str:
 class _MetricCache:
     """Encoded text per series of one metric, valid while the store keeps the same series dict."""
 
-    __slots__ = ("series", "lines")
+    __slots__ = ("series", "lines", "shared")
 
     def __init__(self, series: dict[Any, Any]) -> None:
         self.series = series
         self.lines: dict[tuple[str, ...], str] = {}
+        self.shared: str | None = None  # a histogram's template for all series ("" when it has none)
+
+
+class _Own(str):
+    """A histogram series' own template (for a label layout the shared template does not fit)."""
+
+    __slots__ = ()
 
 
 class StoreRenderer:
@@ -120,25 +128,49 @@ class StoreRenderer:
         return cache
 
     @staticmethod
-    def _prefix(metric: Metric, key: tuple[str, ...]) -> str:
-        labels = _label_text(metric.attributes(key))
+    def _labels(metric: Metric, key: tuple[str, ...]) -> dict[str, str]:
+        """The series' labels as the OpenTelemetry path names them, without keeping the store's copy alive."""
+        cached = key in metric._attributes
+        labels = metric.attributes(key)
+        if not cached:  # the export path caches them; a scrape keeps only its text
+            metric._attributes.pop(key, None)
+        return labels
+
+    def _prefix(self, metric: Metric, key: tuple[str, ...]) -> str:
+        labels = _label_text(self._labels(metric, key))
         return f"{metric.name}{{{labels}}} " if labels else f"{metric.name} "
 
     @staticmethod
-    def _template(metric: Histogram, key: tuple[str, ...]) -> str:
-        """All lines of one histogram series with ``%s`` where the values go."""
-        labels = {k: v.replace("%", "%%") for k, v in metric.attributes(key).items()}
-        name = metric.name.replace("%", "%%")
-        lines = []
-        for le in [floatToGoString(b) for b in metric.bounds] + ["+Inf"]:
-            lines.append(f"{name}_bucket{{{_label_text({**labels, 'le': le})}}} %s\n")
-        text = _label_text(labels)
-        braces = f"{{{text}}}" if text else ""
-        lines.append(f"{name}_count{braces} %s\n")
-        lines.append(f"{name}_sum{braces} %s\n")
+    def _shared_template(metric: Histogram) -> str | None:
+        """One ``str.format`` template for every series of a histogram whose label keys all sort before ``le``:
+        ``{0}`` is a series' label text, ``{1}``... its values. None for other label layouts."""
+        if not metric.label_keys or max(metric.label_keys) >= "le":
+            return None
+        name = metric.name
+        les = [floatToGoString(b) for b in metric.bounds] + ["+Inf"]
+        lines = [name + '_bucket{{{0},le="' + le + '"}} {' + str(i + 1) + "}\n" for i, le in enumerate(les)]
+        lines.append(name + "_count{{{0}}} {" + str(len(les) + 1) + "}\n")
+        lines.append(name + "_sum{{{0}}} {" + str(len(les) + 2) + "}\n")
         return "".join(lines)
 
-    def _scalar_lines(self, metric: Metric, out: list[str]) -> None:
+    def _series_entry(self, metric: Histogram, key: tuple[str, ...], shared: str | None) -> str:
+        """A series' label text for the shared template, or its own template (_Own) for any other layout."""
+        labels = self._labels(metric, key)
+        if shared is not None and len(labels) == len(metric.label_keys) and set(labels) == set(metric.label_keys):
+            return _label_text(labels)
+        braced = {k: v.replace("{", "{{").replace("}", "}}") for k, v in labels.items()}
+        name = metric.name.replace("{", "{{").replace("}", "}}")
+        lines = []
+        les = [floatToGoString(b) for b in metric.bounds] + ["+Inf"]
+        for i, le in enumerate(les):
+            lines.append(f"{name}_bucket{{{{{_label_text({**braced, 'le': le})}}}}} {{{i + 1}}}\n")
+        text = _label_text(braced)
+        braces = f"{{{{{text}}}}}" if text else ""
+        lines.append(f"{name}_count{braces} {{{len(les) + 1}}}\n")
+        lines.append(f"{name}_sum{braces} {{{len(les) + 2}}}\n")
+        return _Own("".join(lines))
+
+    def _scalar_lines(self, metric: Metric, out: list[str], chunks: io.BytesIO) -> None:
         cache = self._cache(metric)
         lines = cache.lines
         with metric._lock:  # a dict copy is one C call: the lock is held for about a microsecond per 1k series
@@ -151,10 +183,15 @@ class StoreRenderer:
             append(prefix)
             append(repr(value) if type(value) is float and -1e6 < value < 1e6 else floatToGoString(value))
             append("\n")
+            if len(out) >= _FLUSH:
+                _flush(out, chunks)
 
-    def _histogram_lines(self, metric: Histogram, out: list[str]) -> None:
+    def _histogram_lines(self, metric: Histogram, out: list[str], chunks: io.BytesIO) -> None:
         cache = self._cache(metric)
         lines, series = cache.lines, cache.series
+        if cache.shared is None:
+            cache.shared = self._shared_template(metric) or ""
+        shared = cache.shared or None
         keys = list(series)
         append = out.append
         lock = metric._lock
@@ -165,21 +202,19 @@ class StoreRenderer:
                     state = series.get(key)
                     if state is None:
                         continue
-                    template = lines.get(key)
-                    if template is None:
-                        template = lines[key] = self._template(metric, key)
-                    cumulative = list(accumulate(state.counts[:-1]))
+                    entry = lines.get(key)
+                    if entry is None:
+                        entry = lines[key] = self._series_entry(metric, key, shared)
+                    template = entry if type(entry) is _Own else shared
                     count = state.count
                     if count < 1024:
-                        cumulative = [count_text[c] for c in cumulative]
-                        cumulative.append(count_text[count])
-                        cumulative.append(count_text[count])
+                        append(template.format(entry, *[count_text[c] for c in accumulate(state.counts[:-1])],
+                                               count_text[count], count_text[count], _value_text(state.sum)))
                     else:
-                        cumulative = [_count_text(c) for c in cumulative]
-                        cumulative.append(_count_text(count))
-                        cumulative.append(_count_text(count))
-                    cumulative.append(_value_text(state.sum))
-                    append(template % tuple(cumulative))
+                        text = _count_text(count)
+                        append(template.format(entry, *[_count_text(c) for c in accumulate(state.counts[:-1])],
+                                               text, text, _value_text(state.sum)))
+            _flush(out, chunks)
 
     # -- the exposition --------------------------------------------------------------------------------------------
 
@@ -190,20 +225,33 @@ class StoreRenderer:
         if fmt is None:
             return None
         extra = others() if others is not None else []
+        # The text is joined and encoded a few thousand lines at a time: one join of megabytes would hold the
+        # GIL for tens of milliseconds, stalling the training thread.
+        chunks = io.BytesIO()  # grows in place; getvalue() hands over its buffer without a copy
         with self._lock:
             out: list[str] = []
             for header, metric in zip(self._header(encoder, fmt), self._registry.metrics.values()):
                 out.append(header)
                 if isinstance(metric, Histogram):
-                    self._histogram_lines(metric, out)
+                    self._histogram_lines(metric, out, chunks)
                 else:
-                    self._scalar_lines(metric, out)
+                    self._scalar_lines(metric, out, chunks)
         if extra:
             text = encoder(_Families(extra)).decode("utf-8")
             out.append(text[: -len("# EOF\n")] if fmt == "openmetrics" else text)
         if fmt == "openmetrics":
             out.append("# EOF\n")
-        return "".join(out).encode("utf-8")
+        _flush(out, chunks)
+        return chunks.getvalue()
+
+
+_FLUSH = 3 * 1024  # parts (three per line) joined and encoded at once
+
+
+def _flush(out: list[str], chunks: io.BytesIO) -> None:
+    if out:
+        chunks.write("".join(out).encode("utf-8"))
+        out.clear()
 
 
 class _Families:
