@@ -321,20 +321,17 @@ class Histogram(Metric):
         """Consistent copies of every series, read a chunk at a time so recorders never wait for all of them."""
         series = self._series
         keys = list(series)
-        raw = []
+        copies = []
+        append = copies.append
+        new = HistogramSeries.__new__
         for start in range(0, len(keys), _SNAPSHOT_CHUNK):
             with self._lock:
                 for key in keys[start:start + _SNAPSHOT_CHUNK]:
                     state = series[key]
-                    raw.append((key, state.counts[:], state.sum, state.count, state.min, state.max,
-                                state.created_ns))
-        copies = []
-        new = HistogramSeries.__new__
-        for key, counts, sum_, count, min_, max_, created_ns in raw:
-            clone = new(HistogramSeries)
-            clone.counts, clone.sum, clone.count, clone.min, clone.max = counts, sum_, count, min_, max_
-            clone.created_ns = created_ns
-            copies.append((key, clone))
+                    clone = new(HistogramSeries)
+                    clone.counts, clone.sum, clone.count = state.counts[:], state.sum, state.count
+                    clone.min, clone.max, clone.created_ns = state.min, state.max, state.created_ns
+                    append((key, clone))
         return copies
 
 
