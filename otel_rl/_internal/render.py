@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 from collections.abc import Callable
 from itertools import accumulate
 from typing import Any
@@ -62,7 +61,7 @@ def _label_text(labels: dict[str, str]) -> str:
 class _MetricCache:
     """Encoded text per series of one metric, valid while the store keeps the same series dict."""
 
-    __slots__ = ("series", "lines", "shared")
+    __slots__ = ("lines", "series", "shared")
 
     def __init__(self, series: dict[Any, Any]) -> None:
         self.series = series
@@ -206,7 +205,7 @@ class StoreRenderer:
                     entry = lines.get(key)
                     if entry is None:
                         entry = lines[key] = self._series_entry(metric, key, shared)
-                    template = entry if type(entry) is _Own else shared
+                    template = entry if shared is None or type(entry) is _Own else shared
                     count = state.count
                     if count < 1024:
                         append(template.format(entry, *[count_text[c] for c in accumulate(state.counts[:-1])],
@@ -253,9 +252,6 @@ def _flush(out: list[str], chunks: io.BytesIO) -> None:
     if out:
         chunks.write("".join(out).encode("utf-8"))
         out.clear()
-        # Hand the GIL to a waiting training thread now rather than when the interpreter's switch interval
-        # (5 ms) forces it: a scrape then delays a record call by about one chunk (< 1 ms), not by 5 ms or more.
-        time.sleep(0)
 
 
 class _Families:
