@@ -153,3 +153,17 @@ def test_generate_latest_reference_escapes_like_the_renderer():
     registry = CollectorRegistry()
     Gauge("g", "h", ["k"], registry=registry).labels('a\\b"c\nd').set(1)
     assert b'g{k="a\\\\b\\"c\\nd"} 1.0' in generate_latest(registry)
+
+
+def test_overflow_series_match():
+    """Past the cardinality limit the overflow series (its own label layout) renders as the collector path does."""
+    handle = otel_rl.init_telemetry({"exporters": ["none"], "cardinality_limit": 3})
+    for i in range(6):
+        otel_rl.record_episode("PPO", f"agent-{i}", -1.5 * i, 10 + i)
+        otel_rl.record_training_iteration("PPO", i, f"run-{i}")
+    otel_rl.record_data_load_time(0.25)
+    text = handle.metrics_text()
+    assert b'rl_training_episode_reward_bucket{le="+Inf",otel_metric_overflow="true"} 3.0' in text
+    assert b'rl_training_current_iteration{otel_metric_overflow="true"} 5.0' in text
+    for accept in ACCEPTS:
+        assert handle.metrics_text(accept) == reference(handle, accept), accept
