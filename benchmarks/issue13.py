@@ -215,14 +215,17 @@ def bench_pause(reps: int, sizes: tuple[int, ...] = (50_000,), kinds: tuple[str,
                 started = time.perf_counter()
                 handle.metrics_text()
                 window = time.perf_counter() - started
-                pauses: dict[str, list[float]] = {"otel_rl": [], "prometheus_client": [], "idle": []}
+                pauses: dict[str, list[float]] = {"otel_rl": [], "prometheus_client": [], "idle": [], "busy": []}
                 for rep in range(reps):
-                    order = ("otel_rl", "prometheus_client", "idle") if rep % 2 == 0 else \
-                        ("idle", "prometheus_client", "otel_rl")
+                    order = ("otel_rl", "prometheus_client", "idle", "busy") if rep % 2 == 0 else \
+                        ("busy", "idle", "prometheus_client", "otel_rl")
                     for name in order:
                         gc.collect()
                         if name == "idle":  # the same loop for as long as a scrape takes, without one
                             pauses[name].append(longest_pause(lambda: time.sleep(window),
+                                                              lambda v: gauge.set(("PPO",), v)))
+                        elif name == "busy":  # any pure-Python work in another thread: the GIL hand-over floor
+                            pauses[name].append(longest_pause(lambda: _busy(window),
                                                               lambda v: gauge.set(("PPO",), v)))
                         elif name == "otel_rl":
                             pauses[name].append(longest_pause(handle.metrics_text,
@@ -235,13 +238,24 @@ def bench_pause(reps: int, sizes: tuple[int, ...] = (50_000,), kinds: tuple[str,
             if curve:
                 CURVES.setdefault("pause", []).append({"series": size, "kind": kind, "otel_rl_ms": statistics.median(ms),
                                                        "idle_ms": statistics.median(pauses["idle"]) * 1e3,
+                                                       "busy_ms": statistics.median(pauses["busy"]) * 1e3,
                                                        "prometheus_client_ms": statistics.median(pauses["prometheus_client"]) * 1e3})
                 print(f"    pause {kind:>9} {size:>7}: otel_rl {statistics.median(ms):7.1f} ms, prometheus_client "
                       f"{statistics.median(pauses['prometheus_client']) * 1e3:7.1f} ms", flush=True)
             else:
                 row(f"longest recording-thread pause, {size // 1000}k-series {kind} scrape", ms, 20.0, "ms",
                     note=f"prometheus_client generate_latest: {mmm([p * 1e3 for p in pauses['prometheus_client']])} "
-                         f"ms; no scrape (machine noise): {mmm([p * 1e3 for p in pauses['idle']])} ms")
+                         f"ms; no scrape (machine noise): {mmm([p * 1e3 for p in pauses['idle']])} ms; a busy pure-Python "
+                         f"thread instead of the scrape (GIL hand-over floor): {mmm([p * 1e3 for p in pauses['busy']])} ms")
+
+
+def _busy(seconds: float) -> None:
+    """Pure-Python work (no allocation, no C call of note) for ``seconds``."""
+    end = time.perf_counter() + seconds
+    x = 0
+    while time.perf_counter() < end:
+        for i in range(100):
+            x += i
 
 
 # -- 3. memory per series after scrapes --------------------------------------------------------------------------
