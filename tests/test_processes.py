@@ -282,8 +282,10 @@ if __name__ == "__main__":
         return sum(got.values()) == 10 and set(got) == workers
 
     procs.wait_until(episodes_arrived, 30, what=f"10 episodes from {workers} (got {_totals(prom, job)})")
-    steps = prom.query(f'sum by (algorithm) (rl_training_environment_steps_total{{job="{job}"}})')
-    assert steps[0]["value"][1] == "1001", steps
+    # The parent's own series may come in a later remote-write batch than the workers': wait for the exact sum.
+    steps_query = f'sum by (algorithm) (rl_training_environment_steps_total{{job="{job}"}})'
+    procs.wait_until(lambda: [s["value"][1] for s in prom.query(steps_query)] == ["1001"], 30,
+                     what=f"1001 environment steps (got {prom.query(steps_query)})")
     info = {r["metric"]["instance"]: r["metric"] for r in prom.query(f'target_info{{job="{job}"}}')}
     assert set(info) == workers | {f"{host}-{result['parent']}"}
     for instance in workers:

@@ -431,3 +431,32 @@ def test_drop_warning_describes_a_tensor_without_reading_it(caplog):
     assert testing.dropped("rl_training_policy_loss", "tensor") == 1
     (record,) = caplog.records
     assert "shape=(2, 3)" in record.getMessage() and "cuda:0" in record.getMessage()
+
+
+def test_histogram_snapshot_reads_in_chunks_and_copies():
+    """A snapshot takes the histogram's lock once per chunk of series, and its copies do not move afterwards."""
+    from otel_rl._internal.store import Histogram
+
+    hist = store.REGISTRY["rl_training_episode_reward"]
+    for i in range(1000):
+        hist.observe(("PPO", f"a{i}"), float(i))
+    lock, taken = hist._lock, []
+
+    class Counting:
+        def __enter__(self):
+            taken.append(1)
+            return lock.__enter__()
+
+        def __exit__(self, *exc):
+            return lock.__exit__(*exc)
+
+    Histogram._lock.__set__(hist, Counting())
+    try:
+        snapshot = dict(hist.snapshot())
+    finally:
+        Histogram._lock.__set__(hist, lock)
+    assert len(taken) == 4  # 1000 series in chunks of 256
+    assert len(snapshot) == 1000 and snapshot[("PPO", "a7")].sum == 7.0 and snapshot[("PPO", "a7")].count == 1
+    hist.observe(("PPO", "a7"), 1.0)
+    assert snapshot[("PPO", "a7")].count == 1 and sum(snapshot[("PPO", "a7")].counts) == 1
+    assert hist._series[("PPO", "a7")].count == 2

@@ -121,6 +121,22 @@ def test_force_flush_with_an_unreachable_collector_is_bounded():
     handle.shutdown(timeout=1)
 
 
+def test_force_flush_collects_once():
+    """force_flush() collects the state once, for the push reader: the pull reader has nothing to flush."""
+    with OtlpReceiver() as receiver:
+        handle = otel_rl.init_telemetry({"exporters": ["otlp"], "otlp": {
+            "endpoint": receiver.endpoint, "protocol": "http/protobuf", "export_interval": 3600}})
+        otel_rl.record_episode("PPO", "a", 1.0, 10)
+        collections = []
+        original = handle.bridge.histogram_metrics
+        handle.bridge.histogram_metrics = lambda: collections.append(1) or original()
+        assert handle.force_flush(timeout=5) is True
+        assert len(collections) == 1
+        assert len(receiver.requests) == 1
+        assert "rl_training_episode_reward" in receiver.last_metrics()
+        handle.shutdown(timeout=2)
+
+
 # -- a run shorter than one export interval ----------------------------------------------------------------------------
 
 

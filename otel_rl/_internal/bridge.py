@@ -17,8 +17,10 @@ reader accepts it; older SDKs apply no cardinality limit of their own, so the st
 from __future__ import annotations
 
 import inspect
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -47,6 +49,18 @@ SCOPE_NAME = "otel_rl"
 #: An observable gauge that always has one point, so that the SDK hands every collection to ``_receive_metrics``
 #: (it skips the call when no instrument has points). :meth:`Bridge.complete` removes it again.
 MARKER_NAME = "otel_rl.collection"
+
+_local = threading.local()
+
+
+@contextmanager
+def without_store() -> Iterator[None]:
+    """Collections in this thread leave out otel-rl's own metrics (the scrape renders those from the store)."""
+    _local.skip = True
+    try:
+        yield
+    finally:
+        _local.skip = False
 
 
 def cumulative_temporality() -> dict[type, AggregationTemporality]:
@@ -96,6 +110,8 @@ class Bridge:
     @staticmethod
     def _callback(state: Any) -> Callable[[CallbackOptions], list[Observation]]:
         def observe(options: CallbackOptions) -> list[Observation]:
+            if getattr(_local, "skip", False):
+                return []
             attributes = state.attributes
             return [Observation(value, attributes(key)) for key, value in state.snapshot()]
 
@@ -133,7 +149,7 @@ class Bridge:
 
     def complete(self, data: MetricsData | None) -> MetricsData:
         """Add the histograms to a collection and put otel-rl's metrics in catalog order."""
-        ours: list[Metric] = self.histogram_metrics()
+        ours: list[Metric] = [] if getattr(_local, "skip", False) else self.histogram_metrics()
         resource_metrics: list[ResourceMetrics] = []
         schema_url = ""
         for rm in (data.resource_metrics if data is not None else ()):
@@ -222,6 +238,11 @@ class _LatestCollection(MetricReader):
 
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> None:
         self.latest = metrics_data
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        # Nothing to push: a scrape collects when it comes. The inherited flush would collect every series once
+        # more on each force_flush(), doubling its cost for nothing.
+        return True
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
         pass

@@ -110,16 +110,19 @@ class _Families(Collector):
 class Exposition:
     """Renders the current state on demand; thread-safe (concurrent scrapes collect one at a time)."""
 
-    def __init__(self, collect: Callable[[], MetricsData | None]) -> None:
+    def __init__(self, collect: Callable[[], MetricsData | None],
+                 fast: Callable[[Callable[..., bytes]], bytes | None] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Families(collect))
+        self._fast = fast  # renders the same bytes from the store (otel_rl._internal.render); None: not for this
         self._lock = threading.Lock()
 
     def render(self, accept: str = "") -> tuple[bytes, str]:
         """The exposition and its content type; OpenMetrics when ``accept`` asks for it."""
         encoder, content_type = choose_encoder(accept)
         with self._lock:
-            return encoder(self.registry), content_type
+            body = self._fast(encoder) if self._fast is not None else None
+            return (body if body is not None else encoder(self.registry)), content_type
 
     def after_fork_in_child(self) -> None:
         """A forked child may have inherited the lock held by a scrape in progress: use a new one."""

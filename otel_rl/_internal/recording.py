@@ -146,9 +146,10 @@ def record_performance_metrics(algorithm: str, agent_id: str, metrics: Mapping[s
             continue
         gauge, scale = target
         if scale != 1.0:
-            value = gauge._checked(value)  # the store's own check: a bad value is counted and dropped
-            if value is None:
-                continue
+            if type(value) is not float or value - value != 0.0:
+                value = gauge._checked(value)  # the store's own check: a bad value is counted and dropped
+                if value is None:
+                    continue
             value *= scale
         gauge.set(key, value)
 

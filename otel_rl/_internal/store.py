@@ -426,13 +426,12 @@ class Histogram(Metric):
             if value is None:
                 return
         index = bisect_left(self.bounds, value)  # upper bounds are inclusive, as Prometheus' `le`
+        series = self._series.get(key)  # outside the lock: a dict read is atomic
+        if series is None:
+            series = self._series_for(key)
+        # Nothing inside the lock calls a function: a call lets the interpreter switch threads while the lock is
+        # held, and every other recording thread then queues on it (a lock convoy).
         with self._lock:
-            series = self._series.get(key)
-            if series is None:
-                key = self._admit(key)
-                series = self._series.get(key)
-                if series is None:
-                    series = self._series[key] = HistogramSeries(len(self.bounds))
             total = series.sum + value
             if total - total == 0.0:
                 series.counts[index] += 1
@@ -447,9 +446,36 @@ class Histogram(Metric):
         # the buckets stay consistent and finite.
         self._registry.drop(self.name, INF, value)
 
-    def snapshot(self) -> list[tuple[tuple[str, ...], HistogramSeries]]:
+    def _series_for(self, key: tuple[str, ...]) -> HistogramSeries:
+        """The series of a key not seen yet (or the overflow series past the cardinality limit)."""
         with self._lock:
-            return [(key, series.copy()) for key, series in self._series.items()]
+            series = self._series.get(key)
+            if series is None:
+                key = self._admit(key)
+                series = self._series.get(key)
+                if series is None:
+                    series = self._series[key] = HistogramSeries(len(self.bounds))
+            return series
+
+    def snapshot(self) -> list[tuple[tuple[str, ...], HistogramSeries]]:
+        """Consistent copies of every series, read a chunk at a time so recorders never wait for all of them."""
+        series = self._series
+        keys = list(series)
+        copies: list[tuple[tuple[str, ...], HistogramSeries]] = []
+        append = copies.append
+        new = HistogramSeries.__new__
+        for start in range(0, len(keys), _SNAPSHOT_CHUNK):
+            with self._lock:
+                for key in keys[start:start + _SNAPSHOT_CHUNK]:
+                    state = series[key]
+                    clone = new(HistogramSeries)
+                    clone.counts, clone.sum, clone.count = state.counts[:], state.sum, state.count
+                    clone.min, clone.max, clone.created_ns = state.min, state.max, state.created_ns
+                    append((key, clone))
+        return copies
+
+
+_SNAPSHOT_CHUNK = 256
 
 
 class Child:

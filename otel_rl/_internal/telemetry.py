@@ -16,9 +16,10 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 
 from otel_rl._internal import file_sd, processes
-from otel_rl._internal.bridge import Bridge, PeriodicReader, PullReader, cumulative_temporality
+from otel_rl._internal.bridge import Bridge, PeriodicReader, PullReader, cumulative_temporality, without_store
 from otel_rl._internal.config import ConfigError, Settings, load_settings, redact, sdk_disabled
-from otel_rl._internal.exposition import Exposition, MetricsServer, bind_server
+from otel_rl._internal.exposition import Exposition, MetricsServer, bind_server, families
+from otel_rl._internal.render import StoreRenderer
 from otel_rl._internal.store import REGISTRY, Registry
 from otel_rl._version import __version__
 
@@ -46,7 +47,9 @@ class Telemetry:
         self.resource = _resource(settings)
         # The pull reader always exists (it costs nothing until collected): metrics_text() needs it.
         self.pull_reader = PullReader(settings.cardinality_limit)
-        self.exposition = Exposition(self._collect_for_scrape)
+        self.renderer = StoreRenderer(registry)
+        # OTEL_SDK_DISABLED: the store is not rendered either; the collection (empty then) is all a scrape shows.
+        self.exposition = Exposition(self._collect_for_scrape, None if sdk_disabled() else self._render_from_store)
         readers: list[MetricReader] = [self.pull_reader]
         self.server: MetricsServer | None = None
         #: OTEL_SDK_DISABLED=true (the OpenTelemetry spec's switch) turns every exporter off: no endpoint, no push.
@@ -127,6 +130,16 @@ class Telemetry:
             if self.server is server:
                 self.server = None
         server.stop()
+
+    def _render_from_store(self, encoder):
+        """The scrape: catalog metrics straight from the store, then any other instrument of this provider."""
+        return self.renderer.render(encoder, self._other_families)
+
+    def _other_families(self):
+        with without_store():  # the SDK collects only instruments that are not otel-rl's own
+            self.pull_reader.collect()
+        catalog = {spec.family for spec in (m.spec for m in self.registry.metrics.values())}
+        return [f for f in families(self.pull_reader.latest) if f.name not in catalog]
 
     @property
     def prometheus_port(self) -> int | None:

@@ -1,0 +1,264 @@
+"""Fast ``/metrics`` rendering straight from the metric state, byte-identical to prometheus_client's encoders.
+
+A scrape used to go store -> OpenTelemetry observations -> data points -> prometheus_client families -> text,
+allocating several objects per series; at 50k series that took seconds and its garbage-collector runs stalled
+the training thread. This module writes the same text 0.0.4 / OpenMetrics bytes from the store directly:
+
+* each series' sample prefix (``name{k="v",...} ``, labels sorted and escaped as prometheus_client does) is
+  encoded once and cached per metric; the cache follows the store (entries of removed series are dropped);
+* per scrape a series costs a dict lookup and its value's text: no tuples, dicts or samples, so a scrape leaves
+  the garbage collector nothing to do;
+* histograms are read one short lock per chunk of series, never for the whole snapshot;
+* ``# HELP`` / ``# TYPE`` lines come from prometheus_client's own encoder (rendered once per format).
+
+Label values with lone surrogates (which UTF-8 cannot encode) are rendered with U+FFFD instead of failing the
+scrape. Metrics that other code registers on the same MeterProvider still come through the OpenTelemetry
+collection and prometheus_client's encoder, after the catalog metrics, as before.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Callable
+from itertools import accumulate
+from typing import Any
+
+from prometheus_client.metrics_core import Metric as PromMetric
+from prometheus_client.openmetrics import exposition as openmetrics
+from prometheus_client.utils import floatToGoString
+
+from otel_rl._internal.store import Histogram, Metric, Registry
+
+_CHUNK = 64  # histogram series read per lock acquisition (and encoded at once)
+_COUNT_TEXT = [f"{i}.0" for i in range(1024)]  # floatToGoString of small integer counts
+
+
+def _value_text(value: Any) -> str:
+    """floatToGoString, with the common case (a float below 1e6 in magnitude) done without a call."""
+    if type(value) is float and -1e6 < value < 1e6:
+        return repr(value)
+    return floatToGoString(value)
+
+
+def _count_text(count: int) -> str:
+    return _COUNT_TEXT[count] if 0 <= count < 1024 else floatToGoString(count)
+
+
+def _clean(value: str) -> str:
+    """``value`` escaped as a Prometheus label value; lone surrogates become U+FFFD instead of raising."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in value)
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _label_text(labels: dict[str, str]) -> str:
+    return ",".join(f'{k}="{_clean(v)}"' for k, v in sorted(labels.items()))
+
+
+class _MetricCache:
+    """Encoded text per series of one metric, valid while the store keeps the same series dict."""
+
+    __slots__ = ("lines", "series", "shared")
+
+    def __init__(self, series: dict[Any, Any]) -> None:
+        self.series = series
+        self.lines: dict[tuple[str, ...], str] = {}
+        self.shared: str | None = None  # a histogram's template for all series ("" when it has none)
+
+
+class _Own(str):
+    """A histogram series' own template (for a label layout the shared template does not fit)."""
+
+    __slots__ = ()
+
+
+class StoreRenderer:
+    """Renders the catalog metrics of ``registry`` as Prometheus text 0.0.4 or OpenMetrics 1.0."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+        self._caches: dict[str, _MetricCache] = {}
+        self._headers: dict[Any, list[str]] = {}
+        self._lock = threading.Lock()
+
+    # -- formats ---------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def format_of(encoder: Any) -> str | None:
+        """"text" or "openmetrics" for the encoders prometheus_client's ``choose_encoder`` returns with the default
+        name escaping (or UTF-8 allowed, which leaves our names unchanged); None for anything else."""
+        from prometheus_client import exposition
+
+        func = getattr(encoder, "func", encoder)
+        escaping = getattr(encoder, "keywords", {}).get("escaping", openmetrics.UNDERSCORES)
+        if escaping not in (openmetrics.UNDERSCORES, openmetrics.ALLOWUTF8):
+            return None
+        if func is exposition.generate_latest:
+            return "text"
+        if func is openmetrics.generate_latest:
+            return "openmetrics"
+        return None
+
+    def _header(self, encoder: Any, fmt: str) -> list[str]:
+        """Each catalog metric's HELP/TYPE(/UNIT) lines as prometheus_client's encoder writes them."""
+        key = (fmt, getattr(encoder, "keywords", {}).get("escaping"))
+        headers = self._headers.get(key)
+        if headers is None or len(headers) != len(self._registry.metrics):
+            headers = []
+            for metric in self._registry.metrics.values():
+                spec = metric.spec
+                family = PromMetric(spec.family, spec.help, spec.type)
+                text = encoder(_Families([family])).decode("utf-8")
+                headers.append(text[: -len("# EOF\n")] if fmt == "openmetrics" else text)
+            self._headers[key] = headers
+        return headers
+
+    # -- series ----------------------------------------------------------------------------------------------------
+
+    def _cache(self, metric: Metric) -> _MetricCache:
+        series = metric._series
+        cache = self._caches.get(metric.name)
+        if cache is None or cache.series is not series:  # first scrape, or the store was cleared
+            cache = self._caches[metric.name] = _MetricCache(series)
+        elif len(cache.lines) > len(series):  # series were removed: forget their text
+            cache.lines = {k: v for k, v in cache.lines.items() if k in series}
+        return cache
+
+    @staticmethod
+    def _labels(metric: Metric, key: tuple[str, ...]) -> dict[str, str]:
+        """The series' labels as the OpenTelemetry path names them, without keeping the store's copy alive."""
+        cached = key in metric._attributes
+        labels = metric.attributes(key)
+        if not cached:  # the export path caches them; a scrape keeps only its text
+            metric._attributes.pop(key, None)
+        return labels
+
+    def _prefix(self, metric: Metric, key: tuple[str, ...]) -> str:
+        labels = _label_text(self._labels(metric, key))
+        return f"{metric.name}{{{labels}}} " if labels else f"{metric.name} "
+
+    @staticmethod
+    def _shared_template(metric: Histogram) -> str | None:
+        """One ``str.format`` template for every series of a histogram whose label keys all sort before ``le``:
+        ``{0}`` is a series' label text, ``{1}``... its values. None for other label layouts."""
+        if not metric.label_keys or max(metric.label_keys) >= "le":
+            return None
+        name = metric.name
+        les = [floatToGoString(b) for b in metric.bounds] + ["+Inf"]
+        lines = [name + '_bucket{{{0},le="' + le + '"}} {' + str(i + 1) + "}\n" for i, le in enumerate(les)]
+        lines.append(name + "_count{{{0}}} {" + str(len(les) + 1) + "}\n")
+        lines.append(name + "_sum{{{0}}} {" + str(len(les) + 2) + "}\n")
+        return "".join(lines)
+
+    def _series_entry(self, metric: Histogram, key: tuple[str, ...], shared: str | None) -> str:
+        """A series' label text for the shared template, or its own template (_Own) for any other layout."""
+        labels = self._labels(metric, key)
+        if shared is not None and len(labels) == len(metric.label_keys) and set(labels) == set(metric.label_keys):
+            return _label_text(labels)
+        braced = {k: v.replace("{", "{{").replace("}", "}}") for k, v in labels.items()}
+        name = metric.name.replace("{", "{{").replace("}", "}}")
+        lines = []
+        les = [floatToGoString(b) for b in metric.bounds] + ["+Inf"]
+        for i, le in enumerate(les):
+            lines.append(f"{name}_bucket{{{{{_label_text({**braced, 'le': le})}}}}} {{{i + 1}}}\n")
+        text = _label_text(braced)
+        braces = f"{{{{{text}}}}}" if text else ""
+        lines.append(f"{name}_count{braces} {{{len(les) + 1}}}\n")
+        lines.append(f"{name}_sum{braces} {{{len(les) + 2}}}\n")
+        return _Own("".join(lines))
+
+    def _scalar_lines(self, metric: Metric, out: list[str], chunks: io.BytesIO) -> None:
+        cache = self._cache(metric)
+        lines = cache.lines
+        with metric._lock:  # a dict copy is one C call: the lock is held for about a microsecond per 1k series
+            values = cache.series.copy()
+        append = out.append
+        for key, value in values.items():
+            prefix = lines.get(key)
+            if prefix is None:
+                prefix = lines[key] = self._prefix(metric, key)
+            append(prefix)
+            append(repr(value) if type(value) is float and -1e6 < value < 1e6 else floatToGoString(value))
+            append("\n")
+            if len(out) >= _FLUSH:
+                _flush(out, chunks)
+
+    def _histogram_lines(self, metric: Histogram, out: list[str], chunks: io.BytesIO) -> None:
+        cache = self._cache(metric)
+        lines, series = cache.lines, cache.series
+        if cache.shared is None:
+            cache.shared = self._shared_template(metric) or ""
+        shared = cache.shared or None
+        keys = list(series)
+        append = out.append
+        lock = metric._lock
+        count_text = _COUNT_TEXT
+        for start in range(0, len(keys), _CHUNK):
+            with lock:  # short: a chunk of series, never the whole metric
+                for key in keys[start:start + _CHUNK]:
+                    state = series.get(key)
+                    if state is None:
+                        continue
+                    entry = lines.get(key)
+                    if entry is None:
+                        entry = lines[key] = self._series_entry(metric, key, shared)
+                    template = entry if shared is None or type(entry) is _Own else shared
+                    count = state.count
+                    if count < 1024:
+                        append(template.format(entry, *[count_text[c] for c in accumulate(state.counts[:-1])],
+                                               count_text[count], count_text[count], _value_text(state.sum)))
+                    else:
+                        text = _count_text(count)
+                        append(template.format(entry, *[_count_text(c) for c in accumulate(state.counts[:-1])],
+                                               text, text, _value_text(state.sum)))
+            _flush(out, chunks)
+
+    # -- the exposition --------------------------------------------------------------------------------------------
+
+    def render(self, encoder: Any, others: Callable[[], list[PromMetric]] | None = None) -> bytes | None:
+        """The exposition of every catalog metric, then the families ``others`` returns (other instruments); None
+        when ``encoder`` is not one of the two formats this renders (the caller then uses the encoder)."""
+        fmt = self.format_of(encoder)
+        if fmt is None:
+            return None
+        extra = others() if others is not None else []
+        # The text is joined and encoded a few thousand lines at a time: one join of megabytes would hold the
+        # GIL for tens of milliseconds, stalling the training thread.
+        chunks = io.BytesIO()  # grows in place; getvalue() hands over its buffer without a copy
+        with self._lock:
+            out: list[str] = []
+            for header, metric in zip(self._header(encoder, fmt), self._registry.metrics.values()):
+                out.append(header)
+                if isinstance(metric, Histogram):
+                    self._histogram_lines(metric, out, chunks)
+                else:
+                    self._scalar_lines(metric, out, chunks)
+        if extra:
+            text = encoder(_Families(extra)).decode("utf-8")
+            out.append(text[: -len("# EOF\n")] if fmt == "openmetrics" else text)
+        if fmt == "openmetrics":
+            out.append("# EOF\n")
+        _flush(out, chunks)
+        return chunks.getvalue()
+
+
+_FLUSH = 3 * 1024  # parts (three per line) joined and encoded at once
+
+
+def _flush(out: list[str], chunks: io.BytesIO) -> None:
+    if out:
+        chunks.write("".join(out).encode("utf-8"))
+        out.clear()
+
+
+class _Families:
+    """The smallest prometheus_client Collector: yields the given families."""
+
+    def __init__(self, families: list[PromMetric]) -> None:
+        self._families = families
+
+    def collect(self) -> list[PromMetric]:
+        return self._families

@@ -1,0 +1,170 @@
+"""The store renderer writes the bytes prometheus_client's encoders write for the same collection."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+import otel_rl
+from otel_rl._internal.bridge import without_store
+from otel_rl._internal.store import REGISTRY
+
+ACCEPTS = ("", "text/plain; version=0.0.4", "application/openmetrics-text; version=1.0.0",
+           "application/openmetrics-text; version=1.0.0; escaping=allow-utf-8")
+TRICKY = ['plain', 'back\\slash', 'quo"te', 'new\nline', 'both\\"\n', '', ' ', 'ünïcødé ✓', '%s %d %%', '{x="1"}',
+          'le', 'tab\tchar', '\\n literal']
+
+
+def random_label(rng: random.Random) -> str:
+    if rng.random() < 0.4:
+        return rng.choice(TRICKY) + str(rng.randrange(3))
+    alphabet = 'ab\\"\n%{}=,é😀 '
+    return "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 8)))
+
+
+def record_random(rng: random.Random, n: int) -> None:
+    for _ in range(n):
+        kind = rng.randrange(6)
+        label, other = random_label(rng), random_label(rng)
+        value = rng.choice([0.0, 1.0, -2.5, 1e6, 1234567.0, 3e-7, 1e22, -1e7, 0.1 + 0.2, rng.uniform(-1e3, 1e3)])
+        if kind == 0:
+            otel_rl.record_episode(label, other, value, abs(value))
+        elif kind == 1:
+            otel_rl.record_training_iteration(label, int(abs(value)) % 10**9, other)
+        elif kind == 2:
+            otel_rl.record_performance_metrics(label, other, {"sharpe_ratio": value, "win_rate": 0.5})
+        elif kind == 3:
+            otel_rl.record_loss_metrics(label, value, abs(value), value / 3)
+        elif kind == 4:
+            otel_rl.record_environment_steps(label, int(abs(value)) % 5000)
+        else:
+            otel_rl.record_training_error(label)
+
+
+def reference(handle, accept: str) -> bytes:
+    """What the endpoint served before the renderer: the SDK's collection through prometheus_client's encoder."""
+    encoder, _ = choose_encoder(accept)
+    return encoder(handle.exposition.registry)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_matches_prometheus_client_encoders_on_random_series(seed):
+    rng = random.Random(seed)
+    handle = otel_rl.init_telemetry({"exporters": ["none"], "cardinality_limit": 100000})
+    record_random(rng, 150)
+    for accept in ACCEPTS:
+        assert handle.metrics_text(accept) == reference(handle, accept), accept
+    # Many observations in one series (counts past the small-number table) and series added after a scrape.
+    for i in range(1500):
+        otel_rl.record_episode("PPO", "many", float(i), 3.0)
+    record_random(rng, 20)
+    for accept in ACCEPTS:
+        assert handle.metrics_text(accept) == reference(handle, accept), accept
+
+
+def test_cache_follows_removed_series():
+    handle = otel_rl.init_telemetry({"exporters": ["none"]})
+    otel_rl.record_training_iteration("PPO", 1, "gone")
+    assert b'run_id="gone"' in handle.metrics_text()
+    otel_rl.testing.reset()
+    otel_rl.record_training_iteration("PPO", 2, "kept")
+    text = handle.metrics_text()
+    assert b'run_id="gone"' not in text and b'run_id="kept"' in text
+    assert text == reference(handle, "")
+
+
+def test_empty_state_matches():
+    handle = otel_rl.init_telemetry({"exporters": ["none"]})
+    for accept in ACCEPTS:
+        assert handle.metrics_text(accept) == reference(handle, accept)
+
+
+def test_lone_surrogates_are_escaped_not_raised():
+    """Lone surrogates render as the store's attributes escape them (as on the OTLP path), in both formats."""
+    handle = otel_rl.init_telemetry({"exporters": ["none"]})
+    otel_rl.record_episode("PPO", "bad\udcffagent", 1.0, 2.0)
+    otel_rl.record_training_iteration("PPO", 3, "\ud800")
+    for accept in ACCEPTS:
+        text = handle.metrics_text(accept).decode("utf-8")
+        assert 'agent_id="bad\\\\udcffagent"' in text  # a literal backslash, escaped in the exposition
+        assert 'run_id="\\\\ud800"' in text
+    families = {f.name: f for f in text_string_to_metric_families(handle.metrics_text().decode("utf-8"))}
+    assert families["rl_training_episode_reward"].samples
+
+
+def test_other_instruments_of_the_provider_still_show():
+    """Instruments that other code creates on otel-rl's MeterProvider come after the catalog, as before."""
+    handle = otel_rl.init_telemetry({"exporters": ["none"]})
+    meter = handle.bridge.provider.get_meter("someone.else")
+    meter.create_observable_gauge("my_gpu_temperature", [lambda options: [
+        __import__("opentelemetry.metrics", fromlist=["Observation"]).Observation(61.0, {"gpu": "0"})]])
+    otel_rl.record_environment_steps("PPO", 5)
+    for accept in ACCEPTS:
+        text = handle.metrics_text(accept)
+        assert text == reference(handle, accept)
+        assert b'my_gpu_temperature{gpu="0"} 61.0' in text
+
+
+def test_without_store_leaves_out_only_otel_rl_metrics():
+    handle = otel_rl.init_telemetry({"exporters": ["none"]})
+    otel_rl.record_episode("PPO", "a", 1.0, 2.0)
+    with without_store():
+        handle.pull_reader.collect()
+    names = [m.name for rm in handle.pull_reader.latest.resource_metrics for sm in rm.scope_metrics
+             for m in sm.metrics]
+    assert names == []
+    handle.pull_reader.collect()  # outside the block the collection is complete again
+    names = [m.name for rm in handle.pull_reader.latest.resource_metrics for sm in rm.scope_metrics
+             for m in sm.metrics]
+    assert "rl_training_episode_reward" in names and "rl_training_episodes_total" in names
+
+
+def test_scrape_does_not_hold_a_histogram_lock_for_the_whole_snapshot():
+    """A histogram with many series is read a chunk at a time: a recorder waits for one chunk, not the scrape."""
+    handle = otel_rl.init_telemetry({"exporters": ["none"], "cardinality_limit": 20000})
+    reward = REGISTRY["rl_training_episode_reward"]
+    for i in range(5000):
+        reward.observe(("PPO", f"a{i}"), 1.0)
+    acquisitions = []
+    lock = reward._lock
+
+    class Counting:
+        def __enter__(self):
+            acquisitions.append(1)
+            return lock.__enter__()
+
+        def __exit__(self, *exc):
+            return lock.__exit__(*exc)
+
+    histogram_cls = type(reward)
+    histogram_cls._lock.__set__(reward, Counting())
+    try:
+        handle.metrics_text()
+    finally:
+        histogram_cls._lock.__set__(reward, lock)
+    assert len(acquisitions) >= 5000 // 256
+
+
+def test_generate_latest_reference_escapes_like_the_renderer():
+    """Guard for the reference itself: prometheus_client escapes label values as the renderer's tests assume."""
+    registry = CollectorRegistry()
+    Gauge("g", "h", ["k"], registry=registry).labels('a\\b"c\nd').set(1)
+    assert b'g{k="a\\\\b\\"c\\nd"} 1.0' in generate_latest(registry)
+
+
+def test_overflow_series_match():
+    """Past the cardinality limit the overflow series (its own label layout) renders as the collector path does."""
+    handle = otel_rl.init_telemetry({"exporters": ["none"], "cardinality_limit": 3})
+    for i in range(6):
+        otel_rl.record_episode("PPO", f"agent-{i}", -1.5 * i, 10 + i)
+        otel_rl.record_training_iteration("PPO", i, f"run-{i}")
+    otel_rl.record_data_load_time(0.25)
+    text = handle.metrics_text()
+    assert b'rl_training_episode_reward_bucket{le="+Inf",otel_metric_overflow="true"} 3.0' in text
+    assert b'rl_training_current_iteration{otel_metric_overflow="true"} 5.0' in text
+    for accept in ACCEPTS:
+        assert handle.metrics_text(accept) == reference(handle, accept), accept
