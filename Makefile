@@ -11,7 +11,8 @@ PYTEST_ARGS ?=
 VENV_OLDEST ?= .venv-otel-min
 OLDEST_TESTS ?= tests/test_bridge.py tests/test_store.py tests/test_recording.py tests/test_telemetry.py \
 	tests/test_parity.py tests/test_config.py tests/test_decorators.py tests/test_results.py tests/test_compat.py \
-	tests/test_testing.py tests/test_collector_e2e.py
+	tests/test_testing.py tests/test_collector_e2e.py tests/test_render.py tests/test_server.py tests/test_webconfig.py \
+	tests/test_gymnasium.py tests/test_file_sd.py
 
 .PHONY: demo test lint venv venv-oldest prometheus collector stack bench generate clean
 
@@ -26,7 +27,7 @@ venv: $(VENV)/.installed
 $(VENV_OLDEST)/.installed: pyproject.toml tests/constraints-oldest.txt
 	$(PYTHON) -m venv $(VENV_OLDEST)
 	$(VENV_OLDEST)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV_OLDEST)/bin/python -m pip install --quiet -c tests/constraints-oldest.txt -e '.[dev]'
+	$(VENV_OLDEST)/bin/python -m pip install --quiet -c tests/constraints-oldest.txt -e '.[test]'
 	touch $@
 
 venv-oldest: $(VENV_OLDEST)/.installed

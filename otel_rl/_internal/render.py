@@ -93,8 +93,10 @@ class StoreRenderer:
         from prometheus_client import exposition
 
         func = getattr(encoder, "func", encoder)
-        escaping = getattr(encoder, "keywords", {}).get("escaping", openmetrics.UNDERSCORES)
-        if escaping not in (openmetrics.UNDERSCORES, openmetrics.ALLOWUTF8):
+        # prometheus_client before 0.22 has no name escaping (nor these constants): its encoders are plain functions.
+        default = getattr(openmetrics, "UNDERSCORES", None)
+        escaping = getattr(encoder, "keywords", {}).get("escaping", default)
+        if escaping not in (default, getattr(openmetrics, "ALLOWUTF8", None)):
             return None
         if func is exposition.generate_latest:
             return "text"
