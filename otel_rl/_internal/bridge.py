@@ -252,11 +252,6 @@ class PeriodicReader(CatalogReaderMixin, PeriodicExportingMetricReader):
         """Whether a collection begun at or after ``mark_ns`` (``time.monotonic_ns()``) was exported successfully."""
         return self.exporter.exported_ns >= mark_ns
 
-    @property
-    def last_export_failed(self) -> bool:
-        """Whether the most recent export failed or is still retrying."""
-        return self.exporter.in_flight or self.exporter.last_result not in (None, MetricExportResult.SUCCESS)
-
 
 class _LatestCollection(MetricReader):
     """Keeps the latest collection instead of exporting it."""

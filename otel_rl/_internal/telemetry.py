@@ -217,7 +217,8 @@ class Telemetry:
                 _logger.warning("otel-rl: no scrape of /metrics within prometheus.linger (%.1f s); the last values "
                                 "of this run may not have reached Prometheus", self.settings.prometheus.linger)
         # The final export is otel-rl's own, judged by its own result: the SDK's last collection at shutdown is
-        # bounded by the export interval and only logged when it times out (docs/collector.md, "Shutdown").
+        # bounded by the export interval and only logged when it times out (docs/collector.md, "What shutdown() and
+        # force_flush() guarantee").
         deadline = time.monotonic() + max(timeout, 0.05)
         exported = _bounded(lambda: self._export_final(deadline - time.monotonic()), deadline - time.monotonic()) \
             and self._exported_since(mark)
