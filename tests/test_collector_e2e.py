@@ -564,6 +564,41 @@ def test_run_shorter_than_export_interval_lands_on_push_path(stack: Stack) -> No
         await_values(prom, expected, f"{protocol}: short run after shutdown", logs=stack.logs, job=name)
 
 
+def test_final_values_arrive_when_the_sdks_last_collection_overruns_the_interval(stack: Stack) -> None:
+    """The SDK bounds its own last collection at shutdown by the export interval and only logs when it overruns
+    (many series on a loaded machine; here a 0.4 s reading against a 0.2 s interval). otel-rl's own final export
+    has the whole shutdown_timeout: shutdown() is True and Prometheus ends with exactly the final values."""
+    from opentelemetry.metrics import Observation
+
+    prom = stack.prometheus()
+    collector = stack.collector(prom)
+    name = "e2e-final-overrun"
+    config = otlp_config(endpoint_of(collector, "http/protobuf"), "http/protobuf", name, interval=0.2, timeout=10)
+    handle = otel_rl.init_telemetry({**config, "shutdown_timeout": 10})
+
+    slowed = threading.Event()  # slow only from shutdown on, so that no periodic export carries the final values
+
+    def slow(options):
+        if slowed.is_set():
+            time.sleep(0.4)
+        return [Observation(1.0)]
+
+    meter = handle.bridge.provider.get_meter("test.slow")
+    meter.create_observable_gauge("test_slow_reading", [slow])
+    # The SDK's deadline check runs after each instrument's (lazy) callbacks were started: one must follow.
+    meter.create_observable_gauge("test_fast_reading", [lambda options: [Observation(2.0)]])
+    otel_rl.record_training_start("PPO", "overrun")
+    record_iteration(1, run_id="overrun")
+    procs.wait_until(lambda: in_prometheus(prom, job=name), 30, what="a periodic export in Prometheus")
+    for i in range(2, 6):
+        record_iteration(i, run_id="overrun")
+    otel_rl.record_training_complete("PPO", 0.5, "overrun")
+    expected = {k: v for k, v in truth(handle).items() if k[0].startswith(("rl_training_", "otel_rl_"))}
+    slowed.set()
+    assert handle.shutdown(), "the final export did not succeed"
+    await_values(prom, expected, "final values after a slow last collection", logs=stack.logs, job=name)
+
+
 def test_pull_path_linger_waits_for_a_last_scrape(stack: Stack) -> None:
     """With ``prometheus.linger``, values recorded just before shutdown still reach Prometheus.
 

@@ -407,3 +407,27 @@ print(json.dumps({"refused": refused, "workers_alive_meanwhile": alive,
     assert result["refused"] and result["workers_alive_meanwhile"], result
     assert result["close_s"] < 15, result
     assert "records metrics" not in stderr   # the env workers recorded nothing, so nothing to warn about
+
+
+# -- the flush at the end of a training_run in a worker ----------------------------------------------------------------
+
+
+def test_a_rank_exports_its_final_values_when_its_training_run_ends(monkeypatch, caplog):
+    """A rank (RANK set) pushes its final values when its run ends, before any periodic export or shutdown; when that
+    export fails, although an earlier one succeeded, it says so instead of counting the earlier success."""
+    from test_telemetry import OtlpReceiver, _steps_exported
+
+    import otel_rl
+
+    monkeypatch.setenv("RANK", "1")
+    with OtlpReceiver() as receiver:
+        handle = otel_rl.init_telemetry({"exporters": ["otlp"], "shutdown_timeout": 3, "otlp": {
+            "endpoint": receiver.endpoint, "protocol": "http/protobuf", "export_interval": 60, "timeout": 1}})
+        with otel_rl.training_run("PPO"):
+            otel_rl.record_environment_steps("PPO", 10)
+        assert _steps_exported(receiver) == [10.0]  # the run's end exported, the interval is a minute
+    with caplog.at_level("WARNING", logger="otel_rl"):
+        with otel_rl.training_run("PPO"):
+            otel_rl.record_environment_steps("PPO", 5)
+    assert any("could not export its final values" in r.getMessage() for r in caplog.records), caplog.text
+    assert handle.shutdown(timeout=2) is False

@@ -427,3 +427,109 @@ def test_otel_sdk_disabled_exports_nothing(monkeypatch):
         assert not [s for f in text_string_to_metric_families(text) for s in f.samples]
         assert handle.shutdown(timeout=2) is True
     assert receiver.requests == []
+
+
+# -- the final export at shutdown is otel-rl's own ---------------------------------------------------------------------
+
+
+def _slow_reading(handle: otel_rl.Telemetry, seconds: float) -> None:
+    """A user's instrument on the telemetry's MeterProvider whose reading takes ``seconds`` (a slow device query)."""
+    from opentelemetry.metrics import Observation
+
+    def read(options):
+        time.sleep(seconds)
+        return [Observation(1.0)]
+
+    meter = handle.bridge.provider.get_meter("test.slow")
+    meter.create_observable_gauge("test_slow_reading", [read])
+    # The SDK checks its collection deadline after *starting* each instrument's callbacks (a lazy generator), so the
+    # time of one instrument's reading counts only when another instrument follows it.
+    meter.create_observable_gauge("test_fast_reading", [lambda options: [Observation(2.0)]])
+
+
+def _steps_exported(receiver: OtlpReceiver) -> list[float]:
+    """The environment-steps total of every export the receiver got, in order."""
+    values = []
+    for request in list(receiver.requests):
+        for rm in request.resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    if metric.name == "rl_training_environment_steps_total":
+                        values += [p.as_double for p in metric.sum.data_points]
+    return values
+
+
+def _wait_for(check, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_final_values_go_out_when_the_sdks_last_collection_overruns_the_interval():
+    """The SDK's own last collection at shutdown is bounded by the export *interval* (0.2 s here) and only logs when
+    it times out; a reading that takes 0.4 s made it drop the final values while shutdown() returned True.
+    otel-rl makes the final export itself, within shutdown_timeout: the final total arrives."""
+    with OtlpReceiver() as receiver:
+        handle = otel_rl.init_telemetry({"exporters": ["otlp"], "shutdown_timeout": 5, "otlp": {
+            "endpoint": receiver.endpoint, "protocol": "http/protobuf", "export_interval": 0.2, "timeout": 10}})
+        _slow_reading(handle, 0.4)
+        otel_rl.record_environment_steps("PPO", 100)
+        _wait_for(lambda: 100.0 in _steps_exported(receiver), 10, "a periodic export")
+        otel_rl.record_environment_steps("PPO", 50)
+        started = time.monotonic()
+        ok = handle.shutdown()
+        elapsed = time.monotonic() - started
+    assert 150.0 in _steps_exported(receiver), f"the final total never arrived: {_steps_exported(receiver)}"
+    assert ok is True
+    assert elapsed < 5.0 + 1.0
+
+
+def test_shutdown_is_false_and_warns_when_the_final_values_cannot_be_exported_in_time(caplog):
+    """Earlier exports succeeded, but reading the final values takes longer than shutdown_timeout: shutdown returns
+    False in time and says so, instead of reporting the earlier export's success."""
+    with OtlpReceiver() as receiver:
+        handle = otel_rl.init_telemetry({"exporters": ["otlp"], "shutdown_timeout": 0.5, "otlp": {
+            "endpoint": receiver.endpoint, "protocol": "http/protobuf", "export_interval": 0.2, "timeout": 10}})
+        _slow_reading(handle, 1.5)
+        otel_rl.record_environment_steps("PPO", 100)
+        _wait_for(lambda: 100.0 in _steps_exported(receiver), 10, "a periodic export")
+        otel_rl.record_environment_steps("PPO", 50)
+        started = time.monotonic()
+        with caplog.at_level("WARNING", logger="otel_rl"):
+            ok = handle.shutdown()
+        elapsed = time.monotonic() - started
+    assert 150.0 not in _steps_exported(receiver)
+    assert ok is False
+    assert elapsed < 0.5 + 1.0
+    assert any("final export did not succeed" in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_force_flush_is_judged_by_its_own_export():
+    """force_flush() is True only when values collected after the call went out: an earlier success does not count."""
+    with OtlpReceiver() as receiver:
+        handle = otel_rl.init_telemetry({"exporters": ["otlp"], "otlp": {
+            "endpoint": receiver.endpoint, "protocol": "http/protobuf", "export_interval": 60, "timeout": 1}})
+        otel_rl.record_environment_steps("PPO", 100)
+        assert handle.force_flush(timeout=5) is True
+        assert _steps_exported(receiver) == [100.0]
+    # The receiver is gone: the next flush's own export fails although the previous one succeeded.
+    otel_rl.record_environment_steps("PPO", 50)
+    assert handle.force_flush(timeout=5) is False
+    assert handle.shutdown(timeout=2) is False
+
+
+def test_otlp_export_keeps_training_and_resource_metrics_together():
+    """With resource_metrics on, the process metrics (another scope, same resource) and the training metrics go out
+    in one resource entry; two entries for one resource made the OTLP encoder keep only the second."""
+    with OtlpReceiver() as receiver:
+        handle = otel_rl.init_telemetry({"exporters": ["otlp"], "resource_metrics": True, "otlp": {
+            "endpoint": receiver.endpoint, "protocol": "http/protobuf", "export_interval": 60}})
+        otel_rl.record_environment_steps("PPO", 7)
+        assert handle.shutdown(timeout=5) is True
+    (request,) = receiver.requests
+    (resource,) = request.resource_metrics
+    scopes = {sm.scope.name: [m.name for m in sm.metrics] for sm in resource.scope_metrics}
+    assert "rl_training_environment_steps_total" in scopes.get("otel_rl", []), scopes
+    assert any(name.startswith("process.") for name in scopes.get("otel_rl.resources", [])), scopes
+    assert _steps_exported(receiver) == [7.0]

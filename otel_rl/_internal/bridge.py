@@ -152,6 +152,9 @@ class Bridge:
         ours: list[Metric] = [] if getattr(_local, "skip", False) else self.histogram_metrics()
         resource_metrics: list[ResourceMetrics] = []
         schema_url = ""
+        # Other scopes of this resource (the resource metrics, a user's instruments) join otel-rl's entry: the OTLP
+        # encoder keeps one entry per resource, so a second entry for the same resource replaced the first.
+        beside: list[ScopeMetrics] = []
         for rm in (data.resource_metrics if data is not None else ()):
             others = []
             for sm in rm.scope_metrics:
@@ -160,11 +163,13 @@ class Bridge:
                     schema_url = sm.schema_url
                 else:
                     others.append(sm)
-            if others:
+            if others and rm.resource == self.resource:
+                beside.extend(others)
+            elif others:
                 resource_metrics.append(ResourceMetrics(rm.resource, others, rm.schema_url))
         ours.sort(key=lambda m: self._order.get(m.name, len(self._order)))
         resource_metrics.insert(0, ResourceMetrics(
-            self.resource, [ScopeMetrics(self.scope, ours, schema_url)], self.resource.schema_url))
+            self.resource, [ScopeMetrics(self.scope, ours, schema_url), *beside], self.resource.schema_url))
         return MetricsData(resource_metrics)
 
 
@@ -179,15 +184,22 @@ class CatalogReaderMixin:
         super()._receive_metrics(metrics_data, timeout_millis=timeout_millis, **kwargs)  # type: ignore[misc]
 
 
+#: When the collection running in this thread began (``time.monotonic_ns()``): the marker is the first instrument,
+#: so its callback runs before any value is read. The exporter uses it to date what it exported.
+_collection = threading.local()
+
+
 def _marker(options: CallbackOptions) -> list[Observation]:
+    _collection.started_ns = time.monotonic_ns()
     return [Observation(1)]
 
 
 class ResultKeepingExporter(MetricExporter):
-    """Passes every call to ``inner`` and keeps the last export's result.
+    """Passes every call to ``inner`` and keeps what the exports achieved.
 
     The SDK's reader discards export results, so without this a flush or shutdown could not tell the caller
-    that the final values never reached the collector.
+    that the final values never reached the collector. Besides the last result it keeps when the newest
+    collection that was exported successfully began, so a flush can tell its own export from an earlier one.
     """
 
     def __init__(self, inner: MetricExporter,
@@ -198,14 +210,19 @@ class ResultKeepingExporter(MetricExporter):
         self.inner = inner
         self.last_result: MetricExportResult | None = None
         self.in_flight = False
+        #: ``time.monotonic_ns()`` at the start of the newest collection whose export succeeded (0: none yet).
+        self.exported_ns = 0
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> MetricExportResult:
+        started_ns = _collection.__dict__.pop("started_ns", None) or time.monotonic_ns()
         self.in_flight = True
         result = MetricExportResult.FAILURE
         try:
             result = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
         finally:
             self.last_result = result
+            if result is MetricExportResult.SUCCESS:
+                self.exported_ns = max(self.exported_ns, started_ns)
             self.in_flight = False
         return result
 
@@ -222,13 +239,33 @@ class PeriodicReader(CatalogReaderMixin, PeriodicExportingMetricReader):
     def __init__(self, exporter: MetricExporter, interval_s: float, timeout_s: float,
                  cardinality_limit: int) -> None:
         self.exporter = ResultKeepingExporter(exporter, cumulative_temporality())
+        #: The thread of :meth:`export_final`; once set, collections made by other threads are not exported.
+        self._final_thread: int | None = None
         super().__init__(self.exporter, export_interval_millis=interval_s * 1000.0,
                          export_timeout_millis=timeout_s * 1000.0, **reader_limits(cardinality_limit))
 
-    @property
-    def last_export_failed(self) -> bool:
-        """Whether the most recent export (the final one, after shutdown) failed or is still retrying."""
-        return self.exporter.in_flight or self.exporter.last_result not in (None, MetricExportResult.SUCCESS)
+    def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> None:
+        final = self._final_thread
+        if final is not None and final != threading.get_ident():
+            # The SDK's own last collection at shutdown (or a tick racing with it): export_final has the newer values.
+            _collection.__dict__.pop("started_ns", None)
+            return
+        super()._receive_metrics(metrics_data, timeout_millis=timeout_millis, **kwargs)
+
+    def export_final(self, timeout_millis: float) -> None:
+        """Collect and export now, in this thread, with the whole budget; then stop exporting.
+
+        The SDK's shutdown makes one more collection too, but bounds it by the export *interval* and only logs
+        when it times out, so a shutdown could succeed without exporting the final values. otel-rl exports them
+        itself and judges that export (:meth:`exported_since`); the SDK's collection that follows is not exported.
+        Raises what the SDK's ``collect`` raises (``MetricsTimeoutError`` when the callbacks overrun the budget).
+        """
+        self._final_thread = threading.get_ident()
+        self.collect(timeout_millis=timeout_millis)
+
+    def exported_since(self, mark_ns: int) -> bool:
+        """Whether a collection begun at or after ``mark_ns`` (``time.monotonic_ns()``) was exported successfully."""
+        return self.exporter.exported_ns >= mark_ns
 
 
 class _LatestCollection(MetricReader):

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import fields, is_dataclass
 from typing import Any
 
+from opentelemetry.sdk.metrics import MetricsTimeoutError
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 
@@ -170,11 +171,26 @@ class Telemetry:
             replacement = _current
             return replacement.force_flush(timeout) if replacement is not None else True
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
+        mark = time.monotonic_ns()  # success means: values collected after this call went out
         done = _bounded(lambda: self.bridge.provider.force_flush(timeout_millis=timeout * 1000), timeout)
-        return done and not self._export_failed()
+        return done and self._exported_since(mark)
 
-    def _export_failed(self) -> bool:
-        return any(isinstance(r, PeriodicReader) and r.last_export_failed for r in self.readers)
+    def _push_readers(self) -> list[PeriodicReader]:
+        return [r for r in self.readers if isinstance(r, PeriodicReader)]
+
+    def _exported_since(self, mark_ns: int) -> bool:
+        """Whether every push reader exported, successfully, a collection that began after ``mark_ns``."""
+        return all(r.exported_since(mark_ns) for r in self._push_readers())
+
+    def _export_final(self, timeout: float) -> None:
+        """Each push reader's last export, made here with the whole remaining budget (see PeriodicReader)."""
+        deadline = time.monotonic() + timeout
+        for reader in self._push_readers():
+            try:
+                reader.export_final(max(deadline - time.monotonic(), 0.001) * 1000)
+            except MetricsTimeoutError:
+                _logger.warning("otel-rl: reading the final values took longer than %.1f s; they were not exported",
+                                timeout)
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Flush the final values and stop every reader and the endpoint, within ``timeout`` seconds (plus the linger).
@@ -202,6 +218,7 @@ class Telemetry:
 
     def _shutdown(self, timeout: float | None) -> bool:
         global _current
+        mark = time.monotonic_ns()
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
         ok = True
         if self.server is not None and self.settings.prometheus.linger > 0:
@@ -212,9 +229,18 @@ class Telemetry:
             if not ok:
                 _logger.warning("otel-rl: no scrape of /metrics within prometheus.linger (%.1f s); the last values "
                                 "of this run may not have reached Prometheus", self.settings.prometheus.linger)
-        remaining = max(timeout, 0.05)
-        flushed = _bounded(lambda: self.bridge.provider.shutdown(timeout_millis=remaining * 1000), remaining) \
-            and not self._export_failed()
+        # The final export is otel-rl's own, judged by its own result: the SDK's last collection at shutdown is
+        # bounded by the export interval and only logged when it times out (docs/collector.md, "What shutdown() and
+        # force_flush() guarantee").
+        deadline = time.monotonic() + max(timeout, 0.05)
+        exported = _bounded(lambda: self._export_final(deadline - time.monotonic()), deadline - time.monotonic()) \
+            and self._exported_since(mark)
+        remaining = max(deadline - time.monotonic(), 0.05)
+        stopped = _bounded(lambda: self.bridge.provider.shutdown(timeout_millis=remaining * 1000), remaining)
+        if not stopped and exported:
+            _logger.info("otel-rl: the final values were exported; the SDK's shutdown did not finish within %.1f s",
+                         timeout)
+        flushed = exported and (stopped or bool(self._push_readers()))
         if self.server is not None:
             self.server.stop()
             if self._sd_address is not None and self.settings.prometheus.file_sd:
