@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from otel_rl._internal.config import EXPORTERS, PROTOCOLS
+from otel_rl._internal.config import EXPORTERS, PROTOCOLS, ConfigError
 
 
 class MissingExtraError(SystemExit):
@@ -30,12 +30,17 @@ def _demo(args: argparse.Namespace) -> int:
 
     config: dict[str, Any] = {"exporters": args.exporter, "service_name": args.service_name,
                               "prometheus": {"port": args.port, "host": args.host, "linger": args.linger}}
-    if args.otlp_endpoint or args.otlp_protocol or args.export_interval:
+    if args.otlp_endpoint or args.otlp_protocol or args.export_interval is not None:
         config["otlp"] = {k: v for k, v in {"endpoint": args.otlp_endpoint, "protocol": args.otlp_protocol,
-                                             "export_interval": args.export_interval}.items() if v}
-    if "prometheus" in args.exporter:
-        print(f"otel-rl demo: metrics on http://localhost:{args.port}/metrics (health: /health)", file=sys.stderr)
-    result = run_demo(iterations=args.iterations, episodes_per_iter=args.episodes, seed=args.seed, config=config,
+                                             "export_interval": args.export_interval}.items() if v is not None}
+    import otel_rl
+
+    handle = otel_rl.init_telemetry(config)  # a bad setting ends here, as one line (see main)
+    if handle.server is not None:  # the bound port (also with --port 0); nothing when it could not be bound
+        host = "localhost" if args.host in ("0.0.0.0", "::") else (f"[{args.host}]" if ":" in args.host else args.host)
+        print(f"otel-rl demo: metrics on {handle.server.scheme}://{host}:{handle.prometheus_port}/metrics "
+              "(health: /health)", file=sys.stderr)
+    result = run_demo(iterations=args.iterations, episodes_per_iter=args.episodes, seed=args.seed, config=None,
                       run_id=args.run_id, inject_failure=args.inject_failure, progress=not args.no_progress)
     first = sum(result.reward_means[:5]) / max(len(result.reward_means[:5]), 1)
     last = sum(result.reward_means[-5:]) / max(len(result.reward_means[-5:]), 1)
@@ -136,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
+    except ConfigError as exc:  # a setting the user gave: one line, as argparse reports a bad flag
+        print(f"otel-rl: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

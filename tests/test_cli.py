@@ -40,3 +40,33 @@ def test_help_texts_do_not_say_seed_except_for_the_random_seed():
             texts.append(help_text)
     offending = [t for t in texts if "seed" in t.lower()]
     assert not offending, offending
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "otel_rl", *args], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+def test_a_bad_setting_is_one_error_line_not_a_traceback():
+    """`otel-rl demo --port 99999` exits 2 with the ConfigError text on one line, as argparse reports bad flags."""
+    done = _cli("demo", "--port", "99999", "--iterations", "1", "--no-progress")
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("otel-rl: error: ") and "prometheus.port" in lines[0], lines
+
+
+def test_export_interval_zero_is_refused_not_ignored():
+    """`--export-interval 0` reaches validation (it used to be dropped as falsy and the 10 s default used)."""
+    done = _cli("demo", "--exporter", "otlp", "--export-interval", "0", "--iterations", "1", "--no-progress")
+    assert done.returncode == 2 and "otlp.export_interval" in done.stderr, done.stderr
+
+
+def test_demo_banner_names_the_bound_port():
+    """With --port 0 the banner shows the port actually bound, not 0."""
+    done = _cli("demo", "--port", "0", "--host", "127.0.0.1", "--iterations", "1", "--episodes", "1",
+                "--linger", "0", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    banner = [line for line in done.stderr.splitlines() if "metrics on" in line]
+    assert len(banner) == 1 and "http://127.0.0.1:" in banner[0] and ":0/" not in banner[0], done.stderr

@@ -234,3 +234,13 @@ def test_signals_follow_the_original_21_in_the_catalog():
     assert names[:21] == [spec.name for spec in otel_rl.CATALOG]
     assert names[21:-1] == [spec.name for spec in otel_rl.SIGNALS]
     assert all(spec.type == "gauge" and spec.labels == ("algorithm", "run_id") for spec in otel_rl.SIGNALS)
+
+
+def test_a_wrong_call_logs_one_traceback_not_one_per_call(caplog):
+    """A helper called with the wrong arguments in a loop logs its traceback once; later calls only at debug."""
+    caplog.set_level(logging.DEBUG, logger="otel_rl")
+    for _ in range(5):
+        otel_rl.record_episode("PPO")  # type: ignore[call-arg]
+    tracebacks = [r for r in caplog.records if r.exc_info and r.levelno >= logging.WARNING]
+    assert len(tracebacks) == 1 and "record_episode" in tracebacks[0].getMessage()
+    assert len([r for r in caplog.records if r.levelno == logging.DEBUG and "record_episode" in r.getMessage()]) == 4

@@ -224,7 +224,7 @@ def _bool(value: Any) -> bool:
         return value
     if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
         return value.strip().lower() in ("true", "1", "yes", "on")
-    raise _Invalid("true or false")
+    raise _Invalid("true or false (also yes/no, on/off, 1/0)")
 
 
 def _port(value: Any) -> int:

@@ -64,8 +64,14 @@ def _never_raises(func: F) -> F:
         except _BadLabel as bad:  # counted and logged once per metric, never a traceback per call
             for name in metrics:
                 REGISTRY.drop(name, BAD_LABELS, bad.value)
-        except Exception:  # a recording problem must never stop a training run
-            _logger.exception("otel-rl: %s failed; the value was not recorded", func.__name__)
+        except Exception as exc:  # noqa: BLE001 (a recording problem must never stop a training run)
+            # One traceback per helper and kind of error (a wrong call in a loop must not flood the log).
+            first = REGISTRY.warn_once((func.__name__, "failed:" + type(exc).__name__),
+                                       "otel-rl: %s failed (%s); the value was not recorded. Logged once; later "
+                                       "failures of this kind are logged at debug level.", func.__name__,
+                                       type(exc).__name__, exc_info=True)
+            if not first:
+                _logger.debug("otel-rl: %s failed; the value was not recorded", func.__name__, exc_info=True)
 
     return guarded  # type: ignore[return-value]
 

@@ -186,15 +186,18 @@ class Registry:
             "counted, in otel_rl_dropped_values_total{metric=%r,reason=%r}.",
             metric, reason, describe(value), _HINTS.get(reason, ""), metric, str(reason))
 
-    def warn_once(self, key: tuple[str, str], message: str, *args: Any) -> None:
-        """Log ``message`` the first time ``key`` is seen (for fixes that keep a value, unlike :meth:`drop`)."""
+    def warn_once(self, key: tuple[str, str], message: str, *args: Any, exc_info: bool = False) -> bool:
+        """Log ``message`` the first time ``key`` is seen (for fixes that keep a value, unlike :meth:`drop`).
+
+        Returns whether it logged."""
         if key in self._warned:
-            return
+            return False
         with self._warn_lock:
             if key in self._warned:
-                return
+                return False
             self._warned.add(key)
-        _logger.warning(message, *args)
+        _logger.warning(message, *args, exc_info=exc_info)
+        return True
 
     def after_fork_in_child(self) -> None:
         """In a forked child: new locks (the parent may have held any of them at fork) and no values.

@@ -230,8 +230,8 @@ def _users(path: str, section: Any) -> dict[str, bytes]:
                               f"{user!r}; allowed: a non-empty string without ':'")
         if not isinstance(hashed, str) or not _BCRYPT.match(hashed):
             raise ConfigError(f"prometheus.web_config_file {path!r}: key 'basic_auth_users.{user}' has a value "
-                              "that is not a bcrypt hash (value not shown); allowed: a bcrypt hash such as "
-                              "`htpasswd -nbBC 10 USER PASSWORD` prints after the ':'")
+                              "that is not a bcrypt hash (value not shown); allowed: a bcrypt hash, e.g. from "
+                              "`htpasswd -nBC 10 \"\" | tr -d ':\\n'` (it asks for the password)")
         users[user] = hashed.encode("ascii")
     try:
         import bcrypt  # noqa: F401
