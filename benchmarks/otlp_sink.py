@@ -5,7 +5,6 @@ The sink answers 200 to every POST and runs in a separate process so that its CP
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from typing import Any
@@ -42,12 +41,6 @@ def stop(proc: subprocess.Popen | None) -> None:
     if proc is not None:
         proc.terminate()
         proc.wait(5)
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def otlp_config(port: int, interval: float, limit: int = 2000) -> dict[str, Any]:
