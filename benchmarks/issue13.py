@@ -3,6 +3,7 @@
     python benchmarks/issue13.py                 # the table (every row: median [min-max] of per-repetition ratios)
     python benchmarks/issue13.py --curves        # the table, then the scaling curves
     python benchmarks/issue13.py --only render pause --reps 3
+    python benchmarks/issue13.py --quick         # small sizes, 2 repetitions: a smoke run, not figures
 
 Every ratio is candidate / baseline measured in the same process and repetition, the two interleaved in ABBA
 order, so load from other processes on a shared machine affects both sides. Baselines:
@@ -21,36 +22,44 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-for _p in (str(HERE), str(ROOT)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-
-import direct_prometheus  # noqa: E402
-
-import run as suite  # noqa: E402  (interleave, machine, start_sink, iteration_loop)
-
-for _name in ("otel_rl", "opentelemetry"):
-    __import__("logging").getLogger(_name).setLevel(60)
+import baselines
+import bench_gymnasium
+import bench_recording
+import direct_prometheus
+import harness
+from harness import interleave, mmm, ratios, timed
+from otlp_sink import otlp_config, plain_sdk, start_sink, stop
 
 ROWS: list[dict[str, Any]] = []
 CURVES: dict[str, Any] = {}
 
+#: name: (quick, full) sizes; quick is a smoke run that says the script works, not a figure to report
+SIZES: dict[str, tuple[Any, Any]] = {
+    "render": ((1_000,), (10_000, 50_000)),
+    "pause": ((2_000,), (50_000,)),
+    "memory": (2_000, 50_000),
+    "threads": (5_000, 100_000),
+    "export": ((1_000,), (10_000, 50_000)),
+    "vector": (300, 3000),
+    "iteration": (500, 5000),
+    "curve_record": (((100, 1_000), 20_000), ((100, 1_000, 10_000, 50_000), 200_000)),
+    "curve_render": ((500, 1_000), (1_000, 5_000, 20_000)),
+    "curve_pause": ((500, 1_000), (1_000, 10_000, 20_000)),
+}
 
-def mmm(values: list[float], fmt: str = "{:.3g}") -> str:
-    return f"{fmt.format(statistics.median(values))} [{fmt.format(min(values))}–{fmt.format(max(values))}]"
+
+def size(name: str, quick: bool) -> Any:
+    return SIZES[name][0 if quick else 1]
 
 
 def row(what: str, values: list[float], target: float | None, unit: str = "×", note: str = "") -> None:
@@ -59,12 +68,8 @@ def row(what: str, values: list[float], target: float | None, unit: str = "×", 
     entry = {"what": what, "median": med, "min": min(values), "max": max(values), "unit": unit,
              "target": target, "status": status, "note": note, "values": values}
     ROWS.append(entry)
-    print(f"  {what:<64} {mmm(values):<26} {unit:<5} {'' if target is None else '≤ %g' % target:<7} {status:<5} "
-          f"{note}", flush=True)
-
-
-def ratios(times: dict[str, list[float]], a: str, b: str) -> list[float]:
-    return [x / y for x, y in zip(times[a], times[b])]
+    limit = "" if target is None else f"≤ {target:g}"
+    print(f"  {what:<64} {mmm(values):<26} {unit:<5} {limit:<7} {status:<5} {note}", flush=True)
 
 
 # -- series sets -------------------------------------------------------------------------------------------------
@@ -72,7 +77,7 @@ def ratios(times: dict[str, list[float]], a: str, b: str) -> list[float]:
 def fill(kind: str, size: int, ours: bool, target: Any) -> None:
     """``size`` label sets of ``kind`` (gauge, histogram, mixed) in otel-rl's registry or a direct module."""
     if ours:
-        from otel_rl._internal.store import REGISTRY as reg
+        from otel_rl._internal.store import REGISTRY as reg  # noqa: N811  (a local alias, like m below)
 
         def gauge(name: str, labels: tuple[str, ...], v: float) -> None:
             reg[name].set(labels, v)
@@ -121,25 +126,17 @@ def our_handle(size: int, exporters: list[str] | None = None, port: int | None =
     reset()
     config: dict[str, Any] = {"exporters": exporters or ["none"], "cardinality_limit": max(2000, size + 10)}
     if port is not None:
-        config.update(suite.otlp_config(port, 3600.0, limit=max(2000, size + 10)))
+        config.update(otlp_config(port, 3600.0, limit=max(2000, size + 10)))
     return otel_rl.init_telemetry(config)
-
-
-def timed(func: Callable[[], Any], clock: Callable[[], float] = time.perf_counter) -> Callable[[], float]:
-    def go() -> float:
-        started = clock()
-        func()
-        return clock() - started
-    return go
 
 
 # -- 1. render ---------------------------------------------------------------------------------------------------
 
-def bench_render(reps: int, sizes: tuple[int, ...] = (10_000, 50_000),
+def bench_render(reps: int, quick: bool = False, sizes: tuple[int, ...] | None = None,
                  kinds: tuple[str, ...] = ("gauge", "histogram", "mixed"), curve: bool = False) -> None:
     from prometheus_client import generate_latest
 
-    for size in sizes:
+    for size in sizes or SIZES["render"][0 if quick else 1]:
         for kind in kinds:
             handle = our_handle(size)
             try:
@@ -147,24 +144,23 @@ def bench_render(reps: int, sizes: tuple[int, ...] = (10_000, 50_000),
                 prom = direct_prometheus.build()
                 fill(kind, size, False, prom)
                 handle.metrics_text()
-                times = suite.interleave({"otel_rl": timed(handle.metrics_text, time.thread_time),
-                                          "generate_latest": timed(lambda: generate_latest(prom.registry),
-                                                                   time.thread_time)}, reps)
+                times = interleave({"otel_rl": timed(handle.metrics_text, time.thread_time),
+                                    "generate_latest": timed(partial(generate_latest, prom.registry),
+                                                             time.thread_time)}, reps)
             finally:
                 handle.shutdown()
             r = ratios(times, "otel_rl", "generate_latest")
-            label = f"/metrics render, {size // 1000}k {kind} series vs generate_latest"
+            ours_ms = statistics.median(times["otel_rl"]) * 1e3
+            theirs_ms = statistics.median(times["generate_latest"]) * 1e3
             if curve:
                 CURVES.setdefault("scrape", []).append(
-                    {"series": size, "kind": kind, "otel_rl_ms": statistics.median(times["otel_rl"]) * 1e3,
-                     "generate_latest_ms": statistics.median(times["generate_latest"]) * 1e3,
+                    {"series": size, "kind": kind, "otel_rl_ms": ours_ms, "generate_latest_ms": theirs_ms,
                      "ratio": statistics.median(r)})
-                print(f"    scrape {kind:>9} {size:>7}: otel_rl {statistics.median(times['otel_rl']) * 1e3:8.1f} ms,"
-                      f" generate_latest {statistics.median(times['generate_latest']) * 1e3:8.1f} ms,"
-                      f" {statistics.median(r):.3f}x", flush=True)
+                print(f"    scrape {kind:>9} {size:>7}: otel_rl {ours_ms:8.1f} ms,"
+                      f" generate_latest {theirs_ms:8.1f} ms, {statistics.median(r):.3f}x", flush=True)
             else:
-                row(label, r, 0.25, note=f"otel_rl {statistics.median(times['otel_rl']) * 1e3:.0f} ms, "
-                                         f"generate_latest {statistics.median(times['generate_latest']) * 1e3:.0f} ms")
+                row(f"/metrics render, {size // 1000}k {kind} series vs generate_latest", r, 0.25,
+                    note=f"otel_rl {ours_ms:.0f} ms, generate_latest {theirs_ms:.0f} ms")
 
 
 # -- 2. pause of a recording thread during a scrape --------------------------------------------------------------
@@ -197,57 +193,54 @@ def longest_pause(scrape: Callable[[], Any], record: Callable[[float], Any]) -> 
     return worst[0]
 
 
-def bench_pause(reps: int, sizes: tuple[int, ...] = (50_000,), kinds: tuple[str, ...] = ("mixed", "histogram"),
-                curve: bool = False) -> None:
+def bench_pause(reps: int, quick: bool = False, sizes: tuple[int, ...] | None = None,
+                kinds: tuple[str, ...] = ("mixed", "histogram"), curve: bool = False) -> None:
     from prometheus_client import generate_latest
 
     from otel_rl._internal.store import REGISTRY
 
-    for size in sizes:
+    for size in sizes or SIZES["pause"][0 if quick else 1]:
         for kind in kinds:
             handle = our_handle(size)
             try:
                 fill(kind, size, True, None)
                 prom = direct_prometheus.build()
                 fill(kind, size, False, prom)
-                gauge = REGISTRY["rl_training_active"]
-                child = prom.metrics["rl_training_active"].labels("PPO")
+                ours = partial(REGISTRY["rl_training_active"].set, ("PPO",))
                 handle.metrics_text()
                 started = time.perf_counter()
                 handle.metrics_text()
                 window = time.perf_counter() - started
-                pauses: dict[str, list[float]] = {"otel_rl": [], "prometheus_client": [], "idle": [], "busy": []}
+                # name: (what runs in the other thread, the record call of the measured loop)
+                variants: dict[str, tuple[Callable[[], Any], Callable[[float], Any]]] = {
+                    "otel_rl": (handle.metrics_text, ours),
+                    "prometheus_client": (partial(generate_latest, prom.registry),
+                                          prom.metrics["rl_training_active"].labels("PPO").set),
+                    # the same loop for as long as a scrape takes, without one
+                    "idle": (partial(time.sleep, window), ours),
+                    # any pure-Python work in another thread: the GIL hand-over floor
+                    "busy": (partial(_busy, window), ours),
+                }
+                pauses: dict[str, list[float]] = {name: [] for name in variants}
                 for rep in range(reps):
-                    order = ("otel_rl", "prometheus_client", "idle", "busy") if rep % 2 == 0 else \
-                        ("busy", "idle", "prometheus_client", "otel_rl")
-                    for name in order:
+                    for name in list(variants) if rep % 2 == 0 else list(variants)[::-1]:
                         gc.collect()
-                        if name == "idle":  # the same loop for as long as a scrape takes, without one
-                            pauses[name].append(longest_pause(lambda: time.sleep(window),
-                                                              lambda v: gauge.set(("PPO",), v)))
-                        elif name == "busy":  # any pure-Python work in another thread: the GIL hand-over floor
-                            pauses[name].append(longest_pause(lambda: _busy(window),
-                                                              lambda v: gauge.set(("PPO",), v)))
-                        elif name == "otel_rl":
-                            pauses[name].append(longest_pause(handle.metrics_text,
-                                                              lambda v: gauge.set(("PPO",), v)))
-                        else:
-                            pauses[name].append(longest_pause(lambda: generate_latest(prom.registry), child.set))
+                        pauses[name].append(longest_pause(*variants[name]))
             finally:
                 handle.shutdown()
-            ms = [p * 1e3 for p in pauses["otel_rl"]]
+            ms = {name: [p * 1e3 for p in values] for name, values in pauses.items()}
             if curve:
-                CURVES.setdefault("pause", []).append({"series": size, "kind": kind, "otel_rl_ms": statistics.median(ms),
-                                                       "idle_ms": statistics.median(pauses["idle"]) * 1e3,
-                                                       "busy_ms": statistics.median(pauses["busy"]) * 1e3,
-                                                       "prometheus_client_ms": statistics.median(pauses["prometheus_client"]) * 1e3})
-                print(f"    pause {kind:>9} {size:>7}: otel_rl {statistics.median(ms):7.1f} ms, prometheus_client "
-                      f"{statistics.median(pauses['prometheus_client']) * 1e3:7.1f} ms", flush=True)
+                CURVES.setdefault("pause", []).append(
+                    {"series": size, "kind": kind, "otel_rl_ms": statistics.median(ms["otel_rl"]),
+                     "idle_ms": statistics.median(ms["idle"]), "busy_ms": statistics.median(ms["busy"]),
+                     "prometheus_client_ms": statistics.median(ms["prometheus_client"])})
+                print(f"    pause {kind:>9} {size:>7}: otel_rl {statistics.median(ms['otel_rl']):7.1f} ms, "
+                      f"prometheus_client {statistics.median(ms['prometheus_client']):7.1f} ms", flush=True)
             else:
-                row(f"longest recording-thread pause, {size // 1000}k-series {kind} scrape", ms, 20.0, "ms",
-                    note=f"prometheus_client generate_latest: {mmm([p * 1e3 for p in pauses['prometheus_client']])} "
-                         f"ms; no scrape (machine noise): {mmm([p * 1e3 for p in pauses['idle']])} ms; a busy pure-Python "
-                         f"thread instead of the scrape (GIL hand-over floor): {mmm([p * 1e3 for p in pauses['busy']])} ms")
+                row(f"longest recording-thread pause, {size // 1000}k-series {kind} scrape", ms["otel_rl"], 20.0,
+                    "ms", note=f"prometheus_client generate_latest: {mmm(ms['prometheus_client'])} ms; "
+                               f"no scrape (machine noise): {mmm(ms['idle'])} ms; a busy pure-Python thread instead "
+                               f"of the scrape (GIL hand-over floor): {mmm(ms['busy'])} ms")
 
 
 def _busy(seconds: float) -> None:
@@ -273,7 +266,7 @@ def memory_child(kind: str, size: int) -> dict[str, Any]:
         fill("gauge", 2, False, prom)
         generate_latest(prom.registry)
     gc.collect()
-    base = suite.rss_bytes()
+    base = harness.rss_bytes()
     if kind == "otel_rl":
         fill("mixed", size, True, None)
         for _ in range(3):
@@ -283,16 +276,15 @@ def memory_child(kind: str, size: int) -> dict[str, Any]:
         for _ in range(3):
             generate_latest(prom.registry)
     gc.collect()
-    return {"per_series": (suite.rss_bytes() - base) / size}
+    return {"per_series": (harness.rss_bytes() - base) / size}
 
 
-def bench_memory(reps: int, size: int = 50_000) -> None:
+def bench_memory(reps: int, quick: bool = False) -> None:
+    size = SIZES["memory"][0 if quick else 1]
     per: dict[str, list[float]] = {"otel_rl": [], "prometheus_client": []}
     for rep in range(max(2, reps // 2)):
         for kind in (("otel_rl", "prometheus_client") if rep % 2 == 0 else ("prometheus_client", "otel_rl")):
-            out = subprocess.run([sys.executable, __file__, "--memory-child", kind, str(size)], capture_output=True,
-                                 text=True, timeout=600, check=True)
-            per[kind].append(json.loads(out.stdout.strip().splitlines()[-1])["per_series"])
+            per[kind].append(harness.run_child(__file__, "--memory-child", kind, str(size))["per_series"])
     row(f"RSS per series after 3 scrapes, {size // 1000}k mixed series", [b / 1024 for b in per["otel_rl"]], 1.0,
         "KiB", note=f"direct prometheus_client: {mmm([b / 1024 for b in per['prometheus_client']])} KiB")
 
@@ -319,10 +311,11 @@ def per_record(threads: int, observe_for: Callable[[int], Callable[[float], Any]
     return (time.perf_counter() - started) / (threads * n)
 
 
-def bench_threads(reps: int, n: int = 100_000) -> None:
+def bench_threads(reps: int, quick: bool = False) -> None:
     from otel_rl._internal.store import REGISTRY
     from otel_rl.testing import reset
 
+    n = SIZES["threads"][0 if quick else 1]
     reset()
     hist = REGISTRY["rl_training_episode_reward"]
     prom = direct_prometheus.build()
@@ -336,9 +329,9 @@ def bench_threads(reps: int, n: int = 100_000) -> None:
     def theirs(t: int) -> Callable[[float], Any]:
         return ph.labels("PPO", f"agent_{t}").observe
 
-    times = suite.interleave({"otel_rl 1": lambda: per_record(1, ours, n), "otel_rl 4": lambda: per_record(4, ours, n),
-                              "prom 1": lambda: per_record(1, theirs, n), "prom 4": lambda: per_record(4, theirs, n)},
-                             reps)
+    times = interleave({"otel_rl 1": partial(per_record, 1, ours, n), "otel_rl 4": partial(per_record, 4, ours, n),
+                        "prom 1": partial(per_record, 1, theirs, n), "prom 4": partial(per_record, 4, theirs, n)},
+                       reps)
     row("histogram record, 4 threads vs 1 thread (per record)", ratios(times, "otel_rl 4", "otel_rl 1"), 1.2,
         note=f"{statistics.median(times['otel_rl 1']) * 1e9:.0f} ns/record alone; prometheus_client "
              f"{mmm(ratios(times, 'prom 4', 'prom 1'))}")
@@ -347,8 +340,8 @@ def bench_threads(reps: int, n: int = 100_000) -> None:
 
 # -- 5. collections per force_flush, export CPU vs the plain SDK --------------------------------------------------
 
-def bench_flush(reps: int) -> None:
-    sink, port = suite.start_sink()
+def bench_flush(reps: int, quick: bool = False) -> None:
+    sink, port = start_sink()
     try:
         handle = our_handle(1000, port=port)
         fill("mixed", 1000, True, None)
@@ -367,61 +360,45 @@ def bench_flush(reps: int) -> None:
             calls[0] = 0
             handle.force_flush(30.0)
             counts.append(float(calls[0]))
-        times = suite.interleave({"flush": timed(lambda: handle.force_flush(30.0), time.process_time),
-                                  "export": timed(lambda: reader.collect(), time.process_time)}, reps)
+        times = interleave({"flush": timed(partial(handle.force_flush, 30.0), time.process_time),
+                            "export": timed(reader.collect, time.process_time)}, reps)
         cost = ratios(times, "flush", "export")
         bridge.histogram_metrics = original  # type: ignore[method-assign]
         handle.shutdown()
     finally:
-        sink.terminate()
-        sink.wait(5)
+        stop(sink)
     row("collections per force_flush()", counts, 1.0, "", note=f"flush CPU vs one export: {mmm(cost)}")
 
 
-def bench_export(reps: int, sizes: tuple[int, ...] = (10_000, 50_000), curve: bool = False) -> None:
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-    from opentelemetry.sdk.metrics import Counter, Histogram
-    from opentelemetry.sdk.metrics import _Gauge as Gauge  # the SDK's synchronous gauge
-    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-
-    from otel_rl._internal.bridge import cumulative_temporality
-
-    import baselines
-
-    sink, port = suite.start_sink()
+def bench_export(reps: int, quick: bool = False, sizes: tuple[int, ...] | None = None,
+                 curve: bool = False) -> None:
+    sink, port = start_sink()
     try:
-        for size in sizes:
+        for size in sizes or SIZES["export"][0 if quick else 1]:
             handle = our_handle(size, port=port)
             fill("mixed", size, True, None)
             ours = handle.readers[-1]
-            plain_reader = PeriodicExportingMetricReader(
-                OTLPMetricExporter(endpoint=f"http://127.0.0.1:{port}/v1/metrics",
-                                   preferred_temporality=cumulative_temporality()),
-                export_interval_millis=3_600_000,
-                cardinality_limits={k: size + 10 for k in (Counter, Gauge, Histogram)})
-            plain = baselines.PlainOtel(readers=[plain_reader])
+            plain, plain_reader = plain_sdk(port, size)  # uncapped: it exports every series otel-rl does
             _fill_plain(plain, size)
             try:
                 # What the export thread does each interval: reader.collect() -> exporter.export().
-                times = suite.interleave({"otel_rl": timed(ours.collect, time.process_time),
-                                          "plain": timed(plain_reader.collect, time.process_time)}, reps)
+                times = interleave({"otel_rl": timed(ours.collect, time.process_time),
+                                    "plain": timed(plain_reader.collect, time.process_time)}, reps)
             finally:
                 handle.shutdown()
                 plain.shutdown()
             r = ratios(times, "otel_rl", "plain")
+            ours_ms, plain_ms = statistics.median(times["otel_rl"]) * 1e3, statistics.median(times["plain"]) * 1e3
             if curve:
-                CURVES.setdefault("export", []).append({"series": size, "otel_rl_ms": statistics.median(times["otel_rl"]) * 1e3,
-                                                        "plain_ms": statistics.median(times["plain"]) * 1e3,
+                CURVES.setdefault("export", []).append({"series": size, "otel_rl_ms": ours_ms, "plain_ms": plain_ms,
                                                         "ratio": statistics.median(r)})
-                print(f"    export {size:>7}: otel_rl {statistics.median(times['otel_rl']) * 1e3:8.1f} ms CPU, plain SDK "
-                      f"{statistics.median(times['plain']) * 1e3:8.1f} ms, {statistics.median(r):.3f}x", flush=True)
+                print(f"    export {size:>7}: otel_rl {ours_ms:8.1f} ms CPU, plain SDK {plain_ms:8.1f} ms, "
+                      f"{statistics.median(r):.3f}x", flush=True)
             else:
                 row(f"export CPU per OTLP/HTTP export, {size // 1000}k mixed series vs plain SDK", r, 1.0,
-                    note=f"otel_rl {statistics.median(times['otel_rl']) * 1e3:.0f} ms, plain "
-                         f"{statistics.median(times['plain']) * 1e3:.0f} ms")
+                    note=f"otel_rl {ours_ms:.0f} ms, plain {plain_ms:.0f} ms")
     finally:
-        sink.terminate()
-        sink.wait(5)
+        stop(sink)
 
 
 def _fill_plain(plain: Any, size: int) -> None:
@@ -433,12 +410,13 @@ def _fill_plain(plain: Any, size: int) -> None:
         elif r == 1:
             m["rl_training_episodes_total"].add(3.0, {"algorithm": "PPO", "agent_id": f"agent-{i:06d}"})
         else:
-            m["rl_training_episode_reward"].record(float(i % 700), {"algorithm": "PPO", "agent_id": f"agent-{i:06d}"})
+            m["rl_training_episode_reward"].record(float(i % 700),
+                                                   {"algorithm": "PPO", "agent_id": f"agent-{i:06d}"})
 
 
 # -- 6. vector wrapper on a real SyncVectorEnv -------------------------------------------------------------------
 
-def bench_vector(reps: int, steps: int = 3000) -> None:
+def bench_vector(reps: int, quick: bool = False) -> None:
     import gymnasium as gym
     import numpy as np
 
@@ -447,27 +425,12 @@ def bench_vector(reps: int, steps: int = 3000) -> None:
 
     reset()
 
-    def make() -> Any:
-        return gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1") for _ in range(8)])
+    def make() -> Any:  # a real SyncVectorEnv: make_vec would give CartPole's own numpy-vectorised env
+        return gym.vector.SyncVectorEnv([partial(gym.make, "CartPole-v1") for _ in range(8)])
 
-    actions = np.random.default_rng(0).integers(0, 2, size=(steps, 8))
-
-    def loop(env: Any) -> Callable[[], float]:
-        env.reset(seed=0)
-        step = env.step
-
-        def go() -> float:
-            started = time.thread_time()
-            for a in actions:
-                step(a)
-            return (time.thread_time() - started) / steps
-        return go
-
+    actions = np.random.default_rng(0).integers(0, 2, size=(SIZES["vector"][0 if quick else 1], 8))
     bare, wrapped = make(), RecordVectorEpisodeMetrics(make(), "PPO", "bench")
-    loops = {"bare": loop(bare), "wrapped": loop(wrapped)}
-    for f in loops.values():
-        f()
-    times = suite.interleave(loops, reps)
+    times = bench_gymnasium.vector_times({"bare": bare, "wrapped": wrapped}, actions, reps, time.thread_time)
     row("RecordVectorEpisodeMetrics on SyncVectorEnv x8 CartPole-v1 step", ratios(times, "wrapped", "bare"), 1.03,
         note=f"bare {statistics.median(times['bare']) * 1e6:.1f} us, wrapped "
              f"{statistics.median(times['wrapped']) * 1e6:.1f} us")
@@ -477,18 +440,14 @@ def bench_vector(reps: int, steps: int = 3000) -> None:
 
 # -- 7. one original iteration -----------------------------------------------------------------------------------
 
-def bench_iteration(reps: int, n: int = 5000) -> None:
+def bench_iteration(reps: int, quick: bool = False) -> None:
     import otel_rl
     from otel_rl.testing import reset
 
-    import baselines
-
     reset()
-    loops = {"otel_rl": _cpu_loop(otel_rl), "direct": _cpu_loop(direct_prometheus.build()),
-             "suite baseline": _cpu_loop(baselines.SeedPrometheus())}
-    for f in loops.values():
-        f(300)
-    times = suite.interleave({k: (lambda f=f: f(n)) for k, f in loops.items()}, reps)
+    apis = {"otel_rl": otel_rl, "direct": direct_prometheus.build(), "suite baseline": baselines.SeedPrometheus()}
+    # This thread's CPU time: immune to preemption on a loaded machine.
+    times = bench_recording.iteration_times(apis, SIZES["iteration"][0 if quick else 1], reps, time.thread_time)
     row("one original iteration (31 updates) vs direct prometheus_client", ratios(times, "otel_rl", "direct"), 0.2,
         note=f"otel_rl {statistics.median(times['otel_rl']) * 1e6:.1f} us, direct "
              f"{statistics.median(times['direct']) * 1e6:.1f} us; run.py's baseline is "
@@ -496,24 +455,25 @@ def bench_iteration(reps: int, n: int = 5000) -> None:
     reset()
 
 
-def _cpu_loop(api: Any) -> Callable[[int], float]:
-    """run.py's iteration loop, timed with this thread's CPU time (immune to preemption on a loaded machine)."""
-    loop = suite.iteration_loop(api)
-    clock = time.thread_time
-
-    def go(n: int) -> float:
-        started = clock()
-        loop(n)
-        return (clock() - started) / n
-    return go
-
-
 # -- curves ------------------------------------------------------------------------------------------------------
 
-def curve_record(reps: int, sizes: tuple[int, ...] = (100, 1_000, 10_000, 50_000), n: int = 200_000) -> None:
+def _set_all(gauge: Any, keys: list[tuple[str, str]]) -> None:
+    s = gauge.set
+    for k in keys:
+        s(k, 1.5)
+
+
+def _observe_all(hist: Any, keys: list[tuple[str, str]]) -> None:
+    o = hist.observe
+    for k in keys:
+        o(k, 1.5)
+
+
+def curve_record(reps: int, quick: bool = False) -> None:
     from otel_rl._internal.store import REGISTRY
     from otel_rl.testing import reset
 
+    sizes, n = SIZES["curve_record"][0 if quick else 1]
     for size in sizes:
         reset()
         fill("gauge", size, True, None)
@@ -525,18 +485,8 @@ def curve_record(reps: int, sizes: tuple[int, ...] = (100, 1_000, 10_000, 50_000
         hkeys = [("PPO", f"agent-{i:06d}") for i in range(1, size, 2)][::step][:1024]
         gkeys = (gkeys * (n // len(gkeys) + 1))[:n]
         hkeys = (hkeys * (n // len(hkeys) + 1))[:n]
-
-        def g() -> None:
-            s = gauge.set
-            for k in gkeys:
-                s(k, 1.5)
-
-        def h() -> None:
-            o = hist.observe
-            for k in hkeys:
-                o(k, 1.5)
-
-        times = suite.interleave({"gauge": timed(g, time.thread_time), "histogram": timed(h, time.thread_time)}, reps)
+        times = interleave({"gauge": timed(partial(_set_all, gauge, gkeys), time.thread_time),
+                            "histogram": timed(partial(_observe_all, hist, hkeys), time.thread_time)}, reps)
         entry = {"series": size, "gauge_set_ns": statistics.median(times["gauge"]) / n * 1e9,
                  "histogram_observe_ns": statistics.median(times["histogram"]) / n * 1e9}
         CURVES.setdefault("record", []).append(entry)
@@ -552,31 +502,38 @@ BENCHES = {"render": bench_render, "pause": bench_pause, "memory": bench_memory,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=list(BENCHES))
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--reps", type=int, help="repetitions (default 5, or 2 with --quick)")
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes and 2 repetitions: a smoke run that shows the script works, not figures")
     parser.add_argument("--curves", action="store_true", help="also measure the scaling curves")
-    parser.add_argument("--output", default=str(HERE / "results" / "issue13.json"))
+    parser.add_argument("--output", help="JSON summary path (default benchmarks/results/issue13.json, "
+                                         "issue13-quick.json with --quick)")
     parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    harness.quiet_logs()
     if args.memory_child:
         print(json.dumps(memory_child(args.memory_child[0], int(args.memory_child[1]))))
         return 0
-    os.environ.pop("OTEL_RL_EXPORTERS", None)
-    os.environ.pop("OTEL_METRICS_EXPORTER", None)
-    info = suite.machine()
-    print(f"otel-rl issue-13 table: {info['nproc']} CPUs, {info['cpu']}, Python {info['python']}, "
-          f"load {info['loadavg_start']}; median [min–max] of {args.reps} interleaved repetitions")
+    harness.clean_environment()
+    quick = args.quick
+    reps = args.reps or (2 if quick else 5)
+    info = harness.machine()
+    print(f"otel-rl issue-13 table{' (quick)' if quick else ''}: {info['nproc']} CPUs, {info['cpu']}, "
+          f"Python {info['python']}, load {info['loadavg_start']}; median [min–max] of {reps} interleaved repetitions")
     started = time.perf_counter()
     for name in args.only or BENCHES:
-        BENCHES[name](args.reps)
+        BENCHES[name](reps, quick)
     if args.curves:
         print("scaling curves")
-        curve_record(3)
-        bench_render(3, sizes=(1_000, 5_000, 20_000), kinds=("mixed",), curve=True)
-        bench_export(3, sizes=(1_000, 5_000, 20_000), curve=True)
-        bench_pause(3, sizes=(1_000, 10_000, 20_000), kinds=("mixed",), curve=True)
+        curve_reps = 2 if quick else 3
+        curve_record(curve_reps, quick)
+        bench_render(curve_reps, sizes=size("curve_render", quick), kinds=("mixed",), curve=True)
+        bench_export(curve_reps, sizes=size("curve_render", quick), curve=True)
+        bench_pause(curve_reps, sizes=size("curve_pause", quick), kinds=("mixed",), curve=True)
     summary = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": info,
-               "seconds": round(time.perf_counter() - started, 1), "reps": args.reps, "rows": ROWS, "curves": CURVES}
-    path = Path(args.output)
+               "mode": "quick" if quick else "full", "seconds": round(time.perf_counter() - started, 1),
+               "reps": reps, "rows": ROWS, "curves": CURVES}
+    path = Path(args.output or harness.RESULTS / ("issue13-quick.json" if quick else "issue13.json"))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     print(f"done in {summary['seconds']:.0f} s; summary: {path}")

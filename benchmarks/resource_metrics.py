@@ -9,29 +9,25 @@ psutil/NVML readings. Run alone with ``python benchmarks/resource_metrics.py [--
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
+from collections.abc import Callable
 
-HERE = Path(__file__).resolve().parent
-for _p in (str(HERE), str(HERE.parent)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+import harness
+from harness import Report, median, ratios
+from workloads import iteration_loop
 
 #: Allowed slowdown of one recorded iteration with the setting on (noise on a loaded 2-CPU machine is ~5 %).
 TARGET_RATIO = 1.05
 
 
-def bench_resources(report, quick: bool) -> None:
+def bench(report: Report, quick: bool) -> None:
     import otel_rl
     from otel_rl.testing import reset
 
-    from run import _size, interleave, iteration_loop, median, ratios
-
-    n, reps = _size("recording_iters", quick), _size("reps", quick) * 2 - 1
+    n, reps = harness.size("recording_iters", quick), harness.size("reps", quick) * 2 - 1
     loop = iteration_loop(otel_rl)
 
-    def variant(on: bool):
+    def variant(on: bool) -> Callable[[], float]:
         def run() -> float:
             reset()
             handle = otel_rl.init_telemetry({"exporters": ["none"], "resource_metrics": on})
@@ -43,14 +39,14 @@ def bench_resources(report, quick: bool) -> None:
 
         return run
 
-    times = interleave({"off": variant(False), "on": variant(True)}, reps)
+    times = harness.interleave({"off": variant(False), "on": variant(True)}, reps)
     r = median(ratios(times, "on", "off"))
     report.details["resources"] = {k: [t * 1e6 for t in v] for k, v in times.items()}
     report.add("resources", "one iteration, resource_metrics on", median(times["on"]) * 1e6, "us", r,
                "resource_metrics off", f"<= {TARGET_RATIO}x", r <= TARGET_RATIO)
     report.add("resources", "one iteration, resource_metrics off", median(times["off"]) * 1e6, "us")
 
-    def collection(on: bool):
+    def collection(on: bool) -> Callable[[], float]:
         def run() -> float:
             reset()
             handle = otel_rl.init_telemetry({"exporters": ["none"], "resource_metrics": on})
@@ -66,7 +62,7 @@ def bench_resources(report, quick: bool) -> None:
 
         return run
 
-    scrapes = interleave({"off": collection(False), "on": collection(True)}, _size("reps", quick))
+    scrapes = harness.interleave({"off": collection(False), "on": collection(True)}, harness.size("reps", quick))
     report.add("resources", "one scrape (metrics_text), resource_metrics on", median(scrapes["on"]) * 1e3, "ms",
                median(ratios(scrapes, "on", "off")), "resource_metrics off",
                note="collection reads psutil (and NVML where a GPU exists); not on the record path")
@@ -77,11 +73,10 @@ def bench_resources(report, quick: bool) -> None:
 if __name__ == "__main__":
     import argparse
 
-    from run import Report
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    __import__("logging").getLogger("otel_rl").setLevel(60)
-    print(f"  {'measure':<52} {'median':>12} {'unit':<8} {'ratio':<34} {'target':<14} status")
-    bench_resources(Report(), args.quick)
+    harness.clean_environment()
+    harness.quiet_logs()
+    print(Report.HEADER)
+    bench(Report(), args.quick)

@@ -1,6 +1,6 @@
 """Scale-out benchmark: N processes pushing over OTLP into one collector that remote-writes into one Prometheus.
 
-    python benchmarks/scale_out.py [--processes 4 16 64] [--series 1000] [--seconds 30] [--output PATH]
+    python benchmarks/scale_out.py [--processes 4 16 64] [--series 1000] [--seconds 30] [--output PATH] [--quick]
 
 Each process runs otel-rl with ``otlp.export_interval`` 1 s and keeps ``--series`` counter series
 (``rl_training_environment_steps_total`` with that many ``algorithm`` values) plus one freshness gauge, updating
@@ -167,8 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, nargs="+", default=[4, 16, 64])
     parser.add_argument("--series", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--output", type=Path, default=HERE / "results" / "scale_out.json")
+    parser.add_argument("--output", type=Path, help="JSON summary (default benchmarks/results/scale_out.json, "
+                                                    "scale_out-quick.json with --quick)")
+    parser.add_argument("--quick", action="store_true",
+                        help="2 processes, 50 series, 8 s: a smoke run that shows the pipeline works, not a figure")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.processes, args.series, args.seconds = [2], 50, 8.0
+    args.output = args.output or HERE / "results" / ("scale_out-quick.json" if args.quick else "scale_out.json")
     results = []
     for n in args.processes:
         with procs.workdir() as wd:

@@ -1,4 +1,4 @@
-"""How much a storm of scrapes slows training: python benchmarks/scrape_storm.py [--clients 50] [--seconds 3].
+"""How much a storm of scrapes slows training: python benchmarks/scrape_storm.py [--clients 50] [--seconds 3] [--quick].
 
 A training-like loop (pure-Python work plus one record_episode per iteration) runs with the /metrics endpoint
 serving; its iterations per second are measured with no scraper, then with ``--clients`` scrapers looping GET
@@ -55,7 +55,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--series", type=int, default=500, help="distinct run ids recorded (the state's size)")
+    parser.add_argument("--quick", action="store_true",
+                        help="5 clients, 0.5 s windows, 1 repetition, 50 series: a smoke run, not a figure")
     args = parser.parse_args()
+    if args.quick:
+        args.clients, args.seconds, args.reps, args.series = 5, 0.5, 1, 50
     handle = otel_rl.init_telemetry({"exporters": ["prometheus"], "prometheus": {"host": "127.0.0.1", "port": 0}})
     url = f"http://127.0.0.1:{handle.prometheus_port}/metrics"
     renders = [0]
