@@ -1,10 +1,10 @@
-"""The two baselines every benchmark compares otel-rl against, built from the seed's facts file.
+"""The two baselines every benchmark compares otel-rl against, built from the original module's facts file.
 
-* :class:`SeedPrometheus`: the seed module re-created on prometheus_client, with its 21 metrics defined from
+* :class:`OriginalPrometheus`: the original module re-created on prometheus_client, with its 21 metrics defined from
   ``shared/reference/seed-metrics.json`` in a private ``CollectorRegistry`` and its helpers doing what the facts
   say they did.
 * :class:`PlainOtel`: the same helpers on the plain OpenTelemetry SDK: synchronous Counter / Histogram / Gauge
-  instruments, Views with the seed's buckets, a MeterProvider with an InMemoryMetricReader (or any readers).
+  instruments, Views with the original buckets, a MeterProvider with an InMemoryMetricReader (or any readers).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ def seed_metrics() -> list[dict[str, Any]]:
              "buckets": list(s.buckets)} for s in ALL_METRICS if s.name.startswith("rl_training_")]
 
 
-class SeedPrometheus:
-    """The seed module on prometheus_client, in its own registry.
+class OriginalPrometheus:
+    """The original prometheus_metrics module on prometheus_client, in its own registry.
 
     ``keyword_labels=True`` calls ``.labels(algorithm=..., run_id=...)`` as much hand-written code does; the default
     positional ``.labels(a, b)`` is prometheus_client's faster path, so the comparison is the harder one for otel-rl.
@@ -109,7 +109,7 @@ class SeedPrometheus:
 
 
 class PlainOtel:
-    """The seed's helpers on the plain OpenTelemetry SDK (sync instruments, Views with the seed buckets)."""
+    """The original module's helpers on the plain OpenTelemetry SDK (sync instruments, Views with its buckets)."""
 
     def __init__(self, readers: list[Any] | None = None, cardinality_limit: int | None = None) -> None:
         from opentelemetry.sdk.metrics import MeterProvider

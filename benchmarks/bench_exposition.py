@@ -18,7 +18,7 @@ def bench(report: Report, quick: bool) -> None:
         handle = otel_rl.init_telemetry({"exporters": ["none"], "cardinality_limit": max(2000, size)})
         try:
             label_sets = populate(otel_rl, size)
-            prom = baselines.SeedPrometheus()
+            prom = baselines.OriginalPrometheus()
             populate(prom, size)
             ours, theirs = handle.metrics_text(), prom.render()
             times = harness.interleave({"otel_rl": harness.timed(handle.metrics_text),

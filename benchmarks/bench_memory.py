@@ -24,7 +24,7 @@ def child(kind: str, checkpoints: list[int]) -> dict[str, Any]:
 
         handle = api.init_telemetry({"exporters": ["none"]})  # default cardinality limit
     else:
-        api = baselines.SeedPrometheus()  # type: ignore[assignment]
+        api = baselines.OriginalPrometheus()  # type: ignore[assignment]
     api.record_training_iteration("PPO", 0, "warm")  # import and first-call costs are not growth
     api.record_episode_metrics("PPO", "warm", 1.0, 1.0)
     gc.collect()

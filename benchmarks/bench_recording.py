@@ -28,8 +28,8 @@ def bench(report: Report, quick: bool) -> None:
 
     reset()
     plain = baselines.PlainOtel()
-    apis = {"otel_rl": otel_rl, "prometheus_client": baselines.SeedPrometheus(),
-            "prometheus_client (keyword labels)": baselines.SeedPrometheus(keyword_labels=True),
+    apis = {"otel_rl": otel_rl, "prometheus_client": baselines.OriginalPrometheus(),
+            "prometheus_client (keyword labels)": baselines.OriginalPrometheus(keyword_labels=True),
             "plain OTel SDK": plain}
     times = iteration_times(apis, harness.size("recording_iters", quick), harness.size("reps", quick))
     plain.shutdown()

@@ -2,7 +2,7 @@
 
 Metric objects are plain local references and each helper calls ``metric.labels(a, b).inc()`` (prometheus_client's
 positional fast path) with nothing in between: no wrapper method, no keyword-to-positional conversion. This is the
-fastest honest rendering of the original module; :class:`baselines.SeedPrometheus` adds one indirection per call.
+fastest honest rendering of the original module; :class:`baselines.OriginalPrometheus` adds one indirection per call.
 Every call to :func:`build` makes a fresh, private ``CollectorRegistry``.
 """
 

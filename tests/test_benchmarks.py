@@ -79,7 +79,7 @@ def test_the_iteration_workload_runs_on_otel_rl_and_every_baseline():
     plain = baselines.PlainOtel()
     try:
         times = recording.iteration_times({"otel_rl": otel_rl, "direct": direct.build(),
-                                           "suite": baselines.SeedPrometheus(), "plain": plain}, n=5, reps=2)
+                                           "suite": baselines.OriginalPrometheus(), "plain": plain}, n=5, reps=2)
     finally:
         plain.shutdown()
     assert set(times) == {"otel_rl", "direct", "suite", "plain"}

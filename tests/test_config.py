@@ -617,3 +617,15 @@ def test_error_messages_truncate_huge_values():
     """A huge value is shown truncated in the error, so the message stays readable."""
     message = _error({"service_name": ["x" * 10_000] * 1000})
     assert "service_name" in message and len(message) < 1000
+
+
+def test_application_keys_in_the_monitoring_section_are_ignored_typos_are_not(caplog):
+    """Other keys of an application's monitoring: section belong to it (named once at INFO); a near-miss of an
+    otel-rl key is still a ConfigError."""
+    caplog.set_level(logging.INFO, logger="otel_rl")
+    settings = load_settings({"monitoring": {"prometheus_port": 9300, "enable_grafana": True,
+                                             "grafana_url": "http://g"}}, environ={})
+    assert settings.prometheus.port == 9300
+    assert any("enable_grafana" in r.getMessage() and "grafana_url" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ConfigError, match="did you mean 'exporters'"):
+        load_settings({"monitoring": {"exporter": ["otlp"]}}, environ={})

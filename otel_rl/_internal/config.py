@@ -6,7 +6,9 @@ raises :class:`ConfigError` naming the key, the value and what is allowed, befor
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import logging
 import os
 import re
 import reprlib
@@ -15,6 +17,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+_logger = logging.getLogger("otel_rl")
 
 EXPORTERS = ("prometheus", "otlp", "console", "none")
 PROTOCOLS = ("grpc", "http/protobuf")
@@ -457,7 +461,19 @@ def read_config(config: Mapping[str, Any] | str | os.PathLike[str] | None) -> di
             return {}
         if not isinstance(section, Mapping):
             raise ConfigError(f"config key 'monitoring' has value {_show(section)}; allowed: a mapping")
-        config = section
+        # The application's own section: keys otel-rl does not know belong to the application (the original
+        # module's trainer read only monitoring.prometheus_port). They are named once, never their values.
+        known = {key.split(".")[0] for key in _BY_KEY} | set(_ALIASES)
+        others = sorted(str(k) for k in section if k not in known)
+        for key in others:  # a near-miss of an otel-rl setting is a typo, not an application key
+            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.8)
+            if close:
+                raise ConfigError(f"unknown config key 'monitoring.{_show(key)[1:-1]}'; allowed keys: "
+                                  f"{', '.join(sorted(known))} (did you mean {close[0]!r}?)")
+        if others:
+            _logger.info("otel-rl: ignoring keys of the monitoring: section that are not otel-rl settings: %s",
+                         ", ".join(_show(k) for k in others))
+        config = {k: v for k, v in section.items() if k in known}
     return _flatten(config)
 
 
