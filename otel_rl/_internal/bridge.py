@@ -180,7 +180,13 @@ class CatalogReaderMixin:
 
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> None:
         if self._bridge is not None:
-            metrics_data = self._bridge.complete(metrics_data)
+            try:
+                metrics_data = self._bridge.complete(metrics_data)
+            except Exception:  # noqa: BLE001 (an error here would kill the SDK's export thread for the whole run)
+                self._bridge.registry.warn_once(
+                    ("otel_rl", "complete_failed"),
+                    "otel-rl could not add its histograms to a collection; this collection is passed on without "
+                    "them (later ones try again). Please report this.", exc_info=True)
         super()._receive_metrics(metrics_data, timeout_millis=timeout_millis, **kwargs)  # type: ignore[misc]
 
 
