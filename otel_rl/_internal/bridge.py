@@ -43,7 +43,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from otel_rl._internal.catalog import ALL_METRICS
 from otel_rl._internal.config import sdk_disabled
-from otel_rl._internal.store import Registry
+from otel_rl._internal.store import Registry, flush_held_back
 
 SCOPE_NAME = "otel_rl"
 #: An observable gauge that always has one point, so that the SDK hands every collection to ``_receive_metrics``
@@ -197,6 +197,7 @@ _collection = threading.local()
 
 def _marker(options: CallbackOptions) -> list[Observation]:
     _collection.started_ns = time.monotonic_ns()
+    flush_held_back()  # the Gymnasium wrappers' step counts, before any value is read
     return [Observation(1)]
 
 

@@ -29,7 +29,7 @@ from prometheus_client.metrics_core import Metric as PromMetric
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.utils import floatToGoString
 
-from otel_rl._internal.store import Histogram, Metric, Registry
+from otel_rl._internal.store import Histogram, Metric, Registry, flush_held_back
 
 _CHUNK = 64  # histogram series read per lock acquisition (and encoded at once)
 _COUNT_TEXT = [f"{i}.0" for i in range(1024)]  # floatToGoString of small integer counts
@@ -223,6 +223,7 @@ class StoreRenderer:
         fmt = self.format_of(encoder)
         if fmt is None:
             return None
+        flush_held_back()  # the Gymnasium wrappers' step counts
         extra = others() if others is not None else []
         # The text is joined and encoded a few thousand lines at a time: one join of megabytes would hold the
         # GIL for tens of milliseconds, stalling the training thread.
