@@ -399,6 +399,9 @@ class Gauge(Metric):
                 return
         series = self._series
         if key in series:  # replacing a value of an existing key is one atomic dict store under the GIL
+            # Racing remove(key) this may bring the series back without _admit: as if the set came after the
+            # remove, past the cardinality limit by at most one series per racing thread. Racing clear() it lands
+            # in the old dict, as if it came before. Neither is worth a lock on every set.
             series[key] = value
             return
         with self._lock:
