@@ -19,11 +19,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from otel_rl._internal.catalog import DROPPED_VALUES
-from otel_rl._internal.store import REGISTRY, HistogramSeries
+from otel_rl._internal.store import REGISTRY, HistogramSeries, flush_held_back
 
 
 def reset() -> None:
-    """Forget every recorded value (the catalog's unlabelled series come back at zero)."""
+    """Forget every recorded value (the catalog's unlabelled series come back at zero), including steps that live
+    Gymnasium wrappers still hold back, so they do not show up after the reset."""
+    flush_held_back()
     REGISTRY.reset()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 
 import pytest
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader
@@ -81,3 +82,23 @@ def test_a_store_limit_above_the_sdk_default_exports_every_series():
     text = handle.metrics_text().decode()
     assert text.count("rl_training_episode_reward_mean{") == 2500
     assert "otel_metric_overflow" not in text
+
+
+def test_a_failing_completion_still_passes_the_collection_on_with_one_warning(caplog, monkeypatch):
+    """An unexpected error while adding the histograms never escapes the reader (where it would kill the SDK's
+    export thread for the rest of the run): the counters and gauges still get through, and it is logged once."""
+    caplog.set_level(logging.WARNING, logger="otel_rl")
+    handle = otel_rl.init_telemetry({"exporters": ["none"]})
+    otel_rl.record_environment_steps("PPO", 3)
+
+    def broken():
+        raise KeyError("boom")
+
+    monkeypatch.setattr(handle.bridge, "histogram_metrics", broken)
+    for _ in range(3):
+        handle.pull_reader.collect()
+        names = [m.name for rm in handle.pull_reader.latest.resource_metrics for sm in rm.scope_metrics
+                 for m in sm.metrics]
+        assert "rl_training_environment_steps_total" in names or "rl_training_environment_steps" in names
+    warned = [r for r in caplog.records if "could not add its histograms" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].exc_info is not None

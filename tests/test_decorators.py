@@ -484,3 +484,29 @@ def test_train_step_result_that_cannot_be_parsed_is_logged_once(caplog):
     for _ in range(20):
         step()
     assert len([r for r in caplog.records if r.exc_info]) == 1
+
+
+class _Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+def test_a_label_whose_str_raises_never_raises_from_training_run_or_train_step(caplog):
+    """``training_run(x)`` / ``train_step(algorithm=x)`` with an ``x`` whose ``str()`` raises: no exception, one
+    warning per metric, the value counted as bad_labels, and the run recorded under a placeholder."""
+    caplog.set_level(logging.WARNING, logger="otel_rl")
+    for _ in range(2):
+        with otel_rl.training_run(_Unprintable(), run_id=_Unprintable()) as run:
+            assert run.algorithm == "<unprintable _Unprintable>"
+
+    @otel_rl.train_step(algorithm=_Unprintable(), agent_id=_Unprintable())
+    def step():
+        return {"policy_loss": 0.5}
+
+    step()
+    assert testing.value("rl_training_runs_total", algorithm="<unprintable _Unprintable>", status="completed") == 2
+    assert testing.dropped("rl_training_runs_total", "bad_labels") == 4
+    assert testing.dropped("rl_training_iterations_total", "bad_labels") == 2
+    assert testing.value("rl_training_iterations_total", algorithm="<unprintable _Unprintable>") == 1
+    warned = [r for r in caplog.records if "bad_labels" in r.getMessage()]
+    assert len(warned) == 2  # one per metric

@@ -252,3 +252,111 @@ def test_vector_env_malformed_episode_info_falls_back_to_own_figures():
     for _ in range(2):
         env.step(np.zeros(3, dtype=np.int64))
     assert testing.histogram("rl_training_episode_reward", algorithm="VI", agent_id="default").sum == 4.0
+
+
+def _steps_on_metrics(handle, algorithm: str) -> float | None:
+    """The environment steps of ``algorithm`` as a scrape of /metrics renders them (the fast renderer)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(handle.metrics_text().decode()):
+        for sample in family.samples:
+            if sample.name == "rl_training_environment_steps_total" and sample.labels == {"algorithm": algorithm}:
+                return sample.value
+    return None
+
+
+def _steps_collected(handle, algorithm: str) -> float | None:
+    """The environment steps of ``algorithm`` in an OpenTelemetry collection (what an OTLP export sends)."""
+    handle.pull_reader.collect()
+    for rm in handle.pull_reader.latest.resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                if metric.name == "rl_training_environment_steps_total":
+                    for point in metric.data.data_points:
+                        if point.attributes == {"algorithm": algorithm}:
+                            return point.value
+    return None
+
+
+@pytest.mark.parametrize("read", [_steps_on_metrics, _steps_collected], ids=["scrape", "collection"])
+def test_steps_of_an_unfinished_episode_reach_every_collection(read):
+    """A run that never calls env.close(): the steps held back by the wrappers are flushed before a scrape and
+    before an OpenTelemetry collection, single and vector environments alike, without counting any twice."""
+    import otel_rl
+
+    handle = otel_rl.init_telemetry({"exporters": ["none"]})
+    env = wrap(gym.make("CartPole-v1"), algorithm="single")
+    env.reset(seed=0)
+    for i in range(5):
+        env.step(i % 2)
+    venv = wrap(_vector(AutoresetMode.SAME_STEP), algorithm="vector")
+    venv.reset(seed=0)
+    for _ in range(2):
+        venv.step(np.zeros(2, dtype=np.int64))
+    assert read(handle, "single") == 5 and read(handle, "vector") == 4
+    env.step(0)
+    assert read(handle, "single") == 6 and read(handle, "single") == 6
+
+
+def test_steps_are_in_the_final_values_after_shutdown_without_close():
+    """The reviewer's repro: CartPole, 5 steps, shutdown without env.close() keeps the 5 steps."""
+    import otel_rl
+
+    handle = otel_rl.init_telemetry({"exporters": ["none"]})
+    env = wrap(gym.make("CartPole-v1"), algorithm="ppo")
+    env.reset(seed=0)
+    for i in range(5):
+        env.step(i % 2)
+    handle.shutdown(0.5)
+    assert _steps_on_metrics(handle, "ppo") == 5
+
+
+@pytest.mark.parametrize("vector", [False, True], ids=["single", "vector"])
+def test_flushes_from_another_thread_never_lose_or_double_count_steps(vector):
+    """A collection thread flushing all the time while the environment steps (and flushes itself at episode ends
+    and every few steps): the counter ends exactly at the number of steps taken."""
+    import threading
+
+    from otel_rl._internal import store
+
+    if vector:
+        env = RecordVectorEpisodeMetrics(_vector(AutoresetMode.SAME_STEP), algorithm="T", flush_every=7)
+        per_step = 2
+    else:
+        env = RecordEpisodeMetrics(_Countdown(13), algorithm="T", flush_every=7)
+        per_step = 1
+    env.reset(seed=0)
+    stop = threading.Event()
+    flushes = [0]
+
+    def collect():
+        while not stop.is_set():
+            store.flush_held_back()
+            flushes[0] += 1
+
+    thread = threading.Thread(target=collect)
+    thread.start()
+    steps = 20_000
+    try:
+        for _ in range(steps):
+            _, _, terminated, truncated, _ = env.step(np.zeros(2, dtype=np.int64) if vector else 0)
+            if not vector and (terminated or truncated):
+                env.reset()
+    finally:
+        stop.set()
+        thread.join()
+    store.flush_held_back()
+    assert flushes[0] > 10  # the two threads did overlap
+    assert testing.value("rl_training_environment_steps_total", algorithm="T") == steps * per_step
+
+
+def test_reset_forgets_steps_a_live_wrapper_still_holds_back():
+    """testing.reset() between tests: a wrapper left open does not bring its earlier steps into the next test."""
+    env = RecordEpisodeMetrics(_Countdown(100), algorithm="R")
+    env.reset(seed=0)
+    for _ in range(3):
+        env.step(0)
+    testing.reset()
+    env.step(0)
+    env.flush()
+    assert testing.value("rl_training_environment_steps_total", algorithm="R") == 1

@@ -460,3 +460,89 @@ def test_histogram_snapshot_reads_in_chunks_and_copies():
     hist.observe(("PPO", "a7"), 1.0)
     assert snapshot[("PPO", "a7")].count == 1 and sum(snapshot[("PPO", "a7")].counts) == 1
     assert hist._series[("PPO", "a7")].count == 2
+
+
+def _removing_lock(metric, key):
+    """A stand-in for ``metric``'s lock that removes ``key`` from the series the first time it is taken, as a
+    ``remove()`` in another thread between a snapshot's listing of the keys and its reading of them would."""
+    lock = metric._lock
+
+    class Removing:
+        def __enter__(self):
+            entered = lock.__enter__()
+            metric._series.pop(key, None)
+            return entered
+
+        def __exit__(self, *exc):
+            return lock.__exit__(*exc)
+
+    return lock, Removing()
+
+
+def test_histogram_snapshot_skips_a_series_removed_while_it_reads():
+    """A ``remove()`` racing a snapshot leaves that series out instead of raising KeyError into the collection."""
+    from otel_rl._internal.store import Histogram
+
+    hist = store.REGISTRY["rl_training_episode_reward"]
+    for i in range(300):
+        hist.observe(("PPO", f"a{i}"), float(i))
+    lock, removing = _removing_lock(hist, ("PPO", "a299"))
+    Histogram._lock.__set__(hist, removing)
+    try:
+        snapshot = dict(hist.snapshot())
+    finally:
+        Histogram._lock.__set__(hist, lock)
+    assert len(snapshot) == 299 and ("PPO", "a299") not in snapshot and snapshot[("PPO", "a3")].sum == 3.0
+
+
+def test_same_labels_after_escaping_are_one_series(telemetry):
+    """``os.fsdecode(b"run-\\xff")`` and the text ``"run-\\\\udcff"`` have the same exported labels: they are one
+    series (one line on /metrics, one point on the OTel path), not two with identical labels."""
+    import os
+
+    from prometheus_client.exposition import generate_latest
+
+    otel_rl.record_environment_steps(os.fsdecode(b"run-\xff"), 3)
+    otel_rl.record_environment_steps("run-\\udcff", 4)
+    otel_rl.record_environment_steps(os.fsdecode(b"run-\xff"), 1)
+    fast = telemetry.metrics_text().decode()
+    slow = generate_latest(telemetry.exposition.registry).decode()
+    for text in (fast, slow):
+        lines = [line for line in text.splitlines() if line.startswith("rl_training_environment_steps_total")]
+        assert lines == ['rl_training_environment_steps_total{algorithm="run-\\\\udcff"} 8.0'], text
+    hist = store.REGISTRY["rl_training_episode_reward"]
+    hist.observe(("PPO", "x-\udcff"), 1.0)
+    hist.observe(("PPO", "x-\\udcff"), 2.0)
+    gauge = store.REGISTRY.gauge("rl_training_sharpe_ratio")
+    gauge.set(("PPO", "x-\udcff"), 1.0)
+    gauge.set(("PPO", "x-\\udcff"), 2.0)
+    assert list(hist._series) == [("PPO", "x-\\udcff")] and hist._series[("PPO", "x-\\udcff")].count == 2
+    assert list(gauge._series.items()) == [(("PPO", "x-\\udcff"), 2.0)]
+    gauge.remove(("PPO", "x-\udcff"))  # the raw key removes the series it was recorded in
+    assert gauge.series_count() == 0
+
+
+def test_removed_and_cleared_series_leave_no_cached_attributes():
+    """The attribute cache follows the series through remove() and clear(), and a collection racing a remove
+    cannot make it grow with churn."""
+    counter = store.REGISTRY.counter("rl_training_environment_steps_total")
+    for i in range(5000):
+        counter.add((f"run{i}",), 1.0)
+        counter.attributes((f"run{i}",))
+        counter.remove((f"run{i}",))
+        counter.attributes((f"run{i}",))  # what a collection that listed the key before the remove does
+    assert counter.series_count() == 0 and len(counter._attributes) <= 2 * 0 + 65
+    counter.add(("a",), 1.0)
+    counter.attributes(("a",))
+    counter.clear()
+    assert counter._attributes == {}
+
+
+def test_cupy_values_are_tensors_not_read():
+    """A cupy scalar is a device value like a torch tensor: dropped as a tensor, never converted (a device sync)."""
+    tensor = FakeTensor()
+    type(tensor).__module__ = "cupy._core.core"
+    try:
+        assert store.number(tensor) == "tensor"
+    finally:
+        FakeTensor.__module__ = "torch"

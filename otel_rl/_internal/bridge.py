@@ -43,7 +43,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from otel_rl._internal.catalog import ALL_METRICS
 from otel_rl._internal.config import sdk_disabled
-from otel_rl._internal.store import Registry
+from otel_rl._internal.store import Registry, flush_held_back
 
 SCOPE_NAME = "otel_rl"
 #: An observable gauge that always has one point, so that the SDK hands every collection to ``_receive_metrics``
@@ -180,7 +180,13 @@ class CatalogReaderMixin:
 
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> None:
         if self._bridge is not None:
-            metrics_data = self._bridge.complete(metrics_data)
+            try:
+                metrics_data = self._bridge.complete(metrics_data)
+            except Exception:  # noqa: BLE001 (an error here would kill the SDK's export thread for the whole run)
+                self._bridge.registry.warn_once(
+                    ("otel_rl", "complete_failed"),
+                    "otel-rl could not add its histograms to a collection; this collection is passed on without "
+                    "them (later ones try again). Please report this.", exc_info=True)
         super()._receive_metrics(metrics_data, timeout_millis=timeout_millis, **kwargs)  # type: ignore[misc]
 
 
@@ -191,6 +197,7 @@ _collection = threading.local()
 
 def _marker(options: CallbackOptions) -> list[Observation]:
     _collection.started_ns = time.monotonic_ns()
+    flush_held_back()  # the Gymnasium wrappers' step counts, before any value is read
     return [Observation(1)]
 
 

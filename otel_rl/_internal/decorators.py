@@ -21,7 +21,7 @@ from typing import Any, TypeVar, overload
 from otel_rl._internal import processes
 from otel_rl._internal import recording as rec
 from otel_rl._internal.results import RECORDED_KEY, parse_result
-from otel_rl._internal.store import number
+from otel_rl._internal.store import BAD_LABELS, REGISTRY, number
 
 _logger = logging.getLogger("otel_rl")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -43,16 +43,30 @@ def current_run() -> RunContext | None:
     return _current_run.get()
 
 
+def _label(value: Any, metric: str) -> str:
+    """``str(value)``; when that raises, ``"<unprintable TYPE>"``, counted as bad_labels of ``metric`` and logged
+    once: building a decorator or a ``with`` block inside the loop is recording, which never raises."""
+    if type(value) is str:
+        return value
+    try:
+        return str(value)
+    except Exception:  # noqa: BLE001 (recording never raises)
+        REGISTRY.drop(metric, BAD_LABELS, value)
+        return f"<unprintable {type(value).__qualname__}>"
+
+
 class training_run:  # noqa: N801 (a decorator and context manager, named like one)
     """Records a training run: started, then completed (with its duration) or failed.
 
     Use as ``@training_run(algorithm="PPO", run_id="exp-1")`` or ``with training_run(...):`` (or ``async with``).
-    On an exception the run counts as failed with ``error_type`` and the exception propagates unchanged.
+    On an exception the run counts as failed with ``error_type`` and the exception propagates unchanged. An
+    ``algorithm`` or ``run_id`` whose ``str()`` raises never raises here: it is counted as bad_labels (one warning)
+    and the run is recorded as ``"<unprintable TYPE>"``.
     """
 
     def __init__(self, algorithm: str, run_id: str = "default", error_type: str = "training_error") -> None:
-        self.algorithm = str(algorithm)
-        self.run_id = str(run_id)
+        self.algorithm = _label(algorithm, rec._runs.name)
+        self.run_id = _label(run_id, rec._runs.name)
         self.error_type = error_type
         self._local = threading.local()
 
@@ -146,9 +160,9 @@ class _StepRecorder:
 
     def __init__(self, algorithm: str | None, run_id: str | None, agent_id: str, error_type: str) -> None:
         # Label values are strings, as the record_* helpers make them (the store's keys are used directly below).
-        self.algorithm = None if algorithm is None else str(algorithm)
-        self.run_id = None if run_id is None else str(run_id)
-        self.agent_id = str(agent_id)
+        self.algorithm = None if algorithm is None else _label(algorithm, rec._iterations.name)
+        self.run_id = None if run_id is None else _label(run_id, rec._iterations.name)
+        self.agent_id = _label(agent_id, rec._iterations.name)
         self.error_type = error_type
         self._lock = threading.Lock()
         self._failed = False

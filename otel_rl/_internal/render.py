@@ -11,9 +11,10 @@ the training thread. This module writes the same text 0.0.4 / OpenMetrics bytes 
 * histograms are read one short lock per chunk of series, never for the whole snapshot;
 * ``# HELP`` / ``# TYPE`` lines come from prometheus_client's own encoder (rendered once per format).
 
-Label values with lone surrogates (which UTF-8 cannot encode) are rendered with U+FFFD instead of failing the
-scrape. Metrics that other code registers on the same MeterProvider still come through the OpenTelemetry
-collection and prometheus_client's encoder, after the catalog metrics, as before.
+Label values with lone surrogates (which UTF-8 cannot encode) are stored with the surrogates backslash-escaped
+(``run-\\udcff``, see ``Metric._admit``), so they render as on the OpenTelemetry path. Metrics
+that other code registers on the same MeterProvider still come through the OpenTelemetry collection and
+prometheus_client's encoder, after the catalog metrics, as before.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from prometheus_client.metrics_core import Metric as PromMetric
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.utils import floatToGoString
 
-from otel_rl._internal.store import Histogram, Metric, Registry
+from otel_rl._internal.store import Histogram, Metric, Registry, flush_held_back
 
 _CHUNK = 64  # histogram series read per lock acquisition (and encoded at once)
 _COUNT_TEXT = [f"{i}.0" for i in range(1024)]  # floatToGoString of small integer counts
@@ -46,11 +47,7 @@ def _count_text(count: int) -> str:
 
 
 def _clean(value: str) -> str:
-    """``value`` escaped as a Prometheus label value; lone surrogates become U+FFFD instead of raising."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        value = "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in value)
+    """``value`` escaped as a Prometheus label value (it is valid UTF-8: the store escapes lone surrogates)."""
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
@@ -226,6 +223,7 @@ class StoreRenderer:
         fmt = self.format_of(encoder)
         if fmt is None:
             return None
+        flush_held_back()  # the Gymnasium wrappers' step counts
         extra = others() if others is not None else []
         # The text is joined and encoded a few thousand lines at a time: one join of megabytes would hold the
         # GIL for tens of milliseconds, stalling the training thread.

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import reprlib
 import threading
 import time
+import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from otel_rl._internal.catalog import ALL_METRICS, DROPPED_VALUES, OVERFLOW_LABEL, MetricSpec
 
@@ -54,6 +56,10 @@ _HINTS = {
 }
 
 
+#: Modules whose values are tensors: never read implicitly (``float()`` on a CUDA or cupy value syncs the device).
+_TENSOR_MODULES = ("torch", "tensorflow", "jax", "cupy")
+
+
 def _to_number(value: Any) -> float | _Reason:
     """Return ``value`` as a finite float, or the reason it cannot be recorded."""
     if value is None:
@@ -61,7 +67,7 @@ def _to_number(value: Any) -> float | _Reason:
     if isinstance(value, (str, bytes)):
         return WRONG_TYPE
     module = type(value).__module__
-    if module.startswith(("torch", "tensorflow", "jax")):
+    if module.startswith(_TENSOR_MODULES):
         return TENSOR
     if module == "numpy" and getattr(value, "shape", None) not in (None, ()):
         return WRONG_TYPE
@@ -103,7 +109,7 @@ def describe(value: Any) -> str:
     """
     cls = type(value)
     module = cls.__module__
-    if module.startswith(("torch", "tensorflow", "jax", "cupy")):
+    if module.startswith(_TENSOR_MODULES):
         parts = [f"{module.split('.')[0]}.{cls.__qualname__}"]
         for attr in ("shape", "dtype", "device"):
             try:
@@ -127,6 +133,17 @@ def _utf8(value: str) -> str:
         return value
     except UnicodeEncodeError:
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _clean_key(key: tuple[str, ...]) -> tuple[str, ...]:
+    """``key`` itself when every value is valid UTF-8, else a new key with lone surrogates backslash-escaped."""
+    try:
+        "".join(key).encode("utf-8")
+        return key
+    except UnicodeEncodeError:
+        return tuple(_utf8(v) for v in key)
+    except Exception:  # noqa: BLE001 (a key that is not a tuple of str: left as it is)
+        return key
 
 
 def label_strings(labels: tuple[Any, ...]) -> tuple[str, ...] | None:
@@ -235,6 +252,7 @@ class Metric:
     def clear(self) -> None:
         with self._lock:
             self._series = {}
+            self._attributes = {}
             if not self.label_keys:  # an unlabelled metric exists from the start, as in prometheus_client
                 self._series[()] = self._new_series()
 
@@ -245,7 +263,11 @@ class Metric:
         """Forget one labelled series (prometheus_client's ``remove``); an unknown key is ignored."""
         if self.label_keys:
             with self._lock:
-                self._series.pop(key, None)
+                if self._series.pop(key, None) is None and type(key) is tuple:
+                    # A key with lone surrogates was stored under its sanitised form (see _admit).
+                    key = _clean_key(key)
+                    self._series.pop(key, None)
+                self._attributes.pop(key, None)
 
     def key(self, labels: tuple[Any, ...]) -> tuple[str, ...] | None:
         """Turn label values into a series key, or None when they do not fit the label keys."""
@@ -278,6 +300,18 @@ class Metric:
         hook = self._registry.new_series_hook
         if hook is not None:
             hook()
+        clean = _clean_key(key)
+        if clean is not key:
+            # Lone surrogates are stored backslash-escaped, so os.fsdecode(b"run-\xff") and the text
+            # "run-\\udcff" are one series rather than two with the same labels. Such keys stay on this slow path.
+            self._registry.warn_once(
+                (self.name, "label_not_utf8"),
+                "otel-rl: a label value of %s is not valid UTF-8 (%s); it is recorded with its lone surrogates "
+                "backslash-escaped. Decode bytes with a real encoding (bytes.decode('utf-8', 'replace')) rather "
+                "than os.fsdecode to avoid this.", self.name, describe(key))
+            key = clean
+            if key in self._series:
+                return key
         # The dropped-values counter is exempt: its label sets are bounded (metrics x reasons) and must stay exact.
         if len(self._series) >= self._registry.cardinality_limit and self.label_keys \
                 and self is not self._registry.dropped:
@@ -288,25 +322,23 @@ class Metric:
     def attributes(self, key: tuple[str, ...]) -> dict[str, str]:
         """The OpenTelemetry attributes of a series, cached per key.
 
-        Label values that are not valid UTF-8 (lone surrogates, as ``os.fsdecode(b"run-\\xff")`` gives) would
-        break the Prometheus text and the OTLP protobuf encoding of every later collection: they are exported
-        with the surrogates backslash-escaped (``run-\\udcff``), which keeps distinct values distinct, and
-        logged once per metric. Done here, once per series, so record calls cost nothing more.
+        Keys are valid UTF-8: :meth:`_admit` stores a label value with lone surrogates (which would break the
+        Prometheus text and the OTLP protobuf encoding) backslash-escaped. The cache follows the series: entries
+        of removed series are dropped by :meth:`remove` and :meth:`clear`, and pruned here when the cache has
+        grown well past the live series (a collection racing a ``remove`` may cache a removed key once more).
         """
         attrs = self._attributes.get(key)
         if attrs is None:
             if key is OVERFLOW_KEY or key == OVERFLOW_KEY:
                 attrs = _OVERFLOW_ATTRIBUTES
             else:
-                values = tuple(_utf8(v) for v in key)
-                if values != key:
-                    self._registry.warn_once(
-                        (self.name, "label_not_utf8"),
-                        "otel-rl: a label value of %s is not valid UTF-8 (%s); it is exported with its lone "
-                        "surrogates backslash-escaped. Decode bytes with a real encoding (bytes.decode('utf-8', "
-                        "'replace')) rather than os.fsdecode to avoid this.", self.name, describe(key))
-                attrs = dict(zip(self.label_keys, values))
-            self._attributes[key] = attrs
+                attrs = dict(zip(self.label_keys, _clean_key(key)))
+            cache = self._attributes
+            if len(cache) > 2 * len(self._series) + 64:
+                series = self._series
+                # list() copies in one C call, so a concurrent insert cannot break the iteration.
+                self._attributes = cache = {k: v for k, v in list(cache.items()) if k in series}
+            cache[key] = attrs
         return attrs
 
     def snapshot(self) -> list[tuple[tuple[str, ...], Any]]:
@@ -333,8 +365,8 @@ class Counter(Metric):
                 self._registry.drop(self.name, NEGATIVE, amount)
                 return
             amount = value
-        series = self._series
         with self._lock:
+            series = self._series  # read under the lock: an add racing clear() lands in the new dict
             if key in series:
                 total = series[key] + amount
             else:
@@ -367,6 +399,9 @@ class Gauge(Metric):
                 return
         series = self._series
         if key in series:  # replacing a value of an existing key is one atomic dict store under the GIL
+            # Racing remove(key) this may bring the series back without _admit: as if the set came after the
+            # remove, past the cardinality limit by at most one series per racing thread. Racing clear() it lands
+            # in the old dict, as if it came before. Neither is worth a lock on every set.
             series[key] = value
             return
         with self._lock:
@@ -470,7 +505,9 @@ class Histogram(Metric):
         for start in range(0, len(keys), _SNAPSHOT_CHUNK):
             with self._lock:
                 for key in keys[start:start + _SNAPSHOT_CHUNK]:
-                    state = series[key]
+                    state = series.get(key)
+                    if state is None:  # removed since the keys were listed
+                        continue
                     clone = new(HistogramSeries)
                     clone.counts, clone.sum, clone.count = state.counts[:], state.sum, state.count
                     clone.min, clone.max, clone.created_ns = state.min, state.max, state.created_ns
@@ -508,6 +545,50 @@ class Child:
         if self._key is None or not isinstance(self._metric, Histogram):
             return self._bad()
         self._metric.observe(self._key, value)
+
+
+class _Flushable(Protocol):
+    """What :func:`hold_back` takes: an object with a ``flush()`` that hands held-back values to the store."""
+
+    def flush(self) -> None: ...
+
+
+#: Live objects that hold values back from the store (the Gymnasium wrappers count steps in an integer).
+_holders: weakref.WeakSet[Any] = weakref.WeakSet()
+#: Guards ``_holders`` and is the lock their ``flush()`` takes, so a flush before a collection and one in the
+#: stepping thread never hand the same steps over twice.
+flush_lock = threading.Lock()
+
+
+def hold_back(holder: _Flushable) -> None:
+    """Register ``holder``: :func:`flush_held_back` calls its ``flush()`` before each collection, so its values
+    reach a scrape, an export and the final export at shutdown even when ``flush``/``close`` is never called."""
+    with flush_lock:
+        _holders.add(holder)
+
+
+def flush_held_back() -> None:
+    """Flush every registered holder (before a collection). An error is logged once, never raised."""
+    if not _holders:
+        return
+    with flush_lock:
+        holders = list(_holders)
+    for holder in holders:
+        try:
+            holder.flush()
+        except Exception:  # noqa: BLE001 (a collection never fails for a holder)
+            REGISTRY.warn_once(("otel_rl", "flush_failed"), "otel-rl could not flush %s before a collection",
+                               type(holder).__qualname__, exc_info=True)
+
+
+def _new_flush_lock() -> None:
+    # A forked child: the parent's collection thread may have held the lock at fork, and it is gone in the child.
+    global flush_lock
+    flush_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_flush_lock)
 
 
 _M = TypeVar("_M", bound="Metric")

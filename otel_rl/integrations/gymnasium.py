@@ -3,7 +3,13 @@
 Per finished episode: ``rl_training_episodes_total`` +1, and ``rl_training_episode_reward`` /
 ``rl_training_episode_length`` observe its return and length, for the wrapper's ``agent_id``. Environment steps
 are counted in a plain integer and handed to ``rl_training_environment_steps_total`` once per episode (and every
-``flush_every`` steps, on ``reset`` and on ``close``), so a step costs no metric call.
+``flush_every`` steps, on ``reset``, on ``close`` and before every collection: a scrape, an OTLP export, the final
+export of ``shutdown``), so a step costs no metric call and no step is lost when ``close`` is never called. A
+flush from the collecting thread and one from the stepping thread never count the same steps twice.
+
+After fork, a child's copy of a wrapper starts its count from the steps the parent had not handed over yet (the
+parent hands them over too): wrap environments in the process that steps them, as Ray workers and SB3's
+``SubprocVecEnv`` do.
 
 When a ``RecordEpisodeStatistics`` wrapper sits below, its ``info["episode"]`` figures are used (masked by
 ``info["_episode"]`` for vector environments), so wrappers that rescale rewards above it do not change what is
@@ -49,14 +55,18 @@ class RecordEpisodeMetrics(gym.Wrapper):
         self._algorithm = str(algorithm)
         self._key = (self._algorithm, str(agent_id))
         self._flush_every = flush_every
+        # Steps since the wrapper was made; only the stepping thread writes it. _flushed (how many of them the
+        # counter has) is written only under the flush lock, so a flush from a collection can run at any time.
+        self._steps = 0
+        self._flushed = 0
+        self._next_flush = flush_every
         self._start_episode()
+        _store.hold_back(self)
 
     def _start_episode(self) -> None:
         self._return = 0.0
         self._return_valid = True  # False after a step reward that is no number
-        self._length = 0  # steps of the current episode
-        self._flushed = 0  # of which already handed to the counter
-        self._next_flush = self._flush_every
+        self._start = self._steps  # the current episode's first step
 
     def step(self, action: Any):
         # The hot path: two attribute updates and a comparison; the result tuple is passed on as it is. Nothing
@@ -66,11 +76,11 @@ class RecordEpisodeMetrics(gym.Wrapper):
             self._return += result[1]  # type: ignore[operator]  # SupportsFloat: a number or a numpy scalar
         except Exception:  # noqa: BLE001 (None, "1", Decimal, 10**400, ...: the slow path)
             self._bad_reward(result)
-        self._length += 1
+        self._steps += 1
         try:
             if result[2] or result[3]:
                 self._end_episode(result[4])
-            elif self._length >= self._next_flush:
+            elif self._steps >= self._next_flush:
                 self.flush()
         except Exception:  # noqa: BLE001 (recording never raises)
             _malformed(self, result)
@@ -99,12 +109,14 @@ class RecordEpisodeMetrics(gym.Wrapper):
         super().close()
 
     def flush(self) -> None:
-        """Hand the steps counted so far to ``rl_training_environment_steps_total``."""
-        pending = self._length - self._flushed
-        if pending:
-            _rec._env_steps.add((self._algorithm,), pending)
-            self._flushed = self._length
-        self._next_flush = self._length + self._flush_every
+        """Hand the steps counted so far to ``rl_training_environment_steps_total`` (safe from any thread)."""
+        with _store.flush_lock:
+            steps = self._steps
+            pending = steps - self._flushed
+            if pending:
+                _rec._env_steps.add((self._algorithm,), pending)
+                self._flushed = steps
+            self._next_flush = steps + self._flush_every
 
     def _end_episode(self, info: dict[str, Any]) -> None:
         episode = _episode_info(self, info)
@@ -112,7 +124,7 @@ class RecordEpisodeMetrics(gym.Wrapper):
             episode_return, length = episode["r"], episode["l"]
         else:
             episode_return = self._return if self._return_valid else None
-            length = self._length
+            length = self._steps - self._start
         _rec._episodes.add(self._key, 1.0)
         if episode_return is not None:
             _rec._episode_reward.observe(self._key, _scalar(episode_return))
@@ -146,8 +158,13 @@ class RecordVectorEpisodeMetrics(VectorWrapper):
         self._zeros = bytes(self._n)  # a bool array of no episode end, as bytes
         self._indices = range(self._n)
         self._starts = [0] * self._n  # a list: read and written one sub-environment at a time
-        self._pending = 0
+        # Steps since the wrapper was made (only the stepping thread writes it) and how many of them the counter
+        # has (written only under the flush lock, so a flush from a collection can run at any time).
+        self._stepped = 0
+        self._flushed = 0
+        self._next_flush = flush_every
         self._resetting = 0  # sub-environments whose next step is an autoreset
+        _store.hold_back(self)
 
     def step(self, actions: Any):
         # The hot path: one in-place add and an episode-end check; the result tuple is passed on as it is. Nothing
@@ -163,7 +180,7 @@ class RecordVectorEpisodeMetrics(VectorWrapper):
         except Exception:  # noqa: BLE001 (object dtype, wrong shape, None: the slow path)
             self._bad_rewards(rewards)
         self._t += 1
-        self._pending += self._n - self._resetting
+        self._stepped += self._n - self._resetting
         self._resetting = 0
         try:
             if type(terminated) is np.ndarray and terminated.dtype == np.bool_ and type(truncated) is np.ndarray \
@@ -172,11 +189,11 @@ class RecordVectorEpisodeMetrics(VectorWrapper):
                 ends, cuts = terminated.tobytes(), truncated.tobytes()
                 if ends != zeros or cuts != zeros:  # the indices from the bytes: no further array operation
                     self._finish([i for i in self._indices if ends[i] or cuts[i]], result[4])
-                elif self._pending >= self._flush_every:
+                elif self._stepped >= self._next_flush:
                     self.flush()
             elif np.any(terminated) or np.any(truncated):
                 self._finish(np.flatnonzero(np.logical_or(terminated, truncated)).tolist(), result[4])
-            elif self._pending >= self._flush_every:
+            elif self._stepped >= self._next_flush:
                 self.flush()
         except Exception:  # noqa: BLE001 (recording never raises)
             _malformed(self, result)
@@ -245,10 +262,13 @@ class RecordVectorEpisodeMetrics(VectorWrapper):
         super().close(**kwargs)
 
     def flush(self) -> None:
-        """Hand the steps counted so far to ``rl_training_environment_steps_total``."""
-        if self._pending:
-            _rec._env_steps.add((self._algorithm,), self._pending)
-            self._pending = 0
+        """Hand the steps counted so far to ``rl_training_environment_steps_total`` (safe from any thread)."""
+        with _store.flush_lock:
+            stepped = self._stepped
+            if stepped != self._flushed:
+                _rec._env_steps.add((self._algorithm,), stepped - self._flushed)
+                self._flushed = stepped
+            self._next_flush = stepped + self._flush_every
 
 
 def wrap(env: Any, algorithm: str = "default", agent_id: str = "default", **kwargs: Any):
