@@ -431,3 +431,73 @@ def test_a_rank_exports_its_final_values_when_its_training_run_ends(monkeypatch,
             otel_rl.record_environment_steps("PPO", 5)
     assert any("could not export its final values" in r.getMessage() for r in caplog.records), caplog.text
     assert handle.shutdown(timeout=2) is False
+
+
+# -- fork: what the child inherits must neither hang nor export under the parent's name ----------------------------
+
+
+def test_forked_child_renders_the_parents_exposition_while_the_parent_renders() -> None:
+    """The store renderer's lock, held by a parent thread at fork, is a new one in the child."""
+    result, _ = run_script(_PRELUDE + """
+handle = otel_rl.init_telemetry({"exporters": ["none"]})
+otel_rl.record_environment_steps("PPO", 5)
+handle.renderer._lock.acquire()   # deterministic: a parent thread is in the middle of a render
+pid = os.fork()
+if pid == 0:
+    signal.alarm(5)
+    body, _ = handle.exposition.render()
+    os._exit(0 if b"rl_training_environment_steps_total" in body else 7)
+handle.renderer._lock.release()
+codes = [wait_child(pid, 20)]
+# Under load: a parent thread renders all the time (the SDK's own locks too), the children render at once.
+import logging
+logging.getLogger("otel_rl").setLevel(logging.ERROR)
+for i in range(2000):
+    otel_rl.record_environment_steps(f"algo-{i}", 1)
+stop = threading.Event()
+def scrape():
+    while not stop.is_set():
+        handle.exposition.render()
+thread = threading.Thread(target=scrape)
+thread.start()
+for _ in range(20):
+    time.sleep(0.02)
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(5)
+        body, _ = handle.exposition.render()
+        os._exit(0 if b"algo-" not in body else 7)   # the child shows its own (empty) store, not the parent's
+    codes.append(wait_child(pid, 20))
+stop.set()
+thread.join()
+print(json.dumps({"codes": codes}))
+""")
+    assert result["codes"] == [0] * 21, result
+
+
+def test_forked_child_never_exports_under_the_parents_identity() -> None:
+    """The parent's periodic reader, restarted by the SDK in the child, exports nothing there (not even once)."""
+    result, _ = run_script("""
+import json, os, sys, tempfile, time
+import otel_rl
+exported = tempfile.TemporaryFile()
+saved = os.dup(1)
+os.dup2(exported.fileno(), 1)  # the console exporter's output, of parent and child, goes to this file
+handle = otel_rl.init_telemetry({"exporters": ["console"], "otlp": {"export_interval": 3600}})
+for _ in range(3):
+    otel_rl.record_data_load_time(0.2)
+pid = os.fork()
+if pid == 0:
+    time.sleep(1.0)            # the SDK's restarted ticker has run by now
+    sys.stdout.flush()
+    os._exit(0)
+os.waitpid(pid, 0)
+sys.stdout.flush()
+os.dup2(saved, 1)
+exported.seek(0)
+text = exported.read().decode()
+print(json.dumps({"exported": text[:2000]}))
+os._exit(0)                    # the parent exports nothing either (interval 3600 s, no shutdown)
+""")
+    # Before, the child exported its emptied store under the parent's service.instance.id (a counter reset).
+    assert result["exported"] == "", result

@@ -105,6 +105,8 @@ class Telemetry:
     # -- pull path -------------------------------------------------------------------------------------------------
 
     def _collect_for_scrape(self):
+        if self._abandoned_in == os.getpid():
+            return None  # the parent's SDK in a forked child: its locks may be held by a parent's scrape
         self.pull_reader.collect()
         return self.pull_reader.latest
 
@@ -137,6 +139,10 @@ class Telemetry:
         return self.renderer.render(encoder, self._other_families)
 
     def _other_families(self):
+        if self._abandoned_in == os.getpid():
+            # The parent's SDK in a forked child: a parent thread may have held its locks at fork, and its other
+            # instruments are the parent's. The child's own telemetry shows this process' instruments.
+            return []
         with without_store():  # the SDK collects only instruments that are not otel-rl's own
             self.pull_reader.collect()
         catalog = {spec.family for spec in (m.spec for m in self.registry.metrics.values())}
@@ -259,19 +265,22 @@ class Telemetry:
     def _abandon_in_child(self) -> None:
         """In a forked child: make this (the parent's) telemetry inert without touching its threads or server.
 
-        Nothing it holds is used again here: the SDK's periodic reader, which restarts its thread in a child by
-        itself, finds its stop event set and exits without exporting the parent's values under the parent's
-        identity; the inherited listening socket is closed (no ``shutdown()``, which would hang).
+        Nothing it holds is used again here: its periodic readers are shut down (their exporters, made in the
+        parent, do nothing in another process, and the readers export nothing there: see ``PeriodicReader``), so
+        no value of this process goes out under the parent's identity; the inherited listening socket is closed
+        (no ``shutdown()``, which would hang).
         """
         self._abandoned_in = os.getpid()
         self._shutdown_lock = threading.Lock()
         self._shutdown_done = True
         for reader in self.readers:
             if isinstance(reader, PeriodicReader):
-                stopped = threading.Event()
-                stopped.set()
-                reader._shutdown_event = stopped
+                try:
+                    reader.shutdown(timeout_millis=100)  # ends the thread the SDK restarts in a child
+                except Exception:  # noqa: BLE001 (a fork handler must not raise; the reader exports nothing here)
+                    _logger.debug("otel-rl: could not stop the parent's reader in a forked child", exc_info=True)
         self.exposition.after_fork_in_child()
+        self.renderer.after_fork_in_child()
         if self.server is not None:
             self.server.close_inherited()
 
