@@ -475,6 +475,31 @@ print(json.dumps({"codes": codes}))
     assert result["codes"] == [0] * 21, result
 
 
+def test_forked_train_step_counts_only_the_childs_new_lifetime_steps() -> None:
+    """The child's store starts empty; its first result adds the steps since the fork, not the lifetime again."""
+    result, _ = run_script(_PRELUDE + """
+handle = otel_rl.init_telemetry({"exporters": ["none"]})
+@otel_rl.train_step(algorithm="PPO")
+def step(lifetime):
+    return {"num_env_steps_sampled_lifetime": lifetime}
+step(1000)
+step(2000)
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    step(2100)
+    os.write(w, json.dumps(testing.value("rl_training_environment_steps_total", algorithm="PPO")).encode())
+    os._exit(0)
+code = wait_child(pid, 20)
+child = json.loads(os.read(r, 100))
+print(json.dumps({"code": code, "child": child,
+                  "parent": testing.value("rl_training_environment_steps_total", algorithm="PPO")}))
+""")
+    assert result["code"] == 0, result
+    assert result["parent"] == 2000.0, result
+    assert result["child"] == 100.0, result
+
+
 def test_forked_child_never_exports_under_the_parents_identity() -> None:
     """The parent's periodic reader, restarted by the SDK in the child, exports nothing there (not even once)."""
     result, _ = run_script("""
