@@ -526,3 +526,22 @@ os._exit(0)                    # the parent exports nothing either (interval 360
 """)
     # Before, the child exported its emptied store under the parent's service.instance.id (a counter reset).
     assert result["exported"] == "", result
+
+
+def test_compat_stop_metrics_server_in_a_forked_child_returns_and_leaves_the_parent_serving() -> None:
+    result, _ = run_script(_PRELUDE + """
+from otel_rl.compat import prometheus_metrics as pm
+handle = otel_rl.init_telemetry({"exporters": ["console"], "otlp": {"export_interval": 3600}})
+server = pm.start_metrics_server(port=0)   # added to the running telemetry: stopping it stops that server
+pid = os.fork()
+if pid == 0:
+    signal.alarm(5)
+    pm.stop_metrics_server()
+    os._exit(0)
+code = wait_child(pid, 20)
+status = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/health", timeout=5).status
+pm.stop_metrics_server()
+handle.shutdown(timeout=1)
+print(json.dumps({"code": code, "status": status}))
+""")
+    assert result == {"code": 0, "status": 200}, result

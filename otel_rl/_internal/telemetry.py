@@ -59,13 +59,8 @@ class Telemetry:
             _logger.info("otel-rl: OTEL_SDK_DISABLED is true; nothing is exported (recording still costs nothing)")
         if "prometheus" in self.exporters:
             # Bind before any thread starts, so a strict bind failure leaves nothing behind.
-            web_config = None
-            if settings.prometheus.web_config_file:
-                from otel_rl._internal.webconfig import load_web_config
-
-                web_config = load_web_config(settings.prometheus.web_config_file)
             self.server = bind_server(settings.prometheus.host, settings.prometheus.port, self.exposition,
-                                      self.health, settings.prometheus.strict, web_config)
+                                      self.health, settings.prometheus.strict, self._web_config())
         try:
             for name in self.exporters:
                 if name in ("otlp", "console"):
@@ -91,6 +86,14 @@ class Telemetry:
             if settings.prometheus.file_sd:
                 self._join_file_sd()
 
+    def _web_config(self):
+        """The endpoint's TLS and basic auth from ``prometheus.web_config_file`` (None: plain HTTP, no auth)."""
+        if not self.settings.prometheus.web_config_file:
+            return None
+        from otel_rl._internal.webconfig import load_web_config
+
+        return load_web_config(self.settings.prometheus.web_config_file)
+
     def _join_file_sd(self) -> None:
         """Add this endpoint to the ``prometheus.file_sd`` target file, so Prometheus scrapes every process."""
         assert self.server is not None and self.settings.prometheus.file_sd
@@ -114,17 +117,28 @@ class Telemetry:
         """Start the ``/metrics`` endpoint on a telemetry that has none (one that pushes OTLP only).
 
         Returns the running endpoint when there is one already, and None (after logging) when the port cannot be
-        bound. The endpoint stops with :meth:`shutdown`.
+        bound. The endpoint stops with :meth:`shutdown`. It has the TLS and basic auth of
+        ``prometheus.web_config_file`` and joins the ``prometheus.file_sd`` target file, as one started by
+        :func:`init_telemetry` does.
         """
         with self._shutdown_lock:
             if self._shutdown_done:
                 return None
             if self.server is None:
-                server = bind_server(host, port, self.exposition, self.health, strict=False)
+                try:
+                    web_config = self._web_config()
+                except ConfigError as exc:  # validated at init: the file changed since; serve nothing rather than open
+                    _logger.error("otel-rl: %s; the /metrics endpoint was not started", exc)
+                    return None
+                server = bind_server(host, port, self.exposition, self.health, strict=False, web_config=web_config)
                 if server is None:
                     return None
                 self.server = server.start()
-                _logger.info("otel-rl: serving Prometheus metrics on http://%s:%d/metrics", host, server.port)
+                _logger.info("otel-rl: serving Prometheus metrics on %s://%s:%d/metrics%s", server.scheme,
+                             f"[{host}]" if ":" in host else host, server.port,
+                             " (basic auth)" if web_config and web_config.users else "")
+                if self.settings.prometheus.file_sd:
+                    self._join_file_sd()
             return self.server
 
     def stop_prometheus(self, server: MetricsServer) -> None:
@@ -133,6 +147,9 @@ class Telemetry:
             if self.server is server:
                 self.server = None
         server.stop()
+        if self._sd_address is not None and self.settings.prometheus.file_sd:
+            file_sd.leave(self.settings.prometheus.file_sd, self._sd_address)
+            self._sd_address = None
 
     def _render_from_store(self, encoder):
         """The scrape: catalog metrics straight from the store, then any other instrument of this provider."""
