@@ -318,6 +318,51 @@ if __name__ == "__main__":
         assert len(warnings) == 1, stderr[-3000:]
 
 
+_SECRET_WORKER = """
+import json, otel_rl
+otel_rl.record_episode("PPO", "w", 1.0, 1)      # the first record starts the worker's telemetry
+otlp = otel_rl.current().settings.otlp
+print(json.dumps({"headers": dict(otlp.headers), "endpoint": otlp.endpoint}))
+"""
+
+
+def test_worker_env_leaves_secrets_out_and_a_worker_without_headers_says_what_to_set() -> None:
+    """worker_env() (for Ray's runtime_env, shown in its dashboard) has no token or URL password by default."""
+    result, _ = run_script("""
+import json, os, subprocess, sys
+import otel_rl
+from otel_rl._internal.processes import WORKER_CONFIG_ENV
+handle = otel_rl.init_telemetry({"exporters": ["otlp"], "otlp": {
+    "endpoint": "http://writer:s3cretPW@127.0.0.1:9/v1/metrics", "protocol": "http/protobuf",
+    "headers": {"authorization": "Bearer s3cretTOKEN"}, "export_interval": 3600, "timeout": 1}})
+def run_worker(env):
+    base = {k: v for k, v in os.environ.items() if k != WORKER_CONFIG_ENV}
+    proc = subprocess.run([sys.executable, "-c", sys.argv[1]], env={**base, **env}, capture_output=True,
+                          text=True, timeout=60, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+plain, with_secrets = otel_rl.worker_env(), otel_rl.worker_env(include_secrets=True)
+no_headers = run_worker(plain)
+own_headers = run_worker({**plain, "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20workerTOKEN"})
+full = run_worker(with_secrets)
+local = os.environ[WORKER_CONFIG_ENV]
+handle.shutdown(timeout=0.5)
+print(json.dumps({"plain": plain[WORKER_CONFIG_ENV], "with_secrets": with_secrets[WORKER_CONFIG_ENV],
+                  "local": local, "no_headers": no_headers, "own_headers": own_headers, "full": full}))
+""", _SECRET_WORKER)
+    assert "s3cret" not in result["plain"]
+    assert "s3cretTOKEN" in result["with_secrets"] and "s3cretPW" in result["with_secrets"]
+    assert "s3cretTOKEN" in result["local"]   # children on this machine, same user, inherit the full settings
+    settings, stderr = result["no_headers"]
+    assert settings == {"headers": {}, "endpoint": "http://127.0.0.1:9/v1/metrics"}
+    warnings = [line for line in stderr.splitlines() if "without otlp.headers" in line]
+    assert len(warnings) == 1 and "OTEL_EXPORTER_OTLP_HEADERS" in warnings[0], stderr
+    settings, stderr = result["own_headers"]
+    assert settings["headers"] == {"authorization": "Bearer workerTOKEN"} and "without otlp.headers" not in stderr
+    settings, stderr = result["full"]
+    assert settings["headers"] == {"authorization": "Bearer s3cretTOKEN"} and "without otlp.headers" not in stderr
+    assert settings["endpoint"] == "http://writer:s3cretPW@127.0.0.1:9/v1/metrics"
+
+
 # -- units -----------------------------------------------------------------------------------------------------------
 
 

@@ -440,6 +440,8 @@ def init_telemetry(config: Settings | Mapping[str, Any] | str | os.PathLike[str]
     if config is None:
         # A worker of a process that pushes: the settings its parent published (docs/multiprocess.md).
         config = processes.inherited_config()
+        if config is not None:
+            processes.warn_omitted_secrets()
     settings = _validated(config) if isinstance(config, Settings) else load_settings(config)
     automatic = _current if _current is not None and _current._automatic and _current.settings != settings \
         else None
