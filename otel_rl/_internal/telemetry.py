@@ -290,16 +290,23 @@ class Telemetry:
         self._abandoned_in = os.getpid()
         self._shutdown_lock = threading.Lock()
         self._shutdown_done = True
-        for reader in self.readers:
-            if isinstance(reader, PeriodicReader):
-                try:
-                    reader.shutdown(timeout_millis=100)  # ends the thread the SDK restarts in a child
-                except Exception:  # noqa: BLE001 (a fork handler must not raise; the reader exports nothing here)
-                    _logger.debug("otel-rl: could not stop the parent's reader in a forked child", exc_info=True)
+        readers = self._push_readers()
+        if readers:
+            # Ends the thread the SDK restarts in a child. From a daemon thread: the parent may have held one of the
+            # SDK's locks at fork, and a fork handler must never block (the readers export nothing here anyway).
+            threading.Thread(target=_stop_inherited, args=(readers,), name="otel-rl-fork", daemon=True).start()
         self.exposition.after_fork_in_child()
         self.renderer.after_fork_in_child()
         if self.server is not None:
             self.server.close_inherited()
+
+
+def _stop_inherited(readers: list[PeriodicReader]) -> None:
+    for reader in readers:
+        try:
+            reader.shutdown(timeout_millis=100)
+        except Exception:  # noqa: BLE001 (the parent's reader in a child: it exports nothing here anyway)
+            _logger.debug("otel-rl: could not stop the parent's reader in a forked child", exc_info=True)
 
 
 def _child_view(parent: Telemetry) -> Telemetry:
