@@ -10,6 +10,7 @@ import logging
 import math
 import socket
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -217,6 +218,42 @@ def test_start_metrics_server_adds_an_endpoint_to_an_otlp_only_telemetry():
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
     handle.shutdown(timeout=2)
+
+
+def test_start_metrics_server_applies_the_running_telemetrys_host_basic_auth_and_file_sd(tmp_path):
+    """An endpoint added to an OTLP-only telemetry has its prometheus settings: host, basic auth, file_sd target."""
+    import base64
+    import json
+
+    import bcrypt
+    import yaml
+
+    web = tmp_path / "web.yml"
+    web.write_text(yaml.safe_dump({"basic_auth_users": {"scraper": bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()}}))
+    targets = tmp_path / "targets.json"
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead = closed.getsockname()[1]
+    handle = otel_rl.init_telemetry({
+        "exporters": ["otlp"], "otlp": {"endpoint": f"http://127.0.0.1:{dead}", "protocol": "http/protobuf",
+                                         "export_interval": 60, "timeout": 1},
+        "prometheus": {"host": "127.0.0.1", "web_config_file": str(web), "file_sd": str(targets)}})
+    try:
+        server = compat.start_metrics_server(port=0)
+        assert server is not None and server.server_address[0] == "127.0.0.1"
+        url = f"http://127.0.0.1:{server.port}/metrics"
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(url, timeout=5)
+        assert denied.value.code == 401
+        request = urllib.request.Request(url, headers={
+            "Authorization": "Basic " + base64.b64encode(b"scraper:pw").decode()})
+        assert urllib.request.urlopen(request, timeout=5).status == 200
+        listed = [t for group in json.loads(targets.read_text()) for t in group["targets"]]
+        assert listed == [f"127.0.0.1:{server.port}"]
+        compat.stop_metrics_server()
+        assert json.loads(targets.read_text()) == []  # the endpoint left the target file when it stopped
+    finally:
+        handle.shutdown(timeout=2)
 
 
 def test_stop_metrics_server_stops_the_telemetry_it_started():

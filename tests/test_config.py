@@ -629,3 +629,14 @@ def test_application_keys_in_the_monitoring_section_are_ignored_typos_are_not(ca
     assert any("enable_grafana" in r.getMessage() and "grafana_url" in r.getMessage() for r in caplog.records)
     with pytest.raises(ConfigError, match="did you mean 'exporters'"):
         load_settings({"monitoring": {"exporter": ["otlp"]}}, environ={})
+@pytest.mark.parametrize("endpoint", ["http://user:pw123@localhost:4317", "https://user@collector:4317"])
+def test_a_grpc_endpoint_with_user_or_password_is_rejected_without_showing_the_password(endpoint):
+    """gRPC has no URL credentials: the SDK would log the URL with the password, and never authenticate."""
+    with pytest.raises(ConfigError) as error:
+        load_settings({"otlp": {"endpoint": endpoint}}, environ={})
+    assert "otlp.endpoint" in str(error.value) and "pw123" not in str(error.value)
+    assert "OTEL_EXPORTER_OTLP_HEADERS" in str(error.value)
+    with pytest.raises(ConfigError):
+        load_settings({}, environ={"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": endpoint})
+    # http/protobuf sends URL credentials as basic auth: accepted there.
+    load_settings({"otlp": {"endpoint": endpoint, "protocol": "http/protobuf"}}, environ={})

@@ -318,6 +318,51 @@ if __name__ == "__main__":
         assert len(warnings) == 1, stderr[-3000:]
 
 
+_SECRET_WORKER = """
+import json, otel_rl
+otel_rl.record_episode("PPO", "w", 1.0, 1)      # the first record starts the worker's telemetry
+otlp = otel_rl.current().settings.otlp
+print(json.dumps({"headers": dict(otlp.headers), "endpoint": otlp.endpoint}))
+"""
+
+
+def test_worker_env_leaves_secrets_out_and_a_worker_without_headers_says_what_to_set() -> None:
+    """worker_env() (for Ray's runtime_env, shown in its dashboard) has no token or URL password by default."""
+    result, _ = run_script("""
+import json, os, subprocess, sys
+import otel_rl
+from otel_rl._internal.processes import WORKER_CONFIG_ENV
+handle = otel_rl.init_telemetry({"exporters": ["otlp"], "otlp": {
+    "endpoint": "http://writer:s3cretPW@127.0.0.1:9/v1/metrics", "protocol": "http/protobuf",
+    "headers": {"authorization": "Bearer s3cretTOKEN"}, "export_interval": 3600, "timeout": 1}})
+def run_worker(env):
+    base = {k: v for k, v in os.environ.items() if k != WORKER_CONFIG_ENV}
+    proc = subprocess.run([sys.executable, "-c", sys.argv[1]], env={**base, **env}, capture_output=True,
+                          text=True, timeout=60, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+plain, with_secrets = otel_rl.worker_env(), otel_rl.worker_env(include_secrets=True)
+no_headers = run_worker(plain)
+own_headers = run_worker({**plain, "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20workerTOKEN"})
+full = run_worker(with_secrets)
+local = os.environ[WORKER_CONFIG_ENV]
+handle.shutdown(timeout=0.5)
+print(json.dumps({"plain": plain[WORKER_CONFIG_ENV], "with_secrets": with_secrets[WORKER_CONFIG_ENV],
+                  "local": local, "no_headers": no_headers, "own_headers": own_headers, "full": full}))
+""", _SECRET_WORKER)
+    assert "s3cret" not in result["plain"]
+    assert "s3cretTOKEN" in result["with_secrets"] and "s3cretPW" in result["with_secrets"]
+    assert "s3cretTOKEN" in result["local"]   # children on this machine, same user, inherit the full settings
+    settings, stderr = result["no_headers"]
+    assert settings == {"headers": {}, "endpoint": "http://127.0.0.1:9/v1/metrics"}
+    warnings = [line for line in stderr.splitlines() if "without otlp.headers" in line]
+    assert len(warnings) == 1 and "OTEL_EXPORTER_OTLP_HEADERS" in warnings[0], stderr
+    settings, stderr = result["own_headers"]
+    assert settings["headers"] == {"authorization": "Bearer workerTOKEN"} and "without otlp.headers" not in stderr
+    settings, stderr = result["full"]
+    assert settings["headers"] == {"authorization": "Bearer s3cretTOKEN"} and "without otlp.headers" not in stderr
+    assert settings["endpoint"] == "http://writer:s3cretPW@127.0.0.1:9/v1/metrics"
+
+
 # -- units -----------------------------------------------------------------------------------------------------------
 
 
@@ -431,3 +476,117 @@ def test_a_rank_exports_its_final_values_when_its_training_run_ends(monkeypatch,
             otel_rl.record_environment_steps("PPO", 5)
     assert any("could not export its final values" in r.getMessage() for r in caplog.records), caplog.text
     assert handle.shutdown(timeout=2) is False
+
+
+# -- fork: what the child inherits must neither hang nor export under the parent's name ----------------------------
+
+
+def test_forked_child_renders_the_parents_exposition_while_the_parent_renders() -> None:
+    """The store renderer's lock, held by a parent thread at fork, is a new one in the child."""
+    result, _ = run_script(_PRELUDE + """
+handle = otel_rl.init_telemetry({"exporters": ["none"]})
+otel_rl.record_environment_steps("PPO", 5)
+handle.renderer._lock.acquire()   # deterministic: a parent thread is in the middle of a render
+pid = os.fork()
+if pid == 0:
+    signal.alarm(5)
+    body, _ = handle.exposition.render()
+    os._exit(0 if b"rl_training_environment_steps_total" in body else 7)
+handle.renderer._lock.release()
+codes = [wait_child(pid, 20)]
+# Under load: a parent thread renders all the time (the SDK's own locks too), the children render at once.
+import logging
+logging.getLogger("otel_rl").setLevel(logging.ERROR)
+for i in range(2000):
+    otel_rl.record_environment_steps(f"algo-{i}", 1)
+stop = threading.Event()
+def scrape():
+    while not stop.is_set():
+        handle.exposition.render()
+thread = threading.Thread(target=scrape)
+thread.start()
+for _ in range(20):
+    time.sleep(0.02)
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(5)
+        body, _ = handle.exposition.render()
+        os._exit(0 if b"algo-" not in body else 7)   # the child shows its own (empty) store, not the parent's
+    codes.append(wait_child(pid, 20))
+stop.set()
+thread.join()
+print(json.dumps({"codes": codes}))
+""")
+    assert result["codes"] == [0] * 21, result
+
+
+def test_forked_train_step_counts_only_the_childs_new_lifetime_steps() -> None:
+    """The child's store starts empty; its first result adds the steps since the fork, not the lifetime again."""
+    result, _ = run_script(_PRELUDE + """
+handle = otel_rl.init_telemetry({"exporters": ["none"]})
+@otel_rl.train_step(algorithm="PPO")
+def step(lifetime):
+    return {"num_env_steps_sampled_lifetime": lifetime}
+step(1000)
+step(2000)
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    step(2100)
+    os.write(w, json.dumps(testing.value("rl_training_environment_steps_total", algorithm="PPO")).encode())
+    os._exit(0)
+code = wait_child(pid, 20)
+child = json.loads(os.read(r, 100))
+print(json.dumps({"code": code, "child": child,
+                  "parent": testing.value("rl_training_environment_steps_total", algorithm="PPO")}))
+""")
+    assert result["code"] == 0, result
+    assert result["parent"] == 2000.0, result
+    assert result["child"] == 100.0, result
+
+
+def test_forked_child_never_exports_under_the_parents_identity() -> None:
+    """The parent's periodic reader, restarted by the SDK in the child, exports nothing there (not even once)."""
+    result, _ = run_script("""
+import json, os, sys, tempfile, time
+import otel_rl
+exported = tempfile.TemporaryFile()
+saved = os.dup(1)
+os.dup2(exported.fileno(), 1)  # the console exporter's output, of parent and child, goes to this file
+handle = otel_rl.init_telemetry({"exporters": ["console"], "otlp": {"export_interval": 3600}})
+for _ in range(3):
+    otel_rl.record_data_load_time(0.2)
+pid = os.fork()
+if pid == 0:
+    time.sleep(1.0)            # the SDK's restarted ticker has run by now
+    sys.stdout.flush()
+    os._exit(0)
+os.waitpid(pid, 0)
+sys.stdout.flush()
+os.dup2(saved, 1)
+exported.seek(0)
+text = exported.read().decode()
+print(json.dumps({"exported": text[:2000]}))
+os._exit(0)                    # the parent exports nothing either (interval 3600 s, no shutdown)
+""")
+    # Before, the child exported its emptied store under the parent's service.instance.id (a counter reset).
+    assert result["exported"] == "", result
+
+
+def test_compat_stop_metrics_server_in_a_forked_child_returns_and_leaves_the_parent_serving() -> None:
+    result, _ = run_script(_PRELUDE + """
+from otel_rl.compat import prometheus_metrics as pm
+handle = otel_rl.init_telemetry({"exporters": ["console"], "otlp": {"export_interval": 3600}})
+server = pm.start_metrics_server(port=0)   # added to the running telemetry: stopping it stops that server
+pid = os.fork()
+if pid == 0:
+    signal.alarm(5)
+    pm.stop_metrics_server()
+    os._exit(0)
+code = wait_child(pid, 20)
+status = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/health", timeout=5).status
+pm.stop_metrics_server()
+handle.shutdown(timeout=1)
+print(json.dumps({"code": code, "status": status}))
+""")
+    assert result == {"code": 0, "status": 200}, result

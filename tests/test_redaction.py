@@ -29,8 +29,8 @@ def _config_error(config=None, environ=None) -> str:
 
 def test_repr_of_settings_redacts_header_values_and_url_passwords():
     """repr(Settings) and repr(OtlpSettings) show header names and the user, never a token or password."""
-    settings = load_settings({"exporters": ["otlp"], "otlp": {
-        "endpoint": f"https://user:{SECRET}@collector.example:4317",
+    settings = load_settings({"exporters": ["otlp"], "otlp": {  # URL credentials: http/protobuf only (not gRPC)
+        "endpoint": f"https://user:{SECRET}@collector.example:4318", "protocol": "http/protobuf",
         "headers": {"Authorization": f"Bearer {SECRET}", "x-api-key": SECRET}}}, {})
     for text in (repr(settings), str(settings), repr(settings.otlp), f"{settings.otlp!s}"):
         assert SECRET not in text and "Authorization" in text and "x-api-key" in text and "user" in text

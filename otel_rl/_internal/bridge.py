@@ -17,6 +17,7 @@ reader accepts it; older SDKs apply no cardinality limit of their own, so the st
 from __future__ import annotations
 
 import inspect
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -215,6 +216,9 @@ class ResultKeepingExporter(MetricExporter):
         # The preferences are given, not read from ``inner``'s private attributes: the reader asks this object.
         super().__init__(preferred_temporality=preferred_temporality, preferred_aggregation=preferred_aggregation)
         self.inner = inner
+        #: The process that made it: in a forked child the inherited exporter (a gRPC channel, a session, a
+        #: stream) is the parent's and is never used (see :meth:`PeriodicReader._receive_metrics`).
+        self.pid = os.getpid()
         self.last_result: MetricExportResult | None = None
         self.in_flight = False
         #: ``time.monotonic_ns()`` at the start of the newest collection whose export succeeded (0: none yet).
@@ -222,6 +226,8 @@ class ResultKeepingExporter(MetricExporter):
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> MetricExportResult:
         started_ns = _collection.__dict__.pop("started_ns", None) or time.monotonic_ns()
+        if self.pid != os.getpid():
+            return MetricExportResult.FAILURE
         self.in_flight = True
         result = MetricExportResult.FAILURE
         try:
@@ -234,10 +240,11 @@ class ResultKeepingExporter(MetricExporter):
         return result
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return self.inner.force_flush(timeout_millis=timeout_millis)
+        return self.pid != os.getpid() or self.inner.force_flush(timeout_millis=timeout_millis)
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
-        self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+        if self.pid == os.getpid():
+            self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
 
 
 class PeriodicReader(CatalogReaderMixin, PeriodicExportingMetricReader):
@@ -252,6 +259,11 @@ class PeriodicReader(CatalogReaderMixin, PeriodicExportingMetricReader):
                          export_timeout_millis=timeout_s * 1000.0, **reader_limits(cardinality_limit))
 
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> None:
+        if self.exporter.pid != os.getpid():
+            # The parent's reader in a forked child (the SDK restarts its thread there): exporting would send the
+            # child's values under the parent's service.instance.id. The child exports through its own telemetry.
+            _collection.__dict__.pop("started_ns", None)
+            return
         final = self._final_thread
         if final is not None and final != threading.get_ident():
             # The SDK's own last collection at shutdown (or a tick racing with it): export_final has the newer values.

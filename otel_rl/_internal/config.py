@@ -570,6 +570,13 @@ def _build(values: Mapping[str, Any]) -> Settings:
         shown = redact("otlp.endpoint", settings.otlp.endpoint)
         raise ConfigError(f"config key 'otlp.endpoint' has value {shown}; allowed with "
                           "protocol http/protobuf: an http:// or https:// URL")
+    if settings.otlp.protocol == "grpc" and settings.otlp.endpoint is not None \
+            and "@" in urlsplit(settings.otlp.endpoint).netloc:
+        # gRPC has no URL credentials: the exporter would log the URL, password included, and never authenticate.
+        shown = redact("otlp.endpoint", settings.otlp.endpoint)
+        raise ConfigError(f"config key 'otlp.endpoint' has value {shown}; allowed with protocol grpc: a URL without "
+                          "user or password (send credentials as a header: otlp.headers or "
+                          "OTEL_EXPORTER_OTLP_HEADERS, e.g. Authorization=Basic%20<base64 user:password>)")
     if (settings.otlp.client_certificate is None) != (settings.otlp.client_key is None):
         given, missing = ("otlp.client_certificate", "otlp.client_key")[::1 if settings.otlp.client_key is None
                                                                           else -1]

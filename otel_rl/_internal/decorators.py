@@ -171,10 +171,16 @@ class _StepRecorder:
         _RECORDERS.add(self)
 
     def after_fork_in_child(self) -> None:
-        """A forked child starts from an empty store, so its counts start again too, under a new lock."""
+        """A forked child gets a new lock and keeps the parent's baselines (copied under no lock: the parent may
+        have held it at fork).
+
+        The child's store starts empty, so its step counter must count only the child's own steps: with the
+        parent's lifetime baseline kept, the child's first result adds just the steps made since, not the whole
+        lifetime count again; the iteration number goes on from the parent's.
+        """
         self._lock = threading.Lock()
-        self._iterations = _Recent()
-        self._lifetime_steps = _Recent()
+        self._iterations = _Recent(self._iterations)
+        self._lifetime_steps = _Recent(self._lifetime_steps)
 
     def names(self) -> tuple[str, str]:
         run = _current_run.get()

@@ -21,6 +21,7 @@ import sys
 import threading
 from dataclasses import asdict
 from typing import Any
+from urllib.parse import urlsplit
 
 from otel_rl._internal.store import REGISTRY
 
@@ -32,6 +33,7 @@ WORKER_CONFIG_ENV = "OTEL_RL_WORKER_CONFIG"
 _hook_lock = threading.Lock()
 _forked_from: int | None = None  #: the parent's pid in a child forked from a process with telemetry
 _warned = False
+_secrets_warned = False  #: warn_omitted_secrets() said it once in this process
 
 
 # -- identity -------------------------------------------------------------------------------------------------------
@@ -189,15 +191,51 @@ def worker_config(settings: Any) -> dict[str, Any] | None:
     return config
 
 
-def worker_env() -> dict[str, str]:
+#: The environment variables from which a worker takes OTLP headers that were left out of what it was handed.
+HEADERS_ENV = ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")
+
+
+def _without_secrets(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``config`` without OTLP header values and without the user and password of the endpoint URL.
+
+    Returns the config and what was left out (setting names, never values).
+    """
+    otlp = dict(config.get("otlp") or {})
+    omitted = []
+    if otlp.pop("headers", None):
+        omitted.append("otlp.headers")
+    endpoint = otlp.get("endpoint")
+    if isinstance(endpoint, str) and "@" in endpoint:
+        try:
+            parts = urlsplit(endpoint)
+            if parts.username is not None or parts.password is not None:
+                otlp["endpoint"] = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+                omitted.append("the user and password in otlp.endpoint")
+        except ValueError:
+            otlp.pop("endpoint")
+            omitted.append("otlp.endpoint")
+    return {**config, "otlp": otlp}, omitted
+
+
+def worker_env(include_secrets: bool = False) -> dict[str, str]:
     """Environment variables that let processes started elsewhere push like this one.
 
     Pass them where the environment is not inherited: ``ray.init(runtime_env={"env_vars": otel_rl.worker_env()})``
     for a remote Ray cluster, a Kubernetes pod spec, ``torchrun`` on other hosts. Empty when this process has no
     telemetry that workers can copy (pull only, or none).
+
+    Secrets stay out unless ``include_secrets=True``: OTLP header values (bearer tokens, API keys) and the user
+    and password of the endpoint URL. Such a runtime env is shown in Ray's dashboard and kept in pod specs; give
+    the workers their token through ``OTEL_EXPORTER_OTLP_HEADERS`` from a secret store instead (a worker that
+    lacks it says so once).
     """
-    raw = os.environ.get(WORKER_CONFIG_ENV)
-    return {WORKER_CONFIG_ENV: raw} if raw else {}
+    published = _published()
+    if published is None:
+        return {}
+    if not include_secrets:
+        config, omitted = _without_secrets(published["config"])
+        published = {**published, "config": config, "omitted": omitted} if omitted else published
+    return {WORKER_CONFIG_ENV: json.dumps(published, sort_keys=True)}
 
 
 def publish(settings: Any) -> None:
@@ -214,6 +252,23 @@ def withdraw() -> None:
     published = _published()
     if published is not None and _is_publisher(published):
         os.environ.pop(WORKER_CONFIG_ENV, None)
+
+
+def warn_omitted_secrets() -> None:
+    """One warning in a worker handed its parent's settings without their secrets and with no headers of its own."""
+    global _secrets_warned
+    published = _published() or {}
+    omitted = published.get("omitted")
+    if _secrets_warned or not omitted or _is_publisher(published) \
+            or any(os.environ.get(name, "").strip() for name in HEADERS_ENV):
+        return
+    _secrets_warned = True
+    _logger.warning(
+        "otel-rl: process %d got its parent's OTLP settings without %s (otel_rl.worker_env() leaves secrets out), "
+        "and its environment has no OTEL_EXPORTER_OTLP_HEADERS: a collector that requires authentication will "
+        "refuse its exports. Set OTEL_EXPORTER_OTLP_HEADERS in this worker's environment (for instance "
+        "Authorization=Bearer%%20<token>, from a secret store), or use worker_env(include_secrets=True) where the "
+        "worker's environment is private. See docs/security.md.", os.getpid(), " and ".join(map(str, omitted)))
 
 
 def inherited_config() -> dict[str, Any] | None:
@@ -243,6 +298,7 @@ def _first_new_series() -> None:
             return
         config = inherited_config()
         if config is not None:
+            warn_omitted_secrets()
             try:
                 telemetry.init_telemetry(config)._automatic = True
                 _logger.info("otel-rl: process %d (%s) pushes its own metrics with the settings its parent "
@@ -271,9 +327,9 @@ def arm() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _forked_from, _hook_lock, _warned
+    global _forked_from, _hook_lock, _warned, _secrets_warned
     _hook_lock = threading.Lock()
-    _warned = False
+    _warned = _secrets_warned = False
     REGISTRY.after_fork_in_child()
     decorators = sys.modules.get("otel_rl._internal.decorators")
     if decorators is not None:

@@ -81,6 +81,10 @@ class StoreRenderer:
         self._headers: dict[Any, list[str]] = {}
         self._lock = threading.Lock()
 
+    def after_fork_in_child(self) -> None:
+        """A forked child may have inherited the lock held by a scrape in the parent: use a new one."""
+        self._lock = threading.Lock()
+
     # -- formats ---------------------------------------------------------------------------------------------------
 
     @staticmethod

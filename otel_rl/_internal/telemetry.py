@@ -59,13 +59,8 @@ class Telemetry:
             _logger.info("otel-rl: OTEL_SDK_DISABLED is true; nothing is exported (recording still costs nothing)")
         if "prometheus" in self.exporters:
             # Bind before any thread starts, so a strict bind failure leaves nothing behind.
-            web_config = None
-            if settings.prometheus.web_config_file:
-                from otel_rl._internal.webconfig import load_web_config
-
-                web_config = load_web_config(settings.prometheus.web_config_file)
             self.server = bind_server(settings.prometheus.host, settings.prometheus.port, self.exposition,
-                                      self.health, settings.prometheus.strict, web_config)
+                                      self.health, settings.prometheus.strict, self._web_config())
         try:
             for name in self.exporters:
                 if name in ("otlp", "console"):
@@ -91,6 +86,14 @@ class Telemetry:
             if settings.prometheus.file_sd:
                 self._join_file_sd()
 
+    def _web_config(self):
+        """The endpoint's TLS and basic auth from ``prometheus.web_config_file`` (None: plain HTTP, no auth)."""
+        if not self.settings.prometheus.web_config_file:
+            return None
+        from otel_rl._internal.webconfig import load_web_config
+
+        return load_web_config(self.settings.prometheus.web_config_file)
+
     def _join_file_sd(self) -> None:
         """Add this endpoint to the ``prometheus.file_sd`` target file, so Prometheus scrapes every process."""
         assert self.server is not None and self.settings.prometheus.file_sd
@@ -105,6 +108,8 @@ class Telemetry:
     # -- pull path -------------------------------------------------------------------------------------------------
 
     def _collect_for_scrape(self):
+        if self._abandoned_in == os.getpid():
+            return None  # the parent's SDK in a forked child: its locks may be held by a parent's scrape
         self.pull_reader.collect()
         return self.pull_reader.latest
 
@@ -112,17 +117,28 @@ class Telemetry:
         """Start the ``/metrics`` endpoint on a telemetry that has none (one that pushes OTLP only).
 
         Returns the running endpoint when there is one already, and None (after logging) when the port cannot be
-        bound. The endpoint stops with :meth:`shutdown`.
+        bound. The endpoint stops with :meth:`shutdown`. It has the TLS and basic auth of
+        ``prometheus.web_config_file`` and joins the ``prometheus.file_sd`` target file, as one started by
+        :func:`init_telemetry` does.
         """
         with self._shutdown_lock:
             if self._shutdown_done:
                 return None
             if self.server is None:
-                server = bind_server(host, port, self.exposition, self.health, strict=False)
+                try:
+                    web_config = self._web_config()
+                except ConfigError as exc:  # validated at init: the file changed since; serve nothing rather than open
+                    _logger.error("otel-rl: %s; the /metrics endpoint was not started", exc)
+                    return None
+                server = bind_server(host, port, self.exposition, self.health, strict=False, web_config=web_config)
                 if server is None:
                     return None
                 self.server = server.start()
-                _logger.info("otel-rl: serving Prometheus metrics on http://%s:%d/metrics", host, server.port)
+                _logger.info("otel-rl: serving Prometheus metrics on %s://%s:%d/metrics%s", server.scheme,
+                             f"[{host}]" if ":" in host else host, server.port,
+                             " (basic auth)" if web_config and web_config.users else "")
+                if self.settings.prometheus.file_sd:
+                    self._join_file_sd()
             return self.server
 
     def stop_prometheus(self, server: MetricsServer) -> None:
@@ -131,12 +147,19 @@ class Telemetry:
             if self.server is server:
                 self.server = None
         server.stop()
+        if self._sd_address is not None and self.settings.prometheus.file_sd:
+            file_sd.leave(self.settings.prometheus.file_sd, self._sd_address)
+            self._sd_address = None
 
     def _render_from_store(self, encoder):
         """The scrape: catalog metrics straight from the store, then any other instrument of this provider."""
         return self.renderer.render(encoder, self._other_families)
 
     def _other_families(self):
+        if self._abandoned_in == os.getpid():
+            # The parent's SDK in a forked child: a parent thread may have held its locks at fork, and its other
+            # instruments are the parent's. The child's own telemetry shows this process' instruments.
+            return []
         with without_store():  # the SDK collects only instruments that are not otel-rl's own
             self.pull_reader.collect()
         catalog = {spec.family for spec in (m.spec for m in self.registry.metrics.values())}
@@ -259,21 +282,31 @@ class Telemetry:
     def _abandon_in_child(self) -> None:
         """In a forked child: make this (the parent's) telemetry inert without touching its threads or server.
 
-        Nothing it holds is used again here: the SDK's periodic reader, which restarts its thread in a child by
-        itself, finds its stop event set and exits without exporting the parent's values under the parent's
-        identity; the inherited listening socket is closed (no ``shutdown()``, which would hang).
+        Nothing it holds is used again here: its periodic readers are shut down (their exporters, made in the
+        parent, do nothing in another process, and the readers export nothing there: see ``PeriodicReader``), so
+        no value of this process goes out under the parent's identity; the inherited listening socket is closed
+        (no ``shutdown()``, which would hang).
         """
         self._abandoned_in = os.getpid()
         self._shutdown_lock = threading.Lock()
         self._shutdown_done = True
-        for reader in self.readers:
-            if isinstance(reader, PeriodicReader):
-                stopped = threading.Event()
-                stopped.set()
-                reader._shutdown_event = stopped
+        readers = self._push_readers()
+        if readers:
+            # Ends the thread the SDK restarts in a child. From a daemon thread: the parent may have held one of the
+            # SDK's locks at fork, and a fork handler must never block (the readers export nothing here anyway).
+            threading.Thread(target=_stop_inherited, args=(readers,), name="otel-rl-fork", daemon=True).start()
         self.exposition.after_fork_in_child()
+        self.renderer.after_fork_in_child()
         if self.server is not None:
             self.server.close_inherited()
+
+
+def _stop_inherited(readers: list[PeriodicReader]) -> None:
+    for reader in readers:
+        try:
+            reader.shutdown(timeout_millis=100)
+        except Exception:  # noqa: BLE001 (the parent's reader in a child: it exports nothing here anyway)
+            _logger.debug("otel-rl: could not stop the parent's reader in a forked child", exc_info=True)
 
 
 def _child_view(parent: Telemetry) -> Telemetry:
@@ -414,6 +447,8 @@ def init_telemetry(config: Settings | Mapping[str, Any] | str | os.PathLike[str]
     if config is None:
         # A worker of a process that pushes: the settings its parent published (docs/multiprocess.md).
         config = processes.inherited_config()
+        if config is not None:
+            processes.warn_omitted_secrets()
     settings = _validated(config) if isinstance(config, Settings) else load_settings(config)
     automatic = _current if _current is not None and _current._automatic and _current.settings != settings \
         else None

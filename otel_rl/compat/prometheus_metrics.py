@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -329,12 +330,16 @@ rl_training_errors_total = TRAINING_ERRORS_TOTAL
 rl_training_active = TRAINING_ACTIVE
 rl_training_start_timestamp = TRAINING_START_TIME
 
-#: What :func:`start_metrics_server` started, so that :func:`stop_metrics_server` stops exactly that.
-_started: dict[str, Any] = {"telemetry": None, "server": None}
+#: What :func:`start_metrics_server` started, so that :func:`stop_metrics_server` stops exactly that, and in which
+#: process: a forked child inherits this but not the server loop (stopping it there would wait forever).
+_started: dict[str, Any] = {"telemetry": None, "server": None, "pid": None}
 
 
 def start_metrics_server(port: int = 8011) -> MetricsServer | None:
-    """Serve ``/metrics`` and ``/health`` on 0.0.0.0:port, as the original did.
+    """Serve ``/metrics`` and ``/health`` on port, on all interfaces as the original did.
+
+    A running telemetry's ``prometheus`` settings apply: its host (default 0.0.0.0), its ``web_config_file``
+    (TLS, basic auth) and its ``file_sd`` target file.
 
     Never tears down a running telemetry. Without one, starts otel-rl with the Prometheus endpoint. With one that
     already serves ``/metrics``, returns that server (on its own port, as the original returned its running
@@ -345,9 +350,9 @@ def start_metrics_server(port: int = 8011) -> MetricsServer | None:
     if running is not None:
         if running.server is not None:
             return running.server
-        server = running.serve_prometheus("0.0.0.0", port)
+        server = running.serve_prometheus(running.settings.prometheus.host, port)
         if server is not None:
-            _started.update(telemetry=None, server=(running, server))
+            _started.update(telemetry=None, server=(running, server), pid=os.getpid())
         return server
     try:
         telemetry = _telemetry.init_telemetry({"exporters": ["prometheus"], "prometheus": {"port": port}})
@@ -357,7 +362,7 @@ def start_metrics_server(port: int = 8011) -> MetricsServer | None:
     if telemetry.server is None:  # the port was taken: bind_server logged it; nothing else was running
         telemetry.shutdown()
         return None
-    _started.update(telemetry=telemetry, server=None)
+    _started.update(telemetry=telemetry, server=None, pid=os.getpid())
     return telemetry.server
 
 
@@ -365,9 +370,13 @@ def stop_metrics_server() -> None:
     """Stop what :func:`start_metrics_server` started: its telemetry, or the endpoint it added to a running one.
 
     A telemetry started by :func:`otel_rl.init_telemetry` is left running: its owner stops it with ``shutdown()``.
+    In a forked child it does nothing: what was started belongs to the parent (the child's copy of the listening
+    socket was closed at fork).
     """
-    telemetry, added = _started["telemetry"], _started["server"]
-    _started.update(telemetry=None, server=None)
+    telemetry, added, pid = _started["telemetry"], _started["server"], _started["pid"]
+    _started.update(telemetry=None, server=None, pid=None)
+    if pid != os.getpid():
+        return
     if telemetry is not None:
         telemetry.shutdown()
     elif added is not None:
