@@ -65,7 +65,13 @@ class _ProcessSource:
         if pid != self._pid:
             self._process = self._psutil.Process(pid)
             self._pid = pid
-            self._cpu_last = (time.monotonic(), self._cpu_seconds(self._process))
+            # The first reading is the mean since the process started (as `ps` shows it): two reads microseconds
+            # apart would divide a 10 ms clock tick by almost nothing (a reading of 101 was seen).
+            try:
+                started = time.monotonic() - max(time.time() - self._process.create_time(), 0.0)
+            except Exception:  # noqa: BLE001 (no start time: measure from now on)
+                started = time.monotonic()
+            self._cpu_last = (started, 0.0)
             self._cpu_value = None
         return self._process
 
@@ -81,7 +87,7 @@ class _ProcessSource:
         elapsed = now - last_time
         if elapsed > 0 and (self._cpu_value is None or elapsed >= CPU_MIN_INTERVAL_S):
             cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-            self._cpu_value = max(0.0, (cpu - last_cpu) / (elapsed * max(cpus, 1)))
+            self._cpu_value = min(1.0, max(0.0, (cpu - last_cpu) / (elapsed * max(cpus, 1))))
             self._cpu_last = (now, cpu)
         return [(self._cpu_value, {})] if self._cpu_value is not None else []
 
