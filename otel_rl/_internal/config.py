@@ -11,12 +11,13 @@ import ipaddress
 import logging
 import os
 import re
-import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from otel_rl._internal.store import describe
 
 _logger = logging.getLogger("otel_rl")
 
@@ -148,19 +149,11 @@ MAX_CARDINALITY_LIMIT = 1_000_000
 #: Most YAML nodes a config file may expand to: an "alias bomb" of a few hundred bytes expands to billions.
 MAX_YAML_NODES = 100_000
 
-_repr = reprlib.Repr()
-_repr.maxstring = _repr.maxother = 100
 
 
 def _show(value: Any) -> str:
-    """``repr(value)`` for an error message: truncated, never raising, always valid UTF-8."""
-    if type(value) is int and value.bit_length() > 256:
-        return f"<int of {value.bit_length()} bits>"
-    try:
-        text = _repr.repr(value)
-    except Exception:  # noqa: BLE001 (recording never raises)
-        text = f"<{type(value).__qualname__} object>"
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    """``repr(value)`` for an error message: truncated, never raising, always valid UTF-8 (as in drop warnings)."""
+    return describe(value)
 
 
 def _utf8(value: str) -> bool:
