@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="train CartPole with a NumPy policy-gradient agent, exporting metrics")
     demo.add_argument("--iterations", type=int, default=100,
-                      help="training iterations (default 100: with the linger, about a minute)")
+                      help="training iterations (default 100: 10-30 s of training, then the linger)")
     demo.add_argument("--episodes", type=int, default=10, help="episodes per iteration (default 10)")
     demo.add_argument("--seed", type=int, default=0, help="random seed of the environment and the agent")
     demo.add_argument("--run-id", default=None, help="run_id label (default: cartpole-seed0 for --seed 0)")
