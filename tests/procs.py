@@ -220,3 +220,19 @@ def workdir() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def push_stack() -> Iterator[tuple[Path, Prometheus, Collector]]:
+    """A started Prometheus and a collector remote-writing into it, in a fresh work dir; both always stopped."""
+    with workdir() as wd:
+        prom = Prometheus(wd)
+        collector = None
+        try:
+            prom.start()
+            collector = Collector(wd, prom.remote_write_url).start()
+            yield wd, prom, collector
+        finally:
+            if collector is not None:
+                collector.stop()
+            prom.stop()

@@ -192,17 +192,8 @@ print(json.dumps({"codes": codes, "scrapes": scrapes}))
 
 @pytest.fixture(scope="module")
 def push_stack() -> Iterator[tuple[procs.Prometheus, procs.Collector]]:
-    with procs.workdir() as wd:
-        prom = procs.Prometheus(wd)
-        collector = None
-        try:
-            prom.start()
-            collector = procs.Collector(wd, prom.remote_write_url).start()
-            yield prom, collector
-        finally:
-            if collector is not None:
-                collector.stop()
-            prom.stop()
+    with procs.push_stack() as (_, prom, collector):
+        yield prom, collector
 
 
 def _totals(prom: procs.Prometheus, job: str, metric: str = "rl_training_episodes_total") -> dict[str, float]:

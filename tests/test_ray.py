@@ -87,26 +87,17 @@ print(json.dumps({"tasks": pids_tasks, "actors": pids_actors, "trials": trials, 
 
 @pytest.fixture(scope="module")
 def ray_run() -> Iterator[tuple[procs.Prometheus, dict]]:
-    with procs.workdir() as wd:
-        prom = procs.Prometheus(wd)
-        collector = None
-        try:
-            prom.start()
-            collector = procs.Collector(wd, prom.remote_write_url).start()
-            script = wd / "ray_scenario.py"
-            script.write_text(textwrap.dedent(_SCENARIO))
-            path = os.environ.get("PYTHONPATH")
-            env = {**os.environ, "PYTHONPATH": str(ROOT) + (os.pathsep + path if path else ""),
-                   "RAY_USAGE_STATS_ENABLED": "0"}
-            env.pop("OTEL_RL_WORKER_CONFIG", None)
-            proc = subprocess.run([sys.executable, str(script), collector.grpc_endpoint, JOB, str(wd / "tune")],
-                                  cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
-            assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
-            yield prom, json.loads(proc.stdout.strip().splitlines()[-1])
-        finally:
-            if collector is not None:
-                collector.stop()
-            prom.stop()
+    with procs.push_stack() as (wd, prom, collector):
+        script = wd / "ray_scenario.py"
+        script.write_text(textwrap.dedent(_SCENARIO))
+        path = os.environ.get("PYTHONPATH")
+        env = {**os.environ, "PYTHONPATH": str(ROOT) + (os.pathsep + path if path else ""),
+               "RAY_USAGE_STATS_ENABLED": "0"}
+        env.pop("OTEL_RL_WORKER_CONFIG", None)
+        proc = subprocess.run([sys.executable, str(script), collector.grpc_endpoint, JOB, str(wd / "tune")],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+        assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+        yield prom, json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _by_instance(prom: procs.Prometheus, expr: str) -> dict[str, float]:
