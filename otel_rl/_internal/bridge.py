@@ -203,11 +203,10 @@ def _marker(options: CallbackOptions) -> list[Observation]:
 
 
 class ResultKeepingExporter(MetricExporter):
-    """Passes every call to ``inner`` and keeps what the exports achieved.
+    """Passes every call to ``inner`` and keeps when the newest successfully exported collection began.
 
     The SDK's reader discards export results, so without this a flush or shutdown could not tell the caller
-    that the final values never reached the collector. Besides the last result it keeps when the newest
-    collection that was exported successfully began, so a flush can tell its own export from an earlier one.
+    that the final values never reached the collector, nor its own export from an earlier one.
     """
 
     def __init__(self, inner: MetricExporter,
@@ -219,8 +218,6 @@ class ResultKeepingExporter(MetricExporter):
         #: The process that made it: in a forked child the inherited exporter (a gRPC channel, a session, a
         #: stream) is the parent's and is never used (see :meth:`PeriodicReader._receive_metrics`).
         self.pid = os.getpid()
-        self.last_result: MetricExportResult | None = None
-        self.in_flight = False
         #: ``time.monotonic_ns()`` at the start of the newest collection whose export succeeded (0: none yet).
         self.exported_ns = 0
 
@@ -228,15 +225,9 @@ class ResultKeepingExporter(MetricExporter):
         started_ns = _collection.__dict__.pop("started_ns", None) or time.monotonic_ns()
         if self.pid != os.getpid():
             return MetricExportResult.FAILURE
-        self.in_flight = True
-        result = MetricExportResult.FAILURE
-        try:
-            result = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
-        finally:
-            self.last_result = result
-            if result is MetricExportResult.SUCCESS:
-                self.exported_ns = max(self.exported_ns, started_ns)
-            self.in_flight = False
+        result = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+        if result is MetricExportResult.SUCCESS:
+            self.exported_ns = max(self.exported_ns, started_ns)
         return result
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
