@@ -347,13 +347,13 @@ def bench_flush(reps: int, quick: bool = False) -> None:
         fill("mixed", 1000, True, None)
         bridge = handle.bridge
         calls = [0]
-        original = bridge.histogram_metrics
+        original = bridge.catalog_metrics
 
         def counting() -> Any:
             calls[0] += 1
             return original()
 
-        bridge.histogram_metrics = counting  # type: ignore[method-assign]
+        bridge.catalog_metrics = counting  # type: ignore[method-assign]
         counts, cost = [], []
         reader = handle.readers[-1]
         for _ in range(reps):
@@ -363,7 +363,7 @@ def bench_flush(reps: int, quick: bool = False) -> None:
         times = interleave({"flush": timed(partial(handle.force_flush, 30.0), time.process_time),
                             "export": timed(reader.collect, time.process_time)}, reps)
         cost = ratios(times, "flush", "export")
-        bridge.histogram_metrics = original  # type: ignore[method-assign]
+        bridge.catalog_metrics = original  # type: ignore[method-assign]
         handle.shutdown()
     finally:
         stop(sink)

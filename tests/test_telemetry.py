@@ -128,8 +128,8 @@ def test_force_flush_collects_once():
             "endpoint": receiver.endpoint, "protocol": "http/protobuf", "export_interval": 3600}})
         otel_rl.record_episode("PPO", "a", 1.0, 10)
         collections = []
-        original = handle.bridge.histogram_metrics
-        handle.bridge.histogram_metrics = lambda: collections.append(1) or original()
+        original = handle.bridge.catalog_metrics
+        handle.bridge.catalog_metrics = lambda: collections.append(1) or original()
         assert handle.force_flush(timeout=5) is True
         assert len(collections) == 1
         assert len(receiver.requests) == 1

@@ -203,7 +203,8 @@ class Registry:
             "counted, in otel_rl_dropped_values_total{metric=%r,reason=%r}.",
             metric, reason, describe(value), _HINTS.get(reason, ""), metric, str(reason))
 
-    def warn_once(self, key: tuple[str, str], message: str, *args: Any, exc_info: bool = False) -> bool:
+    def warn_once(self, key: tuple[str, str], message: str, *args: Any,
+                  exc_info: bool | BaseException = False) -> bool:
         """Log ``message`` the first time ``key`` is seen (for fixes that keep a value, unlike :meth:`drop`).
 
         Returns whether it logged."""
@@ -267,7 +268,11 @@ class Metric:
                     # A key with lone surrogates was stored under its sanitised form (see _admit).
                     key = _clean_key(key)
                     self._series.pop(key, None)
-                self._attributes.pop(key, None)
+                self._forget(key)
+
+    def _forget(self, key: tuple[str, ...]) -> None:
+        """Drop what is kept beside the value of a removed series (called under the lock)."""
+        self._attributes.pop(key, None)
 
     def key(self, labels: tuple[Any, ...]) -> tuple[str, ...] | None:
         """Turn label values into a series key, or None when they do not fit the label keys."""
@@ -349,12 +354,23 @@ class Metric:
 
 
 class Counter(Metric):
-    """A monotonic sum per label set."""
+    """A monotonic sum per label set, and when each series began (the start time of its cumulative points)."""
 
-    __slots__ = ()
+    __slots__ = ("created_ns",)
+
+    def clear(self) -> None:
+        super().clear()
+        with self._lock:
+            now = time.time_ns()
+            #: ``time.time_ns()`` when each series was created; written under the lock, read without it.
+            self.created_ns: dict[tuple[str, ...], int] = dict.fromkeys(self._series, now)
 
     def _new_series(self) -> float:
         return 0.0
+
+    def _forget(self, key: tuple[str, ...]) -> None:
+        super()._forget(key)
+        self.created_ns.pop(key, None)
 
     def add(self, key: tuple[str, ...], amount: Any) -> None:
         if type(amount) is not float or not amount >= 0.0 or amount == math.inf:
@@ -371,6 +387,8 @@ class Counter(Metric):
                 total = series[key] + amount
             else:
                 key = self._admit(key)
+                if key not in series:
+                    self.created_ns[key] = time.time_ns()
                 total = series.get(key, 0.0) + amount
             if total != _INF:
                 series[key] = total
