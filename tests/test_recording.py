@@ -130,6 +130,20 @@ def test_record_performance_metrics_drops_bad_percentages():
     assert testing.dropped("rl_training_total_return", "none") == 1
 
 
+def test_record_performance_metrics_drops_a_figure_that_overflows_once_scaled():
+    """A finite fraction too large to be a percentage (1e307 x 100 is inf) is dropped as inf and counted; a later
+    good value, and the figures beside it, are set (also from a Mapping that is not a dict)."""
+    from types import MappingProxyType
+
+    otel_rl.record_performance_metrics("PPO", "a", {"win_rate": 1e307, "max_drawdown": 0.2})
+    assert V("rl_training_win_rate", algorithm="PPO", agent_id="a") is None
+    assert V("rl_training_max_drawdown", algorithm="PPO", agent_id="a") == 0.2
+    assert testing.dropped("rl_training_win_rate", "inf") == 1
+    otel_rl.record_performance_metrics("PPO", "a", MappingProxyType({"win_rate": 0.5, "sharpe_ratio": 3}))
+    assert V("rl_training_win_rate", algorithm="PPO", agent_id="a") == 50.0
+    assert V("rl_training_sharpe_ratio", algorithm="PPO", agent_id="a") == 3.0
+
+
 def test_record_loss_metrics():
     """Losses: each value that is not None is observed; negative policy loss and entropy land in their buckets."""
     otel_rl.record_loss_metrics("PPO", policy_loss=-0.02, value_loss=0.35, entropy=-1.2)

@@ -190,20 +190,20 @@ def _gauge(state: Any, now: int) -> Gauge | None:
 def _histogram(state: Any, now: int) -> Histogram | None:
     """A histogram's cumulative points; each starts when its series was created."""
     attributes, bounds = state.attributes, state.bounds
-    points = [
-        HistogramDataPoint(
+    points = []
+    for key, series in state.snapshot():
+        count = series.count
+        points.append(HistogramDataPoint(
             attributes=attributes(key),
             start_time_unix_nano=series.created_ns,
             time_unix_nano=now,
-            count=series.count,
+            count=count,
             sum=series.sum,
             bucket_counts=series.counts,
             explicit_bounds=bounds,
-            min=series.min if series.count else 0.0,
-            max=series.max if series.count else 0.0,
-        )
-        for key, series in state.snapshot()
-    ]
+            min=series.min if count else 0.0,
+            max=series.max if count else 0.0,
+        ))
     return Histogram(points, AggregationTemporality.CUMULATIVE) if points else None
 
 

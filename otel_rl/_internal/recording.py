@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from otel_rl._internal.catalog import CATALOG, SIGNAL_NAMES
-from otel_rl._internal.store import BAD_LABELS, NONE, REGISTRY, WRONG_TYPE
+from otel_rl._internal.store import BAD_LABELS, NONE, REGISTRY, WRONG_TYPE, set_gauges
 
 _logger = logging.getLogger("otel_rl")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -42,7 +42,7 @@ _env_steps = REGISTRY.counter("rl_training_environment_steps_total")
 _errors = REGISTRY.counter("rl_training_errors_total")
 _active = REGISTRY.gauge("rl_training_active")
 _start_timestamp = REGISTRY.gauge("rl_training_start_timestamp")
-_signals = {name: REGISTRY.gauge("rl_training_" + name) for name in SIGNAL_NAMES}
+_signals = {name: (REGISTRY.gauge("rl_training_" + name), 1.0) for name in SIGNAL_NAMES}
 
 
 class _BadLabel(Exception):
@@ -77,6 +77,7 @@ def _never_raises(func: F) -> F:
 
 
 def _s(value: Any) -> str:
+    """A label value as a string (the hot helpers test ``type(value) is str`` inline first, to save the call)."""
     if type(value) is str:
         return value
     try:
@@ -115,7 +116,8 @@ def record_training_failed(algorithm: str, error_type: str = "unknown") -> None:
 @_never_raises
 def record_training_iteration(algorithm: str, iteration: int, run_id: str = "default") -> None:
     """An iteration finished: ``iterations_total`` +1, ``current_iteration`` = iteration."""
-    algorithm, run_id = _s(algorithm), _s(run_id)
+    if type(algorithm) is not str or type(run_id) is not str:
+        algorithm, run_id = _s(algorithm), _s(run_id)
     _iterations.add((algorithm,), 1.0)
     _current_iteration.set((algorithm, run_id), iteration)
 
@@ -123,7 +125,9 @@ def record_training_iteration(algorithm: str, iteration: int, run_id: str = "def
 @_never_raises
 def record_episode(algorithm: str, agent_id: str, reward: float, length: float) -> None:
     """An episode finished: ``episodes_total`` +1, ``episode_reward`` and ``episode_length`` observe."""
-    key = (_s(algorithm), _s(agent_id))
+    key = (algorithm, agent_id)
+    if type(algorithm) is not str or type(agent_id) is not str:
+        key = (_s(algorithm), _s(agent_id))
     _episodes.add(key, 1.0)
     _episode_reward.observe(key, reward)
     _episode_length.observe(key, length)
@@ -132,7 +136,9 @@ def record_episode(algorithm: str, agent_id: str, reward: float, length: float) 
 @_never_raises
 def record_episode_metrics(algorithm: str, run_id: str, reward_mean: float, length_mean: float) -> None:
     """The iteration's means: ``episode_reward_mean`` and ``episode_length_mean``."""
-    key = (_s(algorithm), _s(run_id))
+    key = (algorithm, run_id)
+    if type(algorithm) is not str or type(run_id) is not str:
+        key = (_s(algorithm), _s(run_id))
     _reward_mean.set(key, reward_mean)
     _length_mean.set(key, length_mean)
 
@@ -141,30 +147,22 @@ def record_episode_metrics(algorithm: str, run_id: str, reward_mean: float, leng
 def record_performance_metrics(algorithm: str, agent_id: str, metrics: Mapping[str, Any]) -> None:
     """Trading figures present in ``metrics``: sharpe_ratio and max_drawdown as given, win_rate and total_return
     given as fractions and stored as percentages (x100), as the original module did."""
-    key = (_s(algorithm), _s(agent_id))
-    if not isinstance(metrics, Mapping):  # None, a list, ...: each figure it could have held is dropped
+    key = (algorithm, agent_id)
+    if type(algorithm) is not str or type(agent_id) is not str:
+        key = (_s(algorithm), _s(agent_id))
+    # None, a list, ...: each figure it could have held is dropped (a dict is checked first: ABCs are slow)
+    if type(metrics) is not dict and not isinstance(metrics, Mapping):
         for gauge, _ in _performance.values():
             REGISTRY.drop(gauge.name, NONE if metrics is None else WRONG_TYPE, metrics)
         return
-    for name, value in metrics.items():
-        target = _performance.get(name)
-        if target is None:
-            continue
-        gauge, scale = target
-        if scale != 1.0:
-            if type(value) is not float or value - value != 0.0:
-                value = gauge._checked(value)  # the store's own check: a bad value is counted and dropped
-                if value is None:
-                    continue
-            value *= scale
-        gauge.set(key, value)
+    set_gauges(key, metrics, _performance)
 
 
 @_never_raises
 def record_loss_metrics(algorithm: str, policy_loss: float | None = None, value_loss: float | None = None,
                         entropy: float | None = None) -> None:
     """Observe each loss that is not None (negative values land in their buckets)."""
-    key = (_s(algorithm),)
+    key = (algorithm if type(algorithm) is str else _s(algorithm),)
     if policy_loss is not None:
         _policy_loss.observe(key, policy_loss)
     if value_loss is not None:
@@ -182,7 +180,7 @@ def record_data_load_time(duration: float) -> None:
 @_never_raises
 def record_environment_steps(algorithm: str, steps: int) -> None:
     """``environment_steps_total`` += steps."""
-    _env_steps.add((_s(algorithm),), steps)
+    _env_steps.add((algorithm if type(algorithm) is str else _s(algorithm),), steps)
 
 
 @_never_raises
@@ -206,7 +204,6 @@ def record_training_signals(algorithm: str, run_id: str = "default", *, learning
 
 
 def set_signals(key: tuple[str, str], signals: Mapping[str, Any]) -> None:
-    """Set the signal gauges named in ``signals`` (keys of :data:`SIGNAL_NAMES`) for ``(algorithm, run_id)``."""
-    for name, value in signals.items():
-        if value is not None:
-            _signals[name].set(key, value)
+    """Set the signal gauges named in ``signals`` (keys of :data:`SIGNAL_NAMES`) for ``(algorithm, run_id)``;
+    None values are skipped."""
+    set_gauges(key, {name: value for name, value in signals.items() if value is not None}, _signals)

@@ -209,14 +209,14 @@ class StoreRenderer:
                     if entry is None:
                         entry = lines[key] = self._series_entry(metric, key, shared)
                     template = entry if shared is None or type(entry) is _Own else shared
-                    count = state.count
+                    cumulative = list(accumulate(state.counts))  # the last is the +Inf bucket: the count
+                    count = cumulative[-1]
                     if count < 1024:
-                        append(template.format(entry, *[count_text[c] for c in accumulate(state.counts[:-1])],
-                                               count_text[count], count_text[count], _value_text(state.sum)))
+                        append(template.format(entry, *[count_text[c] for c in cumulative], count_text[count],
+                                               _value_text(state.sum)))
                     else:
-                        text = _count_text(count)
-                        append(template.format(entry, *[_count_text(c) for c in accumulate(state.counts[:-1])],
-                                               text, text, _value_text(state.sum)))
+                        append(template.format(entry, *[_count_text(c) for c in cumulative], _count_text(count),
+                                               _value_text(state.sum)))
             _flush(out, chunks)
 
     # -- the exposition --------------------------------------------------------------------------------------------
