@@ -360,3 +360,137 @@ def test_reset_forgets_steps_a_live_wrapper_still_holds_back():
     env.step(0)
     env.flush()
     assert testing.value("rl_training_environment_steps_total", algorithm="R") == 1
+
+
+# -- the vector wrapper against the sub-environments' own count (issue 13: a cheaper hot path) ------------------------
+
+
+class _RandomEpisodes(gym.Env):
+    """Episodes of 1-6 steps with random float rewards, ending terminated or truncated at random. Each sub-environment
+    keeps the ground truth: every step it really takes, and the return and length of every episode it finishes."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,))
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, seed: int, truth: dict) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.truth = truth
+        self.length = self.t = 0
+        self.ret = 0.0
+
+    def reset(self, *, seed=None, options=None):
+        self.length, self.t, self.ret = int(self.rng.integers(1, 7)), 0, 0.0  # an unfinished episode is dropped
+        return np.zeros(1, dtype=np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        self.truth["steps"] += 1
+        reward = float(self.rng.normal(0.3, 2.0))
+        self.ret += reward  # the same float64 additions, in the same order, as the wrapper's
+        done = self.t >= self.length
+        if done:
+            self.truth["episodes"].append((self.ret, float(self.t)))
+        cut = done and bool(self.rng.integers(0, 2))
+        return np.zeros(1, dtype=np.float32), reward, done and not cut, cut, {}
+
+
+class _DonesAsLists(gym.vector.VectorWrapper):
+    """Done flags as Python lists: the wrapper's slow path (np.any) instead of the bytes comparison."""
+
+    def step(self, actions):
+        obs, rewards, terminated, truncated, infos = self.env.step(actions)
+        return obs, rewards, terminated.tolist(), truncated.tolist(), infos
+
+
+def _expected_histogram(name: str, values: list[float]):
+    from otel_rl._internal.store import REGISTRY, HistogramSeries
+
+    bounds = REGISTRY[name].bounds
+    series = HistogramSeries(len(bounds))
+    for v in values:  # the histogram's own order of additions
+        series.counts[__import__("bisect").bisect_left(bounds, v)] += 1
+        series.sum += v
+        series.count += 1
+        series.min, series.max = min(series.min, v), max(series.max, v)
+    return series
+
+
+@pytest.mark.parametrize("dones", ["arrays", "lists"])
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_vector_env_matches_the_sub_environments_own_count(mode, dones):
+    """Random episode lengths, float rewards, terminations and truncations, full and masked resets, a small
+    flush_every: episodes, returns, lengths and environment steps equal what the sub-environments counted
+    themselves, bit for bit (a miscount in the fast path or the autoreset bookkeeping fails this)."""
+    truth = {"steps": 0, "episodes": []}
+    inner = gym.vector.SyncVectorEnv([lambda s=s: _RandomEpisodes(s, truth) for s in range(4)], autoreset_mode=mode)
+    env = RecordVectorEpisodeMetrics(inner if dones == "arrays" else _DonesAsLists(inner), algorithm="RE",
+                                     flush_every=5)
+    rng = np.random.default_rng(1)
+    env.reset(seed=0)
+    just_ended = np.zeros(4, dtype=bool)
+    for step in range(600):
+        if step % 97 == 96:
+            env.reset()
+        elif step % 41 == 40 and mode == AutoresetMode.NEXT_STEP and just_ended.any():
+            env.reset(options={"reset_mask": just_ended | (rng.random(4) < 0.3)})  # ended ones among them
+        _, _, terminated, truncated, _ = env.step(np.zeros(4, dtype=np.int64))
+        just_ended = np.logical_or(terminated, truncated)
+    assert testing.value("rl_training_environment_steps_total", algorithm="RE") == truth["steps"]
+    assert testing.value("rl_training_episodes_total", algorithm="RE", agent_id="default") == len(truth["episodes"])
+    assert len(truth["episodes"]) > 100
+    for name, values in (("rl_training_episode_reward", [r for r, _ in truth["episodes"]]),
+                         ("rl_training_episode_length", [n for _, n in truth["episodes"]])):
+        got, want = testing.histogram(name, algorithm="RE", agent_id="default"), _expected_histogram(name, values)
+        assert (got.counts, got.sum, got.count, got.min, got.max) == \
+            (want.counts, want.sum, want.count, want.min, want.max), name
+    env.close()
+
+
+def test_masked_reset_after_an_episode_end_counts_the_next_step():
+    """Next-step mode: a sub-environment reset with reset_mask right after its episode ended takes a real step next
+    (Gymnasium cancels its autoreset), so that step is counted."""
+    env = RecordVectorEpisodeMetrics(_vector(AutoresetMode.NEXT_STEP), algorithm="MR")
+    env.reset(seed=0)
+    for _ in range(3):
+        env.step(np.zeros(2, dtype=np.int64))  # env0 (3 steps) ends at step 3
+    env.reset(options={"reset_mask": np.array([True, False])})
+    for _ in range(2):
+        env.step(np.zeros(2, dtype=np.int64))
+    env.close()
+    assert testing.value("rl_training_environment_steps_total", algorithm="MR") == 10
+
+
+def test_flushes_from_another_thread_in_next_step_mode_never_lose_or_double_count_steps():
+    """The autoreset slots of next-step mode with a collection thread flushing all the time: the counter ends at
+    exactly the steps the sub-environments took."""
+    import threading
+
+    from otel_rl._internal import store
+
+    truth = {"steps": 0, "episodes": []}
+    env = RecordVectorEpisodeMetrics(gym.vector.SyncVectorEnv(
+        [lambda s=s: _RandomEpisodes(s, truth) for s in range(3)], autoreset_mode=AutoresetMode.NEXT_STEP),
+        algorithm="TN", flush_every=7)
+    env.reset(seed=0)
+    stop = threading.Event()
+    flushes = [0]
+
+    def collect():
+        while not stop.is_set():
+            store.flush_held_back()
+            flushes[0] += 1
+
+    thread = threading.Thread(target=collect)
+    thread.start()
+    try:
+        for step in range(5000):
+            env.step(np.zeros(3, dtype=np.int64))
+            if step % 500 == 499:
+                env.reset()
+    finally:
+        stop.set()
+        thread.join()
+    store.flush_held_back()
+    assert flushes[0] > 10
+    assert testing.value("rl_training_environment_steps_total", algorithm="TN") == truth["steps"]
+    assert testing.value("rl_training_episodes_total", algorithm="TN", agent_id="default") == len(truth["episodes"])

@@ -43,6 +43,9 @@ from otel_rl._internal.store import REGISTRY as _REGISTRY
 __all__ = ["RecordEpisodeMetrics", "RecordVectorEpisodeMetrics", "wrap"]
 
 _FLUSH_EVERY = 1000
+_add = np.add
+_ndarray = np.ndarray
+_BOOL = np.dtype(np.bool_)
 
 
 class RecordEpisodeMetrics(gym.Wrapper):
@@ -142,7 +145,6 @@ class RecordVectorEpisodeMetrics(VectorWrapper):
         super().__init__(env)
         self._algorithm = str(algorithm)
         self._key = (self._algorithm, str(agent_id))
-        self._flush_every = flush_every
         mode = self.env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
         # In next-step mode the step after an episode's end only resets that sub-environment: it is no step of
         # any episode, so it counts neither in the length nor in the environment steps.
@@ -152,23 +154,29 @@ class RecordVectorEpisodeMetrics(VectorWrapper):
         # Sub-environments whose current return is unknown (a reward that was no number): their returns are not
         # observed when their episodes end, their lengths still are. Usually empty.
         self._invalid: set[int] = set()
-        # Lengths come from a step counter: an episode's length is the steps since its start, so a step costs
-        # one integer increment instead of an array update.
+        # Vector steps since the wrapper was made: the only per-step update. Episode lengths are steps since
+        # their start, and the environment steps are n * _t less the autoreset slots.
         self._t = 0
         self._zeros = bytes(self._n)  # a bool array of no episode end, as bytes
         self._indices = range(self._n)
         self._starts = [0] * self._n  # a list: read and written one sub-environment at a time
-        # Steps since the wrapper was made (only the stepping thread writes it) and how many of them the counter
-        # has (written only under the flush lock, so a flush from a collection can run at any time).
-        self._stepped = 0
-        self._flushed = 0
-        self._next_flush = flush_every
-        self._resetting = 0  # sub-environments whose next step is an autoreset
+        # (autoreset slots so far, including those of the coming step; the step _t at which the last episodes
+        # ended; their sub-environments): one tuple, replaced whole, so that a flush from a collecting thread
+        # reads a consistent state. The coming step's slots are no steps yet: flush() adds them back while _t is
+        # still that step.
+        self._resets: tuple[int, int, list[int]] = (0, -1, [])
+        # What the steps counter already has (written only under the flush lock, so a flush from a collection
+        # can run at any time), and the vector step of the next flush without an episode end.
+        self._steps_key = (self._algorithm,)
+        self._steps_flushed = 0
+        self._flush_interval = -(-flush_every // max(self._n, 1))  # vector steps of up to flush_every steps
+        self._flush_t = self._flush_interval
         _store.hold_back(self)
 
     def step(self, actions: Any):
-        # The hot path: one in-place add and an episode-end check; the result tuple is passed on as it is. Nothing
-        # here raises into the caller's env.step(): a reward that is no number is dropped and counted instead.
+        # The hot path: one in-place add, the done arrays' bytes compared with zeros and one integer increment;
+        # the result tuple is passed on as it is. Nothing here raises into the caller's env.step(): a reward that
+        # is no number is dropped and counted instead.
         result = self.env.step(actions)
         try:
             rewards, terminated, truncated = result[1], result[2], result[3]
@@ -176,25 +184,27 @@ class RecordVectorEpisodeMetrics(VectorWrapper):
             _malformed(self, result)
             return result
         try:
-            np.add(self._returns, rewards, out=self._returns)
+            _add(self._returns, rewards, self._returns)  # out= as a keyword costs more
         except Exception:  # noqa: BLE001 (object dtype, wrong shape, None: the slow path)
             self._bad_rewards(rewards)
-        self._t += 1
-        self._stepped += self._n - self._resetting
-        self._resetting = 0
+        t = self._t = self._t + 1
         try:
-            if type(terminated) is np.ndarray and terminated.dtype == np.bool_ and type(truncated) is np.ndarray \
-                    and truncated.dtype == np.bool_:  # comparing the raw bytes with zeros is 6x faster than any()
-                zeros = self._zeros
+            if type(terminated) is _ndarray and type(truncated) is _ndarray and terminated.dtype is _BOOL \
+                    and truncated.dtype is _BOOL:  # comparing the raw bytes with zeros is 6x faster than any()
                 ends, cuts = terminated.tobytes(), truncated.tobytes()
-                if ends != zeros or cuts != zeros:  # the indices from the bytes: no further array operation
-                    self._finish([i for i in self._indices if ends[i] or cuts[i]], result[4])
-                elif self._stepped >= self._next_flush:
-                    self.flush()
+                zeros = self._zeros
+                if ends == zeros and cuts == zeros:
+                    if t >= self._flush_t:
+                        self.flush()
+                    return result
+                indices = [i for i in self._indices if ends[i] or cuts[i]]  # no further array operation
             elif np.any(terminated) or np.any(truncated):
-                self._finish(np.flatnonzero(np.logical_or(terminated, truncated)).tolist(), result[4])
-            elif self._stepped >= self._next_flush:
-                self.flush()
+                indices = np.flatnonzero(np.logical_or(terminated, truncated)).tolist()
+            else:
+                if t >= self._flush_t:
+                    self.flush()
+                return result
+            self._finish(indices, result[4])
         except Exception:  # noqa: BLE001 (recording never raises)
             _malformed(self, result)
         return result
@@ -213,10 +223,11 @@ class RecordVectorEpisodeMetrics(VectorWrapper):
 
     def _finish(self, indices: list[int], infos: Any) -> None:
         # Episodes end every few steps of a CartPole x8: per sub-environment scalar work beats array operations.
-        episode = _episode_info(self, infos)
+        episode: Any = _episode_info(self, infos) if infos else None  # no call for the usual empty info
         mask = infos.get("_episode") if episode is not None else None
         returns, starts, t, key, invalid = self._returns, self._starts, self._t, self._key, self._invalid
         observe_reward, observe_length = _rec._episode_reward.observe, _rec._episode_length.observe
+        own = returns.tolist()  # one array call for every return, not one per finished episode
         next_start = t + 1 if self._next_step_reset else t  # in next-step mode the coming step only resets
         for i in indices:
             from_info = False
@@ -229,16 +240,17 @@ class RecordVectorEpisodeMetrics(VectorWrapper):
                     _malformed(self, infos)
                     mask = None
             if not from_info:
-                episode_return, length = float(returns[i]), float(t - starts[i])
+                episode_return, length = own[i], float(t - starts[i])
             if from_info or i not in invalid:
                 observe_reward(key, episode_return)
             observe_length(key, length)
             returns[i] = 0.0
             starts[i] = next_start
-            invalid.discard(i)
+            if invalid:
+                invalid.discard(i)
         _rec._episodes.add(key, float(len(indices)))
         if self._next_step_reset:
-            self._resetting = len(indices)
+            self._resets = (self._resets[0] + len(indices), t, indices)
         self.flush()
 
     def reset(self, **kwargs: Any):
@@ -249,12 +261,19 @@ class RecordVectorEpisodeMetrics(VectorWrapper):
             self._returns[:] = 0.0
             self._starts = [self._t] * self._n
             self._invalid.clear()
-            self._resetting = 0
+            resets, ended_at, pending = self._resets
+            # The autoreset slots of the coming step do not come: the environment is reset instead.
+            self._resets = (resets - len(pending) if ended_at == self._t else resets, -1, [])
         else:
             self._returns[mask] = 0.0
-            for i in np.flatnonzero(mask).tolist():
+            masked = np.flatnonzero(mask).tolist()
+            for i in masked:
                 self._starts[i] = self._t
                 self._invalid.discard(i)
+            resets, ended_at, pending = self._resets
+            if ended_at == self._t:  # a sub-environment reset now takes a real step next, not an autoreset
+                kept = [i for i in pending if i not in masked]
+                self._resets = (resets - (len(pending) - len(kept)), ended_at, kept)
         return self.env.reset(**kwargs)
 
     def close(self, **kwargs: Any) -> None:
@@ -264,11 +283,14 @@ class RecordVectorEpisodeMetrics(VectorWrapper):
     def flush(self) -> None:
         """Hand the steps counted so far to ``rl_training_environment_steps_total`` (safe from any thread)."""
         with _store.flush_lock:
-            stepped = self._stepped
-            if stepped != self._flushed:
-                _rec._env_steps.add((self._algorithm,), stepped - self._flushed)
-                self._flushed = stepped
-            self._next_flush = stepped + self._flush_every
+            t = self._t  # read before _resets: slots counted for a later step only lower the figure
+            resets, ended_at, pending = self._resets
+            steps = self._n * t - resets + (len(pending) if ended_at == t else 0)
+            # A flush from another thread may read a figure a step behind: the counter only takes what is new.
+            if steps > self._steps_flushed:
+                _rec._env_steps.add(self._steps_key, float(steps - self._steps_flushed))
+                self._steps_flushed = steps
+            self._flush_t = t + self._flush_interval
 
 
 def wrap(env: Any, algorithm: str = "default", agent_id: str = "default", **kwargs: Any):
