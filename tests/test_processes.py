@@ -64,6 +64,29 @@ def episodes(text):
 """
 
 
+def test_a_first_record_during_interpreter_shutdown_is_quiet() -> None:
+    """A vector wrapper collected at exit (a reference cycle) hands its steps over from VectorEnv.__del__, after
+    Python has torn down its import system: the process's first new series must not print an ImportError."""
+    result, stderr = run_script("""
+        import json
+        import gymnasium as gym
+        from otel_rl.integrations.gymnasium import RecordVectorEpisodeMetrics
+
+        class Holder:
+            pass
+
+        holder = Holder()
+        holder.cycle = holder  # collected only by the last garbage collection at exit
+        holder.env = RecordVectorEpisodeMetrics(
+            gym.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync"), "PPO")
+        holder.env.reset(seed=0)
+        holder.env.step(holder.env.action_space.sample())
+        print(json.dumps({"stepped": True}))
+    """)
+    assert result == {"stepped": True}
+    assert "Exception ignored" not in stderr and "ImportError" not in stderr, stderr
+
+
 # -- fork on the pull path ------------------------------------------------------------------------------------------
 
 

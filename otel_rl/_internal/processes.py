@@ -289,7 +289,10 @@ def _first_new_series() -> None:
     """
     global _warned
     REGISTRY.new_series_hook = None
-    from otel_rl._internal import telemetry
+    try:
+        from otel_rl._internal import telemetry
+    except ImportError:  # the interpreter is shutting down (a wrapper's close() from a __del__): nothing to start
+        return
 
     if telemetry.current() is not None:
         return

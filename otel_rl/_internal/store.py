@@ -310,7 +310,10 @@ class Metric:
         """Called under the lock for a key not yet seen: the key itself, or the overflow key past the limit."""
         hook = self._registry.new_series_hook
         if hook is not None:
-            hook()
+            try:
+                hook()
+            except Exception:  # noqa: BLE001 (a record call never raises; the value is still recorded)
+                _logger.debug("otel-rl: the new-series hook failed", exc_info=True)
         clean = _clean_key(key)
         if clean is not key:
             # Lone surrogates are stored backslash-escaped, so os.fsdecode(b"run-\xff") and the text
