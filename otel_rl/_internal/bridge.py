@@ -1,10 +1,10 @@
 """Hands the in-process state to the OpenTelemetry SDK.
 
-Every catalog metric is declared as an OpenTelemetry instrument through the Meter API (counters and gauges as
-observable instruments, so the SDK registers and validates their names, units and descriptions), but its points
-are built from :mod:`otel_rl._internal.store` as the SDK's own ``NumberDataPoint`` and ``HistogramDataPoint``
-types, which the readers below add to each collection through the SDK's documented
-``MetricReader._receive_metrics`` hook. Every reader therefore sees the same data, in catalog order.
+Counters and gauges are declared through the Meter API as observable instruments (so the SDK registers and
+validates their names, units and descriptions). The points of every catalog metric are built from
+:mod:`otel_rl._internal.store` as the SDK's own ``NumberDataPoint`` and ``HistogramDataPoint`` types, which the
+readers below add to each collection through the SDK's documented ``MetricReader._receive_metrics`` hook. Every
+reader therefore sees the same data, in catalog order.
 
 Why not observable callbacks: the SDK turns each ``Observation`` into a measurement, cleans and hashes its
 attributes, aggregates it and samples exemplars before it makes the same point, which made an export cost
@@ -50,7 +50,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from otel_rl._internal.catalog import ALL_METRICS
+from otel_rl._internal.catalog import ALL_METRICS, MetricSpec
 from otel_rl._internal.config import sdk_disabled
 from otel_rl._internal.store import Registry, flush_held_back
 
@@ -90,14 +90,15 @@ def cumulative_temporality() -> dict[type, AggregationTemporality]:
 
 
 class Bridge:
-    """Owns the MeterProvider whose instruments read ``registry``, and completes each collection."""
+    """Owns the MeterProvider that declares otel-rl's instruments, and completes each of its collections with
+    the points of ``registry``."""
 
     def __init__(self, registry: Registry, resource: Resource, readers: Iterable[MetricReader],
                  version: str) -> None:
         self.registry = registry
         self.resource = resource
         self.scope = InstrumentationScope(SCOPE_NAME, version)
-        # The SDK turns its own instruments off under OTEL_SDK_DISABLED=true; the histograms follow.
+        # The SDK turns its own instruments off under OTEL_SDK_DISABLED=true; otel-rl's points follow.
         self.disabled = sdk_disabled()
         self._order = {spec.name: i for i, spec in enumerate(ALL_METRICS)}
         readers = list(readers)
@@ -115,7 +116,7 @@ class Bridge:
                 meter.create_observable_counter(spec.name, None, spec.unit, spec.help)
             elif spec.type == "gauge":
                 meter.create_observable_gauge(spec.name, None, spec.unit, spec.help)
-        self._builders: list[tuple[Any, Callable[[Any, int], Any]]] = [
+        self._builders: list[tuple[MetricSpec, Callable[[Any, int], Any]]] = [
             (spec, {"counter": _sum, "gauge": _gauge, "histogram": _histogram}[spec.type]) for spec in ALL_METRICS]
 
     def catalog_metrics(self) -> list[Metric]:
