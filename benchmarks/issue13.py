@@ -14,6 +14,10 @@ order, so load from other processes on a shared machine affects both sides. Base
   a cardinality limit above the series count, so both sides export the same series.
 * **bare env**: ``gymnasium.vector.SyncVectorEnv`` of 8 ``CartPole-v1``.
 
+The pause rows are what a scrape costs the training thread: a tight recording loop runs while the process serves
+one ``GET /metrics`` (gzip accepted, as Prometheus asks) to a client in another process, on otel-rl's endpoint and,
+for the baseline, on prometheus_client's own ``start_http_server`` holding the same series.
+
 Writes a JSON summary to ``benchmarks/results/issue13.json`` (or ``--output``).
 """
 
@@ -23,6 +27,7 @@ import argparse
 import gc
 import json
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -125,6 +130,8 @@ def our_handle(size: int, exporters: list[str] | None = None, port: int | None =
 
     reset()
     config: dict[str, Any] = {"exporters": exporters or ["none"], "cardinality_limit": max(2000, size + 10)}
+    if exporters and "prometheus" in exporters:
+        config["prometheus"] = {"host": "127.0.0.1", "port": 0, "linger": 0}
     if port is not None:
         config.update(otlp_config(port, 3600.0, limit=max(2000, size + 10)))
     return otel_rl.init_telemetry(config)
@@ -193,54 +200,102 @@ def longest_pause(scrape: Callable[[], Any], record: Callable[[float], Any]) -> 
     return worst[0]
 
 
+class ScrapeClient:
+    """Scrapes a URL when told to, as Prometheus does (``GET``, gzip accepted), from another process: its CPU and
+    its GIL are not the benchmark's, so what is measured is what the scraped process pays."""
+
+    _CODE = r"""
+import sys, urllib.request
+for line in sys.stdin:
+    request = urllib.request.Request(line.strip(), headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        size = len(response.read())
+    print(size, flush=True)
+"""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", self._CODE], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+
+    def scrape(self, url: str) -> int:
+        """The size of the (compressed) response."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(url + "\n")
+        self.proc.stdin.flush()
+        return int(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(10)
+
+
 def bench_pause(reps: int, quick: bool = False, sizes: tuple[int, ...] | None = None,
                 kinds: tuple[str, ...] = ("mixed", "histogram"), curve: bool = False) -> None:
-    from prometheus_client import generate_latest
+    """The longest pause of a recording loop while its process serves one HTTP scrape of ``/metrics``."""
+    from prometheus_client import start_http_server
 
     from otel_rl._internal.store import REGISTRY
 
-    for size in sizes or SIZES["pause"][0 if quick else 1]:
-        for kind in kinds:
-            handle = our_handle(size)
-            try:
-                fill(kind, size, True, None)
-                prom = direct_prometheus.build()
-                fill(kind, size, False, prom)
-                ours = partial(REGISTRY["rl_training_active"].set, ("PPO",))
-                handle.metrics_text()
-                started = time.perf_counter()
-                handle.metrics_text()
-                window = time.perf_counter() - started
-                # name: (what runs in the other thread, the record call of the measured loop)
-                variants: dict[str, tuple[Callable[[], Any], Callable[[float], Any]]] = {
-                    "otel_rl": (handle.metrics_text, ours),
-                    "prometheus_client": (partial(generate_latest, prom.registry),
-                                          prom.metrics["rl_training_active"].labels("PPO").set),
-                    # the same loop for as long as a scrape takes, without one
-                    "idle": (partial(time.sleep, window), ours),
-                    # any pure-Python work in another thread: the GIL hand-over floor
-                    "busy": (partial(_busy, window), ours),
-                }
-                pauses: dict[str, list[float]] = {name: [] for name in variants}
-                for rep in range(reps):
-                    for name in list(variants) if rep % 2 == 0 else list(variants)[::-1]:
-                        gc.collect()
-                        pauses[name].append(longest_pause(*variants[name]))
-            finally:
-                handle.shutdown()
-            ms = {name: [p * 1e3 for p in values] for name, values in pauses.items()}
-            if curve:
-                CURVES.setdefault("pause", []).append(
-                    {"series": size, "kind": kind, "otel_rl_ms": statistics.median(ms["otel_rl"]),
-                     "idle_ms": statistics.median(ms["idle"]), "busy_ms": statistics.median(ms["busy"]),
-                     "prometheus_client_ms": statistics.median(ms["prometheus_client"])})
-                print(f"    pause {kind:>9} {size:>7}: otel_rl {statistics.median(ms['otel_rl']):7.1f} ms, "
-                      f"prometheus_client {statistics.median(ms['prometheus_client']):7.1f} ms", flush=True)
-            else:
-                row(f"longest recording-thread pause, {size // 1000}k-series {kind} scrape", ms["otel_rl"], 20.0,
-                    "ms", note=f"prometheus_client generate_latest: {mmm(ms['prometheus_client'])} ms; "
-                               f"no scrape (machine noise): {mmm(ms['idle'])} ms; a busy pure-Python thread instead "
-                               f"of the scrape (GIL hand-over floor): {mmm(ms['busy'])} ms")
+    client = ScrapeClient()
+    try:
+        for size in sizes or SIZES["pause"][0 if quick else 1]:
+            for kind in kinds:
+                _pause_row(client, start_http_server, REGISTRY, reps, size, kind, curve)
+    finally:
+        client.close()
+
+
+def _pause_row(client: ScrapeClient, start_http_server: Any, registry: Any, reps: int, size: int, kind: str,
+               curve: bool) -> None:
+    handle = our_handle(size, exporters=["prometheus"])
+    prom_server = None
+    try:
+        fill(kind, size, True, None)
+        prom = direct_prometheus.build()
+        fill(kind, size, False, prom)
+        prom_server, _ = start_http_server(0, addr="127.0.0.1", registry=prom.registry)
+        ours_url = f"http://127.0.0.1:{handle.prometheus_port}/metrics"
+        prom_url = f"http://127.0.0.1:{prom_server.server_port}/metrics"
+        ours = partial(registry["rl_training_active"].set, ("PPO",))
+        client.scrape(ours_url)
+        client.scrape(prom_url)
+        started = time.perf_counter()
+        client.scrape(ours_url)
+        window = time.perf_counter() - started
+        # name: (what the process does meanwhile, the record call of the measured loop)
+        variants: dict[str, tuple[Callable[[], Any], Callable[[float], Any]]] = {
+            "otel_rl": (partial(client.scrape, ours_url), ours),
+            "prometheus_client": (partial(client.scrape, prom_url),
+                                  prom.metrics["rl_training_active"].labels("PPO").set),
+            # the same loop for as long as a scrape takes, without one
+            "idle": (partial(time.sleep, window), ours),
+            # any pure-Python work in another thread: the GIL hand-over floor
+            "busy": (partial(_busy, window), ours),
+        }
+        pauses: dict[str, list[float]] = {name: [] for name in variants}
+        for rep in range(reps):
+            for name in list(variants) if rep % 2 == 0 else list(variants)[::-1]:
+                gc.collect()
+                pauses[name].append(longest_pause(*variants[name]))
+    finally:
+        if prom_server is not None:
+            prom_server.shutdown()
+            prom_server.server_close()
+        handle.shutdown()
+    ms = {name: [p * 1e3 for p in values] for name, values in pauses.items()}
+    if curve:
+        CURVES.setdefault("pause", []).append(
+            {"series": size, "kind": kind, "otel_rl_ms": statistics.median(ms["otel_rl"]),
+             "idle_ms": statistics.median(ms["idle"]), "busy_ms": statistics.median(ms["busy"]),
+             "prometheus_client_ms": statistics.median(ms["prometheus_client"])})
+        print(f"    pause {kind:>9} {size:>7}: otel_rl {statistics.median(ms['otel_rl']):7.1f} ms, "
+              f"prometheus_client {statistics.median(ms['prometheus_client']):7.1f} ms", flush=True)
+    else:
+        row(f"longest recording-thread pause, {size // 1000}k-series {kind} HTTP scrape", ms["otel_rl"], 20.0, "ms",
+            note=f"HTTP scrape {window * 1e3:.0f} ms; prometheus_client's own endpoint: "
+                 f"{mmm(ms['prometheus_client'])} ms; no scrape (machine noise): {mmm(ms['idle'])} ms; a busy "
+                 f"pure-Python thread instead of the scrape (GIL hand-over floor): {mmm(ms['busy'])} ms")
 
 
 def _busy(seconds: float) -> None:

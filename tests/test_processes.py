@@ -504,7 +504,7 @@ handle.renderer._lock.acquire()   # deterministic: a parent thread is in the mid
 pid = os.fork()
 if pid == 0:
     signal.alarm(5)
-    body, _ = handle.exposition.render()
+    body = bytes(handle.exposition.render()[0])
     os._exit(0 if b"rl_training_environment_steps_total" in body else 7)
 handle.renderer._lock.release()
 codes = [wait_child(pid, 20)]
@@ -524,7 +524,7 @@ for _ in range(20):
     pid = os.fork()
     if pid == 0:
         signal.alarm(5)
-        body, _ = handle.exposition.render()
+        body = bytes(handle.exposition.render()[0])
         os._exit(0 if b"algo-" not in body else 7)   # the child shows its own (empty) store, not the parent's
     codes.append(wait_child(pid, 20))
 stop.set()

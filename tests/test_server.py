@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import mmap
 import os
 import socket
 import struct
@@ -153,6 +154,30 @@ def test_gzip_q_zero_gets_identity():
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.headers["Content-Encoding"] == "gzip"
         assert gzip.decompress(response.read()).startswith(b"# HELP")
+
+
+def test_a_large_scrape_is_served_from_a_memory_map_identical_to_metrics_text():
+    """A scrape of thousands of histogram series is rendered into a memory map (no heap buffer of megabytes, whose
+    growth copies and faults in fresh memory while holding the GIL) and arrives, plain or gzipped, byte for byte
+    as metrics_text(); a bigger next exposition (past the map sized from the last one) is complete too."""
+    handle, url = _start()
+    for i in range(1000):
+        otel_rl.record_episode("PPO", f"agent-{i:05d}", float(i % 300) - 100.0, 10 + i % 90)
+    body, _ = handle.exposition.render()
+    assert isinstance(body, memoryview) and body.readonly and isinstance(body.obj, mmap.mmap)
+    expected = handle.metrics_text()
+    assert bytes(body) == expected and len(expected) > 1 << 20
+    _, headers, plain = _get(url + "/metrics", {"Accept-Encoding": "identity"})
+    assert plain == expected and int(headers["Content-Length"]) == len(expected)
+    _, headers, packed = _get(url + "/metrics", {"Accept-Encoding": "gzip"})
+    assert headers["Content-Encoding"] == "gzip" and int(headers["Content-Length"]) == len(packed)
+    assert gzip.decompress(packed) == expected and len(packed) < len(expected) / 4
+    for i in range(1000, 1990):  # twice the series, longer: the map sized from the last exposition must grow
+        otel_rl.record_episode("PPO", f"agent-{i:05d}-{'x' * 60}", 1.0, 10)
+    bigger = handle.metrics_text()
+    assert bigger.count(b"rl_training_episode_reward_count{") == 1990 and len(bigger) > 2 * len(expected)
+    _, _, plain = _get(url + "/metrics", {"Accept-Encoding": "identity"})
+    assert plain == bigger
 
 
 def test_client_disconnecting_mid_response_logs_no_traceback(caplog, capfd):

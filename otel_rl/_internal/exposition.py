@@ -107,17 +107,21 @@ class _Families(Collector):
         return iter(families(self._collect()))
 
 
+#: A response body: bytes, or a read-only view of the memory map the store's renderer wrote (see render.py).
+Body = bytes | memoryview
+
+
 class Exposition:
     """Renders the current state on demand; thread-safe (concurrent scrapes collect one at a time)."""
 
     def __init__(self, collect: Callable[[], MetricsData | None],
-                 fast: Callable[[Callable[..., bytes]], bytes | None] | None = None) -> None:
+                 fast: Callable[[Callable[..., bytes]], Body | None] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Families(collect))
         self._fast = fast  # renders the same bytes from the store (otel_rl._internal.render); None: not for this
         self._lock = threading.Lock()
 
-    def render(self, accept: str = "") -> tuple[bytes, str]:
+    def render(self, accept: str = "") -> tuple[Body, str]:
         """The exposition and its content type; OpenMetrics when ``accept`` asks for it."""
         encoder, content_type = choose_encoder(accept)
         with self._lock:
@@ -177,9 +181,9 @@ class _SharedRender:
         self._exposition = exposition
         self._cond = threading.Condition()
         self._state: dict[str, list[Any]] = {}  #: content type -> [started, finished, running, result]
-        self._gzipped: tuple[bytes, bytes] | None = None  #: (body, its gzip): scrapes sharing a body share this too
+        self._gzipped: tuple[Body, bytes] | None = None  #: (body, its gzip): scrapes sharing a body share this too
 
-    def render(self, accept: str) -> tuple[bytes, str]:
+    def render(self, accept: str) -> tuple[Body, str]:
         key = choose_encoder(accept)[1]
         with self._cond:
             state = self._state.setdefault(key, [0, 0, False, None])
@@ -204,10 +208,13 @@ class _SharedRender:
                 self._cond.notify_all()
 
 
-    def gzip(self, body: bytes) -> bytes:
+    def gzip(self, body: Body) -> bytes:
         last = self._gzipped
         if last is not None and last[0] is body:
             return last[1]
+        # The whole body in one call: zlib releases the GIL while it compresses, and a thread that takes the GIL
+        # back waits up to the interpreter's switch interval each time, so compressing chunk by chunk next to a
+        # busy training thread made a scrape take seconds.
         compressed = gzip.compress(body, compresslevel=6)
         self._gzipped = (body, compressed)
         return compressed
@@ -252,7 +259,7 @@ class _Handler(BaseHTTPRequestHandler):
         if number is not None:
             self.server.scrape_served(number)
 
-    def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+    def _send(self, status: int, body: Body, content_type: str, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))

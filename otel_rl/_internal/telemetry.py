@@ -175,7 +175,7 @@ class Telemetry:
         if self._abandoned_in == os.getpid():
             # The parent's handle in a forked child: its SDK state may be locked mid-scrape; show this process'.
             return _child_view(self).metrics_text(accept)
-        return self.exposition.render(accept)[0]
+        return bytes(self.exposition.render(accept)[0])
 
     def health(self) -> dict[str, Any]:
         return {
