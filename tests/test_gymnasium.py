@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -311,14 +315,34 @@ def test_steps_are_in_the_final_values_after_shutdown_without_close():
     assert _steps_on_metrics(handle, "ppo") == 5
 
 
+@contextlib.contextmanager
+def _flushing_all_the_time() -> Iterator[list[int]]:
+    """A collection thread calling flush_held_back() in a loop for the duration of the block, then one last
+    flush; yields the number of flushes it made (a one-element list, filled in as it goes)."""
+    from otel_rl._internal import store
+
+    stop = threading.Event()
+    flushes = [0]
+
+    def collect() -> None:
+        while not stop.is_set():
+            store.flush_held_back()
+            flushes[0] += 1
+
+    thread = threading.Thread(target=collect)
+    thread.start()
+    try:
+        yield flushes
+    finally:
+        stop.set()
+        thread.join()
+    store.flush_held_back()
+
+
 @pytest.mark.parametrize("vector", [False, True], ids=["single", "vector"])
 def test_flushes_from_another_thread_never_lose_or_double_count_steps(vector):
     """A collection thread flushing all the time while the environment steps (and flushes itself at episode ends
     and every few steps): the counter ends exactly at the number of steps taken."""
-    import threading
-
-    from otel_rl._internal import store
-
     if vector:
         env = RecordVectorEpisodeMetrics(_vector(AutoresetMode.SAME_STEP), algorithm="T", flush_every=7)
         per_step = 2
@@ -326,26 +350,12 @@ def test_flushes_from_another_thread_never_lose_or_double_count_steps(vector):
         env = RecordEpisodeMetrics(_Countdown(13), algorithm="T", flush_every=7)
         per_step = 1
     env.reset(seed=0)
-    stop = threading.Event()
-    flushes = [0]
-
-    def collect():
-        while not stop.is_set():
-            store.flush_held_back()
-            flushes[0] += 1
-
-    thread = threading.Thread(target=collect)
-    thread.start()
     steps = 20_000
-    try:
+    with _flushing_all_the_time() as flushes:
         for _ in range(steps):
             _, _, terminated, truncated, _ = env.step(np.zeros(2, dtype=np.int64) if vector else 0)
             if not vector and (terminated or truncated):
                 env.reset()
-    finally:
-        stop.set()
-        thread.join()
-    store.flush_held_back()
     assert flushes[0] > 10  # the two threads did overlap
     assert testing.value("rl_training_environment_steps_total", algorithm="T") == steps * per_step
 
@@ -462,34 +472,16 @@ def test_masked_reset_after_an_episode_end_counts_the_next_step():
 def test_flushes_from_another_thread_in_next_step_mode_never_lose_or_double_count_steps():
     """The autoreset slots of next-step mode with a collection thread flushing all the time: the counter ends at
     exactly the steps the sub-environments took."""
-    import threading
-
-    from otel_rl._internal import store
-
     truth = {"steps": 0, "episodes": []}
     env = RecordVectorEpisodeMetrics(gym.vector.SyncVectorEnv(
         [lambda s=s: _RandomEpisodes(s, truth) for s in range(3)], autoreset_mode=AutoresetMode.NEXT_STEP),
         algorithm="TN", flush_every=7)
     env.reset(seed=0)
-    stop = threading.Event()
-    flushes = [0]
-
-    def collect():
-        while not stop.is_set():
-            store.flush_held_back()
-            flushes[0] += 1
-
-    thread = threading.Thread(target=collect)
-    thread.start()
-    try:
+    with _flushing_all_the_time() as flushes:
         for step in range(5000):
             env.step(np.zeros(3, dtype=np.int64))
             if step % 500 == 499:
                 env.reset()
-    finally:
-        stop.set()
-        thread.join()
-    store.flush_held_back()
     assert flushes[0] > 10
     assert testing.value("rl_training_environment_steps_total", algorithm="TN") == truth["steps"]
     assert testing.value("rl_training_episodes_total", algorithm="TN", agent_id="default") == len(truth["episodes"])
