@@ -118,8 +118,8 @@ def test_a_metric_whose_points_fail_is_left_out_once_logged_and_the_others_go_on
 
 
 def test_a_failing_completion_passes_the_collection_on_with_one_warning(caplog, monkeypatch):
-    """Should completing a collection fail as a whole, the reader still passes it on, logs once, and the next
-    collection after the cause is gone carries otel-rl's metrics again."""
+    """Should completing a collection fail as a whole, the reader still passes it on (without the internal marker
+    gauge), logs once, and the next collection after the cause is gone carries otel-rl's metrics again."""
     caplog.set_level(logging.WARNING, logger="otel_rl")
     handle = otel_rl.init_telemetry({"exporters": ["none"]})
     otel_rl.record_environment_steps("PPO", 3)
@@ -130,6 +130,8 @@ def test_a_failing_completion_passes_the_collection_on_with_one_warning(caplog, 
     monkeypatch.setattr(handle.bridge, "catalog_metrics", broken)
     for _ in range(3):
         handle.pull_reader.collect()
+        assert handle.pull_reader.latest is not None
+        assert MARKER_NAME not in _names(handle.pull_reader)  # the internal marker is never passed on
     warned = [r for r in caplog.records if "could not add its metrics" in r.getMessage()]
     assert len(warned) == 1 and warned[0].exc_info is not None
     monkeypatch.undo()

@@ -546,3 +546,22 @@ def test_cupy_values_are_tensors_not_read():
         assert store.number(tensor) == "tensor"
     finally:
         FakeTensor.__module__ = "torch"
+
+
+def test_a_failing_new_series_hook_never_raises_into_a_record_and_warns_once(caplog, monkeypatch):
+    """The first-record hook (which may start a worker's telemetry) failing leaves the value recorded, raises
+    nothing into the training loop and logs one warning with its traceback, however many series follow."""
+    calls = []
+
+    def broken() -> None:
+        calls.append(1)
+        raise RuntimeError("no telemetry for you")
+
+    caplog.set_level(logging.WARNING, logger="otel_rl")
+    monkeypatch.setattr(REGISTRY, "new_series_hook", broken)
+    otel_rl.record_episode("PPO", "a", 1.0, 10)
+    otel_rl.record_episode("PPO", "b", 1.0, 10)
+    assert len(calls) == 6  # once per new series (2 agents x 3 metrics): this hook never disarms itself
+    assert testing.value("rl_training_episodes_total", algorithm="PPO", agent_id="a") == 1.0
+    warned = [r for r in caplog.records if "first record failed" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].exc_info is not None

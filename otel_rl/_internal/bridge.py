@@ -222,7 +222,20 @@ class CatalogReaderMixin:
                     ("otel_rl", "complete_failed"),
                     "otel-rl could not add its metrics to a collection; this collection is passed on without "
                     "them (later ones try again). Please report this.", exc_info=True)
+                metrics_data = _without_marker(metrics_data)
         super()._receive_metrics(metrics_data, timeout_millis=timeout_millis, **kwargs)  # type: ignore[misc]
+
+
+def _without_marker(data: MetricsData) -> MetricsData:
+    """``data`` without the internal marker gauge (and without a scope left empty by its removal)."""
+    resource_metrics = []
+    for rm in data.resource_metrics:
+        scopes = [ScopeMetrics(sm.scope, [m for m in sm.metrics if m.name != MARKER_NAME], sm.schema_url)
+                  if sm.scope.name == SCOPE_NAME else sm for sm in rm.scope_metrics]
+        scopes = [sm for sm in scopes if sm.metrics]
+        if scopes:
+            resource_metrics.append(ResourceMetrics(rm.resource, scopes, rm.schema_url))
+    return MetricsData(resource_metrics)
 
 
 #: When the collection running in this thread began (``time.monotonic_ns()``): the marker is the first instrument,

@@ -182,6 +182,7 @@ class _SharedRender:
         self._cond = threading.Condition()
         self._state: dict[str, list[Any]] = {}  #: content type -> [started, finished, running, result]
         self._gzipped: tuple[Body, bytes] | None = None  #: (body, its gzip): scrapes sharing a body share this too
+        self._gzip_lock = threading.Lock()
 
     def render(self, accept: str) -> tuple[Body, str]:
         key = choose_encoder(accept)[1]
@@ -209,9 +210,14 @@ class _SharedRender:
 
 
     def gzip(self, body: Body) -> bytes:
-        last = self._gzipped
-        if last is not None and last[0] is body:
-            return last[1]
+        """``body`` gzipped, once per body: scrapes sharing a render wait for one compression."""
+        with self._gzip_lock:
+            last = self._gzipped
+            if last is not None and last[0] is body:
+                return last[1]
+            return self._compress(body)
+
+    def _compress(self, body: Body) -> bytes:
         # The whole body in one call: zlib releases the GIL while it compresses, and a thread that takes the GIL
         # back waits up to the interpreter's switch interval each time, so compressing chunk by chunk next to a
         # busy training thread made a scrape take seconds.

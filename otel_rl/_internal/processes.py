@@ -289,10 +289,9 @@ def _first_new_series() -> None:
     """
     global _warned
     REGISTRY.new_series_hook = None
-    try:
-        from otel_rl._internal import telemetry
-    except ImportError:  # the interpreter is shutting down (a wrapper's close() from a __del__): nothing to start
+    if sys.is_finalizing():  # a wrapper's close() from a __del__ at exit: nothing to start, and no imports work
         return
+    from otel_rl._internal import telemetry
 
     if telemetry.current() is not None:
         return

@@ -223,6 +223,15 @@ class StoreRenderer:
 
     # -- the exposition --------------------------------------------------------------------------------------------
 
+    def _estimate(self) -> int:
+        """Generously, the bytes of an exposition of the current series: a map that has to grow copies what it
+        holds while holding the GIL, and pages of a map that are never written cost nothing."""
+        size = 1 << 16
+        for metric in self._registry.metrics.values():
+            lines = len(metric.bounds) + 4 if isinstance(metric, Histogram) else 1  # buckets, +Inf, _count, _sum
+            size += metric.series_count() * lines * (96 + 24 * len(metric.label_keys))
+        return size
+
     def render(self, encoder: Any, others: Callable[[], list[PromMetric]] | None = None) -> memoryview | None:
         """The exposition of every catalog metric, then the families ``others`` returns (other instruments), as a
         read-only bytes-like view; None when ``encoder`` is not one of the two formats this renders (the caller
@@ -235,7 +244,7 @@ class StoreRenderer:
         # The text is joined and encoded a few thousand lines at a time into a memory map sized from the last
         # exposition: one join of megabytes, or a buffer grown by realloc, holds the GIL for tens of milliseconds
         # (copying, and faulting in fresh memory at once), stalling the training thread.
-        chunks = _Output(self._last_size + self._last_size // 4)
+        chunks = _Output(max(self._last_size + self._last_size // 4, self._estimate()))
         with self._lock:
             out: list[str] = []
             for header, metric in zip(self._header(encoder, fmt), self._registry.metrics.values()):

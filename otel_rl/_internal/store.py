@@ -313,7 +313,8 @@ class Metric:
             try:
                 hook()
             except Exception:  # noqa: BLE001 (a record call never raises; the value is still recorded)
-                _logger.debug("otel-rl: the new-series hook failed", exc_info=True)
+                self._registry.warn_once(("otel_rl", "new_series_hook"), "otel-rl: starting this process' "
+                                         "telemetry on its first record failed; the value is recorded", exc_info=True)
         clean = _clean_key(key)
         if clean is not key:
             # Lone surrogates are stored backslash-escaped, so os.fsdecode(b"run-\xff") and the text

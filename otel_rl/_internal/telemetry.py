@@ -171,7 +171,10 @@ class Telemetry:
         return self.server.port if self.server is not None else None
 
     def metrics_text(self, accept: str = "") -> bytes:
-        """The exposition the endpoint would serve now (also without a running endpoint)."""
+        """The exposition the endpoint would serve now (also without a running endpoint), as ``bytes``.
+
+        For tests and debugging: the copy into ``bytes`` holds the GIL (~35 ms for the 50 MB of 50k histogram
+        series); the endpoint serves the same bytes without one."""
         if self._abandoned_in == os.getpid():
             # The parent's handle in a forked child: its SDK state may be locked mid-scrape; show this process'.
             return _child_view(self).metrics_text(accept)
