@@ -233,21 +233,20 @@ for line in sys.stdin:
 def bench_pause(reps: int, quick: bool = False, sizes: tuple[int, ...] | None = None,
                 kinds: tuple[str, ...] = ("mixed", "histogram"), curve: bool = False) -> None:
     """The longest pause of a recording loop while its process serves one HTTP scrape of ``/metrics``."""
-    from prometheus_client import start_http_server
-
-    from otel_rl._internal.store import REGISTRY
-
     client = ScrapeClient()
     try:
         for size in sizes or SIZES["pause"][0 if quick else 1]:
             for kind in kinds:
-                _pause_row(client, start_http_server, REGISTRY, reps, size, kind, curve)
+                _pause_row(client, reps, size, kind, curve)
     finally:
         client.close()
 
 
-def _pause_row(client: ScrapeClient, start_http_server: Any, registry: Any, reps: int, size: int, kind: str,
-               curve: bool) -> None:
+def _pause_row(client: ScrapeClient, reps: int, size: int, kind: str, curve: bool) -> None:
+    from prometheus_client import start_http_server
+
+    from otel_rl._internal.store import REGISTRY
+
     handle = our_handle(size, exporters=["prometheus"])
     prom_server = None
     try:
@@ -257,7 +256,7 @@ def _pause_row(client: ScrapeClient, start_http_server: Any, registry: Any, reps
         prom_server, _ = start_http_server(0, addr="127.0.0.1", registry=prom.registry)
         ours_url = f"http://127.0.0.1:{handle.prometheus_port}/metrics"
         prom_url = f"http://127.0.0.1:{prom_server.server_port}/metrics"
-        ours = partial(registry["rl_training_active"].set, ("PPO",))
+        ours = partial(REGISTRY["rl_training_active"].set, ("PPO",))
         client.scrape(ours_url)
         client.scrape(prom_url)
         started = time.perf_counter()

@@ -56,6 +56,13 @@ def wait_child(pid, timeout):
     os.waitpid(pid, 0)
     return "hung"
 
+def port_refused(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=3).close()
+        return False
+    except ConnectionRefusedError:
+        return True
+
 def episodes(text):
     for line in text.decode().splitlines():
         if line.startswith('rl_training_episodes_total{'):
@@ -144,11 +151,7 @@ if pid == 0:
     os._exit(0)
 time.sleep(0.3)
 assert handle.shutdown(timeout=2)
-try:
-    socket.create_connection(("127.0.0.1", port), timeout=3).close()
-    refused = False
-except ConnectionRefusedError:
-    refused = True
+refused = port_refused(port)
 rebound = otel_rl.init_telemetry({"prometheus": {"host": "127.0.0.1", "port": port, "strict": True}})
 served = urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).status
 rebound.shutdown(timeout=2)
@@ -452,11 +455,7 @@ for _ in range(20):
 otel_rl.record_episode("PPO", "driver", 1.0, 20)
 workers = [p.pid for p in env.processes]
 assert handle.shutdown(timeout=2)
-try:
-    socket.create_connection(("127.0.0.1", port), timeout=3).close()
-    refused = False
-except ConnectionRefusedError:
-    refused = True
+refused = port_refused(port)
 alive = all(p.is_alive() for p in env.processes)
 started = time.monotonic()
 env.close()

@@ -100,7 +100,6 @@ class Bridge:
         self.scope = InstrumentationScope(SCOPE_NAME, version)
         # The SDK turns its own instruments off under OTEL_SDK_DISABLED=true; otel-rl's points follow.
         self.disabled = sdk_disabled()
-        self._order = {spec.name: i for i, spec in enumerate(ALL_METRICS)}
         readers = list(readers)
         for reader in readers:
             if isinstance(reader, CatalogReaderMixin):
@@ -153,8 +152,8 @@ class Bridge:
         for rm in (data.resource_metrics if data is not None else ()):
             others = []
             for sm in rm.scope_metrics:
-                if sm.scope.name == SCOPE_NAME:
-                    ours.extend(m for m in sm.metrics if m.name != MARKER_NAME)
+                if sm.scope.name == SCOPE_NAME:  # the marker, and any instrument made on otel-rl's meter
+                    ours.extend(m for m in sm.metrics if m.name != MARKER_NAME)  # after the catalog, in order
                     schema_url = sm.schema_url
                 else:
                     others.append(sm)
@@ -162,7 +161,6 @@ class Bridge:
                 beside.extend(others)
             elif others:
                 resource_metrics.append(ResourceMetrics(rm.resource, others, rm.schema_url))
-        ours.sort(key=lambda m: self._order.get(m.name, len(self._order)))
         resource_metrics.insert(0, ResourceMetrics(
             self.resource, [ScopeMetrics(self.scope, ours, schema_url), *beside], self.resource.schema_url))
         return MetricsData(resource_metrics)

@@ -215,15 +215,12 @@ class _SharedRender:
             last = self._gzipped
             if last is not None and last[0] is body:
                 return last[1]
-            return self._compress(body)
-
-    def _compress(self, body: Body) -> bytes:
-        # The whole body in one call: zlib releases the GIL while it compresses, and a thread that takes the GIL
-        # back waits up to the interpreter's switch interval each time, so compressing chunk by chunk next to a
-        # busy training thread made a scrape take seconds.
-        compressed = gzip.compress(body, compresslevel=6)
-        self._gzipped = (body, compressed)
-        return compressed
+            # The whole body in one call: zlib releases the GIL while it compresses, and a thread that takes the
+            # GIL back waits up to the interpreter's switch interval each time, so compressing chunk by chunk next
+            # to a busy training thread made a scrape take seconds.
+            compressed = gzip.compress(body, compresslevel=6)
+            self._gzipped = (body, compressed)
+            return compressed
 
 
 class _Handler(BaseHTTPRequestHandler):
