@@ -140,7 +140,7 @@ SIGNALS: tuple[MetricSpec, ...] = (
                recorded_by=("record_training_signals",)),
     MetricSpec("rl_training_reward_function_mean", "gauge", _AR + ("reward_function",),
                "Mean reward of one reward function over the latest logging window (TRL GRPO and RLOO)",
-               group="signals", notes="the team reward (their weighted sum) is rl_training_episode_reward_mean",
+               group="signals", notes="the total reward (their weighted sum) is rl_training_episode_reward_mean",
                recorded_by=("otel_rl.integrations.trl",)),
 )
 
