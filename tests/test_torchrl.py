@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from scrape import Scrape
@@ -18,6 +20,8 @@ from torchrl.record import CSVLogger
 import otel_rl
 from otel_rl import testing
 from otel_rl.integrations.torchrl import OtelRLLogger
+
+from procs import ROOT, free_port
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning", "ignore::FutureWarning")
 
@@ -159,3 +163,31 @@ def test_bad_values_and_keys(caplog):
     assert caplog.text.count("add RewardSum() and StepCounter()") == 1
     assert testing.value("rl_training_environment_steps_total", algorithm="X") == 10
     assert testing.value("rl_training_episodes_total", algorithm="X", agent_id="default") is None
+
+
+def test_the_documented_example_runs_and_records_its_episodes(monkeypatch):
+    """The TorchRL example of docs/integrations.md runs as written: 1000 steps, 5 iterations, its episodes and the
+    mean return it logs, under the training run's labels."""
+    port = free_port()
+    monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.1")
+    monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_PORT", str(port))
+    doc = ROOT / "docs" / "integrations.md"
+    match = re.search(r"<!-- example: torchrl -->\n```python\n(.*?)```", doc.read_text(encoding="utf-8"), re.DOTALL)
+    assert match
+    batches: list = []
+    code = match.group(1).replace("logger.log_batch(batch)", "logger.log_batch(batch); batches.append(batch.clone())")
+    exec(compile(code, str(doc), "exec"), {"batches": batches})  # noqa: S102 (the doc's example)
+    assert otel_rl.current().prometheus_port == port
+
+    scrape = Scrape(port)
+    agent = {"algorithm": "random", "agent_id": "default"}
+    returns = [r for b in batches for r in b["next", "episode_reward"][b["next", "done"]].tolist()]
+    assert len(batches) == 5 and len(returns) > 10
+    assert scrape.value("rl_training_episodes_total", **agent) == len(returns)
+    assert scrape.value("rl_training_episode_reward_sum", **agent) == sum(returns)
+    assert scrape.value("rl_training_environment_steps_total", algorithm="random") == 1000
+    assert scrape.value("rl_training_iterations_total", algorithm="random") == 5
+    last = batches[-1]
+    assert scrape.value("rl_training_episode_reward_mean", algorithm="random", run_id="cartpole-0") == \
+        last["next", "episode_reward"][last["next", "done"]].mean().item()
+    assert scrape.value("rl_training_runs_total", algorithm="random", status="completed") == 1
