@@ -8,7 +8,7 @@ from datasets import Dataset
 from scrape import Scrape
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, TrainerState, TrainingArguments
-from trl import GRPOConfig, GRPOTrainer
+from trl import DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
 import otel_rl
 from otel_rl import testing
@@ -56,33 +56,36 @@ def says_w3(completions, **kwargs):
     return [float("w3" in c.split()) for c in completions]
 
 
-def _train(model: str, tmp_path, callback: OtelRLCallback, **config) -> GRPOTrainer:
-    args = GRPOConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, num_generations=2,
+def _train(model: str, tmp_path, callback: OtelRLCallback, config_cls=GRPOConfig, trainer_cls=GRPOTrainer,
+           **config):
+    args = config_cls(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, num_generations=2,
                       max_completion_length=6, report_to="none", use_cpu=True, save_strategy="no", beta=0.1,
                       learning_rate=1e-3, seed=0, **config)
     dataset = Dataset.from_dict({"prompt": [f"w{i} w{i + 1}" for i in range(16)]})
-    trainer = GRPOTrainer(model=model, reward_funcs=[short, says_w3], args=args, train_dataset=dataset,
+    trainer = trainer_cls(model=model, reward_funcs=[short, says_w3], args=args, train_dataset=dataset,
                           callbacks=[callback])
     trainer.train()
     return trainer
 
 
-def test_grpo_records_what_trl_logs(telemetry, tiny_model, tmp_path):
-    """GRPO, 4 steps logged every 2: iterations, the loss and entropy (one observation per log), the reward and
-    completion length means, each reward function's mean, learning rate, gradient norm, KL, clip ratio, tokens per
-    second and the run on /metrics equal TRL's log_history."""
-    trainer = _train(tiny_model, tmp_path, OtelRLCallback(), max_steps=4, logging_steps=2)
+@pytest.mark.parametrize(("algorithm", "config_cls", "trainer_cls"),
+                         [("GRPO", GRPOConfig, GRPOTrainer), ("RLOO", RLOOConfig, RLOOTrainer)])
+def test_grpo_and_rloo_record_what_trl_logs(telemetry, tiny_model, tmp_path, algorithm, config_cls, trainer_cls):
+    """GRPO and RLOO, 4 steps logged every 2: iterations, the loss and entropy (one observation per log), the reward
+    and completion length means, each reward function's mean, learning rate, gradient norm, KL, clip ratio, tokens
+    per second and the run on /metrics equal TRL's log_history."""
+    trainer = _train(tiny_model, tmp_path, OtelRLCallback(), config_cls, trainer_cls, max_steps=4, logging_steps=2)
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert len(logs) == 2 and [entry["step"] for entry in logs] == [2, 4]
     last = logs[-1]
 
     scrape = Scrape(telemetry.prometheus_port)
-    run = {"algorithm": "GRPO", "run_id": "default"}
-    assert scrape.value("rl_training_iterations_total", algorithm="GRPO") == trainer.state.global_step == 4
+    run = {"algorithm": algorithm, "run_id": "default"}
+    assert scrape.value("rl_training_iterations_total", algorithm=algorithm) == trainer.state.global_step == 4
     assert scrape.value("rl_training_current_iteration", **run) == 4
     for series, key in [("rl_training_policy_loss", "loss"), ("rl_training_entropy", "entropy")]:
-        assert scrape.value(f"{series}_count", algorithm="GRPO") == len(logs), series
-        assert scrape.value(f"{series}_sum", algorithm="GRPO") == sum(entry[key] for entry in logs), series
+        assert scrape.value(f"{series}_count", algorithm=algorithm) == len(logs), series
+        assert scrape.value(f"{series}_sum", algorithm=algorithm) == sum(entry[key] for entry in logs), series
     for series, key in [("rl_training_episode_reward_mean", "reward"),
                         ("rl_training_episode_length_mean", "completions/mean_length"),
                         ("rl_training_learning_rate", "learning_rate"),
@@ -96,10 +99,32 @@ def test_grpo_records_what_trl_logs(telemetry, tiny_model, tmp_path):
     tokens = (last["num_tokens"] - logs[0]["num_tokens"]) / (last["step_time"] * 2)
     assert tokens > 0
     assert scrape.value("rl_training_tokens_per_second", **run) == tokens
-    assert scrape.value("rl_training_runs_total", algorithm="GRPO", status="started") == 1
-    assert scrape.value("rl_training_runs_total", algorithm="GRPO", status="completed") == 1
-    assert scrape.value("rl_training_active", algorithm="GRPO") == 0
+    assert scrape.value("rl_training_runs_total", algorithm=algorithm, status="started") == 1
+    assert scrape.value("rl_training_runs_total", algorithm=algorithm, status="completed") == 1
+    assert scrape.value("rl_training_active", algorithm=algorithm) == 0
     assert testing.dropped("rl_training_policy_loss", "nan") == 0
+
+
+def test_dpo_records_its_loss_entropy_and_signals(tiny_model, tmp_path):
+    """DPO, 2 steps on a 4-pair preference set: its loss and entropy per log, learning rate and gradient norm
+    equal TRL's log_history; DPO's implicit rewards are not taken for episode rewards."""
+    args = DPOConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=2, max_steps=2, logging_steps=1,
+                     report_to="none", use_cpu=True, save_strategy="no", learning_rate=1e-3, seed=0, max_length=16)
+    dataset = Dataset.from_dict({"prompt": [f"w{i} w{i + 1}" for i in range(4)],
+                                 "chosen": [f" w{i + 2}" for i in range(4)],
+                                 "rejected": [f" w{i + 5} w9" for i in range(4)]})
+    trainer = DPOTrainer(model=tiny_model, args=args, train_dataset=dataset, callbacks=[OtelRLCallback(run_id="d")])
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == 2 and "rewards/margins" in logs[-1]
+    for series, key in [("rl_training_policy_loss", "loss"), ("rl_training_entropy", "entropy")]:
+        histogram = testing.histogram(series, algorithm="DPO")
+        assert (histogram.count, histogram.sum) == (2, sum(entry[key] for entry in logs)), series
+    run = {"algorithm": "DPO", "run_id": "d"}
+    assert testing.value("rl_training_learning_rate", **run) == logs[-1]["learning_rate"]
+    assert testing.value("rl_training_grad_norm", **run) == logs[-1]["grad_norm"]
+    assert testing.value("rl_training_episode_reward_mean", **run) is None
+    assert testing.value("rl_training_iterations_total", algorithm="DPO") == 2
 
 
 def test_inside_a_training_run_a_failing_reward_function_is_a_failed_run(tiny_model, tmp_path):
