@@ -163,6 +163,13 @@ def test_bad_values_and_keys(caplog):
     assert caplog.text.count("add RewardSum() and StepCounter()") == 1
     assert testing.value("rl_training_environment_steps_total", algorithm="X") == 10
     assert testing.value("rl_training_episodes_total", algorithm="X", agent_id="default") is None
+    caplog.clear()
+    with caplog.at_level("DEBUG", logger="otel_rl"):
+        for _ in range(3):
+            logger.log_batch([1, 2])  # not a TensorDict: a wrong call in a loop, never an exception
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "OtelRLLogger.log_batch" in r.message]
+    assert len(warnings) == 1 and warnings[0].exc_info
+    assert testing.value("rl_training_iterations_total", algorithm="X") == 2  # the two good batches only
 
 
 def test_the_documented_example_runs_and_records_its_episodes(monkeypatch):

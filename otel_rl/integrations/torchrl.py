@@ -134,8 +134,8 @@ class OtelRLLogger(Logger):
                 _rec._length_mean.set((algorithm, run_id), value)
             else:
                 _rec.set_signals((algorithm, run_id), {target: value})
-        except Exception:
-            _logger.exception("otel-rl: could not record the TorchRL scalar %r", name)
+        except Exception as exc:  # noqa: BLE001 (recording never raises into training)
+            _warn_once("log_scalar", exc)
 
     def log_video(self, name: str, video: Any, step: int | None = None, **kwargs: Any) -> None:
         """Videos are not metrics: nothing is recorded."""
@@ -154,14 +154,15 @@ class OtelRLLogger(Logger):
         Pass every batch the collector yields, before anything (a replay buffer, ``reshape``) reorders it.
         """
         try:
+            steps, finished = int(batch.numel()), self._finished(batch)  # read it all before recording any of it
             algorithm, run_id = self._labels()
             self._iteration += 1
             _rec.record_training_iteration(algorithm, self._iteration, run_id)
-            _rec.record_environment_steps(algorithm, int(batch.numel()))
-            for reward, length in self._finished(batch):
+            _rec.record_environment_steps(algorithm, steps)
+            for reward, length in finished:
                 _rec.record_episode(algorithm, self.agent_id, reward, length)
-        except Exception:
-            _logger.exception("otel-rl: could not record the TorchRL collector batch")
+        except Exception as exc:  # noqa: BLE001 (recording never raises into training)
+            _warn_once("log_batch", exc)
 
     def _finished(self, batch: Any) -> list[tuple[float, int]]:
         keys = batch.keys(True, True)
@@ -185,3 +186,11 @@ class OtelRLLogger(Logger):
             else:
                 self._open[traj] = (total + reward, length + 1)
         return finished
+
+
+def _warn_once(method: str, exc: Exception) -> None:
+    """One traceback per method and kind of error, then debug lines: a loop must not flood the log."""
+    if not REGISTRY.warn_once(("torchrl." + method, type(exc).__name__),
+                              "otel-rl: OtelRLLogger.%s could not record (%s); logged once, later failures of this "
+                              "kind at debug level", method, type(exc).__name__, exc_info=exc):
+        _logger.debug("otel-rl: OtelRLLogger.%s could not record", method, exc_info=exc)
