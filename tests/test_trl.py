@@ -147,7 +147,7 @@ def test_inside_a_training_run_a_failing_reward_function_is_a_failed_run(tiny_mo
     assert testing.value("rl_training_runs_total", algorithm="GRPO", status="started") is None
 
 
-def test_bad_logged_values_are_dropped_not_raised():
+def test_bad_logged_values_are_dropped_not_raised(caplog):
     """A NaN loss, a string learning rate or a None reward (TRL logs None when every reward was None) never
     raises into training: each is dropped and counted, the other figures are recorded."""
     callback = OtelRLCallback(run_id="r1")
@@ -163,3 +163,8 @@ def test_bad_logged_values_are_dropped_not_raised():
     assert testing.value("rl_training_grad_norm", algorithm="Trainer", run_id="r1") == 0.5
     assert testing.value("rl_training_episode_reward_mean", algorithm="Trainer", run_id="r1") is None
     assert testing.value("rl_training_iterations_total", algorithm="Trainer") == 1
+    with caplog.at_level("DEBUG", logger="otel_rl"):
+        for _ in range(3):
+            callback.on_log(args, state, None, logs={1: 2.0})  # not a str key: a wrong log, never an exception
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "TRL's logged values" in r.message]
+    assert len(warnings) == 1 and warnings[0].exc_info
