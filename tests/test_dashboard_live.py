@@ -16,6 +16,7 @@ import pytest
 
 import otel_rl
 from otel_rl._internal.dashboard import build_dashboard, panel_queries, parse_label_values, substitute, variable_queries
+from otel_rl._internal.store import REGISTRY
 from otel_rl.demo.run import run_demo
 
 from procs import ROOT, Prometheus, http_get, wait_until, workdir
@@ -68,6 +69,9 @@ def landed_run():
             otel_rl.record_loss_metrics("PG", entropy=float("nan"))  # counted as dropped, reason nan
             # The demo's REINFORCE agent neither clips its ratio nor explores epsilon-greedily: set those two here.
             otel_rl.record_training_signals("PG", "cartpole-seed0", clip_fraction=0.1, exploration_rate=0.05)
+            # Nor does it generate tokens or have reward functions (the TRL adapter's series): set them here too.
+            otel_rl.record_training_signals("PG", "cartpole-seed0", tokens_per_second=1500.0)
+            REGISTRY.gauge("rl_training_reward_function_mean").set(("PG", "cartpole-seed0", "length"), 0.5)
             with pytest.raises(RuntimeError):
                 with otel_rl.training_run(algorithm="PG", run_id="failing-run"):
                     raise RuntimeError("a failed run, for the error panels")

@@ -243,11 +243,14 @@ def test_record_training_signals_sets_each_given_gauge_and_drops_bad_values(capl
 
 
 def test_signals_follow_the_original_21_in_the_catalog():
-    """The signal gauges come after the original 21 series, labelled (algorithm, run_id)."""
+    """The signal gauges come after the original 21 series, labelled (algorithm, run_id), the per-reward-function
+    gauge by the reward function as well."""
     names = [spec.name for spec in otel_rl.ALL_METRICS]
     assert names[:21] == [spec.name for spec in otel_rl.CATALOG]
     assert names[21:-1] == [spec.name for spec in otel_rl.SIGNALS]
-    assert all(spec.type == "gauge" and spec.labels == ("algorithm", "run_id") for spec in otel_rl.SIGNALS)
+    assert all(spec.type == "gauge" and spec.labels[:2] == ("algorithm", "run_id") for spec in otel_rl.SIGNALS)
+    assert [spec.name for spec in otel_rl.SIGNALS if spec.labels != ("algorithm", "run_id")] == [
+        "rl_training_reward_function_mean"]
 
 
 def test_a_wrong_call_logs_one_traceback_not_one_per_call(caplog):

@@ -134,10 +134,19 @@ SIGNALS: tuple[MetricSpec, ...] = (
     MetricSpec("rl_training_exploration_rate", "gauge", _AR,
                "Probability of a random action in epsilon-greedy exploration (DQN)", group="signals",
                recorded_by=("record_training_signals",)),
+    MetricSpec("rl_training_tokens_per_second", "gauge", _AR,
+               "Training throughput in tokens per second (RL post-training of language models)", group="signals",
+               notes="TRL: the tokens of the latest logging window over its step time",
+               recorded_by=("record_training_signals",)),
+    MetricSpec("rl_training_reward_function_mean", "gauge", _AR + ("reward_function",),
+               "Mean reward of one reward function over the latest logging window (TRL GRPO and RLOO)",
+               group="signals", notes="the total reward (their weighted sum) is rl_training_episode_reward_mean",
+               recorded_by=("otel_rl.integrations.trl",)),
 )
 
-#: The keyword of each signal in :func:`otel_rl.record_training_signals`, in catalog order.
-SIGNAL_NAMES: tuple[str, ...] = tuple(spec.name[len("rl_training_"):] for spec in SIGNALS)
+#: The keyword of each signal in :func:`otel_rl.record_training_signals`, in catalog order: the signals labelled by
+#: run alone (a per-reward-function gauge has one more label and its own setter).
+SIGNAL_NAMES: tuple[str, ...] = tuple(spec.name[len("rl_training_"):] for spec in SIGNALS if spec.labels == _AR)
 
 #: otel-rl's own health metric: values the SDK refused to record, by metric and reason.
 DROPPED_VALUES = MetricSpec(

@@ -194,13 +194,13 @@ def record_training_signals(algorithm: str, run_id: str = "default", *, learning
                             kl_divergence: float | None = None, clip_fraction: float | None = None,
                             explained_variance: float | None = None, grad_norm: float | None = None,
                             env_steps_per_second: float | None = None, entropy_coefficient: float | None = None,
-                            exploration_rate: float | None = None) -> None:
+                            exploration_rate: float | None = None, tokens_per_second: float | None = None) -> None:
     """Set each training signal that is not None (``rl_training_learning_rate``, ``..._kl_divergence``, ...)."""
     set_signals((_s(algorithm), _s(run_id)), {
         "learning_rate": learning_rate, "kl_divergence": kl_divergence, "clip_fraction": clip_fraction,
         "explained_variance": explained_variance, "grad_norm": grad_norm,
         "env_steps_per_second": env_steps_per_second, "entropy_coefficient": entropy_coefficient,
-        "exploration_rate": exploration_rate})
+        "exploration_rate": exploration_rate, "tokens_per_second": tokens_per_second})
 
 
 def set_signals(key: tuple[str, str], signals: Mapping[str, Any]) -> None:

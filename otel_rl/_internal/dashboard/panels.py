@@ -210,6 +210,9 @@ def rows() -> list[tuple[str, list[Panel]]]:
         _gauge_ts("rl_training_env_steps_per_second", "Throughput as the framework measures it", "steps/s"),
         _gauge_ts("rl_training_entropy_coefficient", "Entropy coefficient", "short"),
         _gauge_ts("rl_training_exploration_rate", "Exploration rate (epsilon)", "percentunit", min=0, max=1),
+        _gauge_ts("rl_training_tokens_per_second", "Tokens per second (language-model training)", "short"),
+        _gauge_ts("rl_training_reward_function_mean", "Reward per reward function (language-model training)",
+                  "short"),
     ]
 
     load = "rl_training_data_load_time_seconds"
