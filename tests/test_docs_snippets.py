@@ -3,7 +3,8 @@
 The convention (also in docs/testing.md):
 
 * a fenced ```python block runs as a script file (``python snippet.py``, so ``__main__`` and the multiprocessing
-  start methods behave as for a user), a ```bash or ```sh block with ``bash -e``; each in a fresh process whose
+  start methods behave as for a user), or under pytest when it defines a ``test_`` function (which must pass),
+  a ```bash or ```sh block with ``bash -e``; each in a fresh process whose
   working directory is a temporary copy of the repository's tracked files (commands may name ``collector/...``
   or write ``grafana/...``), with ``PYTHONPATH`` pointing at this checkout;
 * the Prometheus endpoint of a snippet binds a free loopback port: ``OTEL_EXPORTER_PROMETHEUS_HOST=127.0.0.1`` and
@@ -35,6 +36,7 @@ from procs import ROOT
 RUN = {"python", "bash", "sh"}
 TIMEOUT_S = 240  # the longest block trains SB3 for a few seconds; a loaded 2-core machine is slower
 _FENCE = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w+-]*)\s*$")
+_TEST_FUNCTION = re.compile(r"^def test_", re.MULTILINE)
 _NOT_RUN = re.compile(r"^\s*<!--\s*not-run:(?P<why>.*?)-->\s*$")
 
 
@@ -107,7 +109,11 @@ def _env() -> dict[str, str]:
 
 
 def run_block(block: Block, workdir: Path) -> subprocess.CompletedProcess[str]:
-    if block.lang == "python":
+    if block.lang == "python" and _TEST_FUNCTION.search(block.code):
+        script = workdir / "test_snippet.py"
+        script.write_text(block.code, encoding="utf-8")
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(script)]
+    elif block.lang == "python":
         script = workdir / "snippet.py"
         script.write_text(block.code, encoding="utf-8")
         command = [sys.executable, str(script)]
@@ -178,3 +184,6 @@ def test_an_unmarked_failing_block_fails_with_its_place(tmp_path):
     assert result.returncode == 3 and "before" in result.stdout
     message = failure(Block(ROOT / "docs" / "x.md", 3, "python", found[0].code, None), result)
     assert message.startswith("docs/x.md:3: this ```python block exited with 3") and "sys.exit(3)" in message
+    failing_test = Block(doc, 1, "python", "def test_doc():\n    assert 1 + 1 == 3\n", None)
+    result = run_block(failing_test, work)
+    assert result.returncode == 1 and "1 failed" in result.stdout
