@@ -102,6 +102,8 @@ def _env() -> dict[str, str]:
         "OTEL_EXPORTER_PROMETHEUS_PORT": "0",
         "OMP_NUM_THREADS": "1",  # small networks train faster on one thread, and the test machine is shared
         "PYTHONWARNINGS": "ignore::DeprecationWarning",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "HF_HUB_OFFLINE": "1",  # nothing is downloaded: a block that would, fails at once instead of hanging
     })
     if os.environ.get("OTEL_RL_COLLECTOR"):
         env["OTEL_RL_COLLECTOR"] = os.environ["OTEL_RL_COLLECTOR"]
