@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import re
+from pathlib import Path
 
 import gymnasium as gym
 import pytest
+import stable_baselines3
 import torch
 from scrape import Scrape
-from stable_baselines3 import A2C, DQN, PPO, SAC
+from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import KVWriter, configure
@@ -17,7 +21,9 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 import otel_rl
 from otel_rl.integrations.gymnasium import RecordEpisodeMetrics, wrap
-from otel_rl.integrations.sb3 import OtelRLCallback
+from otel_rl.integrations.sb3 import SB3_KEYS, OtelRLCallback
+
+from procs import ROOT
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 
@@ -179,6 +185,92 @@ def test_a2c_and_sac_map_their_own_loss_keys(telemetry):
         _last(sac_dumps, sac_logger, "train/ent_coef"))
     assert scrape.value("rl_training_episodes_total", algorithm="SAC", agent_id="default") == len(sac_rewards) == 1
     assert scrape.value("rl_training_episode_length_sum", algorithm="SAC", agent_id="default") == sum(sac_lengths)
+
+
+_LOSS_SERIES = ("rl_training_policy_loss", "rl_training_value_loss", "rl_training_entropy")
+_SHORT_PENDULUM = {"env_id": "Pendulum-v1", "env_kwargs": {"max_episode_steps": 50}}
+_OFF_POLICY = {"learning_starts": 100, "buffer_size": 1000, "batch_size": 32, "policy_kwargs": {"net_arch": [32, 32]}}
+
+
+@pytest.mark.parametrize(("algorithm", "env", "kwargs", "steps", "mapping"), [
+    (PPO, {"env_id": "CartPole-v1", "n_envs": 2}, {"n_steps": 128, "batch_size": 64, "n_epochs": 2}, 1024,
+     {"rl_training_policy_loss": ("train/policy_gradient_loss", 1), "rl_training_value_loss": ("train/value_loss", 1),
+      "rl_training_entropy": ("train/entropy_loss", -1)}),
+    (A2C, {"env_id": "CartPole-v1", "n_envs": 2}, {"n_steps": 8}, 320,
+     {"rl_training_policy_loss": ("train/policy_loss", 1), "rl_training_value_loss": ("train/value_loss", 1),
+      "rl_training_entropy": ("train/entropy_loss", -1)}),
+    (DQN, {"env_id": "CartPole-v1"}, {"learning_starts": 200, "train_freq": 4, "buffer_size": 2000}, 1000,
+     {"rl_training_value_loss": ("train/loss", 1)}),
+    (SAC, _SHORT_PENDULUM, _OFF_POLICY, 300,
+     {"rl_training_policy_loss": ("train/actor_loss", 1), "rl_training_value_loss": ("train/critic_loss", 1)}),
+    (TD3, _SHORT_PENDULUM, _OFF_POLICY, 300,
+     {"rl_training_policy_loss": ("train/actor_loss", 1), "rl_training_value_loss": ("train/critic_loss", 1)}),
+    (DDPG, _SHORT_PENDULUM, _OFF_POLICY, 300,
+     {"rl_training_policy_loss": ("train/actor_loss", 1), "rl_training_value_loss": ("train/critic_loss", 1)}),
+], ids=lambda v: v.__name__ if isinstance(v, type) else None)
+def test_every_builtin_algorithm_maps_its_loss_keys(algorithm, env, kwargs, steps, mapping):
+    """Each SB3 algorithm's loss keys feed the catalog's loss series with exactly what SB3's logger wrote (each
+    dump plus the last update); a series the algorithm has no key for stays empty (SAC's ent_coef_loss, PPO's total
+    loss and DQN's absent policy loss are not recorded)."""
+    vec_env = make_vec_env(**env, seed=0)
+    model = algorithm("MlpPolicy", vec_env, seed=0, device="cpu", **copy.deepcopy(kwargs))  # SB3 edits them
+    dumps, logger = _logged(model)
+    model.learn(steps, callback=OtelRLCallback(), log_interval=1)
+    vec_env.close()
+
+    name = algorithm.__name__
+    for series in _LOSS_SERIES:
+        recorded = otel_rl.testing.histogram(series, algorithm=name)
+        if series not in mapping:
+            assert recorded is None, series
+            continue
+        key, sign = mapping[series]
+        assert SB3_KEYS[key].startswith(series)
+        values = [sign * v for v in _sb3_series(dumps, logger, key)]
+        assert len(values) >= 2, f"{name} logged {key} only {len(values)} times"
+        assert (recorded.count, recorded.sum) == (len(values), pytest.approx(sum(values), rel=1e-12)), series
+
+
+@pytest.mark.parametrize(("algorithm", "kwargs"), [(PPO, {"batch_size": 128, "n_epochs": 2}), (A2C, {})],
+                         ids=["PPO", "A2C"])
+def test_repeated_learn_with_a_custom_logger_records_each_update_once(algorithm, kwargs):
+    """With the user's own logger, SB3 keeps the last update's values across ``learn`` calls and writes them in
+    the first dump of the next one; the callback recorded them when the first ``learn`` returned and must not
+    observe them again, nor when a ``learn`` ends without an update: 2 x 2 updates are 4 observations, equal to
+    what SB3 wrote."""
+    vec_env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+    model = algorithm("MlpPolicy", vec_env, n_steps=256, seed=0, device="cpu", **kwargs)
+    dumps, logger = _logged(model)
+    model.learn(1024, callback=OtelRLCallback(), log_interval=1)
+    model.learn(1024, callback=OtelRLCallback(), log_interval=1, reset_num_timesteps=False)
+    model.learn(0, callback=OtelRLCallback(), reset_num_timesteps=False)  # no rollout: the same last update
+    vec_env.close()
+
+    name = algorithm.__name__
+    updates = 4  # 2 x 1024 steps / (256 steps x 2 envs) rollouts, one train() each
+    for series, key, sign in [("rl_training_policy_loss", "train/" + ("policy_gradient_loss" if algorithm is PPO
+                                                                      else "policy_loss"), 1),
+                              ("rl_training_value_loss", "train/value_loss", 1),
+                              ("rl_training_entropy", "train/entropy_loss", -1)]:
+        values = [sign * v for v in _sb3_series(dumps, logger, key)]
+        assert len(values) == updates, key
+        recorded = otel_rl.testing.histogram(series, algorithm=name)
+        assert (recorded.count, recorded.sum) == (updates, pytest.approx(sum(values), rel=1e-12)), series
+    assert otel_rl.testing.value("rl_training_iterations_total", algorithm=name) == updates
+
+
+def test_the_docs_table_lists_every_key_sb3_logs():
+    """docs/integrations.md names every key that the installed SB3's algorithms and callbacks log, and every key
+    the callback maps: a new SB3 key shows up here before users miss it."""
+    source = Path(stable_baselines3.__file__).parent
+    logged = {key for path in source.rglob("*.py")
+              for key in re.findall(r'logger\.record\(\s*"([^"]+)"', path.read_text(encoding="utf-8"))}
+    assert {"train/policy_gradient_loss", "train/actor_loss", "train/loss", "train/ent_coef_loss"} <= logged
+    doc = (ROOT / "docs" / "integrations.md").read_text(encoding="utf-8")
+    section = doc[doc.index("## Stable-Baselines3"):doc.index("## RLlib")]
+    listed = set(re.findall(r"`([a-z_]+/[a-z_]+)`", section))
+    assert logged - listed == set(), "SB3 keys missing from the SB3 table of docs/integrations.md"
+    assert set(SB3_KEYS) - listed == set()
 
 
 def test_gymnasium_wrapper_below_is_not_counted_twice(caplog):

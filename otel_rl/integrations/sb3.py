@@ -8,7 +8,8 @@
 * what SB3 logs, at the moment its logger writes it (a ``KVWriter`` added to the model's logger for the duration
   of ``learn``), plus the values of the last update, which SB3 records but never writes: the episode reward and
   length means, the losses (entropy is ``-train/entropy_loss``), learning rate, KL divergence, clip fraction,
-  explained variance, entropy coefficient, exploration rate and steps per second;
+  explained variance, entropy coefficient, exploration rate and steps per second. With a logger of the user's
+  own, SB3 writes those last values again in the next ``learn``: they are observed once, not twice;
 * one iteration per rollout (``time/iterations`` for PPO and A2C), the environment steps, and the run: started
   and completed, or failed when ``learn`` runs inside :class:`otel_rl.training_run`, which then owns the run.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -69,6 +71,12 @@ _SIGNALS = {
 }
 _POLICY_LOSS = ("train/policy_gradient_loss", "train/policy_loss", "train/actor_loss")
 _VALUE_LOSS = ("train/value_loss", "train/critic_loss")
+_LOSSES = (*_POLICY_LOSS, *_VALUE_LOSS, "train/loss", "train/entropy_loss")
+
+#: Per SB3 logger: the loss values of the last update that a callback recorded when ``learn`` returned. SB3 keeps
+#: them in a logger the user set (``model.set_logger``) and writes them in the first dump of the next ``learn``;
+#: that dump must not observe them again. Matched by identity: every update logs new float objects.
+_RECORDED_AT_END: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
 class _LogWriter(KVWriter):
@@ -78,7 +86,7 @@ class _LogWriter(KVWriter):
         self._callback = callback
 
     def write(self, key_values: dict[str, Any], key_excluded: dict[str, Any], step: int = 0) -> None:
-        self._callback._record_logged(key_values)
+        self._callback._record_dump(key_values)
 
     def close(self) -> None:
         pass
@@ -135,8 +143,11 @@ class OtelRLCallback(BaseCallback):
     def _on_training_end(self) -> None:
         try:
             self._flush_steps()
-            # The last update's values: recorded in SB3's logger after its last dump, never written.
-            self._record_logged(self.logger.name_to_value)
+            # The last update's values: recorded in SB3's logger after its last dump, never written by this learn.
+            logger = self.logger
+            pending = logger.name_to_value
+            self._record_logged(_unrecorded(pending, _RECORDED_AT_END.get(logger)))
+            _RECORDED_AT_END[logger] = {key: pending[key] for key in _LOSSES if key in pending}
             self._detach()
             if self._owns_run:
                 _rec.record_training_complete(self.algorithm, time.monotonic() - self._started, self.run_id)
@@ -192,6 +203,15 @@ class OtelRLCallback(BaseCallback):
         if delta:
             _rec.record_environment_steps(self.algorithm, delta)
 
+    def _record_dump(self, values: Mapping[str, Any]) -> None:
+        """Record one dump of SB3's logger, less the losses already recorded at the end of an earlier ``learn``."""
+        try:
+            done = _RECORDED_AT_END.pop(self.logger, None)  # the dump clears what the logger holds
+        except Exception:
+            _logger.exception("otel-rl: could not read Stable-Baselines3's logger")
+            done = None
+        self._record_logged(_unrecorded(values, done))
+
     def _record_logged(self, values: Mapping[str, Any]) -> None:
         """Record what SB3's logger holds: one dump, or the values recorded after the last dump."""
         try:
@@ -212,6 +232,13 @@ class OtelRLCallback(BaseCallback):
             _rec.set_signals(key, {name: values.get(sb3_key) for sb3_key, name in _SIGNALS.items()})
         except Exception:
             _logger.exception("otel-rl: could not record Stable-Baselines3's logged values")
+
+
+def _unrecorded(values: Mapping[str, Any], done: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """``values`` without the losses in ``done`` (the very objects: a new update logs new ones)."""
+    if not done:
+        return values
+    return {key: value for key, value in values.items() if not (key in done and value is done[key])}
 
 
 def _first(values: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
