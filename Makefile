@@ -1,7 +1,7 @@
 # otel-rl: the two commands of the README, and the pieces behind them.
 #   make demo   - a real CartPole training run exporting metrics on http://localhost:8011/metrics
-#   make test   - lint and type check, installs Prometheus, builds the collector (cached), runs the whole test
-#                 suite on the newest OpenTelemetry, then its main part on the oldest supported one
+#   make test   - lint and type check, installs Prometheus and Alertmanager, builds the collector (cached), runs
+#                 the whole test suite on the newest OpenTelemetry, then its main part on the oldest supported one
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -39,6 +39,7 @@ lint: venv
 demo: venv
 	$(VENV)/bin/otel-rl demo $(DEMO_ARGS)
 
+# Prometheus (promtool) and Alertmanager (amtool), from Debian's packages.
 prometheus:
 	bash scripts/install-prometheus.sh >/dev/null
 
