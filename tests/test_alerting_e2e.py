@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -380,3 +381,20 @@ def test_inhibit_rules_of_the_shipped_config(alerting):
         assert not webhook.matching("firing", alertname=key[0], instance=key[1], run_id=key[2]), key
     for key in delivered:
         assert states[key]["state"] == "active", (key, states[key])
+
+
+def test_receiver_examples_in_the_docs_are_valid_configs(tmp_path):
+    """Each YAML example of docs/alerting.md, merged into the shipped config, passes `amtool check-config`."""
+    text = (ROOT / "docs" / "alerting.md").read_text()
+    examples = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    assert len(examples) >= 4
+    shipped = yaml.safe_load((ROOT / "alertmanager" / "alertmanager.yml").read_text())
+    for number, example in enumerate(examples):
+        doc = yaml.safe_load(example)
+        config = {**shipped, **doc, "global": {**shipped["global"], **doc.get("global", {})}}
+        if "route" not in doc:  # a receivers-only example replaces the receiver the shipped route names
+            assert [r["name"] for r in doc["receivers"]] == ["default"], example
+        path = tmp_path / f"example-{number}.yml"
+        path.write_text(yaml.safe_dump(config))
+        result = subprocess.run([_amtool(), "check-config", str(path)], capture_output=True, text=True)
+        assert result.returncode == 0, example + result.stdout + result.stderr
