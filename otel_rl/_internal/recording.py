@@ -80,13 +80,19 @@ def _never_raises(func: F) -> F:
 _latest_run: dict[str, str] = {}
 
 
+@functools.lru_cache(maxsize=1)
+def _current_run() -> Any:
+    """The context variable of the innermost ``training_run`` (decorators imports this module, so: on first use)."""
+    from otel_rl._internal.decorators import _current_run as variable
+
+    return variable
+
+
 def _run(algorithm: str | None) -> str:
     """The run a value of ``algorithm`` belongs to, for the ``per_run_series`` setting (the store appends it to
     keys that lack it): the innermost ``training_run`` of that algorithm (or of any, for ``algorithm=None``), else
     the run this process started last for it, else "default"."""
-    from otel_rl._internal.decorators import current_run
-
-    run = current_run()
+    run = _current_run().get()
     if run is not None and (algorithm is None or run.algorithm == algorithm):
         return run.run_id
     return _latest_run.get("" if algorithm is None else algorithm, "default")
