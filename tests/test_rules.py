@@ -151,6 +151,8 @@ def test_alerts_carry_process_and_run_labels_and_a_runbook():
         if alert["alert"] != "RLGpuMemoryNearLimit":
             assert "by (job, instance" in alert["expr"], alert["alert"]
             assert "group_left" in alert["expr"] or "run_id" in alert["expr"].split("\n")[0], alert["alert"]
+        # The push path (remote write) has no scrape targets: no rule may depend on `up` or `scrape_*` series.
+        assert not re.search(r"\b(up|scrape_[a-z_]+)\b", alert["expr"]), alert["alert"]
     custom = rules.build_rules(runbook_base="https://docs.example/alerting.html")
     assert _alert_rules(custom)[0]["annotations"]["runbook_url"] == "https://docs.example/alerting.html#rltrainingstalled"
 
