@@ -104,3 +104,25 @@ def test_values_recorded_before_the_switch_are_kept():
     assert testing.value("rl_training_iterations_total", algorithm="PPO", run_id="later") == 2
     REGISTRY.set_per_run(False)  # merged back: one series per algorithm again
     assert testing.value("rl_training_iterations_total", algorithm="PPO") == 3
+
+
+@pytest.mark.integration
+def test_push_path_carries_run_id():
+    """Through OTLP, the collector and remote write, the series carry run_id as on /metrics."""
+    from procs import push_stack, wait_until
+
+    names = "rl_training_(policy_loss_count|environment_steps_total|data_load_time_seconds_count|active|runs_total)"
+    with push_stack() as (_, prom, collector):
+        telemetry = otel_rl.init_telemetry({"exporters": ["otlp"], "per_run_series": True,
+                                            "otlp": {"endpoint": collector.grpc_endpoint, "export_interval": 0.5}})
+        otel_rl.record_data_load_time(0.3)
+        otel_rl.record_training_start("PPO", "r1")
+        otel_rl.record_loss_metrics("PPO", policy_loss=0.2)
+        otel_rl.record_environment_steps("PPO", 10)
+        assert telemetry.shutdown()
+        found = wait_until(lambda: (lambda r: r if len(r) == 5 else None)(prom.query(f'{{__name__=~"{names}"}}')),
+                           30, what="the five series in Prometheus")
+    runs = {(r["metric"]["__name__"], r["metric"].get("run_id")) for r in found}
+    assert runs == {("rl_training_data_load_time_seconds_count", "default"), ("rl_training_active", "r1"),
+                    ("rl_training_policy_loss_count", "r1"), ("rl_training_environment_steps_total", "r1"),
+                    ("rl_training_runs_total", "r1")}, runs
