@@ -1,7 +1,7 @@
 # otel-rl: the two commands of the README, and the pieces behind them.
 #   make demo   - a real CartPole training run exporting metrics on http://localhost:8011/metrics
-#   make test   - lint and type check, installs Prometheus, builds the collector (cached), runs the whole test
-#                 suite on the newest OpenTelemetry, then its main part on the oldest supported one
+#   make test   - lint and type check, installs Prometheus and Alertmanager, builds the collector (cached), runs
+#                 the whole test suite on the newest OpenTelemetry, then its main part on the oldest supported one
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -39,6 +39,7 @@ lint: venv
 demo: venv
 	$(VENV)/bin/otel-rl demo $(DEMO_ARGS)
 
+# Prometheus (promtool) and Alertmanager (amtool), from Debian's packages.
 prometheus:
 	bash scripts/install-prometheus.sh >/dev/null
 
@@ -66,6 +67,7 @@ generate: venv
 	$(VENV)/bin/otel-rl dashboard
 	$(VENV)/bin/otel-rl rules
 	$(VENV)/bin/otel-rl metrics --output docs/metrics.md
+	$(PY) -c "from otel_rl._internal.dashboard import update_doc; update_doc('docs/dashboard.md')"
 
 clean:
 	rm -rf $(VENV) $(VENV_OLDEST) build dist *.egg-info

@@ -58,9 +58,14 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 
 def _rules(args: argparse.Namespace) -> int:
-    from otel_rl._internal.rules import write_rules
+    from otel_rl._internal.rules import parse_thresholds, write_rules
 
-    write_rules(args.output)
+    try:
+        thresholds = parse_thresholds(args.set)
+    except ValueError as exc:
+        print(f"otel-rl rules: {exc}", file=sys.stderr)
+        return 2
+    write_rules(args.output, thresholds, args.runbook_base)
     print(f"wrote {args.output}")
     return 0
 
@@ -82,10 +87,13 @@ def _stack(args: argparse.Namespace) -> int:
     from otel_rl._internal.stack import run_stack
 
     return run_stack(iterations=args.iterations, seed=args.seed, protocol=args.otlp_protocol or "grpc",
-                     prometheus_port=args.prometheus_port, keep=not args.exit)
+                     prometheus_port=args.prometheus_port, alertmanager_port=args.alertmanager_port,
+                     keep=not args.exit)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from otel_rl._internal.rules import RUNBOOK_BASE
+
     parser = argparse.ArgumentParser(prog="otel-rl", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -116,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     rules = commands.add_parser("rules", help="write the Prometheus recording and alerting rules")
     rules.add_argument("--output", default="prometheus/rules/otel-rl.rules.yml")
+    rules.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                       help="change a threshold (repeatable), e.g. --set stalled_after=30m; see docs/alerting.md")
+    rules.add_argument("--runbook-base", default=RUNBOOK_BASE, metavar="URL",
+                       help="where docs/alerting.md is published; each alert links to its section there "
+                            f"(default: {RUNBOOK_BASE})")
     rules.set_defaults(func=_rules)
 
     metrics = commands.add_parser("metrics", help="write the metrics reference (Markdown) from the catalog")
@@ -127,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--seed", type=int, default=0, help="random seed of the demo run")
     stack.add_argument("--otlp-protocol", choices=PROTOCOLS, default=None)
     stack.add_argument("--prometheus-port", type=int, default=9090)
+    stack.add_argument("--alertmanager-port", type=int, default=9093)
     stack.add_argument("--exit", action="store_true",
                        help="stop Prometheus and the collector when the demo ends (default: run until Ctrl-C)")
     stack.set_defaults(func=_stack)

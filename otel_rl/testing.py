@@ -24,9 +24,12 @@ from otel_rl._internal.store import REGISTRY, HistogramSeries, flush_held_back
 
 def reset() -> None:
     """Forget every recorded value (the catalog's unlabelled series come back at zero), including steps that live
-    Gymnasium wrappers still hold back, so they do not show up after the reset."""
+    Gymnasium wrappers still hold back, so they do not show up after the reset, and which runs were started."""
+    from otel_rl._internal.recording import forget_runs
+
     flush_held_back()
     REGISTRY.reset()
+    forget_runs()
 
 
 def _key(name: str, labels: dict[str, Any]) -> tuple[str, ...]:

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Ensure Prometheus (Debian 12 package `prometheus`, 2.42; also ships
-# `promtool`) is installed, without leaving the packaged service running.
+# `promtool`) and Alertmanager (`prometheus-alertmanager`, 0.25; ships `amtool`)
+# are installed, without leaving the packaged services running.
 #
-# Idempotent and fast: if `prometheus` is already on PATH nothing is
-# installed. Needs root (or sudo) only when it has to install.
+# Idempotent and fast: if both are already on PATH nothing is installed.
+# Needs root (or sudo) only when it has to install.
 #
 # stdout: ONLY the absolute path of the prometheus binary. Logs go to stderr.
 set -euo pipefail
@@ -17,8 +18,18 @@ find_prom() {
   return 1
 }
 
-if prom="$(find_prom)"; then
-  printf '%s\n' "$prom"
+find_alertmanager() {
+  command -v prometheus-alertmanager 2>/dev/null && return 0
+  command -v alertmanager 2>/dev/null && return 0
+  [ -x /usr/bin/prometheus-alertmanager ] && { echo /usr/bin/prometheus-alertmanager; return 0; }
+  return 1
+}
+
+packages=()
+find_prom >/dev/null || packages+=(prometheus)
+{ find_alertmanager >/dev/null && command -v amtool >/dev/null 2>&1; } || packages+=(prometheus-alertmanager)
+if [ "${#packages[@]}" -eq 0 ]; then
+  find_prom
   exit 0
 fi
 
@@ -43,21 +54,22 @@ fi
 cleanup() { if [ "$own_policy" = 1 ]; then $SUDO rm -f "$policy"; fi; }
 trap cleanup EXIT
 
-# Processes named prometheus that exist before the install are not ours to touch.
-before="$(pgrep -x prometheus 2>/dev/null | sort || true)"
+# Processes of these binaries that exist before the install are not ours to touch.
+running() { { pgrep -x prometheus; pgrep -f '^/usr/bin/prometheus-alertmanager( |$)'; } 2>/dev/null | sort || true; }
+before="$(running)"
 
 log "apt-get update"
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-log "apt-get install -y --no-install-recommends prometheus"
+log "apt-get install -y --no-install-recommends ${packages[*]}"
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-  -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold prometheus >&2
+  -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${packages[@]}" >&2
 
-# Belt and braces: stop any prometheus the package install started anyway
-# (only processes that did not exist before the install).
-after="$(pgrep -x prometheus 2>/dev/null | sort || true)"
+# Belt and braces: stop any service the package install started anyway (it
+# would hold 9090, 9093 and 9094), only processes that did not exist before.
+after="$(running)"
 new_pids="$(comm -13 <(printf '%s\n' "$before") <(printf '%s\n' "$after") | grep -v '^$' || true)"
 for pid in $new_pids; do
-  log "stopping prometheus pid $pid started by the package install"
+  log "stopping pid $pid ($(ps -o comm= -p "$pid" 2>/dev/null)) started by the package install"
   $SUDO kill "$pid" 2>/dev/null || true
 done
 for pid in $new_pids; do
@@ -66,5 +78,7 @@ for pid in $new_pids; do
 done
 
 prom="$(find_prom)" || { log "prometheus still not found after install"; exit 1; }
+alertmanager="$(find_alertmanager)" || { log "alertmanager still not found after install"; exit 1; }
 log "$("$prom" --version 2>&1 | head -n1)"
+log "$("$alertmanager" --version 2>&1 | head -n1)"
 printf '%s\n' "$prom"

@@ -1,7 +1,9 @@
-"""Real processes for integration tests: Prometheus and the OpenTelemetry Collector on free loopback ports.
+"""Real processes for integration tests: Prometheus, Alertmanager and the OpenTelemetry Collector on free loopback
+ports.
 
-Binaries come from the test command's set-up (``make test``): ``prometheus`` from Debian's package, the collector
-from ``scripts/build-collector.sh``. Each helper starts a process, waits until it is ready, and always stops it.
+Binaries come from the test command's set-up (``make test``): ``prometheus`` and ``prometheus-alertmanager`` from
+Debian's packages, the collector from ``scripts/build-collector.sh``. Each helper starts a process, waits until it
+is ready, and always stops it.
 """
 
 from __future__ import annotations
@@ -63,6 +65,14 @@ def prometheus_binary() -> str:
     return found
 
 
+def alertmanager_binary() -> str:
+    """Debian names it ``prometheus-alertmanager``; upstream's release archive ``alertmanager``."""
+    found = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if not found:
+        raise RuntimeError("Alertmanager is not installed: run `make test` (it runs scripts/install-prometheus.sh)")
+    return found
+
+
 def collector_binary() -> str:
     env = os.environ.get("OTEL_RL_COLLECTOR")
     if env and Path(env).is_file():
@@ -106,9 +116,10 @@ class Prometheus:
     def __init__(self, workdir: Path, scrape_targets: list[str] | None = None, scrape_interval: str = "1s",
                  rule_files: list[str] | None = None, job_name: str = "wealtharena_rl_training",
                  scrape_extra: dict | None = None, web_config: Path | None = None,
-                 auth: tuple[str, str] | None = None) -> None:
+                 auth: tuple[str, str] | None = None, alertmanagers: list[str] | None = None) -> None:
         """``scrape_extra`` adds keys to the scrape job (scheme, tls_config, basic_auth); ``web_config`` is
-        Prometheus's own ``--web.config.file`` and ``auth`` the (user, password) this helper then uses."""
+        Prometheus's own ``--web.config.file`` and ``auth`` the (user, password) this helper then uses;
+        ``alertmanagers`` are ``host:port`` addresses the alerts go to."""
         self.port = free_port()
         self.web_config = web_config
         self.auth = auth
@@ -124,6 +135,8 @@ class Prometheus:
             }]
         if rule_files:
             config["rule_files"] = rule_files
+        if alertmanagers:
+            config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": alertmanagers}]}]}
         self.config_path = workdir / f"prometheus-{self.port}.yml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.data = workdir / f"prometheus-data-{self.port}"
@@ -171,6 +184,38 @@ class Prometheus:
         """
         result = self.api("query", query=f"{selector}[{window}]")["result"]  # type: ignore[index]
         return [(item["metric"], float(item["values"][-1][1])) for item in result if item["values"]]
+
+
+class Alertmanager:
+    """A real Alertmanager on 127.0.0.1 with ``config`` (a dict), its cluster (gossip) listener off."""
+
+    def __init__(self, workdir: Path, config: dict) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.address = f"127.0.0.1:{self.port}"
+        self.workdir = workdir
+        self.config_path = workdir / f"alertmanager-{self.port}.yml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.process: Process | None = None
+
+    def start(self) -> Alertmanager:
+        self.process = Process([
+            alertmanager_binary(), f"--config.file={self.config_path}",
+            f"--storage.path={self.workdir / f'alertmanager-data-{self.port}'}",
+            f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=", "--log.level=warn",
+        ], self.workdir / f"alertmanager-{self.port}.log")
+        wait_until(lambda: http_get(self.url + "/-/ready", 2) is not None, 60,
+                   what=f"Alertmanager ready ({self.process.output()})")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def alerts(self, **filters: str) -> list[dict]:
+        """``GET /api/v2/alerts`` (``silenced``, ``inhibited``, ``active``: "true"/"false")."""
+        query = urllib.parse.urlencode(filters)
+        return json.loads(http_get(f"{self.url}/api/v2/alerts?{query}", 10))
 
 
 class Collector:

@@ -198,6 +198,9 @@ def test_selectors_only_use_labels_the_metric_has(board):
             spec, suffix = _spec_for(name)
             assert spec is not None, f"{title}: unknown series {name}"
             allowed = set(spec.labels) | {"job"} | ({"le"} if suffix == "_bucket" else set())
+            if spec.name in dash.PER_RUN:  # per_run_series adds run_id; the matcher also matches its absence
+                allowed.add("run_id")
+                assert matchers.get("run_id") == ("=~", "$run_id|"), f"{title}: {name} {matchers}"
             extra = set(matchers) - allowed
             assert not extra, f"{title}: {name} has no label(s) {sorted(extra)} (it has {spec.labels})"
             allowed_by |= set(spec.labels) | {"job"}
@@ -215,6 +218,8 @@ def test_selectors_filter_job_and_every_own_variable(board):
             for var in dash.VARIABLES:
                 if var in spec.labels:
                     assert matchers.get(var) == ("=~", f"${var}"), f"{title}: {name} not filtered by ${var}"
+            if spec.name in dash.PER_RUN:
+                assert matchers.get("run_id") == ("=~", "$run_id|"), f"{title}: {name} not filtered by $run_id|"
 
 
 def test_only_known_grafana_variables(board):
@@ -264,11 +269,12 @@ def test_seed_panels_keep_their_intent(board):
 
 
 def test_training_errors_not_filtered_by_algorithm(board):
-    """The seed's defect is gone: the errors panels filter only on job."""
+    """The seed's defect is gone: the errors panels filter only on job (and on the run, which they have with
+    per_run_series)."""
     for title, expr in dash.panel_queries(board):
         for name, matchers in selectors(expr):
             if name == "rl_training_errors_total":
-                assert set(matchers) == {"job"}, title
+                assert set(matchers) == {"job", "run_id"}, title
 
 
 def test_substitute():

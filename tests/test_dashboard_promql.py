@@ -8,9 +8,14 @@ from otel_rl._internal.dashboard import promql
 
 
 def test_sel_filters_job_and_only_the_variables_whose_label_the_metric_has():
-    """rl_training_runs_total has algorithm but no run_id/agent_id; rl_training_errors_total has none of them."""
-    assert promql.sel("rl_training_runs_total") == 'rl_training_runs_total{job=~"$job",algorithm=~"$algorithm"}'
-    assert promql.sel("rl_training_errors_total", "_x") == 'rl_training_errors_total_x{job=~"$job"}'
+    """rl_training_runs_total has algorithm but no run_id/agent_id; rl_training_errors_total has none of them. Both
+    gain run_id with per_run_series: their run_id matcher also matches series without one."""
+    assert promql.sel("rl_training_runs_total") == (
+        'rl_training_runs_total{job=~"$job",algorithm=~"$algorithm",run_id=~"$run_id|"}')
+    assert promql.sel("rl_training_errors_total", "_x") == 'rl_training_errors_total_x{job=~"$job",run_id=~"$run_id|"}'
+    assert promql.sel("otel_rl_dropped_values_total") == 'otel_rl_dropped_values_total{job=~"$job"}'
+    assert promql.sel("rl_training_current_iteration") == (
+        'rl_training_current_iteration{job=~"$job",algorithm=~"$algorithm",run_id=~"$run_id"}')
 
 
 def test_sel_fixed_matcher_must_be_a_label_of_the_metric():
@@ -39,14 +44,15 @@ def test_ratio_uses_delta_over_a_window_because_sums_of_negative_observations_de
     assert "delta(rl_training_policy_loss_sum{" in windowed and "rate(" not in windowed
     assert windowed.endswith("[5m])) > 0)")
     assert promql.ratio("rl_training_policy_loss", ("algorithm",)) == (
-        'sum by (algorithm) (rl_training_policy_loss_sum{job=~"$job",algorithm=~"$algorithm"})'
-        ' / (sum by (algorithm) (rl_training_policy_loss_count{job=~"$job",algorithm=~"$algorithm"}) > 0)')
+        'sum by (algorithm) (rl_training_policy_loss_sum{job=~"$job",algorithm=~"$algorithm",run_id=~"$run_id|"})'
+        ' / (sum by (algorithm) (rl_training_policy_loss_count{job=~"$job",algorithm=~"$algorithm",'
+        'run_id=~"$run_id|"}) > 0)')
 
 
 def test_range_total_is_the_peak_over_the_dashboard_range():
     """A counter over the range is max_over_time over $__range, summed (by the given labels)."""
     assert promql.range_total("rl_training_errors_total") == (
-        'sum(max_over_time(rl_training_errors_total{job=~"$job"}[$__range]))')
+        'sum(max_over_time(rl_training_errors_total{job=~"$job",run_id=~"$run_id|"}[$__range]))')
     assert promql.range_total("rl_training_runs_total", ("status",)).startswith("sum by (status) (max_over_time(")
 
 

@@ -56,17 +56,34 @@ def test_cli_demo_runs_and_reports(capsys):
 
 
 def test_cli_stack_pushes_the_demo_through_the_collector(monkeypatch, capsys):
-    """`otel-rl stack --exit` starts Prometheus and the collector, and the demo's episodes arrive there."""
+    """`otel-rl stack --exit` starts Prometheus, Alertmanager and the collector, the demo's episodes arrive, and it
+    prints where Alertmanager is."""
     from procs import collector_binary, free_port
 
     monkeypatch.setenv("OTEL_RL_COLLECTOR", collector_binary())
     for name in ("OTELCOL_OTLP_GRPC_ENDPOINT", "OTELCOL_OTLP_HTTP_ENDPOINT", "OTELCOL_HEALTH_ENDPOINT"):
         monkeypatch.setenv(name, f"127.0.0.1:{free_port()}")
-    assert main(["stack", "--exit", "--iterations", "3", "--prometheus-port", str(free_port())]) == 0
-    out = capsys.readouterr().out
+    am_port = free_port()
+    assert main(["stack", "--exit", "--iterations", "3", "--prometheus-port", str(free_port()),
+                 "--alertmanager-port", str(am_port)]) == 0
+    captured = capsys.readouterr()
+    out = captured.out
+    assert f"Alertmanager http://127.0.0.1:{am_port}," in captured.err, captured.err
+    assert f"http://127.0.0.1:{am_port}  (Alertmanager" in out, out
     found = re.search(r"3 iterations in .* this run recorded (\d+) episodes, Prometheus counts (\d+)\. ", out)
     assert found, out
     assert found.group(1) == found.group(2) == "30", out  # after the final flush, all of them (3 x 10 episodes)
+
+
+def test_stack_finds_its_alertmanager_config_in_the_package():
+    """`otel-rl stack` reads the Alertmanager config shipped as package data, identical to alertmanager/'s."""
+    from pathlib import Path
+
+    from otel_rl._internal.stack import alertmanager_config
+
+    repo = Path(__file__).resolve().parent.parent / "alertmanager" / "alertmanager.yml"
+    with alertmanager_config() as path:
+        assert path.read_bytes() == repo.read_bytes()
 
 
 def test_stack_finds_its_collector_config_in_the_package():

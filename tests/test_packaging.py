@@ -46,7 +46,8 @@ def test_sdist_holds_license_tests_helpers_data_and_configs(sdist):
     for path in ("LICENSE", "tests/conftest.py", "tests/facts.py", "tests/procs.py", "tests/data/seed-metrics.json",
                  "tests/constraints-oldest.txt", "collector/otelcol-config.yaml", "collector/builder-config.yaml",
                  "collector/prometheus.yml", "prometheus/rules/otel-rl.rules.yml", "scripts/build-collector.sh",
-                 "Makefile", "otel_rl/_data/otelcol-config.yaml"):
+                 "Makefile", "otel_rl/_data/otelcol-config.yaml", "alertmanager/alertmanager.yml",
+                 "otel_rl/_data/alertmanager.yml"):
         assert (sdist / path).is_file(), path
     assert "Apache License" in (sdist / "LICENSE").read_text()
     assert "License-Expression: Apache-2.0" in (sdist / "PKG-INFO").read_text()

@@ -88,7 +88,7 @@ def test_thresholds_are_configurable():
     assert "increase(rl_training_iterations_total[30m])" in alerts["RLTrainingStalled"]["expr"]
     assert "- 0.25 * abs(" in alerts["RLTrainingRewardCollapsed"]["expr"]
     assert alerts["RLTrainingRewardCollapsed"]["for"] == "2m"
-    assert alerts["RLTrainingEntropyCollapsed"]["expr"].endswith("< 0.2")
+    assert "\n  < 0.2\n" in alerts["RLTrainingEntropyCollapsed"]["expr"]
     assert "> 3)" in alerts["RLTrainingErrors"]["expr"]
     assert "present_over_time(rl_training_active[7m])" in alerts["RLTrainingNoData"]["expr"]
     with pytest.raises(ValueError, match="stalled_after"):
@@ -103,6 +103,9 @@ def test_thresholds_are_configurable():
         rules.Thresholds(kl_max=0)
     kl = {a["alert"]: a for a in _alert_rules(rules.build_rules(rules.Thresholds(kl_max=0.02, kl_for="3m")))}
     assert kl["RLTrainingKLDivergenceHigh"]["expr"].endswith("> 0.02")
+    lookback = {a["alert"]: a for a in _alert_rules(rules.build_rules(rules.Thresholds(run_lookback="2h")))}
+    assert "last_over_time(rl_training_start_timestamp[2h])" in lookback["RLTrainingStalled"]["expr"]
+    assert "resets(rl_training_entropy_count[2h])" in lookback["RLTrainingEntropyCollapsed"]["expr"]
     assert kl["RLTrainingKLDivergenceHigh"]["for"] == "3m"
 
 
@@ -113,14 +116,15 @@ def test_gpu_thresholds_are_configurable():
     alerts = {a["alert"]: a for a in _alert_rules(rules.build_rules(t))}
     assert alerts["RLGpuMemoryNearLimit"]["expr"].endswith("> 0.9") and alerts["RLGpuMemoryNearLimit"]["for"] == "2m"
     idle = alerts["RLGpuIdleWhileTraining"]
-    assert "avg_over_time(hw_gpu_utilization[10m]))\n< 0.1\n" in idle["expr"] and idle["for"] == "30m"
+    assert "avg_over_time(hw_gpu_utilization[10m]))\n  < 0.1\n" in idle["expr"] and idle["for"] == "30m"
 
 
 def test_rules_use_only_labels_the_metrics_have():
-    """Matchers and groupings only name labels their metrics carry (job and le aside)."""
+    """Matchers and groupings only name labels their metrics carry (job, le and, in alerts, instance aside: an
+    alert is about one process)."""
     for group in rules.build_rules()["groups"]:
         for rule in group["rules"]:
-            expr, allowed_by = rule["expr"], {"job", "le"}
+            expr, allowed_by = rule["expr"], {"job", "le"} | ({"instance"} if "alert" in rule else set())
             for name, body in _SELECTOR.findall(expr):
                 base = re.sub(r"_(bucket|sum|count)$", "", name) if name not in BY_NAME else name
                 spec = BY_NAME[base]
@@ -134,6 +138,35 @@ def test_rules_use_only_labels_the_metrics_have():
             for by in _BY.findall(expr):
                 labels = {x.strip() for x in by.split(",")}
                 assert labels <= allowed_by, (rule.get("alert") or rule.get("record"), labels - allowed_by)
+
+
+def test_alerts_carry_process_and_run_labels_and_a_runbook():
+    """Every alert keeps job and instance (or, for GPU memory, the GPU), names its run where the process started one,
+    and links to its own section of docs/alerting.md."""
+    headings = {re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+                for line in (ROOT / "docs" / "alerting.md").read_text().splitlines() if line.startswith("#")}
+    for alert in _alert_rules(rules.build_rules()):
+        url = alert["annotations"]["runbook_url"]
+        assert url == f"docs/alerting.md#{alert['alert'].lower()}" and url.split("#")[1] in headings, url
+        if alert["alert"] != "RLGpuMemoryNearLimit":
+            assert "by (job, instance" in alert["expr"], alert["alert"]
+            assert "group_left" in alert["expr"] or "run_id" in alert["expr"].split("\n")[0], alert["alert"]
+        # The push path (remote write) has no scrape targets: no rule may depend on `up` or `scrape_*` series.
+        assert not re.search(r"\b(up|scrape_[a-z_]+)\b", alert["expr"]), alert["alert"]
+    custom = rules.build_rules(runbook_base="https://docs.example/alerting.html")
+    assert _alert_rules(custom)[0]["annotations"]["runbook_url"] == "https://docs.example/alerting.html#rltrainingstalled"
+
+
+def test_parse_thresholds():
+    """`otel-rl rules --set name=value` strings become Thresholds; unknown names and bad values are named."""
+    assert rules.parse_thresholds(["stalled_after=30s", "entropy_min=0.2"]) == rules.Thresholds(
+        stalled_after="30s", entropy_min=0.2)
+    with pytest.raises(ValueError, match="stalled_afer"):
+        rules.parse_thresholds(["stalled_afer=30s"])
+    with pytest.raises(ValueError, match="entropy_min takes a number"):
+        rules.parse_thresholds(["entropy_min=low"])
+    with pytest.raises(ValueError, match="stalled_after"):
+        rules.parse_thresholds(["stalled_after=soon"])
 
 
 def test_promtool_check_rules():

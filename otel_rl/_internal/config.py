@@ -89,6 +89,9 @@ class Settings:
     cardinality_limit: int = 2000
     shutdown_timeout: float = 5.0
     resource_metrics: bool = False  #: process, GPU and torch CUDA memory series (docs/resources.md)
+    #: ``run_id`` on the original series that lack it (losses, iterations, episodes, ...); off keeps their label
+    #: sets exactly those of the original ``prometheus_metrics`` module
+    per_run_series: bool = False
 
 
 # -- secrets -------------------------------------------------------------------------------------------------------
@@ -367,6 +370,7 @@ SETTINGS: tuple[_Setting, ...] = (
     _Setting("cardinality_limit", _cardinality, ("OTEL_RL_CARDINALITY_LIMIT",)),
     _Setting("shutdown_timeout", _seconds(TIMEOUT_BOUNDS), ("OTEL_RL_SHUTDOWN_TIMEOUT",)),
     _Setting("resource_metrics", _bool, ("OTEL_RL_RESOURCE_METRICS",)),
+    _Setting("per_run_series", _bool, ("OTEL_RL_PER_RUN_SERIES",)),
     _Setting("prometheus.host", _host, ("OTEL_EXPORTER_PROMETHEUS_HOST",)),
     _Setting("prometheus.port", _port, ("OTEL_EXPORTER_PROMETHEUS_PORT",)),
     _Setting("prometheus.strict", _bool, ("OTEL_RL_PROMETHEUS_STRICT",)),

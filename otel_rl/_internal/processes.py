@@ -185,6 +185,8 @@ def worker_config(settings: Any) -> dict[str, Any] | None:
         "shutdown_timeout": settings.shutdown_timeout,
         "otlp": {k: (dict(v) if k == "headers" else v) for k, v in asdict(settings.otlp).items() if v is not None},
     }
+    if getattr(settings, "per_run_series", False):  # workers label their series as the parent does
+        config["per_run_series"] = True
     if "prometheus" in exporters:
         prometheus["port"] = 0  # every worker on a free port of its own, listed in the target file
         config["prometheus"] = {k: v for k, v in prometheus.items() if v is not None}

@@ -76,6 +76,36 @@ def _never_raises(func: F) -> F:
     return guarded  # type: ignore[return-value]
 
 
+#: algorithm -> the run_id ``record_training_start`` saw last for it in this process; "" -> the last of any.
+_latest_run: dict[str, str] = {}
+
+
+@functools.lru_cache(maxsize=1)
+def _current_run() -> Any:
+    """The context variable of the innermost ``training_run`` (decorators imports this module, so: on first use)."""
+    from otel_rl._internal.decorators import _current_run as variable
+
+    return variable
+
+
+def _run(algorithm: str | None) -> str:
+    """The run a value of ``algorithm`` belongs to, for the ``per_run_series`` setting (the store appends it to
+    keys that lack it): the innermost ``training_run`` of that algorithm (or of any, for ``algorithm=None``), else
+    the run this process started last for it, else "default"."""
+    run = _current_run().get()
+    if run is not None and (algorithm is None or run.algorithm == algorithm):
+        return run.run_id
+    return _latest_run.get("" if algorithm is None else algorithm, "default")
+
+
+REGISTRY.run_of = _run
+
+
+def forget_runs() -> None:
+    """Forget which runs were started (for :func:`otel_rl.testing.reset`)."""
+    _latest_run.clear()
+
+
 def _s(value: Any) -> str:
     """A label value as a string (the hot helpers test ``type(value) is str`` inline first, to save the call)."""
     if type(value) is str:
@@ -90,8 +120,13 @@ def _s(value: Any) -> str:
 def record_training_start(algorithm: str, run_id: str = "default") -> None:
     """A run started: ``runs_total{status="started"}`` +1, ``active`` = 1, ``start_timestamp`` = now."""
     algorithm, run_id = _s(algorithm), _s(run_id)
-    _runs.add((algorithm, "started"), 1.0)
-    _active.set((algorithm,), 1.0)
+    _latest_run[algorithm] = _latest_run[""] = run_id
+    if REGISTRY.per_run:
+        _runs.add((algorithm, "started", run_id), 1.0)
+        _active.set((algorithm, run_id), 1.0)
+    else:
+        _runs.add((algorithm, "started"), 1.0)
+        _active.set((algorithm,), 1.0)
     _start_timestamp.set((algorithm, run_id), time.time())
 
 
@@ -99,9 +134,10 @@ def record_training_start(algorithm: str, run_id: str = "default") -> None:
 def record_training_complete(algorithm: str, duration: float, run_id: str = "default") -> None:
     """A run completed: ``runs_total{status="completed"}`` +1, ``duration_seconds`` observes, ``active`` = 0."""
     algorithm = _s(algorithm)
-    _runs.add((algorithm, "completed"), 1.0)
-    _duration.observe((algorithm,), duration)
-    _active.set((algorithm,), 0.0)
+    run = (_s(run_id),) if REGISTRY.per_run else ()
+    _runs.add((algorithm, "completed", *run), 1.0)
+    _duration.observe((algorithm, *run), duration)
+    _active.set((algorithm, *run), 0.0)
 
 
 @_never_raises
@@ -109,7 +145,8 @@ def record_training_failed(algorithm: str, error_type: str = "unknown") -> None:
     """A run failed: ``runs_total{status="failed"}`` +1, ``errors_total{error_type}`` +1, ``active`` = 0."""
     algorithm, error_type = _s(algorithm), _s(error_type)
     _runs.add((algorithm, "failed"), 1.0)
-    _errors.add((error_type,), 1.0)
+    # errors_total has no algorithm: with per_run_series its run_id is this algorithm's run, not the latest of any.
+    _errors.add((error_type, _run(algorithm)) if REGISTRY.per_run else (error_type,), 1.0)
     _active.set((algorithm,), 0.0)
 
 
@@ -118,7 +155,7 @@ def record_training_iteration(algorithm: str, iteration: int, run_id: str = "def
     """An iteration finished: ``iterations_total`` +1, ``current_iteration`` = iteration."""
     if type(algorithm) is not str or type(run_id) is not str:
         algorithm, run_id = _s(algorithm), _s(run_id)
-    _iterations.add((algorithm,), 1.0)
+    _iterations.add((algorithm, run_id) if REGISTRY.per_run else (algorithm,), 1.0)
     _current_iteration.set((algorithm, run_id), iteration)
 
 

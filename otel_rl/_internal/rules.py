@@ -10,6 +10,11 @@ Two PromQL details shape the expressions:
   (:func:`_new_or_increased`).
 * ``_sum`` of the policy-loss, entropy and reward histograms decreases when observations are negative; ``rate``
   and ``increase`` would read that as a counter reset, so windowed means use ``delta(_sum) / delta(_count)``.
+* Alerts keep ``job`` and ``instance`` (one process) and carry ``algorithm`` and ``run_id``: series without
+  ``run_id`` take the one of the process's latest started run (``rl_training_start_timestamp``) through
+  :func:`_with_run`, so Alertmanager can group, inhibit and silence per run.
+
+Every alert has a ``runbook_url`` annotation pointing at its section of ``docs/alerting.md``.
 """
 
 from __future__ import annotations
@@ -21,9 +26,15 @@ from typing import Any
 
 import yaml
 
-__all__ = ["ALERTS", "RECORDING_RULES", "Thresholds", "build_rules", "markdown", "rules_yaml", "write_rules"]
+__all__ = ["ALERTS", "RECORDING_RULES", "RUNBOOK_BASE", "Thresholds", "build_rules", "markdown",
+           "parse_thresholds", "rules_yaml", "write_rules"]
 
 _DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+
+#: Where the runbooks are; an alert's ``runbook_url`` is this plus ``#`` and its lowercased name. The project has
+#: no public address yet, so the default is the path in the checkout: pass your own (``otel-rl rules
+#: --runbook-base https://.../docs/alerting.md``) for links a person can open from a notification.
+RUNBOOK_BASE = "docs/alerting.md"
 
 
 @dataclass(frozen=True)
@@ -44,7 +55,8 @@ class Thresholds:
     reward_for: str = "10m"
     #: RLTrainingNonFiniteLoss: the SDK dropped a NaN/inf loss or entropy within this window.
     non_finite_window: str = "15m"
-    #: RLTrainingEntropyCollapsed: mean entropy over ``entropy_window`` below ``entropy_min``, for ``entropy_for``.
+    #: RLTrainingEntropyCollapsed: mean entropy over ``entropy_window`` below ``entropy_min``, for ``entropy_for``;
+    #: never for a continuous-action run, known by a negative entropy observation within ``run_lookback``.
     entropy_window: str = "10m"
     entropy_min: float = 0.05
     entropy_for: str = "5m"
@@ -56,6 +68,9 @@ class Thresholds:
     #: it arrived for ``no_data_after`` (the process died or stopped exporting while training).
     no_data_after: str = "10m"
     no_data_lookback: str = "6h"
+    #: How far back an alert looks for the run a process started last (``rl_training_start_timestamp``), whose
+    #: ``run_id`` it carries, and for a negative entropy that marks a run as continuous.
+    run_lookback: str = "6h"
     #: RLTelemetryValuesDropped: the SDK dropped any value within this window.
     dropped_window: str = "15m"
     #: RLGpuMemoryNearLimit (resource_metrics): a GPU's used memory above this fraction of its size, for
@@ -99,6 +114,28 @@ def _new_or_increased(selector: str, window: str, by: str, above: float = 0.0) -
         f"or\n"
         f"(sum by ({by}) (last_over_time({selector}[{window}]) unless {selector} offset {window}) > {_num(above)})"
     )
+
+
+#: An alert's own grouping: one process (``job``, ``instance``) and one algorithm in it.
+_RUN = "job, instance, algorithm"
+_PROCESS = "job, instance"
+
+
+def _latest_run(on: str, lookback: str) -> str:
+    """One series per group ``on`` naming the run the process started last, with value 1."""
+    return (f"group by ({_RUN}, run_id) (topk by ({on}) (1, "
+            f"last_over_time(rl_training_start_timestamp[{lookback}])))")
+
+
+def _with_run(expr: str, on: str, lookback: str) -> str:
+    """``expr`` (grouped by ``on``) with the ``run_id`` (and, per process, the ``algorithm``) of the process's latest
+    run; groups with no started run come through unchanged, without ``run_id``."""
+    copied = "run_id" if on == _RUN else "algorithm, run_id"
+    return (f"(\n{_indent(expr)}\n)\n"
+            f"* on ({on}) group_left ({copied})\n"
+            f"{_latest_run(on, lookback)}\n"
+            f"or on ({on})\n"
+            f"(\n{_indent(expr)}\n)")
 
 
 def _windowed_mean(name: str, by: str, window: str) -> str:
@@ -151,39 +188,47 @@ class _Alert:
 
 def _alerts(t: Thresholds) -> list[_Alert]:
     active = "rl_training_active"
-    reward_max = f"max by (job, algorithm, run_id) (max_over_time(rl_training_episode_reward_mean[{t.reward_window}]))"
+    look = t.run_lookback
+    per_run = "job, instance, algorithm, run_id"
+    reward_max = f"max by ({per_run}) (max_over_time(rl_training_episode_reward_mean[{t.reward_window}]))"
     losses = ('otel_rl_dropped_values_total{metric=~"rl_training_'
               '(policy_loss|value_loss|entropy|grad_norm|kl_divergence)",reason=~"nan|inf"}')
+    entropy = "rl_training_entropy"
     return [
         _Alert(
             "RLTrainingStalled", "warning",
-            f"(\n"
-            f"  max by (job, algorithm) (min_over_time({active}[{t.stalled_after}])) == 1\n"
-            f"  and on (job, algorithm)\n"
-            f"  max by (job, algorithm) ({active} offset {t.stalled_after}) == 1\n"
-            f")\n"
-            f"unless on (job, algorithm)\n"
-            f"(\n"
-            + _indent(_new_or_increased("rl_training_iterations_total", t.stalled_after, "job, algorithm")) +
-            "\n)",
+            _with_run(
+                f"(\n"
+                f"  max by ({_RUN}) (min_over_time({active}[{t.stalled_after}])) == 1\n"
+                f"  and on ({_RUN})\n"
+                f"  max by ({_RUN}) ({active} offset {t.stalled_after}) == 1\n"
+                f")\n"
+                f"unless on ({_RUN})\n"
+                f"(\n"
+                + _indent(_new_or_increased("rl_training_iterations_total", t.stalled_after, _RUN)) +
+                "\n)", _RUN, look),
             "{{ $labels.algorithm }} training in {{ $labels.job }} is stalled",
             f"rl_training_active has been 1 for {t.stalled_after} but rl_training_iterations_total did not "
-            f"increase in that time: the training loop is stuck or stopped recording iterations."),
+            f"increase in that time on {{{{ $labels.instance }}}}: the training loop is stuck or stopped recording "
+            f"iterations."),
         _Alert(
             "RLTrainingRunFailed", "critical",
-            _new_or_increased('rl_training_runs_total{status="failed"}', t.failed_window, "job, algorithm"),
+            _with_run(_new_or_increased('rl_training_runs_total{status="failed"}', t.failed_window, _RUN), _RUN,
+                      look),
             "{{ $labels.algorithm }} training run failed in {{ $labels.job }}",
-            f"{{{{ $value }}}} {{{{ $labels.algorithm }}}} run(s) failed in the last {t.failed_window} "
-            f"(rl_training_runs_total{{status=\"failed\"}}); see rl_training_errors_total for the error type."),
+            f"{{{{ $value }}}} {{{{ $labels.algorithm }}}} run(s) failed on {{{{ $labels.instance }}}} in the last "
+            f"{t.failed_window} (rl_training_runs_total{{status=\"failed\"}}); see rl_training_errors_total for the "
+            f"error type."),
         _Alert(
             "RLTrainingErrors", "warning",
-            _new_or_increased("rl_training_errors_total", t.errors_window, "job, error_type", t.max_errors),
+            _with_run(_new_or_increased("rl_training_errors_total", t.errors_window, f"{_PROCESS}, error_type",
+                                        t.max_errors), _PROCESS, look),
             "Training errors of type {{ $labels.error_type }} in {{ $labels.job }}",
-            f"{{{{ $value }}}} training error(s) of type {{{{ $labels.error_type }}}} in the last "
-            f"{t.errors_window} (rl_training_errors_total; alerting above {_num(t.max_errors)})."),
+            f"{{{{ $value }}}} training error(s) of type {{{{ $labels.error_type }}}} on {{{{ $labels.instance }}}} "
+            f"in the last {t.errors_window} (rl_training_errors_total; alerting above {_num(t.max_errors)})."),
         _Alert(
             "RLTrainingRewardCollapsed", "warning",
-            f"max by (job, algorithm, run_id) (rl_training_episode_reward_mean)\n"
+            f"max by ({per_run}) (rl_training_episode_reward_mean)\n"
             f"<\n"
             f"{reward_max}\n"
             f"- {_num(t.reward_drop_fraction)} * abs({reward_max})",
@@ -194,21 +239,30 @@ def _alerts(t: Thresholds) -> list[_Alert]:
             t.reward_for),
         _Alert(
             "RLTrainingNonFiniteLoss", "critical",
-            _new_or_increased(losses, t.non_finite_window, "job, metric, reason"),
+            _with_run(_new_or_increased(losses, t.non_finite_window, f"{_PROCESS}, metric, reason"), _PROCESS, look),
             "{{ $labels.metric }} is {{ $labels.reason }} in {{ $labels.job }}",
             f"otel-rl dropped {{{{ $value }}}} non-finite ({{{{ $labels.reason }}}}) value(s) of "
-            f"{{{{ $labels.metric }}}} in the last {t.non_finite_window}: training has probably diverged."),
+            f"{{{{ $labels.metric }}}} on {{{{ $labels.instance }}}} in the last {t.non_finite_window}: training "
+            f"has probably diverged."),
         _Alert(
             "RLTrainingEntropyCollapsed", "warning",
-            f"{_windowed_mean('rl_training_entropy', 'job, algorithm', t.entropy_window)}\n"
-            f"< {_num(t.entropy_min)}",
+            _with_run(
+                f"{_windowed_mean(entropy, _RUN, t.entropy_window)}\n"
+                f"< {_num(t.entropy_min)}\n"
+                f"unless on ({_RUN})\n"
+                f"(\n"
+                f"  sum by ({_RUN}) (resets({entropy}_sum[{look}]))\n"
+                f"  >\n"
+                f"  sum by ({_RUN}) (resets({entropy}_count[{look}]))\n"
+                f")", _RUN, look),
             "Policy entropy of {{ $labels.algorithm }} collapsed in {{ $labels.job }}",
             f"Mean rl_training_entropy over {t.entropy_window} is {{{{ $value }}}}, below {_num(t.entropy_min)}: "
-            f"the policy stopped exploring.",
+            f"the policy stopped exploring. (Runs with a negative entropy within {look}, continuous-action "
+            f"policies, are left out.)",
             t.entropy_for),
         _Alert(
             "RLTrainingKLDivergenceHigh", "warning",
-            f"max by (job, algorithm, run_id) (rl_training_kl_divergence) > {_num(t.kl_max)}",
+            f"max by ({per_run}) (rl_training_kl_divergence) > {_num(t.kl_max)}",
             "KL divergence of run {{ $labels.run_id }} is high",
             f"rl_training_kl_divergence of {{{{ $labels.algorithm }}}} run {{{{ $labels.run_id }}}} is "
             f"{{{{ $value }}}}, above {_num(t.kl_max)} for {t.kl_for}: each update moves the policy too far "
@@ -216,15 +270,19 @@ def _alerts(t: Thresholds) -> list[_Alert]:
             t.kl_for),
         _Alert(
             "RLTrainingNoData", "critical",
-            f"max by (job, algorithm) (last_over_time({active}[{t.no_data_lookback}])) == 1\n"
-            f"unless on (job, algorithm)\n"
-            f"max by (job, algorithm) (present_over_time({active}[{t.no_data_after}]))",
+            _with_run(
+                f"max by ({_RUN}) (last_over_time({active}[{t.no_data_lookback}])) == 1\n"
+                f"unless on ({_RUN})\n"
+                f"max by ({_RUN}) (present_over_time({active}[{t.no_data_after}]))", _RUN, look),
             "No data from active {{ $labels.algorithm }} training in {{ $labels.job }}",
-            f"The last rl_training_active sample was 1 (training) but none arrived for {t.no_data_after}: the "
-            f"training process died or stopped exporting without recording the end of the run."),
+            f"The last rl_training_active sample from {{{{ $labels.instance }}}} was 1 (training) but none arrived "
+            f"for {t.no_data_after}: the training process died or stopped exporting (or, on the push path, the "
+            f"collector stopped writing) without recording the end of the run. While this fires, the other alerts "
+            f"of this process are inhibited (alertmanager/alertmanager.yml)."),
         _Alert(
             "RLTelemetryValuesDropped", "info",
-            _new_or_increased("otel_rl_dropped_values_total", t.dropped_window, "job, metric, reason"),
+            _with_run(_new_or_increased("otel_rl_dropped_values_total", t.dropped_window,
+                                        f"{_PROCESS}, metric, reason"), _PROCESS, look),
             "otel-rl dropped values of {{ $labels.metric }} ({{ $labels.reason }})",
             f"otel-rl refused {{{{ $value }}}} value(s) of {{{{ $labels.metric }}}} in the last "
             f"{t.dropped_window} (reason {{{{ $labels.reason }}}}: nan, inf, wrong_type, cardinality_limit, ...); "
@@ -254,11 +312,12 @@ def _gpu_alerts(t: Thresholds) -> list[_Alert]:
             t.gpu_memory_for),
         _Alert(
             "RLGpuIdleWhileTraining", "warning",
-            f"max by (job, instance, {_GPU.removeprefix('job, ')}) "
-            f"(avg_over_time(hw_gpu_utilization[{t.gpu_idle_window}]))\n"
-            f"< {_num(t.gpu_idle_utilization)}\n"
-            f"and on (job, instance)\n"
-            f"max by (job, instance) (rl_training_active) == 1",
+            _with_run(
+                f"max by (job, instance, {_GPU.removeprefix('job, ')}) "
+                f"(avg_over_time(hw_gpu_utilization[{t.gpu_idle_window}]))\n"
+                f"< {_num(t.gpu_idle_utilization)}\n"
+                f"and on (job, instance)\n"
+                f"max by (job, instance) (rl_training_active) == 1", _PROCESS, t.run_lookback),
             "GPU {{ $labels.gpu_index }} is idle while {{ $labels.job }} trains",
             f"Mean utilisation of GPU {{{{ $labels.gpu_index }}}} ({{{{ $labels.hw_name }}}}) seen by "
             f"{{{{ $labels.instance }}}} was {{{{ $value | humanizePercentage }}}} over {t.gpu_idle_window}, below "
@@ -276,8 +335,9 @@ def _indent(text: str, prefix: str = "  ") -> str:
 ALERTS: tuple[str, ...] = tuple(alert.name for alert in _alerts(Thresholds()))
 
 
-def build_rules(thresholds: Thresholds | None = None) -> dict[str, Any]:
-    """The rule file as a dict: a recording group and an alerting group."""
+def build_rules(thresholds: Thresholds | None = None, runbook_base: str = RUNBOOK_BASE) -> dict[str, Any]:
+    """The rule file as a dict: a recording group and an alerting group; runbook links start with
+    ``runbook_base``."""
     t = thresholds or Thresholds()
     recording = [{"record": name, "expr": expr} for name, (expr, _) in RECORDING_RULES.items()]
     alerting = []
@@ -286,7 +346,8 @@ def build_rules(thresholds: Thresholds | None = None) -> dict[str, Any]:
         if alert.for_:
             rule["for"] = alert.for_
         rule["labels"] = {"severity": alert.severity}
-        rule["annotations"] = {"summary": alert.summary, "description": alert.description}
+        rule["annotations"] = {"summary": alert.summary, "description": alert.description,
+                               "runbook_url": f"{runbook_base}#{alert.name.lower()}"}
         alerting.append(rule)
     return {"groups": [
         {"name": "otel-rl.recording", "rules": recording},
@@ -309,18 +370,38 @@ _HEADER = ("# Generated by `otel-rl rules` (otel_rl/_internal/rules.py); do not 
            "# Load with `rule_files:` in prometheus.yml; check with `promtool check rules`.\n")
 
 
-def rules_yaml(thresholds: Thresholds | None = None) -> str:
+def rules_yaml(thresholds: Thresholds | None = None, runbook_base: str = RUNBOOK_BASE) -> str:
     """The rule file's text as committed (a header comment, then YAML)."""
-    body = yaml.dump(build_rules(thresholds), Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+    body = yaml.dump(build_rules(thresholds, runbook_base), Dumper=_Dumper, sort_keys=False, default_flow_style=False,
                      width=100000, allow_unicode=True)
     return _HEADER + body
 
 
-def write_rules(path: str | Path, thresholds: Thresholds | None = None) -> None:
+def write_rules(path: str | Path, thresholds: Thresholds | None = None, runbook_base: str = RUNBOOK_BASE) -> None:
     """Write the rule file to ``path`` (parents created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(rules_yaml(thresholds), encoding="utf-8")
+    path.write_text(rules_yaml(thresholds, runbook_base), encoding="utf-8")
+
+
+def parse_thresholds(pairs: list[str]) -> Thresholds:
+    """:class:`Thresholds` from ``name=value`` strings (``otel-rl rules --set stalled_after=30m``); an unknown name
+    or a bad value raises ValueError naming it."""
+    fields = asdict(Thresholds())
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        name = name.strip()
+        if not sep or name not in fields:
+            raise ValueError(f"--set {pair!r}: expected name=value with name one of {', '.join(fields)}")
+        if isinstance(fields[name], str):
+            values[name] = value.strip()
+        else:
+            try:
+                values[name] = float(value)
+            except ValueError:
+                raise ValueError(f"--set {pair!r}: {name} takes a number") from None
+    return Thresholds(**values)
 
 
 def _cell(text: str) -> str:

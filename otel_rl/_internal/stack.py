@@ -1,9 +1,12 @@
-"""``otel-rl stack``: Prometheus and the collector on loopback, with the demo pushing OTLP through them.
+"""``otel-rl stack``: Prometheus, Alertmanager and the collector on loopback, with the demo pushing OTLP through them.
 
-Needs a ``prometheus`` binary on PATH (Debian's package; ``scripts/install-prometheus.sh``) and the collector:
-``$OTEL_RL_COLLECTOR``, or built by ``scripts/build-collector.sh`` when run from a checkout (``make stack`` does
-both). The collector config ships inside the package and the alerting rules are generated from the catalog, so it
-works from an installed wheel too. Everything listens on 127.0.0.1 and stops on Ctrl-C.
+Needs ``prometheus`` and ``prometheus-alertmanager`` (or ``alertmanager``) on PATH (Debian's packages;
+``scripts/install-prometheus.sh``) and the collector: ``$OTEL_RL_COLLECTOR``, or built by
+``scripts/build-collector.sh`` when run from a checkout (``make stack`` does both). The collector and Alertmanager
+configs ship inside the package and the alerting rules are generated from the catalog, so it works from an installed
+wheel too. Prometheus sends its alerts to the Alertmanager (cluster listener off), whose shipped receiver delivers
+nowhere: alerts show in its UI until you add one (docs/alerting.md). Everything listens on 127.0.0.1 and stops on
+Ctrl-C.
 """
 
 from __future__ import annotations
@@ -29,6 +32,13 @@ _ROOT = Path(__file__).resolve().parents[2]
 def collector_config() -> Iterator[Path]:
     """The collector config shipped with the package, as a file path (also from a zip or a wheel)."""
     with resources.as_file(resources.files("otel_rl") / "_data" / "otelcol-config.yaml") as path:
+        yield path
+
+
+@contextlib.contextmanager
+def alertmanager_config() -> Iterator[Path]:
+    """The Alertmanager config shipped with the package (``alertmanager/alertmanager.yml``), as a file path."""
+    with resources.as_file(resources.files("otel_rl") / "_data" / "alertmanager.yml") as path:
         yield path
 
 
@@ -80,8 +90,8 @@ def wait_for_count(prom_url: str, expected: float, timeout: float) -> float | No
 
 
 def run_stack(iterations: int = 60, seed: int = 0, protocol: str = "grpc", prometheus_port: int = 9090,
-              keep: bool = True) -> int:
-    """Start Prometheus and the collector, push a demo run through them, print where to look.
+              keep: bool = True, alertmanager_port: int = 9093) -> int:
+    """Start Alertmanager, Prometheus and the collector, push a demo run through them, print where to look.
 
     The collector's listen addresses come from the same variables its config reads (``OTELCOL_OTLP_GRPC_ENDPOINT``,
     ``OTELCOL_OTLP_HTTP_ENDPOINT``, ``OTELCOL_HEALTH_ENDPOINT``). With ``keep`` everything runs until Ctrl-C.
@@ -94,6 +104,10 @@ def run_stack(iterations: int = 60, seed: int = 0, protocol: str = "grpc", prome
     prometheus = shutil.which("prometheus")
     if prometheus is None:
         raise SystemExit("otel-rl stack: prometheus is not on PATH (run scripts/install-prometheus.sh)")
+    alertmanager = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if alertmanager is None:
+        raise SystemExit("otel-rl stack: Alertmanager (prometheus-alertmanager) is not on PATH "
+                         "(run scripts/install-prometheus.sh)")
     collector = _collector_binary()
     grpc_address = os.environ.get("OTELCOL_OTLP_GRPC_ENDPOINT", "127.0.0.1:4317")
     http_address = os.environ.get("OTELCOL_OTLP_HTTP_ENDPOINT", "127.0.0.1:4318")
@@ -103,11 +117,20 @@ def run_stack(iterations: int = 60, seed: int = 0, protocol: str = "grpc", prome
     rules = workdir / "otel-rl.rules.yml"
     write_rules(rules)
     config.write_text("global:\n  scrape_interval: 10s\n  evaluation_interval: 10s\n"
-                      f"rule_files:\n  - {rules}\n")
+                      f"rule_files:\n  - {rules}\n"
+                      "alerting:\n  alertmanagers:\n    - static_configs:\n"
+                      f"        - targets: ['127.0.0.1:{alertmanager_port}']\n")
     prom_url = f"http://127.0.0.1:{prometheus_port}"
+    am_url = f"http://127.0.0.1:{alertmanager_port}"
     processes: list[subprocess.Popen] = []
     stack = contextlib.ExitStack()
     try:
+        am_yaml = stack.enter_context(alertmanager_config())
+        processes.append(subprocess.Popen(
+            [alertmanager, f"--config.file={am_yaml}", f"--storage.path={workdir / 'alertmanager'}",
+             f"--web.listen-address=127.0.0.1:{alertmanager_port}", "--cluster.listen-address=",
+             "--log.level=warn"], stdout=open(workdir / "alertmanager.log", "wb"), stderr=subprocess.STDOUT))
+        _wait(am_url + "/-/ready", "Alertmanager", processes[-1])
         processes.append(subprocess.Popen(
             [prometheus, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
              f"--web.listen-address=127.0.0.1:{prometheus_port}", "--web.enable-remote-write-receiver",
@@ -120,7 +143,8 @@ def run_stack(iterations: int = 60, seed: int = 0, protocol: str = "grpc", prome
             stdout=open(workdir / "collector.log", "wb"), stderr=subprocess.STDOUT))
         _wait(f"http://{health_address}/", "the collector", processes[-1])
         endpoint = f"http://{grpc_address}" if protocol == "grpc" else f"http://{http_address}/v1/metrics"
-        print(f"otel-rl stack: Prometheus {prom_url}, collector OTLP {endpoint}; logs in {workdir}", file=sys.stderr)
+        print(f"otel-rl stack: Prometheus {prom_url}, Alertmanager {am_url}, collector OTLP {endpoint}; "
+              f"logs in {workdir}", file=sys.stderr)
         result = run_demo(iterations=iterations, seed=seed, shutdown=False, config={
             "service_name": "otel-rl-demo", "exporters": ["otlp"],
             "otlp": {"endpoint": endpoint, "protocol": protocol, "export_interval": 2.0}})
@@ -132,11 +156,12 @@ def run_stack(iterations: int = 60, seed: int = 0, protocol: str = "grpc", prome
               f"{recorded:g} episodes, Prometheus counts {'no' if episodes is None else f'{episodes:g}'}"
               f"{'' if flushed else ' (the final export did not succeed)'}. Try:\n"
               f"  {prom_url}/graph?g0.expr=rl_training_episode_reward_mean\n"
+              f"  {prom_url}/alerts  (rules) and {am_url}  (Alertmanager: alerts, silences)\n"
               f"  curl -s '{prom_url}/api/v1/query?query=sum(rl_training_episodes_total)'")
         if episodes is None:
             print(f"otel-rl stack: nothing arrived; see {workdir}/collector.log", file=sys.stderr)
         if keep:
-            print("otel-rl stack: running; Ctrl-C stops Prometheus and the collector", file=sys.stderr)
+            print("otel-rl stack: running; Ctrl-C stops Prometheus, Alertmanager and the collector", file=sys.stderr)
             while True:
                 time.sleep(3600)
         return 0 if episodes == recorded else 1

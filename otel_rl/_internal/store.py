@@ -19,7 +19,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, TypeVar
 
-from otel_rl._internal.catalog import ALL_METRICS, DROPPED_VALUES, OVERFLOW_LABEL, MetricSpec
+from otel_rl._internal.catalog import ALL_METRICS, CATALOG, DROPPED_VALUES, OVERFLOW_LABEL, MetricSpec
 
 _logger = logging.getLogger("otel_rl")
 
@@ -160,6 +160,11 @@ class Registry:
     #: Called (under a metric's lock, so it must not record) when a series is created; see
     #: :mod:`otel_rl._internal.processes`, which uses it once per process to find out that it records.
     new_series_hook: Callable[[], None] | None = None
+    #: Whether the original series without ``run_id`` carry one (the ``per_run_series`` setting, off by default so
+    #: the original module's label sets stay exact); see :meth:`set_per_run`.
+    per_run: bool = False
+    #: The run_id a value belongs to, given its algorithm (None for series without one); set by recording.
+    run_of: Callable[[str | None], str] | None = None
 
     def __init__(self, specs: Iterable[MetricSpec] = ALL_METRICS,
                  cardinality_limit: int = DEFAULT_CARDINALITY_LIMIT) -> None:
@@ -217,6 +222,19 @@ class Registry:
         _logger.warning(message, *args, exc_info=exc_info)
         return True
 
+    def set_per_run(self, on: bool) -> None:
+        """Add ``run_id`` as the last label of the original series that lack it, or take it off again.
+
+        Values recorded before are kept: switched on, their series get ``run_id="default"``; switched off, the
+        series of several runs are merged (counters and histograms summed, a gauge keeps one run's value).
+        """
+        if on == self.per_run:
+            return
+        self.per_run = on
+        for spec in CATALOG:
+            if "run_id" not in spec.labels:
+                self.metrics[spec.name].rekey(spec.labels + ("run_id",) if on else spec.labels)
+
     def after_fork_in_child(self) -> None:
         """In a forked child: new locks (the parent may have held any of them at fork) and no values.
 
@@ -260,6 +278,27 @@ class Metric:
     def _new_series(self) -> Any:
         raise NotImplementedError
 
+    def rekey(self, label_keys: tuple[str, ...]) -> None:
+        """Change the label keys by one trailing key (see :meth:`Registry.set_per_run`), keeping the values."""
+        with self._lock:
+            grow = len(label_keys) > len(self.label_keys)
+            old, self._series, self._attributes = self._series, {}, {}
+            self.label_keys = label_keys
+            for key, value in old.items():
+                if key == () and not (value.count if isinstance(value, HistogramSeries) else value):
+                    continue  # an unlabelled series exists from the start; empty, it belongs to no run
+                new = key if key == OVERFLOW_KEY else (key + ("default",) if grow else key[:-1])
+                self._series[new] = self._merge(self._series[new], value) if new in self._series else value
+            if not label_keys and () not in self._series:  # unlabelled again: its series exists from the start
+                self._series[()] = self._new_series()
+            self._rekeyed(grow)
+
+    def _merge(self, a: Any, b: Any) -> Any:
+        return b
+
+    def _rekeyed(self, grow: bool) -> None:
+        """Called under the lock after :meth:`rekey` for what a kind keeps beside the values."""
+
     def remove(self, key: tuple[str, ...]) -> None:
         """Forget one labelled series (prometheus_client's ``remove``); an unknown key is ignored."""
         if self.label_keys:
@@ -274,9 +313,13 @@ class Metric:
         """Drop what is kept beside the value of a removed series (called under the lock)."""
         self._attributes.pop(key, None)
 
+    def _run_implied(self) -> bool:
+        """Whether a key may leave out ``run_id``, which the current run fills in (``per_run_series``)."""
+        return self._registry.per_run and self.label_keys[-1:] == ("run_id",) and "run_id" not in self.spec.labels
+
     def key(self, labels: tuple[Any, ...]) -> tuple[str, ...] | None:
         """Turn label values into a series key, or None when they do not fit the label keys."""
-        if len(labels) != len(self.label_keys):
+        if len(labels) != len(self.label_keys) and not (len(labels) == len(self.spec.labels) and self._run_implied()):
             self._registry.drop(self.name, BAD_LABELS, labels)
             return None
         key = label_strings(labels)
@@ -286,11 +329,13 @@ class Metric:
 
     def labels(self, *values: Any, **kwargs: Any) -> Child:
         """A handle bound to one label set, like prometheus_client's ``labels()``: cheap repeated records."""
+        keys = self.spec.labels if self._run_implied() and "run_id" not in kwargs and \
+            len(values) != len(self.label_keys) else self.label_keys
         if kwargs:
-            if values or set(kwargs) != set(self.label_keys):
+            if values or set(kwargs) != set(keys):
                 return Child(self, None)  # a None key drops as BAD_LABELS on use
-            values = tuple(kwargs[k] for k in self.label_keys)
-        return Child(self, label_strings(values) if len(values) == len(self.label_keys) else None)
+            values = tuple(kwargs[k] for k in keys)
+        return Child(self, label_strings(values) if len(values) == len(keys) else None)
 
     def _checked(self, value: Any) -> float | None:
         """The slow path of a record call: ``value`` as a finite float, or None after counting the drop."""
@@ -307,7 +352,16 @@ class Metric:
         return result  # type: ignore[return-value]
 
     def _admit(self, key: tuple[str, ...]) -> tuple[str, ...]:
-        """Called under the lock for a key not yet seen: the key itself, or the overflow key past the limit."""
+        """Called under the lock for a key not yet seen: the key itself, or the overflow key past the limit.
+
+        With ``per_run_series`` on, a key one label short (recorded without ``run_id``) gets the current run's."""
+        registry = self._registry
+        if len(key) + 1 == len(self.label_keys) and self._run_implied():
+            run_of = registry.run_of
+            algorithm = key[0] if self.label_keys[0] == "algorithm" else None
+            key = key + (run_of(algorithm) if run_of is not None else "default",)
+            if key in self._series:
+                return key
         hook = self._registry.new_series_hook
         if hook is not None:
             try:
@@ -377,6 +431,16 @@ class Counter(Metric):
 
     def _new_series(self) -> float:
         return 0.0
+
+    def _merge(self, a: Any, b: Any) -> Any:
+        return a + b
+
+    def _rekeyed(self, grow: bool) -> None:
+        created: dict[tuple[str, ...], int] = {}
+        for key, ns in self.created_ns.items():
+            new = key if key == OVERFLOW_KEY else (key + ("default",) if grow else key[:-1])
+            created[new] = min(ns, created.get(new, ns))
+        self.created_ns = {key: created.get(key, time.time_ns()) for key in self._series}
 
     def _forget(self, key: tuple[str, ...]) -> None:
         super()._forget(key)
@@ -518,6 +582,13 @@ class Histogram(Metric):
 
     def _new_series(self) -> HistogramSeries:
         return HistogramSeries(len(self.bounds))
+
+    def _merge(self, a: Any, b: Any) -> Any:
+        a.counts = [x + y for x, y in zip(a.counts, b.counts)]
+        a.sum += b.sum
+        a.min, a.max = min(a.min, b.min), max(a.max, b.max)
+        a.created_ns = min(a.created_ns, b.created_ns)
+        return a
 
     def observe(self, key: tuple[str, ...], value: Any) -> None:
         if type(value) is not float or value - value != 0.0:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from otel_rl._internal.dashboard.docs import markdown, render_doc, update_doc
 from otel_rl._internal.dashboard.grafana import DASHBOARD_UID, build_dashboard, dashboard_json, write_dashboard
 from otel_rl._internal.dashboard.panels import SEED_PANELS
-from otel_rl._internal.dashboard.promql import VARIABLES
+from otel_rl._internal.dashboard.promql import PER_RUN, VARIABLES
 from otel_rl._internal.dashboard.queries import (
     all_panels,
     panel_queries,
@@ -27,6 +27,7 @@ from otel_rl._internal.dashboard.queries import (
 __all__ = [
     "DASHBOARD_UID",
     "SEED_PANELS",
+    "PER_RUN",
     "VARIABLES",
     "all_panels",
     "build_dashboard",

@@ -2,19 +2,24 @@
 
 Every selector is built by :func:`sel`, which adds ``job=~"$job"`` and a matcher for each template variable whose
 label the metric has (:attr:`MetricSpec.labels`), and nothing else: a panel can never filter on a label its metric
-lacks (the original dashboard's "Training Errors" defect). A label the metric lacks raises ``ValueError`` when the
-dashboard is built, not when someone opens it.
+lacks (the original dashboard's "Training Errors" defect). The one addition is ``run_id=~"$run_id|"`` on the series
+that gain ``run_id`` with the ``per_run_series`` setting (:data:`PER_RUN`): it also matches series without it. A
+label the metric lacks raises ``ValueError`` when the dashboard is built, not when someone opens it.
 """
 
 from __future__ import annotations
 
-from otel_rl._internal.catalog import BY_NAME
+from otel_rl._internal.catalog import BY_NAME, CATALOG
 from otel_rl._internal.resource_catalog import RESOURCE_BY_NAME
 
-__all__ = ["VARIABLES", "group_by", "legend", "range_total", "ratio", "resource_sel", "sel"]
+__all__ = ["PER_RUN", "VARIABLES", "group_by", "legend", "range_total", "ratio", "resource_sel", "sel"]
 
 #: Template variables that filter series, in the order they appear; each filters only metrics with that label.
 VARIABLES: tuple[str, ...] = ("algorithm", "run_id", "agent_id")
+
+#: The original series without ``run_id``, which carry it with the ``per_run_series`` setting: they match
+#: ``run_id=~"$run_id|"``, the selected run or no run_id at all, so one dashboard serves both modes.
+PER_RUN = frozenset(spec.name for spec in CATALOG if "run_id" not in spec.labels)
 
 
 def sel(name: str, suffix: str = "", **matchers: str) -> str:
@@ -24,7 +29,8 @@ def sel(name: str, suffix: str = "", **matchers: str) -> str:
     """
     spec = BY_NAME[name]
     parts = ['job=~"$job"']
-    parts += [f'{label}=~"${label}"' for label in VARIABLES if label in spec.labels]
+    parts += [f'{label}=~"${label}"' if label in spec.labels else f'{label}=~"${label}|"'
+              for label in VARIABLES if label in spec.labels or (label == "run_id" and name in PER_RUN)]
     for label, value in matchers.items():
         if label not in spec.labels:
             raise ValueError(f"{name} has no label {label!r} (labels: {spec.labels})")
