@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from otel_rl._internal.catalog import DROPPED_VALUES
+from otel_rl._internal import scalars
 from otel_rl._internal.store import REGISTRY, HistogramSeries, flush_held_back
 
 
@@ -27,6 +28,7 @@ def reset() -> None:
     Gymnasium wrappers still hold back, so they do not show up after the reset."""
     flush_held_back()
     REGISTRY.reset()
+    scalars.reset()
 
 
 def _key(name: str, labels: dict[str, Any]) -> tuple[str, ...]:
