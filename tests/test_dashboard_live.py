@@ -68,6 +68,7 @@ def landed_run():
             otel_rl.record_loss_metrics("PG", entropy=float("nan"))  # counted as dropped, reason nan
             # The demo's REINFORCE agent neither clips its ratio nor explores epsilon-greedily: set those two here.
             otel_rl.record_training_signals("PG", "cartpole-seed0", clip_fraction=0.1, exploration_rate=0.05)
+            otel_rl.record_scalar("success_rate", 0.75, algorithm="PG", run_id="cartpole-seed0")  # the Custom row
             with pytest.raises(RuntimeError):
                 with otel_rl.training_run(algorithm="PG", run_id="failing-run"):
                     raise RuntimeError("a failed run, for the error panels")
