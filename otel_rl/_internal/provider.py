@@ -170,7 +170,7 @@ class ProxyMeterProvider(MeterProvider):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._meters: dict[tuple[str, str | None, str | None], _ProxyMeter] = {}
+        self._meters: dict[tuple[str, str, str], _ProxyMeter] = {}
         self._delegate: MeterProvider | None = None
 
     @property
@@ -180,7 +180,7 @@ class ProxyMeterProvider(MeterProvider):
 
     def get_meter(self, name: str, version: str | None = None, schema_url: str | None = None,
                   attributes: Any = None) -> Meter:
-        key = (name, version, schema_url)
+        key = (name, version or "", schema_url or "")  # the API's get_meter passes version "", others None
         with self._lock:
             meter = self._meters.get(key)
             if meter is None:
