@@ -18,8 +18,8 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from otel_rl._internal.catalog import DROPPED_VALUES
 from otel_rl._internal import scalars
+from otel_rl._internal.catalog import DROPPED_VALUES
 from otel_rl._internal.store import REGISTRY, HistogramSeries, flush_held_back
 
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import os
+import re
 import socket
 import statistics
 import subprocess

@@ -186,3 +186,20 @@ def test_after_fork_the_child_exports_only_its_own_measurements():
     assert os.waitstatus_to_exitcode(status) == 0
     assert value == "1.0"
     assert samples(otel_rl.current())[("test_forked_total", ())] == 5.0
+
+
+def test_a_synchronous_gauge_reports_its_last_value_in_every_collection():
+    """A gauge set once is in every later collection (cumulative readers must keep it; SDK 1.39 alone would show it
+    only once after each set), including values set before init; a bad value is dropped and counted."""
+    from otel_rl import testing
+
+    gauge = metrics.get_meter("gauges").create_gauge("test_kept")
+    gauge.set(1.5, {"gpu": "0"})  # before init: kept
+    handle = otel_rl.init_telemetry(LOCAL)
+    gauge.set(2.5, {"gpu": "1"})
+    for _ in range(3):
+        got = samples(handle)
+        assert got[("test_kept", (("gpu", "0"),))] == 1.5 and got[("test_kept", (("gpu", "1"),))] == 2.5
+    gauge.set(float("nan"), {"gpu": "0"})
+    assert samples(handle)[("test_kept", (("gpu", "0"),))] == 1.5
+    assert testing.dropped("test_kept", "nan") == 1

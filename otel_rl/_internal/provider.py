@@ -20,6 +20,7 @@ from typing import Any
 
 from opentelemetry import metrics
 from opentelemetry.metrics import (
+    CallbackOptions,
     Counter,
     Histogram,
     Meter,
@@ -27,13 +28,18 @@ from opentelemetry.metrics import (
     ObservableCounter,
     ObservableGauge,
     ObservableUpDownCounter,
+    Observation,
     UpDownCounter,
     _Gauge,
 )
 
+from otel_rl._internal.catalog import OVERFLOW_LABEL
+from otel_rl._internal.store import OVER_LIMIT, REGISTRY, number
+
 _logger = logging.getLogger("otel_rl")
 
-GLOBAL_PROVIDER_MODES = ("install", "off")
+_OVERFLOW_KEY = ((OVERFLOW_LABEL, "true"),)
+_OVERFLOW_ATTRIBUTES = {OVERFLOW_LABEL: "true"}
 
 
 class _Forwarding:
@@ -80,10 +86,48 @@ class _Histogram(_Forwarding, Histogram):
 
 
 class _SyncGauge(_Forwarding, _Gauge):
-    def set(self, amount: Any, *args: Any, **kwargs: Any) -> None:
-        real = self._real
-        if real is not None:
-            real.set(amount, *args, **kwargs)
+    """A synchronous gauge whose last value per attribute set is kept here and reported by an observable gauge.
+
+    Cumulative readers must report a synchronous gauge's last value in every collection (the specification's
+    MetricReader section); SDKs before open-telemetry/opentelemetry-python#5637 (1.39 among them) reported it only
+    in the first collection after each ``set()``, so it vanished from ``/metrics`` and OTLP between sets. Kept
+    here, it is reported by every SDK, survives a re-init and, like the store's gauges, is set before init too.
+    """
+
+    def __init__(self, name: str, unit: str = "", description: str = "") -> None:
+        super().__init__(name, unit, description)
+        self._values: dict[Any, Observation] = {}
+        self._lock = threading.Lock()
+
+    def set(self, amount: Any, attributes: Any = None, *args: Any, **kwargs: Any) -> None:
+        value = number(amount)
+        if type(value) is not float:
+            REGISTRY.drop(self.name, value, amount)  # type: ignore[arg-type]
+            return
+        try:
+            key: Any = tuple(sorted(attributes.items())) if attributes else ()
+            hash(key)
+        except TypeError:  # a sequence-valued attribute
+            key = repr(sorted(attributes.items()))
+        values = self._values
+        if key not in values:
+            with self._lock:
+                if key not in values and len(values) >= REGISTRY.cardinality_limit:
+                    REGISTRY.drop(self.name, OVER_LIMIT, attributes)
+                    key, attributes = _OVERFLOW_KEY, _OVERFLOW_ATTRIBUTES
+        values[key] = Observation(value, dict(attributes) if attributes else None)
+
+    def _observe(self, options: CallbackOptions) -> list[Observation]:
+        return list(self._values.values())
+
+    def _bind(self, meter: Meter | None) -> None:
+        self._create = lambda real: real.create_observable_gauge(self.name, [self._observe], self.unit,
+                                                                 self.description)
+        super()._bind(meter)
+
+    def _forget(self) -> None:
+        self._values = {}
+        self._lock = threading.Lock()
 
 
 class _ObservableCounter(_Forwarding, ObservableCounter):
@@ -144,7 +188,7 @@ class _ProxyMeter(Meter):
     def create_histogram(self, name: str, *args: Any, **kwargs: Any) -> Histogram:
         return self._make(_Histogram, "create_histogram", name, args, kwargs)
 
-    def create_gauge(self, name: str, *args: Any, **kwargs: Any) -> _Gauge:  # type: ignore[override]
+    def create_gauge(self, name: str, *args: Any, **kwargs: Any) -> _Gauge:
         return self._make(_SyncGauge, "create_gauge", name, args, kwargs)
 
     def _observable(self, cls: type, method: str, name: str, callbacks: Any, args: tuple, kwargs: dict) -> Any:
@@ -210,6 +254,8 @@ class ProxyMeterProvider(MeterProvider):
             meter._real = None
             for instrument in meter._instruments.values():
                 instrument._real = None
+                if isinstance(instrument, _SyncGauge):  # the child's values start empty, as the store's
+                    instrument._forget()
 
 
 #: The one proxy of this process; otel-rl's own ``record_scalar`` gauges live on it too.

@@ -220,7 +220,7 @@ class Registry:
             "counted, in otel_rl_dropped_values_total{metric=%r,reason=%r}.",
             metric, reason, describe(value), _HINTS.get(reason, ""), metric, str(reason))
 
-    def _strict_drop(self, metric: str, reason: str, value: Any) -> None:
+    def _strict_drop(self, metric: str, reason: _Reason, value: Any) -> None:
         raise StrictModeError(f"otel-rl (strict mode) refused a value for {metric} (reason: {reason}, value: "
                               f"{describe(value)}): {_HINTS.get(reason, '')}")
 
