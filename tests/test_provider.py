@@ -203,3 +203,33 @@ def test_a_synchronous_gauge_reports_its_last_value_in_every_collection():
     gauge.set(float("nan"), {"gpu": "0"})
     assert samples(handle)[("test_kept", (("gpu", "0"),))] == 1.5
     assert testing.dropped("test_kept", "nan") == 1
+
+
+@pytest.mark.parametrize("handled", [False, True], ids=["default-action", "turned-into-exit"])
+def test_sigterm_turned_into_an_exit_exports_your_instruments(handled):
+    """On SIGTERM, Python's default action exports nothing; with SIGTERM turned into sys.exit, otel-rl's exit hook
+    makes the final export of your instruments and scalars (here to the console exporter)."""
+    code = f"""
+        import signal, sys, time, otel_rl
+        from opentelemetry import metrics
+        if {handled}:
+            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+        otel_rl.init_telemetry({{"exporters": ["console"], "otlp": {{"export_interval": 3600}}}})
+        metrics.get_meter("x").create_counter("sigterm_updates_total").add(7)
+        otel_rl.record_scalar("sigterm_scalar", 2.5)
+        print("READY", flush=True)
+        time.sleep(60)
+    """
+    path = os.environ.get("PYTHONPATH")
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + (os.pathsep + path if path else "")}
+    env.pop("OTEL_RL_WORKER_CONFIG", None)
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "READY"
+        proc.terminate()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    exported = '"sigterm_updates_total"' in out and '"rl_training_custom_sigterm_scalar"' in out
+    assert (proc.returncode, exported) == ((143, True) if handled else (-15, False)), (out[-2000:], err[-2000:])
