@@ -766,3 +766,49 @@ def test_two_processes_pushing_at_once_keep_distinct_series(stack: Stack, tmp_pa
         got = {r["metric"]["algorithm"]: float(r["value"][1])
                for r in prom.query(f'sum by (algorithm) ({name}{{job="e2e-multi"}})')}
         assert want and got == want, f"sum by (algorithm) ({name}): Prometheus {got}, both runs {want}"
+
+
+_SPAWN_SCRIPT = '''
+import json, multiprocessing, os, sys
+import otel_rl
+from opentelemetry import metrics
+
+early = metrics.get_meter("worker").create_counter("app_worker_early_total")  # before any provider: the API's proxy
+
+
+def work():
+    # No init_telemetry here: the first otel-rl record starts push telemetry from the parent's published settings,
+    # which also makes otel-rl's provider this process' global one.
+    otel_rl.record_scalar("worker_scalar", 3.0, role="worker")
+    metrics.get_meter("worker").create_counter("app_worker_total").add(2)
+    early.add(5)
+    return os.getpid()
+
+
+if __name__ == "__main__":
+    otel_rl.init_telemetry({"exporters": ["otlp"], "service_name": "e2e-spawn",
+                            "otlp": {"endpoint": sys.argv[1], "export_interval": 1}})
+    pool = multiprocessing.get_context("spawn").Pool(1)
+    pid = pool.apply(work)
+    pool.close()
+    pool.join()
+    print(json.dumps({"pid": pid}))
+'''
+
+
+def test_a_spawned_worker_exports_its_instruments_and_scalars_under_its_own_instance(stack: Stack,
+                                                                                      tmp_path: Path) -> None:
+    """A spawned multiprocessing worker that never calls init_telemetry: its first record_scalar starts its push
+    telemetry from the parent's settings, and its instruments (one made before any provider) export with it."""
+    prom = stack.prometheus()
+    collector = stack.collector(prom)
+    script = tmp_path / "spawning.py"
+    script.write_text(_SPAWN_SCRIPT)
+    result = subprocess.run([sys.executable, str(script), collector.grpc_endpoint], cwd=tmp_path,
+                            env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    pid = json.loads(result.stdout.strip().splitlines()[-1])["pid"]
+    expected = {("app_worker_total", ()): 2.0, ("app_worker_early_total", ()): 5.0,
+                ("rl_training_custom_worker_scalar", (("role", "worker"),)): 3.0}
+    await_values(prom, expected, "the spawned worker", names="app_.+|rl_training_custom_.+", logs=stack.logs,
+                 job="e2e-spawn", instance=instance_id(pid))
