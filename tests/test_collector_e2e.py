@@ -355,6 +355,8 @@ def your_instruments() -> None:
     for value in (0.3, 7.0, 120.0):
         latency.record(value, {"phase": "update"})
     meter.create_gauge("app_temperature").set(41.5, {"gpu.id": "0"})
+    meter.create_gauge("app_typed").set(1.0, {"flag": True, "count": 3, "ratio": 0.5, "whole": 2.0, "big": 1e20,
+                                              "layers": [1, 2], "names": ["a", "b"], "mixed": [True, 1.5]})
     meter.create_observable_gauge("app_observed", [lambda options: [Observation(7, {"kind": "a"})]])
     meter.create_observable_counter("app_polled_total", [lambda options: [Observation(11)]])
     meter.create_observable_up_down_counter("app_level", [lambda options: [Observation(-4)]])
@@ -397,6 +399,9 @@ def test_your_instruments_and_scalars_are_the_same_series_on_pull_and_push(stack
             "app_polled_total", "app_level", "rl_training_custom_eval_success_rate"} <= names, names
     values = actual["pull"]
     assert values[("app_temperature", (("gpu_id", "0"),))] == 41.5
+    [typed] = [dict(labels) for name, labels in values if name == "app_typed"]
+    assert typed == {"flag": "true", "count": "3", "ratio": "0.5", "whole": "2", "big": "100000000000000000000",
+                     "layers": "[1,2]", "names": '["a","b"]', "mixed": "[true,1.5]"}, typed
     assert values[("rl_training_custom_eval_success_rate", (("algorithm", "DQN"), ("run_id", "own")))] == -1.5
     loss_buckets = {dict(labels)["le"]: v for (name, labels), v in values.items()
                     if name == "rl_training_value_loss_bucket"}

@@ -193,16 +193,19 @@ def test_a_synchronous_gauge_reports_its_last_value_in_every_collection():
     only once after each set), including values set before init; a bad value is dropped and counted."""
     from otel_rl import testing
 
-    gauge = metrics.get_meter("gauges").create_gauge("test_kept")
-    gauge.set(1.5, {"gpu": "0"})  # before init: kept
+    gauge = otel_rl.meter_provider().get_meter("gauges").create_gauge("test_kept")
+    gauge.set(1.5, {"gpu": "0"})  # before init: kept (the API's own proxy, before any provider is set, drops it)
     handle = otel_rl.init_telemetry(LOCAL)
     gauge.set(2.5, {"gpu": "1"})
     for _ in range(3):
         got = samples(handle)
         assert got[("test_kept", (("gpu", "0"),))] == 1.5 and got[("test_kept", (("gpu", "1"),))] == 2.5
     gauge.set(float("nan"), {"gpu": "0"})
-    assert samples(handle)[("test_kept", (("gpu", "0"),))] == 1.5
-    assert testing.dropped("test_kept", "nan") == 1
+    gauge.set(3.0, ["not", "a", "mapping"])
+    gauge.set(4.0, {"layers": [1, 2]})  # a sequence-valued attribute is a series of its own
+    got = samples(handle)
+    assert got[("test_kept", (("gpu", "0"),))] == 1.5 and got[("test_kept", (("layers", "[1,2]"),))] == 4.0
+    assert testing.dropped("test_kept", "nan") == 1 and testing.dropped("test_kept", "bad_labels") == 1
 
 
 @pytest.mark.parametrize("handled", [False, True], ids=["default-action", "turned-into-exit"])
@@ -233,3 +236,25 @@ def test_sigterm_turned_into_an_exit_exports_your_instruments(handled):
         proc.kill()
     exported = '"sigterm_updates_total"' in out and '"rl_training_custom_sigterm_scalar"' in out
     assert (proc.returncode, exported) == ((143, True) if handled else (-15, False)), (out[-2000:], err[-2000:])
+
+
+def test_a_failing_collection_of_your_instruments_leaves_otel_rl_series_on_the_scrape(caplog):
+    """An observable callback whose attributes the SDK cannot take (a list, on SDKs before 1.4x) or that breaks
+    the collection otherwise costs only your instruments on that scrape, logged once; otel-rl's series stay."""
+    from otel_rl._internal.bridge import PullReader
+
+    handle = otel_rl.init_telemetry(LOCAL)
+    otel_rl.record_episode("PPO", "a", 1.0, 10)
+
+    def broken(self, *args, **kwargs):
+        raise TypeError("unhashable type: 'list'")
+
+    original = PullReader.collect
+    PullReader.collect = broken  # what the SDK's collect raised on 1.39 for such an observation
+    try:
+        text = handle.metrics_text().decode()
+        handle.metrics_text()
+    finally:
+        PullReader.collect = original
+    assert 'rl_training_episodes_total{agent_id="a",algorithm="PPO"} 1.0' in text
+    assert caplog.text.count("collecting the instruments of other meters failed") == 1

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
@@ -118,10 +119,28 @@ def _add_samples(family: PromMetric, name: str, data: Any, escape_labels: bool =
 
 
 def _labels(attributes: Any, escape: bool) -> dict[str, str]:
-    """A point's attributes as labels; escaped (``gpu.id`` -> ``gpu_id``, values as text) for your instruments."""
+    """A point's attributes as labels; for your instruments, keys escaped (``gpu.id`` -> ``gpu_id``) and values
+    written as the collector writes them."""
     if not escape:
         return dict(attributes)
-    return {prometheus_label(k): str(v) for k, v in attributes.items()}
+    return {prometheus_label(k): attribute_text(v) for k, v in attributes.items()}
+
+
+def attribute_text(value: Any) -> str:
+    """An attribute value as the collector's remote-write exporter writes it as a label (pdata's ``AsString``):
+    ``true``, ``3``, ``0.5``, ``100000000000000000000``, and a sequence as compact JSON (``[1,2]``, ``["a"]``)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(json.dumps(v) if isinstance(v, str) else attribute_text(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return {"nan": "NaN", "inf": "+Inf", "-inf": "-Inf"}[repr(value)]
+        text = format(Decimal(repr(value)), "f")  # no exponent, as Go's FormatFloat(v, 'f', -1, 64)
+        return text[:-2] if text.endswith(".0") else text
+    return str(value)
 
 
 class _Families(Collector):

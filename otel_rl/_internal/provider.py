@@ -34,7 +34,7 @@ from opentelemetry.metrics import (
 )
 
 from otel_rl._internal.catalog import OVERFLOW_LABEL
-from otel_rl._internal.store import OVER_LIMIT, REGISTRY, number
+from otel_rl._internal.store import BAD_LABELS, OVER_LIMIT, REGISTRY, number
 
 _logger = logging.getLogger("otel_rl")
 
@@ -105,17 +105,22 @@ class _SyncGauge(_Forwarding, _Gauge):
             REGISTRY.drop(self.name, value, amount)  # type: ignore[arg-type]
             return
         try:
-            key: Any = tuple(sorted(attributes.items())) if attributes else ()
+            # Sequences as tuples, as the SDK keeps a synchronous instrument's attributes (SDKs before 1.4x do not
+            # clean an observation's, and a list there breaks the whole collection).
+            cleaned = {k: tuple(v) if isinstance(v, list) else v for k, v in attributes.items()} if attributes else {}
+            key: Any = tuple(sorted(cleaned.items()))
             hash(key)
-        except TypeError:  # a sequence-valued attribute
-            key = repr(sorted(attributes.items()))
+            observation = Observation(value, cleaned or None)
+        except Exception:  # noqa: BLE001 (attributes that are not a mapping of str: recording never raises)
+            REGISTRY.drop(self.name, BAD_LABELS, attributes)
+            return
         values = self._values
         if key not in values:
             with self._lock:
                 if key not in values and len(values) >= REGISTRY.cardinality_limit:
                     REGISTRY.drop(self.name, OVER_LIMIT, attributes)
-                    key, attributes = _OVERFLOW_KEY, _OVERFLOW_ATTRIBUTES
-        values[key] = Observation(value, dict(attributes) if attributes else None)
+                    key, observation = _OVERFLOW_KEY, Observation(value, _OVERFLOW_ATTRIBUTES)
+        values[key] = observation
 
     def _observe(self, options: CallbackOptions) -> list[Observation]:
         return list(self._values.values())

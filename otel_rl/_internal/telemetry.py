@@ -174,8 +174,15 @@ class Telemetry:
             # The parent's SDK in a forked child: a parent thread may have held its locks at fork, and its other
             # instruments are the parent's. The child's own telemetry shows this process' instruments.
             return []
-        with without_store():  # the SDK collects only instruments that are not otel-rl's own
-            self.pull_reader.collect()
+        try:
+            with without_store():  # the SDK collects only instruments that are not otel-rl's own
+                self.pull_reader.collect()
+        except Exception:  # noqa: BLE001 (your instruments must not take otel-rl's series off the scrape)
+            self.registry.warn_once(("otel_rl", "other_instruments"), "otel-rl: collecting the instruments of "
+                                    "other meters failed; this scrape shows otel-rl's series only (an observable "
+                                    "callback returning attributes the SDK cannot hash, such as a list, on an older "
+                                    "SDK?)", exc_info=True)
+            return []
         catalog = {spec.family for spec in (m.spec for m in self.registry.metrics.values())}
         return [f for f in families(self.pull_reader.latest) if f.name not in catalog]
 
