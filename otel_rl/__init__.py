@@ -9,6 +9,7 @@ from otel_rl._internal.catalog import ALL_METRICS, CATALOG, SIGNALS, MetricSpec
 from otel_rl._internal.config import ConfigError, Settings, load_settings
 from otel_rl._internal.decorators import RunContext, current_run, data_load, train_step, training_run
 from otel_rl._internal.processes import worker_env
+from otel_rl._internal.provider import meter_provider
 from otel_rl._internal.recording import (
     record_data_load_time,
     record_environment_steps,
@@ -23,6 +24,8 @@ from otel_rl._internal.recording import (
     record_training_signals,
     record_training_start,
 )
+from otel_rl._internal.scalars import record_scalar
+from otel_rl._internal.store import StrictModeError
 from otel_rl._internal.telemetry import Telemetry, current, init_telemetry
 from otel_rl._version import __version__
 
@@ -34,6 +37,7 @@ __all__ = [
     "RunContext",
     "SIGNALS",
     "Settings",
+    "StrictModeError",
     "Telemetry",
     "__version__",
     "current",
@@ -41,12 +45,14 @@ __all__ = [
     "data_load",
     "init_telemetry",
     "load_settings",
+    "meter_provider",
     "record_data_load_time",
     "record_environment_steps",
     "record_episode",
     "record_episode_metrics",
     "record_loss_metrics",
     "record_performance_metrics",
+    "record_scalar",
     "record_training_complete",
     "record_training_error",
     "record_training_failed",

@@ -18,6 +18,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+from otel_rl._internal import scalars
 from otel_rl._internal.catalog import DROPPED_VALUES
 from otel_rl._internal.store import REGISTRY, HistogramSeries, flush_held_back
 
@@ -30,6 +31,7 @@ def reset() -> None:
     flush_held_back()
     REGISTRY.reset()
     forget_runs()
+    scalars.reset()
 
 
 def _key(name: str, labels: dict[str, Any]) -> tuple[str, ...]:

@@ -22,6 +22,16 @@ def clean_state():
     if running is not None:
         running.shutdown(timeout=2.0)
     testing.reset()
+    _forget_instruments()
+
+
+def _forget_instruments() -> None:
+    """Instruments a test made through the global provider (and record_scalar's gauges) are process-wide: forget
+    them, so that a later test's telemetry does not report their observable callbacks and gauges."""
+    from otel_rl._internal import provider, scalars
+
+    provider.PROXY._meters.clear()
+    scalars._scalars.clear()
 
 
 @pytest.fixture

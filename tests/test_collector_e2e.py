@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -53,7 +54,8 @@ IGNORED_LABELS = frozenset({"job", "instance", "component", "service"})
 #: They are still compared exactly against each run's own truth; across paths only their presence is compared.
 WALL_CLOCK = frozenset({"rl_training_start_timestamp", "rl_training_duration_seconds_sum",
                         "rl_training_data_load_time_seconds_sum", "rl_training_env_steps_per_second"})
-SELECTOR = '{{__name__=~"rl_training_.+|otel_rl_.+",{match}}}'
+SELECTOR = '{{__name__=~"{names}",{match}}}'
+OTEL_RL_NAMES = "rl_training_.+|otel_rl_.+"
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -92,9 +94,9 @@ def parse_exposition(text: str) -> dict[Key, float]:
     return values
 
 
-def in_prometheus(prom: procs.Prometheus, **match: str) -> dict[Key, float]:
-    """The last value of every otel-rl series in Prometheus whose labels equal ``match``."""
-    selector = SELECTOR.format(match=",".join(f'{k}="{v}"' for k, v in match.items()))
+def in_prometheus(prom: procs.Prometheus, names: str = OTEL_RL_NAMES, **match: str) -> dict[Key, float]:
+    """The last value of every series named by the regex ``names`` in Prometheus whose labels equal ``match``."""
+    selector = SELECTOR.format(names=names, match=",".join(f'{k}="{v}"' for k, v in match.items()))
     values: dict[Key, float] = {}
     for labels, value in prom.latest(selector):
         key = _key(labels["__name__"], labels)
@@ -119,11 +121,12 @@ def differences(actual: Mapping[Key, float], expected: Mapping[Key, float], *,
 
 
 def await_values(prom: procs.Prometheus, expected: Mapping[Key, float], what: str, timeout: float = 30.0,
-                 logs: Callable[[], str] | None = None, **match: str) -> dict[Key, float]:
+                 logs: Callable[[], str] | None = None, names: str = OTEL_RL_NAMES,
+                 **match: str) -> dict[Key, float]:
     """Poll Prometheus until the series matching ``match`` are exactly ``expected``; fail naming the differences."""
     deadline = time.monotonic() + timeout
     while True:
-        actual = in_prometheus(prom, **match)
+        actual = in_prometheus(prom, names, **match)
         diff = differences(actual, expected)
         if not diff:
             return actual
@@ -336,6 +339,74 @@ def test_same_series_on_pull_grpc_and_http_paths(stack: Stack) -> None:
     pushed = prom.series('{job=~"e2e-.+", __name__!="target_info"}')
     assert pushed and not [s for s in pushed if any(k.startswith(("telemetry_", "service_", "process_", "rl_"))
                                                      for k in s)]
+
+
+def your_instruments() -> None:
+    """Instruments of every kind from the OpenTelemetry API's global provider, record_scalar, and a histogram
+    with overridden buckets: what a trainer records beside otel-rl's catalog."""
+    from opentelemetry import metrics
+    from opentelemetry.metrics import Observation
+
+    meter = metrics.get_meter("app.trainer")
+    meter.create_counter("app_updates_total", description="updates").add(3, {"learner": "0"})
+    meter.create_counter("app_plain").add(5)
+    meter.create_up_down_counter("app_queue").add(-2, {"queue.name": "replay"})
+    latency = meter.create_histogram("app_latency", unit="s")
+    for value in (0.3, 7.0, 120.0):
+        latency.record(value, {"phase": "update"})
+    meter.create_gauge("app_temperature").set(41.5, {"gpu.id": "0"})
+    meter.create_gauge("app_typed").set(1.0, {"flag": True, "count": 3, "ratio": 0.5, "whole": 2.0, "big": 1e20,
+                                              "layers": [1, 2], "names": ["a", "b"], "mixed": [True, 1.5]})
+    meter.create_observable_gauge("app_observed", [lambda options: [Observation(7, {"kind": "a"})]])
+    meter.create_observable_counter("app_polled_total", [lambda options: [Observation(11)]])
+    meter.create_observable_up_down_counter("app_level", [lambda options: [Observation(-4)]])
+    otel_rl.record_scalar("eval/success_rate", 0.8, algorithm="PPO", run_id="own")
+    otel_rl.record_scalar("eval/success_rate", -1.5, algorithm="DQN", run_id="own")
+    for loss in (0.5, 42.0, 420.0, 4200.0):  # all past the catalog's last bound (10): here in their own buckets
+        otel_rl.record_loss_metrics("PPO", value_loss=loss)
+
+
+YOUR_NAMES = "app_.+|rl_training_custom_.+|rl_training_value_loss_.+"
+YOUR_BUCKETS = {"rl_training_value_loss": [1, 10, 100, 1000]}
+
+
+def test_your_instruments_and_scalars_are_the_same_series_on_pull_and_push(stack: Stack) -> None:
+    """Every instrument kind made through the global MeterProvider, record_scalar gauges and a bucket override
+    reach Prometheus as the same series with the same values by scrape and through the collector."""
+    pull_config = {"exporters": ["prometheus"], "prometheus": {"host": "127.0.0.1", "port": 0, "linger": 10},
+                   "buckets": YOUR_BUCKETS}
+    handle = otel_rl.init_telemetry(pull_config)
+    port = handle.prometheus_port
+    prom = stack.prometheus(scrape_targets=[f"127.0.0.1:{port}"])
+    your_instruments()
+    expected = {"pull": {k: v for k, v in truth(handle).items() if re.fullmatch(YOUR_NAMES, k[0])}}
+    assert handle.shutdown(timeout=15), "shutdown with linger did not see a last scrape"
+    actual = {"pull": await_values(prom, expected["pull"], "pull path", names=YOUR_NAMES, job=PULL_JOB,
+                                   instance=f"127.0.0.1:{port}", logs=stack.logs)}
+    collector = stack.collector(prom)
+    testing.reset()
+    config = {**otlp_config(endpoint_of(collector, "grpc"), "grpc", "e2e-yours"), "buckets": YOUR_BUCKETS}
+    handle = otel_rl.init_telemetry(config)
+    your_instruments()
+    expected["grpc"] = {k: v for k, v in truth(handle).items() if re.fullmatch(YOUR_NAMES, k[0])}
+    assert handle.shutdown(timeout=15), "shutdown did not flush in time"
+    actual["grpc"] = await_values(prom, expected["grpc"], "grpc path", names=YOUR_NAMES, job="e2e-yours",
+                                  instance=instance_id(), logs=stack.logs)
+    diff = differences(actual["grpc"], actual["pull"])
+    assert not diff, "the push path differs from the pull path:\n  " + "\n  ".join(diff)
+    names = {name for name, _ in actual["pull"]}
+    assert {"app_updates_total", "app_plain", "app_queue", "app_latency_bucket", "app_temperature", "app_observed",
+            "app_polled_total", "app_level", "rl_training_custom_eval_success_rate"} <= names, names
+    values = actual["pull"]
+    assert values[("app_temperature", (("gpu_id", "0"),))] == 41.5
+    [typed] = [dict(labels) for name, labels in values if name == "app_typed"]
+    assert typed == {"flag": "true", "count": "3", "ratio": "0.5", "whole": "2", "big": "100000000000000000000",
+                     "layers": "[1,2]", "names": '["a","b"]', "mixed": "[true,1.5]"}, typed
+    assert values[("rl_training_custom_eval_success_rate", (("algorithm", "DQN"), ("run_id", "own")))] == -1.5
+    loss_buckets = {dict(labels)["le"]: v for (name, labels), v in values.items()
+                    if name == "rl_training_value_loss_bucket"}
+    assert loss_buckets == {"1.0": 1, "10.0": 1, "100.0": 2, "1000.0": 3, "inf": 4}
+    print({path: len(v) for path, v in actual.items()}, "series of your own per path")
 
 
 # -- 2. collector not running when training starts -------------------------------------------------------------------
@@ -700,3 +771,49 @@ def test_two_processes_pushing_at_once_keep_distinct_series(stack: Stack, tmp_pa
         got = {r["metric"]["algorithm"]: float(r["value"][1])
                for r in prom.query(f'sum by (algorithm) ({name}{{job="e2e-multi"}})')}
         assert want and got == want, f"sum by (algorithm) ({name}): Prometheus {got}, both runs {want}"
+
+
+_SPAWN_SCRIPT = '''
+import json, multiprocessing, os, sys
+import otel_rl
+from opentelemetry import metrics
+
+early = metrics.get_meter("worker").create_counter("app_worker_early_total")  # before any provider: the API's proxy
+
+
+def work():
+    # No init_telemetry here: the first otel-rl record starts push telemetry from the parent's published settings,
+    # which also makes otel-rl's provider this process' global one.
+    otel_rl.record_scalar("worker_scalar", 3.0, role="worker")
+    metrics.get_meter("worker").create_counter("app_worker_total").add(2)
+    early.add(5)
+    return os.getpid()
+
+
+if __name__ == "__main__":
+    otel_rl.init_telemetry({"exporters": ["otlp"], "service_name": "e2e-spawn",
+                            "otlp": {"endpoint": sys.argv[1], "export_interval": 1}})
+    pool = multiprocessing.get_context("spawn").Pool(1)
+    pid = pool.apply(work)
+    pool.close()
+    pool.join()
+    print(json.dumps({"pid": pid}))
+'''
+
+
+def test_a_spawned_worker_exports_its_instruments_and_scalars_under_its_own_instance(stack: Stack,
+                                                                                      tmp_path: Path) -> None:
+    """A spawned multiprocessing worker that never calls init_telemetry: its first record_scalar starts its push
+    telemetry from the parent's settings, and its instruments (one made before any provider) export with it."""
+    prom = stack.prometheus()
+    collector = stack.collector(prom)
+    script = tmp_path / "spawning.py"
+    script.write_text(_SPAWN_SCRIPT)
+    result = subprocess.run([sys.executable, str(script), collector.grpc_endpoint], cwd=tmp_path,
+                            env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    pid = json.loads(result.stdout.strip().splitlines()[-1])["pid"]
+    expected = {("app_worker_total", ()): 2.0, ("app_worker_early_total", ()): 5.0,
+                ("rl_training_custom_worker_scalar", (("role", "worker"),)): 3.0}
+    await_values(prom, expected, "the spawned worker", names="app_.+|rl_training_custom_.+", logs=stack.logs,
+                 job="e2e-spawn", instance=instance_id(pid))

@@ -640,3 +640,27 @@ def test_a_grpc_endpoint_with_user_or_password_is_rejected_without_showing_the_p
         load_settings({}, environ={"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": endpoint})
     # http/protobuf sends URL credentials as basic auth: accepted there.
     load_settings({"otlp": {"endpoint": endpoint, "protocol": "http/protobuf"}}, environ={})
+
+
+def test_buckets_override_is_validated_naming_the_histograms():
+    """buckets maps histogram names to strictly increasing finite bounds; anything else is a ConfigError."""
+    settings = load_settings({"buckets": {"rl_training_value_loss": [1, 10, 100.5]}}, environ={})
+    assert settings.buckets == (("rl_training_value_loss", (1.0, 10.0, 100.5)),)
+    for bad in ({"rl_training_value_los": [1]}, {"rl_training_active": [1]}, {"rl_training_value_loss": []},
+                {"rl_training_value_loss": [2, 1]}, {"rl_training_value_loss": [1, 1]},
+                {"rl_training_value_loss": [1, float("inf")]}, {"rl_training_value_loss": ["1"]},
+                {"rl_training_value_loss": 5}, [1, 2]):
+        with pytest.raises(ConfigError, match=r"config key 'buckets' has value .*allowed: a mapping of histogram "
+                                              r"names \(rl_training_duration_seconds, "):
+            load_settings({"buckets": bad}, environ={})
+
+
+def test_global_provider_and_strict_settings():
+    """global_provider is install (default) or off; strict is a boolean, also from OTEL_RL_STRICT."""
+    assert load_settings({}, environ={}).global_provider == "install"
+    assert load_settings({}, environ={"OTEL_RL_GLOBAL_PROVIDER": "off"}).global_provider == "off"
+    assert load_settings({}, environ={"OTEL_RL_STRICT": "1"}).strict is True
+    assert load_settings({"strict": "no"}, environ={"OTEL_RL_STRICT": "1"}).strict is False
+    with pytest.raises(ConfigError, match="config key 'global_provider' has value 'join'; allowed: one of install, "
+                                          "off"):
+        load_settings({"global_provider": "join"}, environ={})

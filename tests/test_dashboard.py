@@ -14,6 +14,7 @@ import yaml
 
 from otel_rl._internal import dashboard as dash
 from otel_rl._internal.catalog import ALL_METRICS, BY_NAME, CATALOG
+from otel_rl._internal.dashboard.promql import CUSTOM_SELECTOR
 from otel_rl._internal.resource_catalog import RESOURCE_BY_NAME, RESOURCE_METRICS
 
 import facts
@@ -36,6 +37,11 @@ def board() -> dict:
 
 def _content_panels(board: dict) -> list[dict]:
     return [p for p in dash.all_panels(board) if p["type"] != "row"]
+
+
+def catalog_queries(board: dict) -> list[tuple[str, str]]:
+    """Panel queries over catalog and resource metrics: all but the custom row's (checked on its own)."""
+    return [(t, e) for t, e in dash.panel_queries(board) if CUSTOM_SELECTOR not in e]
 
 
 def _spec_for(series: str):
@@ -105,8 +111,8 @@ def test_rows(board):
     """The rows are overview, episodes, trading performance, losses, training signals, throughput, errors,
     resources, in that order."""
     rows = [p["title"].lower() for p in board["panels"] if p["type"] == "row"]
-    assert rows == ["overview", "episodes", "trading performance", "losses", "training signals", "throughput",
-                    "errors", "resources"]
+    assert rows == ["overview", "episodes", "trading performance", "losses", "training signals", "custom",
+                    "throughput", "errors", "resources"]
 
 
 def test_panels_fit_the_grid(board):
@@ -182,6 +188,21 @@ def test_every_resource_metric_has_a_panel_in_the_resources_row(board):
     assert len(RESOURCE_METRICS) == len(RESOURCE_BY_NAME)
 
 
+def test_custom_row_shows_every_record_scalar_gauge_filtered_by_job_only(board):
+    """The "Custom" row has one panel over every rl_training_custom_* series, filtered by $job alone (their labels
+    are the user's, so the run variables cannot filter them)."""
+    row, custom = None, []
+    for panel in dash.all_panels(board):
+        if panel["type"] == "row":
+            row = panel["title"]
+        elif row == "Custom":
+            custom.append(panel)
+    assert [p["title"] for p in custom] == ["Your scalars (record_scalar, extra_keys)"]
+    [target] = custom[0]["targets"]
+    assert target["expr"] == 'max without (instance) ({__name__=~"rl_training_custom_.+",job=~"$job"})'
+    assert [t for t, e in dash.panel_queries(board) if CUSTOM_SELECTOR in e] == [custom[0]["title"]]
+
+
 def test_dropped_values_panel(board):
     """A panel shows otel_rl_dropped_values_total by metric and reason."""
     exprs = [e for _, e in dash.panel_queries(board) if "otel_rl_dropped_values_total" in e]
@@ -190,7 +211,7 @@ def test_dropped_values_panel(board):
 
 def test_selectors_only_use_labels_the_metric_has(board):
     """No selector filters, and no grouping uses, a label its metric does not carry (job and le aside)."""
-    for title, expr in dash.panel_queries(board):
+    for title, expr in catalog_queries(board):
         found = selectors(expr)
         assert found, f"{title}: no selector in {expr!r}"
         allowed_by: set[str] = {"le"}
@@ -211,7 +232,7 @@ def test_selectors_only_use_labels_the_metric_has(board):
 
 def test_selectors_filter_job_and_every_own_variable(board):
     """Every selector has job=~"$job" and a matcher for each variable whose label its metric has."""
-    for title, expr in dash.panel_queries(board):
+    for title, expr in catalog_queries(board):
         for name, matchers in selectors(expr):
             spec, _ = _spec_for(name)
             assert matchers.get("job") == ("=~", "$job"), f"{title}: {name} not filtered by $job"

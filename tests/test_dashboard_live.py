@@ -80,6 +80,7 @@ def landed_run(request):
             # Nor does it generate tokens or have reward functions (the TRL adapter's series): set them here too.
             otel_rl.record_training_signals("PG", "cartpole-seed0", tokens_per_second=1500.0)
             REGISTRY.gauge("rl_training_reward_function_mean").set(("PG", "cartpole-seed0", "length"), 0.5)
+            otel_rl.record_scalar("success_rate", 0.75, algorithm="PG", run_id="cartpole-seed0")  # the Custom row
             with pytest.raises(RuntimeError):
                 with otel_rl.training_run(algorithm="PG", run_id="failing-run"):
                     raise RuntimeError("a failed run, for the error panels")

@@ -603,3 +603,18 @@ handle.shutdown(timeout=1)
 print(json.dumps({"code": code, "status": status}))
 """)
     assert result == {"code": 0, "status": 200}, result
+
+
+def test_worker_config_hands_on_extra_keys_buckets_global_provider_and_strict() -> None:
+    """A worker started from its parent's published settings gets the same extra_keys, buckets, global_provider
+    and strict mode (only where they differ from the defaults, so other workers' configs stay as they were)."""
+    settings = load_settings({"exporters": ["otlp"], "extra_keys": ["eval/*"], "strict": True,
+                              "buckets": {"rl_training_value_loss": [1, 10]}, "global_provider": "off"},
+                             environ={})
+    config = processes.worker_config(settings)
+    assert config is not None
+    again = load_settings(json.loads(json.dumps(config)), environ={})
+    assert (again.extra_keys, again.buckets, again.global_provider, again.strict) == \
+        (settings.extra_keys, settings.buckets, "off", True)
+    plain = processes.worker_config(load_settings({"exporters": ["otlp"]}, environ={}))
+    assert plain is not None and not {"extra_keys", "buckets", "global_provider", "strict"} & set(plain)

@@ -24,7 +24,7 @@ PUBLIC = {
     "record_data_load_time", "record_environment_steps", "record_episode", "record_episode_metrics",
     "record_loss_metrics", "record_performance_metrics", "record_training_complete", "record_training_error",
     "record_training_failed", "record_training_iteration", "record_training_start", "record_training_signals",
-    "SIGNALS",
+    "SIGNALS", "StrictModeError", "meter_provider", "record_scalar",
     "train_step", "training_run", "worker_env",
 }
 

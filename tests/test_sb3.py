@@ -324,3 +324,22 @@ def test_wrapping_an_sb3_vec_env_says_what_to_use():
     with pytest.raises(TypeError, match="not the Stable-Baselines3 VecEnv DummyVecEnv"):
         RecordEpisodeMetrics(vec_env)
     vec_env.close()
+
+
+def test_extra_keys_record_matching_sb3_logger_keys_as_custom_gauges():
+    """With extra_keys ["time/*", "train/n_updates"], the last value SB3 logged under each matching numeric key is
+    a custom gauge labelled by algorithm and run; keys that do not match are not recorded."""
+    from otel_rl._internal.scalars import metric_name
+
+    telemetry = otel_rl.init_telemetry({"prometheus": {"host": "127.0.0.1", "port": 0},
+                                        "extra_keys": ["time/*", "train/n_updates"]})
+    model = PPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=1, seed=0), n_steps=64, batch_size=32, n_epochs=1,
+                seed=0, device="cpu")
+    dumps, logger = _logged(model)
+    model.learn(192, callback=OtelRLCallback(run_id="extra"))
+    scrape = Scrape(telemetry.prometheus_port)
+    labels = {"algorithm": "PPO", "run_id": "extra"}
+    for key in ("time/iterations", "time/total_timesteps", "train/n_updates"):
+        assert scrape.value(metric_name(key), **labels) == _sb3_series(dumps, logger, key)[-1], key
+    assert scrape.value(metric_name("train/value_loss"), **labels) is None
+    assert not [name for name, _, _ in scrape.samples if name.startswith("rl_training_custom_rollout")]

@@ -533,3 +533,31 @@ def test_otlp_export_keeps_training_and_resource_metrics_together():
     assert "rl_training_environment_steps_total" in scopes.get("otel_rl", []), scopes
     assert any(name.startswith("process.") for name in scopes.get("otel_rl.resources", [])), scopes
     assert _steps_exported(receiver) == [7.0]
+
+
+def test_bucket_overrides_apply_to_both_paths_and_revert_with_the_next_init(caplog):
+    """The buckets setting gives a histogram its bounds on /metrics and in the points the OTLP path exports; an
+    init without it brings the catalog's back; observations made before the override are discarded, with a
+    warning that says how many."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def les(handle):
+        text = handle.metrics_text().decode()
+        return [s.labels["le"] for f in text_string_to_metric_families(text) for s in f.samples
+                if s.name == "rl_training_value_loss_bucket"]
+
+    otel_rl.record_loss_metrics("PPO", value_loss=3.0)  # before init: cannot be re-bucketed
+    config = {"exporters": ["prometheus"], "prometheus": {"host": "127.0.0.1", "port": 0},
+              "buckets": {"rl_training_value_loss": [1, 10, 100, 1000]}}
+    handle = otel_rl.init_telemetry(config)
+    assert "rl_training_value_loss has new bucket bounds" in caplog.text and "the 1 observations" in caplog.text
+    for value in (0.5, 42.0, 420.0, 4200.0):
+        otel_rl.record_loss_metrics("PPO", value_loss=value)
+    assert les(handle) == ["1.0", "10.0", "100.0", "1000.0", "+Inf"]
+    [point] = next(m for m in handle.bridge.catalog_metrics() if m.name == "rl_training_value_loss").data.data_points
+    assert list(point.explicit_bounds) == [1.0, 10.0, 100.0, 1000.0]
+    assert list(point.bucket_counts) == [1, 0, 1, 1, 1] and point.count == 4
+    handle.shutdown(timeout=2)
+    handle = otel_rl.init_telemetry({"exporters": ["prometheus"], "prometheus": {"host": "127.0.0.1", "port": 0}})
+    otel_rl.record_loss_metrics("PPO", value_loss=0.2)
+    assert les(handle) == ["0.001", "0.01", "0.1", "0.5", "1.0", "2.0", "5.0", "10.0", "+Inf"]

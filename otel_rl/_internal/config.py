@@ -92,6 +92,14 @@ class Settings:
     #: ``run_id`` on the original series that lack it (losses, iterations, episodes, ...); off keeps their label
     #: sets exactly those of the original ``prometheus_metrics`` module
     per_run_series: bool = False
+    #: "install": otel-rl's provider becomes the OpenTelemetry API's global one; "off": it is left alone
+    global_provider: str = "install"
+    #: raise on misuse (bad labels, values, arguments; recording with no telemetry) instead of dropping: for tests
+    strict: bool = False
+    #: glob patterns of result-dict and SB3 logger keys recorded as ``rl_training_custom_<key>`` gauges
+    extra_keys: tuple[str, ...] = ()
+    #: histogram bucket bounds that replace the catalog's, per metric name (docs/opentelemetry.md)
+    buckets: tuple[tuple[str, tuple[float, ...]], ...] = ()
 
 
 # -- secrets -------------------------------------------------------------------------------------------------------
@@ -301,6 +309,40 @@ def _exporters(value: Any) -> tuple[str, ...]:
     return tuple(r for r in result if r != "none")
 
 
+def _patterns(value: Any) -> tuple[str, ...]:
+    """Glob patterns (``rollout/*``), as a list or comma-separated text."""
+    items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+    allowed = "a list of glob patterns of keys (e.g. ['rollout/*', 'train/my_*'])"
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) and i.strip() and _utf8(i)
+                                                       for i in items) or len(items) > 100:
+        raise _Invalid(allowed + ", at most 100")
+    return tuple(dict.fromkeys(i.strip() for i in items))
+
+
+def _buckets(value: Any) -> tuple[tuple[str, tuple[float, ...]], ...]:
+    """Per-histogram bucket bounds: ``{metric name: [bound, ...]}``, strictly increasing finite numbers."""
+    from otel_rl._internal.catalog import BY_NAME
+
+    histograms = [s.name for s in BY_NAME.values() if s.type == "histogram"]
+    allowed = ("a mapping of histogram names (" + ", ".join(histograms) + ") to 1-100 strictly increasing "
+               "finite numbers")
+    if not isinstance(value, Mapping):
+        raise _Invalid(allowed)
+    result = []
+    for name, bounds in value.items():
+        if name not in histograms or not isinstance(bounds, (list, tuple)) or not 1 <= len(bounds) <= 100:
+            raise _Invalid(allowed + f" ({_show(name)} is not)" if name not in histograms else allowed)
+        try:
+            floats = tuple(float(b) for b in bounds if not isinstance(b, (bool, str)))
+        except (TypeError, ValueError, OverflowError):
+            raise _Invalid(allowed) from None
+        if len(floats) != len(bounds) or not all(f - f == 0.0 for f in floats) \
+                or any(a >= b for a, b in zip(floats, floats[1:])):
+            raise _Invalid(allowed)
+        result.append((name, floats))
+    return tuple(sorted(result))
+
+
 def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
     """A mapping, or the W3C-baggage-like ``k=v,k2=v2`` text of OTEL_RESOURCE_ATTRIBUTES and OTLP headers."""
     allowed = "a mapping of strings, or 'key=value,key2=value2'"
@@ -371,6 +413,10 @@ SETTINGS: tuple[_Setting, ...] = (
     _Setting("shutdown_timeout", _seconds(TIMEOUT_BOUNDS), ("OTEL_RL_SHUTDOWN_TIMEOUT",)),
     _Setting("resource_metrics", _bool, ("OTEL_RL_RESOURCE_METRICS",)),
     _Setting("per_run_series", _bool, ("OTEL_RL_PER_RUN_SERIES",)),
+    _Setting("global_provider", _choice(("install", "off")), ("OTEL_RL_GLOBAL_PROVIDER",)),
+    _Setting("strict", _bool, ("OTEL_RL_STRICT",)),
+    _Setting("extra_keys", _patterns, ("OTEL_RL_EXTRA_KEYS",)),
+    _Setting("buckets", _buckets),
     _Setting("prometheus.host", _host, ("OTEL_EXPORTER_PROMETHEUS_HOST",)),
     _Setting("prometheus.port", _port, ("OTEL_EXPORTER_PROMETHEUS_PORT",)),
     _Setting("prometheus.strict", _bool, ("OTEL_RL_PROMETHEUS_STRICT",)),

@@ -21,7 +21,8 @@ from typing import Any, TypeVar, overload
 from otel_rl._internal import processes
 from otel_rl._internal import recording as rec
 from otel_rl._internal.results import RECORDED_KEY, parse_result
-from otel_rl._internal.store import BAD_LABELS, REGISTRY, number
+from otel_rl._internal.scalars import record_extra_result
+from otel_rl._internal.store import BAD_LABELS, REGISTRY, StrictModeError, number
 
 _logger = logging.getLogger("otel_rl")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -194,6 +195,8 @@ class _StepRecorder:
     def record(self, result: Any) -> None:
         try:
             self._record(result)
+        except StrictModeError:  # strict mode (tests, notebooks): misuse is raised where it happens
+            raise
         except Exception:  # parsing must never break the training loop; one traceback, not one per step
             if not self._failed:
                 self._failed = True
@@ -230,6 +233,7 @@ class _StepRecorder:
         rec.record_training_iteration(algorithm, iteration, run_id)
         if parsed is None:
             return
+        record_extra_result(result, algorithm=algorithm, run_id=run_id)  # the extra_keys setting (if any)
         if parsed.reward_mean is not None:
             rec._reward_mean.set(key, parsed.reward_mean)
         if parsed.length_mean is not None:

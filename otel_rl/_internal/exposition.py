@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
@@ -29,7 +30,12 @@ from prometheus_client.utils import floatToGoString
 
 from otel_rl._internal.catalog import ALL_METRICS, BY_NAME
 from otel_rl._internal.config import ConfigError
-from otel_rl._internal.resource_catalog import RESOURCE_BY_OTEL_NAME, RESOURCE_METRICS, prometheus_label
+from otel_rl._internal.resource_catalog import (
+    RESOURCE_BY_OTEL_NAME,
+    RESOURCE_METRICS,
+    prometheus_label,
+    prometheus_name,
+)
 from otel_rl._internal.webconfig import WebConfig
 
 _logger = logging.getLogger("otel_rl")
@@ -53,16 +59,29 @@ def families(data: MetricsData | None) -> list[PromMetric]:
             _add_samples(family, spec.name, metric.data)
         result.append(family)
     result.extend(_resource_families(found))
-    for name, metric in found.items():  # anything not in the catalog still shows, with a type from its data
+    for name, metric in found.items():  # anything not in the catalog (your instruments) still shows
         if name not in BY_NAME and name not in RESOURCE_BY_OTEL_NAME:
-            kind = "histogram" if isinstance(metric.data, Histogram) else (
-                "counter" if isinstance(metric.data, Sum) and metric.data.is_monotonic else "gauge")
-            family = PromMetric(name[:-6] if kind == "counter" and name.endswith("_total") else name,
-                                metric.description or "", kind)
-            _add_samples(family, name if kind != "counter" or name.endswith("_total") else name + "_total",
-                         metric.data)
-            result.append(family)
+            result.append(_other_family(name, metric))
     return result
+
+
+def _other_family(otel_name: str, metric: Any) -> PromMetric:
+    """A metric of your own instruments, named as the collector's ``UnderscoreEscapingWithoutSuffixes`` names it
+    (``my.updates`` -> ``my_updates``; no unit or ``_total`` suffix added), so both paths show one series.
+
+    A monotonic sum is a counter when its name ends in ``_total``; otherwise its type is left unknown, since a
+    Prometheus counter's sample must end in ``_total`` and the push path would not add it."""
+    name = prometheus_name(otel_name)
+    data = metric.data
+    if isinstance(data, Histogram):
+        kind = "histogram"
+    elif isinstance(data, Sum) and data.is_monotonic:
+        kind = "counter" if name.endswith("_total") else "unknown"
+    else:
+        kind = "gauge"
+    family = PromMetric(name[:-6] if kind == "counter" else name, metric.description or "", kind)
+    _add_samples(family, name, data, escape_labels=True)
+    return family
 
 
 def _resource_families(found: dict[str, Any]) -> list[PromMetric]:
@@ -80,11 +99,11 @@ def _resource_families(found: dict[str, Any]) -> list[PromMetric]:
     return result
 
 
-def _add_samples(family: PromMetric, name: str, data: Any) -> None:
+def _add_samples(family: PromMetric, name: str, data: Any, escape_labels: bool = False) -> None:
     point: Any
     if isinstance(data, Histogram):
         for point in data.data_points:
-            labels = dict(point.attributes)
+            labels = _labels(point.attributes, escape_labels)
             cumulative = 0
             for bound, count in zip(point.explicit_bounds, point.bucket_counts):
                 cumulative += count
@@ -96,7 +115,32 @@ def _add_samples(family: PromMetric, name: str, data: Any) -> None:
             family.add_sample(name + "_sum", labels, point.sum)
     elif isinstance(data, (Sum, Gauge)):
         for point in data.data_points:
-            family.add_sample(name, dict(point.attributes), point.value)
+            family.add_sample(name, _labels(point.attributes, escape_labels), point.value)
+
+
+def _labels(attributes: Any, escape: bool) -> dict[str, str]:
+    """A point's attributes as labels; for your instruments, keys escaped (``gpu.id`` -> ``gpu_id``) and values
+    written as the collector writes them."""
+    if not escape:
+        return dict(attributes)
+    return {prometheus_label(k): attribute_text(v) for k, v in attributes.items()}
+
+
+def attribute_text(value: Any) -> str:
+    """An attribute value as the collector's remote-write exporter writes it as a label (pdata's ``AsString``):
+    ``true``, ``3``, ``0.5``, ``100000000000000000000``, and a sequence as compact JSON (``[1,2]``, ``["a"]``)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(json.dumps(v) if isinstance(v, str) else attribute_text(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return {"nan": "NaN", "inf": "+Inf", "-inf": "-Inf"}[repr(value)]
+        text = format(Decimal(repr(value)), "f")  # no exponent, as Go's FormatFloat(v, 'f', -1, 64)
+        return text[:-2] if text.endswith(".0") else text
+    return str(value)
 
 
 class _Families(Collector):

@@ -187,6 +187,15 @@ def worker_config(settings: Any) -> dict[str, Any] | None:
     }
     if getattr(settings, "per_run_series", False):  # workers label their series as the parent does
         config["per_run_series"] = True
+    # What the worker's instruments and records need to match the parent's (only where not the default).
+    if settings.extra_keys:
+        config["extra_keys"] = list(settings.extra_keys)
+    if settings.buckets:
+        config["buckets"] = {name: list(bounds) for name, bounds in settings.buckets}
+    if settings.global_provider != "install":
+        config["global_provider"] = settings.global_provider
+    if settings.strict:
+        config["strict"] = True
     if "prometheus" in exporters:
         prometheus["port"] = 0  # every worker on a free port of its own, listed in the target file
         config["prometheus"] = {k: v for k, v in prometheus.items() if v is not None}

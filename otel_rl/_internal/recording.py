@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from otel_rl._internal.catalog import CATALOG, SIGNAL_NAMES
-from otel_rl._internal.store import BAD_LABELS, NONE, REGISTRY, WRONG_TYPE, set_gauges
+from otel_rl._internal.store import BAD_LABELS, NONE, REGISTRY, WRONG_TYPE, StrictModeError, set_gauges
 
 _logger = logging.getLogger("otel_rl")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -63,8 +63,12 @@ def _never_raises(func: F) -> F:
             func(*args, **kwargs)
         except _BadLabel as bad:  # counted and logged once per metric, never a traceback per call
             for name in metrics:
-                REGISTRY.drop(name, BAD_LABELS, bad.value)
+                REGISTRY.drop(name, BAD_LABELS, bad.value)  # raises StrictModeError in strict mode
+        except StrictModeError:
+            raise
         except Exception as exc:  # noqa: BLE001 (a recording problem must never stop a training run)
+            if REGISTRY.strict:  # a wrong call (missing or unexpected argument): raised where it is made
+                raise
             # One traceback per helper and kind of error (a wrong call in a loop must not flood the log).
             first = REGISTRY.warn_once((func.__name__, "failed:" + type(exc).__name__),
                                        "otel-rl: %s failed (%s); the value was not recorded. Logged once; later "

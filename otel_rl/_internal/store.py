@@ -31,6 +31,15 @@ _OVERFLOW_ATTRIBUTES = {OVERFLOW_LABEL: "true"}
 _INF = math.inf
 
 
+class StrictModeError(ValueError):
+    """Misuse that strict mode (``strict: true`` or ``OTEL_RL_STRICT=1``) raises instead of dropping and counting."""
+
+
+def strict_from_environment() -> bool:
+    """Whether ``OTEL_RL_STRICT`` turns strict mode on before (or without) ``init_telemetry``."""
+    return os.environ.get("OTEL_RL_STRICT", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 class _Reason(str):
     """Why a value was dropped; the string is the ``reason`` label."""
 
@@ -43,6 +52,7 @@ TENSOR = _Reason("tensor")
 NEGATIVE = _Reason("negative")
 OVER_LIMIT = _Reason("cardinality_limit")
 BAD_LABELS = _Reason("bad_labels")
+BAD_NAME = _Reason("bad_name")
 
 _HINTS = {
     NONE: "None is not a number",
@@ -53,6 +63,7 @@ _HINTS = {
     NEGATIVE: "counters only go up",
     OVER_LIMIT: "more label sets than the cardinality limit; the value went to the overflow series",
     BAD_LABELS: "the label values do not match the metric's label keys, or one cannot be made a string",
+    BAD_NAME: "a name must be a non-empty string of at most 200 characters, and at most 256 names are recorded",
 }
 
 
@@ -165,12 +176,16 @@ class Registry:
     per_run: bool = False
     #: The run_id a value belongs to, given its algorithm (None for series without one); set by recording.
     run_of: Callable[[str | None], str] | None = None
+    #: Whether telemetry runs in this process (set by :mod:`otel_rl._internal.telemetry`); strict mode asks it.
+    running: Callable[[], bool] | None = None
 
     def __init__(self, specs: Iterable[MetricSpec] = ALL_METRICS,
                  cardinality_limit: int = DEFAULT_CARDINALITY_LIMIT) -> None:
         self._warned: set[tuple[str, str]] = set()
         self._warn_lock = threading.Lock()
         self.cardinality_limit = cardinality_limit
+        #: Raise :class:`StrictModeError` on misuse instead of dropping (tests and notebooks; see docs).
+        self.strict = strict_from_environment()
         self.metrics: dict[str, Metric] = {}
         for spec in specs:
             cls = _KINDS[spec.type]
@@ -196,6 +211,8 @@ class Registry:
         """Count a dropped value and log it the first time this metric drops for this reason."""
         if metric != DROPPED_VALUES.name:
             self.dropped.add((metric, str(reason)), 1.0)
+        if self.strict:
+            self._strict_drop(metric, reason, value)
         key = (metric, str(reason))
         if key in self._warned:
             return
@@ -207,6 +224,17 @@ class Registry:
             "otel-rl dropped a value for %s (reason: %s, value: %s): %s. Further drops of this kind are only "
             "counted, in otel_rl_dropped_values_total{metric=%r,reason=%r}.",
             metric, reason, describe(value), _HINTS.get(reason, ""), metric, str(reason))
+
+    def _strict_drop(self, metric: str, reason: _Reason, value: Any) -> None:
+        raise StrictModeError(f"otel-rl (strict mode) refused a value for {metric} (reason: {reason}, value: "
+                              f"{describe(value)}): {_HINTS.get(reason, '')}")
+
+    def check_running(self, metric: str) -> None:
+        """In strict mode, raise when a value is recorded in a process without telemetry (it would go nowhere)."""
+        running = self.running
+        if self.strict and running is not None and not running():
+            raise StrictModeError(f"otel-rl (strict mode): {metric} was recorded but init_telemetry() has not been "
+                                  f"called in this process (pid {os.getpid()}); call it first")
 
     def warn_once(self, key: tuple[str, str], message: str, *args: Any,
                   exc_info: bool | BaseException = False) -> bool:
@@ -369,6 +397,8 @@ class Metric:
             except Exception:  # noqa: BLE001 (a record call never raises; the value is still recorded)
                 self._registry.warn_once(("otel_rl", "new_series_hook"), "otel-rl: starting this process' "
                                          "telemetry on its first record failed; the value is recorded", exc_info=True)
+        if self._registry.strict and self is not self._registry.dropped:
+            self._registry.check_running(self.name)
         clean = _clean_key(key)
         if clean is not key:
             # Lone surrogates are stored backslash-escaped, so os.fsdecode(b"run-\xff") and the text
@@ -589,6 +619,20 @@ class Histogram(Metric):
         a.min, a.max = min(a.min, b.min), max(a.max, b.max)
         a.created_ns = min(a.created_ns, b.created_ns)
         return a
+    def rebucket(self, bounds: tuple[float, ...]) -> int:
+        """Use ``bounds`` from now on (the ``buckets`` setting); returns how many observations were discarded.
+
+        Observations already made cannot be split into other buckets: their series are forgotten (the caller
+        says so). Called by ``init_telemetry``, before training records.
+        """
+        if bounds == self.bounds:
+            return 0
+        with self._lock:
+            lost = sum(series.count for series in self._series.values())
+            self.bounds = bounds
+            self._series = {} if self.label_keys else {(): HistogramSeries(len(bounds))}
+            self._attributes = {}
+        return lost
 
     def observe(self, key: tuple[str, ...], value: Any) -> None:
         if type(value) is not float or value - value != 0.0:

@@ -12,16 +12,17 @@ from collections.abc import Mapping
 from dataclasses import fields, is_dataclass
 from typing import Any
 
-from opentelemetry.sdk.metrics import MetricsTimeoutError
+from opentelemetry.sdk.metrics import MeterProvider, MetricsTimeoutError
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 
-from otel_rl._internal import file_sd, processes
+from otel_rl._internal import file_sd, processes, provider, scalars
 from otel_rl._internal.bridge import Bridge, PeriodicReader, PullReader, cumulative_temporality, without_store
+from otel_rl._internal.catalog import BY_NAME
 from otel_rl._internal.config import ConfigError, Settings, load_settings, redact, sdk_disabled
 from otel_rl._internal.exposition import Exposition, MetricsServer, bind_server, families
 from otel_rl._internal.render import StoreRenderer
-from otel_rl._internal.store import REGISTRY, Registry
+from otel_rl._internal.store import REGISTRY, Histogram, Registry, strict_from_environment
 from otel_rl._version import __version__
 
 _logger = logging.getLogger("otel_rl")
@@ -46,6 +47,15 @@ class Telemetry:
         self._view: Telemetry | None = None  #: what this (parent's) handle shows in a forked child
         registry.cardinality_limit = settings.cardinality_limit
         registry.set_per_run(settings.per_run_series)
+        if settings.global_provider == "install":
+            # First, so that strict mode refuses before any port is bound or thread started.
+            foreign = provider.install_global()
+            if foreign is not None:
+                if settings.strict:
+                    raise ConfigError("config key 'global_provider' has value 'install', but "
+                                      + provider.foreign_provider_message(foreign))
+                _logger.warning("otel-rl: %s", provider.foreign_provider_message(foreign))
+        _apply_buckets(settings, registry)
         self.resource = _resource(settings)
         # The pull reader always exists (it costs nothing until collected): metrics_text() needs it.
         self.pull_reader = PullReader(settings.cardinality_limit)
@@ -71,6 +81,10 @@ class Telemetry:
             self.readers = readers
             self.bridge = Bridge(registry, self.resource, readers, __version__)
             self.resource_metrics = _resource_metrics(settings, self.bridge)
+            # Your instruments (the global provider's, otel_rl.meter_provider()'s, record_scalar's) now export here.
+            provider.PROXY.set_delegate(self.bridge.provider)
+            scalars.set_patterns(settings.extra_keys)
+            registry.strict = settings.strict
         except BaseException:
             if self.server is not None:  # bound but not serving yet: release the port
                 self.server.server_close()
@@ -161,10 +175,25 @@ class Telemetry:
             # The parent's SDK in a forked child: a parent thread may have held its locks at fork, and its other
             # instruments are the parent's. The child's own telemetry shows this process' instruments.
             return []
-        with without_store():  # the SDK collects only instruments that are not otel-rl's own
-            self.pull_reader.collect()
+        try:
+            with without_store():  # the SDK collects only instruments that are not otel-rl's own
+                self.pull_reader.collect()
+        except Exception:  # noqa: BLE001 (your instruments must not take otel-rl's series off the scrape)
+            self.registry.warn_once(("otel_rl", "other_instruments"), "otel-rl: collecting the instruments of "
+                                    "other meters failed; this scrape shows otel-rl's series only (an observable "
+                                    "callback returning attributes the SDK cannot hash, such as a list, on an older "
+                                    "SDK?)", exc_info=True)
+            return []
         catalog = {spec.family for spec in (m.spec for m in self.registry.metrics.values())}
         return [f for f in families(self.pull_reader.latest) if f.name not in catalog]
+
+    @property
+    def meter_provider(self) -> MeterProvider:
+        """The OpenTelemetry SDK MeterProvider this telemetry exports through (``/metrics`` and OTLP).
+
+        Instruments made on it stop with this telemetry; those made from ``opentelemetry.metrics.get_meter`` (with
+        ``global_provider: install``) or :func:`otel_rl.meter_provider` follow every later ``init_telemetry``."""
+        return self.bridge.provider
 
     @property
     def prometheus_port(self) -> int | None:
@@ -263,6 +292,7 @@ class Telemetry:
         exported = _bounded(lambda: self._export_final(deadline - time.monotonic()), deadline - time.monotonic()) \
             and self._exported_since(mark)
         remaining = max(deadline - time.monotonic(), 0.05)
+        provider.PROXY.release(self.bridge.provider)  # instruments drop their measurements until the next init
         stopped = _bounded(lambda: self.bridge.provider.shutdown(timeout_millis=remaining * 1000), remaining)
         if not stopped and exported:
             _logger.info("otel-rl: the final values were exported; the SDK's shutdown did not finish within %.1f s",
@@ -278,6 +308,8 @@ class Telemetry:
             if _current is self:
                 _current = None
                 processes.withdraw()
+                scalars.set_patterns(())
+                self.registry.strict = strict_from_environment()
         if not flushed:
             _logger.warning("otel-rl: the final export did not succeed within %.1f s; the last values may not have "
                             "reached the collector", timeout)
@@ -348,6 +380,19 @@ def _bounded(func, timeout: float) -> bool:
     thread.start()
     thread.join(timeout)
     return bool(result) and result[0] is not False
+
+
+def _apply_buckets(settings: Settings, registry: Registry) -> None:
+    """Give each histogram the bounds of the ``buckets`` setting, or back the catalog's."""
+    overrides = dict(settings.buckets)
+    for metric in registry.metrics.values():
+        if isinstance(metric, Histogram):
+            bounds = overrides.get(metric.name, tuple(float(b) for b in BY_NAME[metric.name].buckets))
+            lost = metric.rebucket(bounds)
+            if lost:
+                _logger.warning("otel-rl: %s has new bucket bounds (the buckets setting); the %d observations "
+                                "recorded before init_telemetry() could not be re-bucketed and were discarded. "
+                                "Call init_telemetry() before recording to keep them.", metric.name, lost)
 
 
 def _resource(settings: Settings) -> Resource:
@@ -480,7 +525,7 @@ def _validated(settings: Settings) -> Settings:
             value = getattr(obj, f.name)
             if is_dataclass(value):
                 value = section(value)
-            elif f.name in ("headers", "resource_attributes") and isinstance(value, tuple):
+            elif f.name in ("headers", "resource_attributes", "buckets") and isinstance(value, tuple):
                 value = dict(value)
             out[f.name] = value
         return out
@@ -511,4 +556,9 @@ def _shutdown_at_exit() -> None:
         telemetry.shutdown()
 
 
+def _running() -> bool:
+    return _current is not None
+
+
+REGISTRY.running = _running
 processes.install()

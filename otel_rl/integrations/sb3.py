@@ -35,6 +35,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from otel_rl._internal import recording as _rec
 from otel_rl._internal.decorators import current_run
+from otel_rl._internal.scalars import record_extra
 from otel_rl.integrations.gymnasium import RecordEpisodeMetrics
 
 __all__ = ["SB3_KEYS", "OtelRLCallback"]
@@ -230,6 +231,7 @@ class OtelRLCallback(BaseCallback):
             if policy is not None or value is not None or entropy is not None:
                 _rec.record_loss_metrics(self.algorithm, policy, value, entropy)
             _rec.set_signals(key, {name: values.get(sb3_key) for sb3_key, name in _SIGNALS.items()})
+            record_extra(values, algorithm=self.algorithm, run_id=self.run_id)  # the extra_keys setting
         except Exception:
             _logger.exception("otel-rl: could not record Stable-Baselines3's logged values")
 

@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from otel_rl._internal.catalog import BY_NAME
-from otel_rl._internal.dashboard.promql import group_by, legend, range_total, ratio, resource_sel, sel
+from otel_rl._internal.dashboard.promql import (
+    CUSTOM_SELECTOR,
+    group_by,
+    legend,
+    range_total,
+    ratio,
+    resource_sel,
+    sel,
+)
 
 __all__ = ["SEED_PANELS", "Panel", "Target", "rows"]
 
@@ -260,11 +268,23 @@ def rows() -> list[tuple[str, list[Panel]]]:
         ("Trading performance", performance),
         ("Losses", losses),
         ("Training signals", signals),
+        ("Custom", _custom_row()),
         ("Throughput", throughput),
         ("Errors", errors_row),
         ("Resources", _resources_row()),
     ]
 
+
+
+def _custom_row() -> list[Panel]:
+    """Your own scalars: ``otel_rl.record_scalar`` and the ``extra_keys`` setting (docs/opentelemetry.md)."""
+    return [
+        Panel("Your scalars (record_scalar, extra_keys)", "timeseries", [
+            Target(f"max without (instance) ({CUSTOM_SELECTOR})", "{{__name__}} {{algorithm}} {{run_id}}"),
+        ], "Every `rl_training_custom_*` gauge: set by `otel_rl.record_scalar(name, value, **labels)` and by the "
+           "`extra_keys` setting (result-dict and Stable-Baselines3 logger keys). Their labels are yours, so only "
+           "the job variable filters them.", width=24, height=8),
+    ]
 
 
 def _resources_row() -> list[Panel]:

@@ -12,7 +12,8 @@ from __future__ import annotations
 from otel_rl._internal.catalog import BY_NAME, CATALOG
 from otel_rl._internal.resource_catalog import RESOURCE_BY_NAME
 
-__all__ = ["PER_RUN", "VARIABLES", "group_by", "legend", "range_total", "ratio", "resource_sel", "sel"]
+__all__ = ["CUSTOM_SELECTOR", "PER_RUN", "VARIABLES", "group_by", "legend", "range_total", "ratio", "resource_sel",
+           "sel"]
 
 #: Template variables that filter series, in the order they appear; each filters only metrics with that label.
 VARIABLES: tuple[str, ...] = ("algorithm", "run_id", "agent_id")
@@ -77,3 +78,7 @@ def resource_sel(name: str) -> str:
     if name not in RESOURCE_BY_NAME:
         raise ValueError(f"{name} is not a resource metric")
     return f'{name}{{job=~"$job"}}'
+
+
+#: Every ``otel_rl.record_scalar`` / ``extra_keys`` gauge: their names and labels are yours, so only ``$job`` filters.
+CUSTOM_SELECTOR = '{__name__=~"rl_training_custom_.+",job=~"$job"}'
