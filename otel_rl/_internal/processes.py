@@ -84,15 +84,24 @@ def _ray_attributes() -> dict[str, str]:
     return attrs
 
 
+_class_trial: tuple[str, str] | None = None
+
+
+def set_trial(trial_id: str, trial_name: str) -> None:
+    """This process runs a Tune class trainable (``tune.Tuner(PPO)``): such trials have no Tune session to ask."""
+    global _class_trial
+    _class_trial = (trial_id, trial_name)
+
+
 def ray_trial() -> tuple[str, str] | None:
     """``(trial_id, trial_name)`` inside a Ray Tune trial, else None (never imports ray)."""
     session_module = sys.modules.get("ray.train._internal.session")
     if session_module is None:
-        return None
+        return _class_trial
     try:
         session = session_module.get_session()
         if session is None or not getattr(session, "trial_id", None):
-            return None
+            return _class_trial
         return str(session.trial_id), str(getattr(session, "trial_name", "") or session.trial_id)
     except Exception:  # noqa: BLE001 (a Ray API that changed shape: no trial)
         return None

@@ -43,6 +43,7 @@ TENSOR = _Reason("tensor")
 NEGATIVE = _Reason("negative")
 OVER_LIMIT = _Reason("cardinality_limit")
 BAD_LABELS = _Reason("bad_labels")
+UNREADABLE = _Reason("unreadable_result")
 
 _HINTS = {
     NONE: "None is not a number",
@@ -53,6 +54,8 @@ _HINTS = {
     NEGATIVE: "counters only go up",
     OVER_LIMIT: "more label sets than the cardinality limit; the value went to the overflow series",
     BAD_LABELS: "the label values do not match the metric's label keys, or one cannot be made a string",
+    UNREADABLE: "a train step's result dict could not be read, so its iteration was not recorded (the first "
+                "failure's traceback is logged)",
 }
 
 

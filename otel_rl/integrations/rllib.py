@@ -26,13 +26,15 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("otel_rl.integrations.rllib needs RLlib: pip install 'otel-rl[rllib]'") from exc
 
+from otel_rl._internal import processes
 from otel_rl._internal.decorators import _StepRecorder, current_run
-from otel_rl._internal.results import EPISODES_KEY, RECORDED_KEY
+from otel_rl._internal.results import AGENT_EPISODES_KEY, EPISODES_KEY, RECORDED_KEY
 
 __all__ = ["OtelRLCallback"]
 
 _logger = logging.getLogger("otel_rl")
 _EPISODES = tuple(EPISODES_KEY.split("/")[1:])  # the key inside the env runners' MetricsLogger
+_AGENT_EPISODES = tuple(AGENT_EPISODES_KEY.split("/")[1:])
 
 
 class OtelRLCallback(RLlibCallback):
@@ -71,17 +73,45 @@ class OtelRLCallback(RLlibCallback):
             episode_return = sum(float(chunk.get_return()) for chunk in chunks)
             length = sum(len(chunk) for chunk in chunks)
             metrics_logger.log_value(_EPISODES, (episode_return, length), reduce="item_series")
+            agents: dict[str, list[float]] = {}  # a multi-agent episode: each agent's return and step count
+            for chunk in chunks:
+                for agent_id, agent_chunk in (getattr(chunk, "agent_episodes", None) or {}).items():
+                    totals = agents.setdefault(str(agent_id), [0.0, 0])
+                    totals[0] += float(agent_chunk.get_return())
+                    totals[1] += len(agent_chunk)
+            for agent_id, (agent_return, agent_length) in agents.items():
+                metrics_logger.log_value(_AGENT_EPISODES, (agent_id, agent_return, agent_length),
+                                         reduce="item_series")
         except Exception:
             _logger.exception("otel-rl: could not log the finished episode for the driver")
 
     def on_train_result(self, *, algorithm: Any, result: dict, metrics_logger: Any = None, **kwargs: Any) -> None:
-        """In the driver: record the iteration's result, then mark it recorded."""
+        """In the driver (or a Tune trial's actor): record the iteration's result, mark it recorded, and in a
+        worker process export it at once."""
         try:
             if self._recorder is None:
                 run = current_run()
+                trial = _trial(algorithm)
+                if trial is not None:  # a Tune class trainable: no Tune session tells the process its trial
+                    processes.set_trial(*trial)
                 name = self.algorithm or (None if run else type(algorithm).__name__)
-                self._recorder = _StepRecorder(name, self.run_id, self.agent_id, "training_error")
+                run_id = self.run_id or (None if run or trial is None else trial[0])
+                self._recorder = _StepRecorder(name, run_id, self.agent_id, "training_error")
             self._recorder.record(result)
             result[RECORDED_KEY] = True
         except Exception:
             _logger.exception("otel-rl: could not record the training result")
+        # Ray ends a Tune trial's actor without an interpreter exit, right after its last result: what is not
+        # exported now is lost. In the driver this does nothing (the periodic export and the exit flush it).
+        processes.flush_worker()
+
+
+def _trial(algorithm: Any) -> tuple[str, str] | None:
+    """``(trial_id, trial_name)`` of the Tune trial that runs this algorithm as a class trainable, else None."""
+    try:
+        trial_id = algorithm.trial_id
+        if not trial_id or trial_id == "default":  # what a Trainable outside Tune answers
+            return None
+        return str(trial_id), str(algorithm.trial_name or trial_id)
+    except Exception:  # noqa: BLE001 (not a Trainable, or its API changed: no trial)
+        return None
