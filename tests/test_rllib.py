@@ -3,9 +3,16 @@ with the env runner in the driver and with two remote env runners (Ray worker pr
 
 from __future__ import annotations
 
+import logging
+import sys
+
+import gymnasium as gym
+import numpy as np
 import pytest
 import ray
+from ray import cloudpickle
 from ray.rllib.algorithms.ppo import PPOConfig
+from ray.tune.registry import register_env
 from scrape import Scrape
 
 import otel_rl
@@ -18,9 +25,30 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::U
 @pytest.fixture(scope="module", autouse=True)
 def ray_cluster():
     """One local Ray instance for the module: two CPUs, no dashboard."""
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # remote env runners build this module's envs
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    register_env("otel-rl-fixed", FixedLength)
     yield
     ray.shutdown()
+
+
+class FixedLength(gym.Env):
+    """Episodes of a known length, reward 1 per step: 50 steps in remote env runner 1, 100 elsewhere."""
+
+    def __init__(self, config: object = None) -> None:
+        self.length = 50 if getattr(config, "worker_index", 0) == 1 else 100
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+        self.t = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.zeros(2, np.float32), 1.0, self.t >= self.length, False, {}
 
 
 def _build(new_stack: bool, runners: int, callbacks: type | None):
@@ -132,3 +160,38 @@ def test_train_step_alone_counts_new_stack_episodes(telemetry):
     assert scrape.value("rl_training_episodes_total", algorithm="PPO", agent_id="default") == episodes
     assert scrape.value("rl_training_episode_reward_count", algorithm="PPO", agent_id="default") is None
     assert scrape.value("rl_training_iterations_total", algorithm="PPO") == 1
+
+
+@pytest.mark.parametrize("runners,lengths", [(0, [100, 100]), (2, [50, 50, 100])], ids=["local", "2-remote"])
+def test_iteration_with_one_episode_is_recorded(telemetry, caplog, runners, lengths):
+    """An iteration in which exactly one episode ends (RLlib hands its one-item series over as a bare
+    ``(return, length)``) is recorded whole: iterations, episodes, steps, losses. Each iteration samples 100 steps;
+    locally one 100-step episode ends in each; with two remote runners (50 steps each) runner 1's 50-step episode
+    ends in both iterations and runner 2's 100-step episode in the second only."""
+    config = (PPOConfig()
+              .environment("otel-rl-fixed")
+              .env_runners(num_env_runners=runners, num_envs_per_env_runner=1)
+              .training(train_batch_size_per_learner=100, minibatch_size=50, num_epochs=1)
+              .callbacks(OtelRLCallback.configured(run_id="one"))
+              .debugging(seed=0))
+    algo = config.build_algo()
+    try:
+        with caplog.at_level(logging.WARNING, logger="otel_rl"):
+            results = [algo.train() for _ in range(2)]
+    finally:
+        algo.stop()
+    assert [int(r["env_runners"]["num_episodes"]) for r in results] == [1, 2 if runners else 1]
+    scrape = Scrape(telemetry.prometheus_port)
+    episode = {"algorithm": "PPO", "agent_id": "default"}
+    assert scrape.value("rl_training_episodes_total", **episode) == len(lengths)
+    assert scrape.value("rl_training_episode_length_count", **episode) == len(lengths)
+    assert scrape.value("rl_training_episode_length_sum", **episode) == sum(lengths)
+    assert scrape.value("rl_training_episode_reward_sum", **episode) == sum(lengths)  # reward 1 per step
+    assert scrape.value("rl_training_iterations_total", algorithm="PPO") == 2
+    assert scrape.value("rl_training_current_iteration", algorithm="PPO", run_id="one") == 2
+    assert scrape.value("rl_training_environment_steps_total", algorithm="PPO") == \
+        results[-1]["num_env_steps_sampled_lifetime"] == 200
+    assert scrape.value("rl_training_policy_loss_count", algorithm="PPO") == 2
+    assert scrape.value("rl_training_policy_loss_sum", algorithm="PPO") == pytest.approx(
+        sum(float(r["learners"]["default_policy"]["policy_loss"]) for r in results))
+    assert not [r for r in caplog.records if r.name == "otel_rl"], caplog.text
