@@ -195,3 +195,82 @@ def test_iteration_with_one_episode_is_recorded(telemetry, caplog, runners, leng
     assert scrape.value("rl_training_policy_loss_sum", algorithm="PPO") == pytest.approx(
         sum(float(r["learners"]["default_policy"]["policy_loss"]) for r in results))
     assert not [r for r in caplog.records if r.name == "otel_rl"], caplog.text
+
+
+def test_multi_agent_cartpole_records_each_agent_beside_the_team(telemetry):
+    """MultiAgentCartPole with two agents and two policies: each agent's episodes, returns and step counts under
+    its own ``agent_id`` (mean return equal to RLlib's ``agent_episode_return_mean``), and the team's, summed over
+    the agents, under ``agent_id="default"`` as before."""
+    from ray.rllib.examples.envs.classes.multi_agent import MultiAgentCartPole
+
+    config = (PPOConfig()
+              .environment(MultiAgentCartPole, env_config={"num_agents": 2})
+              .multi_agent(policies={"p0", "p1"}, policy_mapping_fn=lambda agent_id, *args, **kw: f"p{agent_id}")
+              .env_runners(num_env_runners=0)
+              .training(train_batch_size_per_learner=256, minibatch_size=128, num_epochs=1)
+              .callbacks(OtelRLCallback)
+              .debugging(seed=0))
+    algo = config.build_algo()
+    try:
+        result = algo.train()
+    finally:
+        algo.stop()
+    runners = result["env_runners"]
+    episodes = int(runners["num_episodes"])
+    assert episodes > 3
+    scrape = Scrape(telemetry.prometheus_port)
+    team = {"algorithm": "PPO", "agent_id": "default"}
+    assert scrape.value("rl_training_episodes_total", **team) == episodes
+    team_reward = scrape.value("rl_training_episode_reward_sum", **team)
+    agent_rewards = 0.0
+    for agent in ("0", "1"):
+        labels = {"algorithm": "PPO", "agent_id": agent}
+        assert scrape.value("rl_training_episodes_total", **labels) == episodes
+        assert scrape.value("rl_training_episode_reward_count", **labels) == episodes
+        reward = scrape.value("rl_training_episode_reward_sum", **labels)
+        means = runners["agent_episode_return_mean"]
+        assert reward / episodes == pytest.approx(means[agent] if agent in means else means[int(agent)])
+        # CartPole pays 1 per step: an agent's return is its step count.
+        assert scrape.value("rl_training_episode_length_sum", **labels) == reward
+        agent_rewards += reward
+    assert team_reward == pytest.approx(agent_rewards)
+    assert team_reward / episodes == pytest.approx(runners["episode_return_mean"])
+    assert scrape.value("rl_training_policy_loss_count", algorithm="PPO") == 2  # one per module
+
+
+@pytest.mark.parametrize("algo_name", ["DQN", "SAC"])
+def test_dqn_and_sac_losses_match_rllib(telemetry, algo_name):
+    """New API stack DQN (CartPole) and SAC (Pendulum), two real iterations each: the value-loss histogram holds
+    RLlib's ``qf_loss`` of each iteration, SAC's policy loss its ``policy_loss``, and SAC's learned temperature
+    (``alpha_value``) is the entropy coefficient."""
+    if algo_name == "DQN":
+        from ray.rllib.algorithms.dqn import DQNConfig as Config
+        env = "CartPole-v1"
+    else:
+        from ray.rllib.algorithms.sac import SACConfig as Config  # type: ignore[assignment]
+        env = "Pendulum-v1"
+    config = (Config()
+              .environment(env)
+              .env_runners(num_env_runners=0)
+              .training(train_batch_size_per_learner=32, num_steps_sampled_before_learning_starts=32)
+              .rl_module(model_config={"fcnet_hiddens": [8]})
+              .reporting(min_sample_timesteps_per_iteration=32)
+              .callbacks(OtelRLCallback.configured(run_id="q"))
+              .debugging(seed=0))
+    algo = config.build_algo()
+    try:
+        stats = [algo.train()["learners"]["default_policy"] for _ in range(2)]
+    finally:
+        algo.stop()
+    assert all("qf_loss" in s for s in stats)
+    scrape = Scrape(telemetry.prometheus_port)
+    assert scrape.value("rl_training_value_loss_count", algorithm=algo_name) == 2
+    assert scrape.value("rl_training_value_loss_sum", algorithm=algo_name) == pytest.approx(
+        sum(float(s["qf_loss"]) for s in stats))
+    if algo_name == "SAC":
+        assert scrape.value("rl_training_policy_loss_sum", algorithm=algo_name) == pytest.approx(
+            sum(float(s["policy_loss"]) for s in stats))
+        assert scrape.value("rl_training_entropy_coefficient", algorithm=algo_name, run_id="q") == pytest.approx(
+            float(stats[-1]["alpha_value"]))
+    else:
+        assert scrape.value("rl_training_policy_loss_count", algorithm=algo_name) is None
