@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +12,7 @@ import otel_rl
 from otel_rl import testing
 from otel_rl._internal.results import lookup, parse_result
 
+DATA = Path(__file__).parent / "data"
 H = testing.histogram
 V = testing.value
 
@@ -461,3 +464,27 @@ def test_loss_keys_of_dqn_and_sac_on_both_stacks():
     assert H("rl_training_policy_loss", algorithm="SAC").sum == 4.0
     assert H("rl_training_value_loss", algorithm="SAC").sum == 1.25
     assert V("rl_training_entropy_coefficient", algorithm="SAC", run_id="r") == 0.9
+
+
+#: Which of RLlib's own keys each captured algorithm's losses must come from: (policy, value, entropy).
+_CAPTURED = {
+    "APPO-new": ("policy_loss", "vf_loss", "entropy"),
+    "APPO-old": ("policy_loss", "vf_loss", "entropy"),
+    "IMPALA-new": ("mean_pi_loss", "mean_vf_loss", "entropy"),  # its pi_loss and vf_loss are batch sums
+    "IMPALA-old": ("policy_loss", "vf_loss", "entropy"),
+}
+
+
+@pytest.mark.parametrize("captured", sorted(_CAPTURED))
+def test_appo_and_impala_losses_from_captured_learner_stats(captured):
+    """APPO's and IMPALA's learner statistics, as captured from one real iteration of each on both API stacks
+    (tests/data/rllib-learner-stats.json), give the policy loss, value loss and entropy from the right keys."""
+    stats = json.loads((DATA / "rllib-learner-stats.json").read_text())[captured]
+    result = {"learners": stats} if captured.endswith("new") else {"info": {"learner": stats}}
+    policy = stats["default_policy"]
+    if captured.endswith("old"):
+        policy = policy["learner_stats"]
+    otel_rl.train_step(algorithm="X")(lambda: result)()
+    for series, key in zip(("policy_loss", "value_loss", "entropy"), _CAPTURED[captured]):
+        histogram = H(f"rl_training_{series}", algorithm="X")
+        assert histogram.count == 1 and histogram.sum == pytest.approx(policy[key]), series
