@@ -199,7 +199,7 @@ def test_iteration_with_one_episode_is_recorded(telemetry, caplog, runners, leng
 
 def test_multi_agent_cartpole_records_each_agent_beside_the_team(telemetry):
     """MultiAgentCartPole with two agents and two policies: each agent's episodes, returns and step counts under
-    its own ``agent_id`` (mean return equal to RLlib's ``agent_episode_return_mean``), and the team's, summed over
+    its own ``agent_id`` (mean return equal to RLlib's ``agent_episode_returns_mean``), and the team's, summed over
     the agents, under ``agent_id="default"`` as before."""
     from ray.rllib.examples.envs.classes.multi_agent import MultiAgentCartPole
 
@@ -228,8 +228,8 @@ def test_multi_agent_cartpole_records_each_agent_beside_the_team(telemetry):
         assert scrape.value("rl_training_episodes_total", **labels) == episodes
         assert scrape.value("rl_training_episode_reward_count", **labels) == episodes
         reward = scrape.value("rl_training_episode_reward_sum", **labels)
-        means = runners["agent_episode_return_mean"]
-        assert reward / episodes == pytest.approx(means[agent] if agent in means else means[int(agent)])
+        means = runners["agent_episode_returns_mean"]
+        assert reward / episodes == pytest.approx(means[agent])
         # CartPole pays 1 per step: an agent's return is its step count.
         assert scrape.value("rl_training_episode_length_sum", **labels) == reward
         agent_rewards += reward
