@@ -19,6 +19,8 @@ the training loop in :class:`otel_rl.training_run`.
 from __future__ import annotations
 
 import logging
+import os
+import re
 from typing import Any
 
 try:
@@ -106,12 +108,26 @@ class OtelRLCallback(RLlibCallback):
         processes.flush_worker()
 
 
+#: The trial id in the name Tune gives a trial's directory, ``<trainable>[_<env>]_<trial id>_<index>[_<tag>]_<date>``:
+#: ``1a2b3_00000`` from Tune's default search, eight hex digits from the others.
+_TRIAL_DIR = re.compile(r"^(.*?_([0-9a-f]{5}_[0-9]{5}|[0-9a-f]{8}))_[0-9]+_")
+
+
 def _trial(algorithm: Any) -> tuple[str, str] | None:
-    """``(trial_id, trial_name)`` of the Tune trial that runs this algorithm as a class trainable, else None."""
+    """``(trial_id, trial_name)`` of the Tune trial that runs this algorithm as a class trainable, else None.
+
+    RLlib drops the trial information Tune hands to a class trainable (``Algorithm`` makes its config dict an
+    ``AlgorithmConfig`` before ``Trainable`` looks for it), so ``algorithm.trial_id`` answers ``"default"`` there;
+    the trial's directory, which Tune names after the trial, still tells it (unless a ``trial_dirname_creator``
+    renamed it: then ``OtelRLCallback.configured(run_id=...)``).
+    """
     try:
         trial_id = algorithm.trial_id
-        if not trial_id or trial_id == "default":  # what a Trainable outside Tune answers
+        if trial_id and trial_id != "default":
+            return str(trial_id), str(algorithm.trial_name or trial_id)
+        if not processes.in_ray_worker():
             return None
-        return str(trial_id), str(algorithm.trial_name or trial_id)
+        match = _TRIAL_DIR.match(os.path.basename(os.path.normpath(str(algorithm.logdir or ""))))
+        return (match.group(2), match.group(1)) if match else None
     except Exception:  # noqa: BLE001 (not a Trainable, or its API changed: no trial)
         return None
