@@ -381,19 +381,22 @@ def enroll_worker_exit(telemetry: Any) -> None:
     util.Finalize(telemetry, telemetry.shutdown, exitpriority=10)
 
 
-def flush_worker(timeout: float | None = None) -> None:
+def flush_worker(timeout: float | None = None) -> bool:
     """At the end of a training run in a worker process (a Ray Tune trial, a rank): export the final values now.
 
     Worker processes are often stopped without a normal interpreter exit (Ray kills its actors), which would
     lose the values recorded since the last periodic export. The flush has ``shutdown_timeout`` unless given
     ``timeout``, and counts as done only when values collected after it began were exported (a warning if not).
+    Returns False only when such a flush did not get through.
     """
     from otel_rl._internal import telemetry
 
     current = telemetry.current()
     if current is None or role() == "main" or "otlp" not in current.settings.exporters:
-        return
+        return True
     timeout = current.settings.shutdown_timeout if timeout is None else timeout
     if not current.force_flush(timeout):
         _logger.warning("otel-rl: process %d could not export its final values within %.1f s", os.getpid(),
                         timeout)
+        return False
+    return True

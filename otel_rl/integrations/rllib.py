@@ -31,6 +31,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from otel_rl._internal import processes
 from otel_rl._internal.decorators import _StepRecorder, current_run
 from otel_rl._internal.results import AGENT_EPISODES_KEY, EPISODES_KEY, RECORDED_KEY
+from otel_rl._internal.store import REGISTRY
 
 __all__ = ["OtelRLCallback"]
 
@@ -53,6 +54,7 @@ class OtelRLCallback(RLlibCallback):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._recorder: _StepRecorder | None = None
+        self._flush = True  #: export at the end of each result (only does something in a worker process)
 
     @classmethod
     def configured(cls, *, algorithm: str | None = None, run_id: str | None = None,
@@ -84,8 +86,10 @@ class OtelRLCallback(RLlibCallback):
             for agent_id, (agent_return, agent_length) in agents.items():
                 metrics_logger.log_value(_AGENT_EPISODES, (agent_id, agent_return, agent_length),
                                          reduce="item_series")
-        except Exception:
-            _logger.exception("otel-rl: could not log the finished episode for the driver")
+        except Exception:  # per episode: one traceback per process, not one per episode
+            if not REGISTRY.warn_once(("rllib", "on_episode_end"), "otel-rl: could not log a finished episode for "
+                                      "the driver (logged once)", exc_info=True):
+                _logger.debug("otel-rl: could not log a finished episode for the driver", exc_info=True)
 
     def on_train_result(self, *, algorithm: Any, result: dict, metrics_logger: Any = None, **kwargs: Any) -> None:
         """In the driver (or a Tune trial's actor): record the iteration's result, mark it recorded, and in a
@@ -93,7 +97,7 @@ class OtelRLCallback(RLlibCallback):
         try:
             if self._recorder is None:
                 run = current_run()
-                trial = _trial(algorithm)
+                trial = _trial(algorithm) if run is None else None
                 if trial is not None:  # a Tune class trainable: no Tune session tells the process its trial
                     processes.set_trial(*trial)
                 name = self.algorithm or (None if run else type(algorithm).__name__)
@@ -102,10 +106,22 @@ class OtelRLCallback(RLlibCallback):
             self._recorder.record(result)
             result[RECORDED_KEY] = True
         except Exception:
-            _logger.exception("otel-rl: could not record the training result")
+            if not REGISTRY.warn_once(("rllib", "on_train_result"), "otel-rl: could not record the training "
+                                      "result (logged once)", exc_info=True):
+                _logger.debug("otel-rl: could not record the training result", exc_info=True)
         # Ray ends a Tune trial's actor without an interpreter exit, right after its last result: what is not
-        # exported now is lost. In the driver this does nothing (the periodic export and the exit flush it).
-        processes.flush_worker()
+        # exported now is lost. In the driver this does nothing (the periodic export and the exit flush it). When
+        # the collector cannot be reached, each flush would hold training up to shutdown_timeout: after one
+        # failure (and its warning) the periodic export alone goes on.
+        try:
+            flushed = not self._flush or processes.flush_worker()
+        except Exception:  # noqa: BLE001 (never raises into training)
+            _logger.exception("otel-rl: could not export the result's values")
+            flushed = False
+        if not flushed:
+            self._flush = False
+            _logger.warning("otel-rl: this process no longer exports at the end of each RLlib result; its values "
+                            "go out with the periodic export only (otlp.export_interval)")
 
 
 #: The trial id in the name Tune gives a trial's directory, ``<trainable>[_<env>]_<trial id>_<index>[_<tag>]_<date>``:
@@ -127,6 +143,9 @@ def _trial(algorithm: Any) -> tuple[str, str] | None:
             return str(trial_id), str(algorithm.trial_name or trial_id)
         if not processes.in_ray_worker():
             return None
+        session = processes.ray_trial()  # an algorithm built inside a function trainable
+        if session is not None:
+            return session
         match = _TRIAL_DIR.match(os.path.basename(os.path.normpath(str(algorithm.logdir or ""))))
         return (match.group(2), match.group(1)) if match else None
     except Exception:  # noqa: BLE001 (not a Trainable, or its API changed: no trial)
