@@ -246,7 +246,8 @@ def test_signals_follow_the_original_21_in_the_catalog():
     """The signal gauges come after the original 21 series, labelled (algorithm, run_id)."""
     names = [spec.name for spec in otel_rl.ALL_METRICS]
     assert names[:21] == [spec.name for spec in otel_rl.CATALOG]
-    assert names[21:-1] == [spec.name for spec in otel_rl.SIGNALS]
+    assert names[21:21 + len(otel_rl.SIGNALS)] == [spec.name for spec in otel_rl.SIGNALS]
+    assert names[21 + len(otel_rl.SIGNALS):-1] == ["rl_training_module_loss"]
     assert all(spec.type == "gauge" and spec.labels == ("algorithm", "run_id") for spec in otel_rl.SIGNALS)
 
 

@@ -139,6 +139,10 @@ def test_rllib_new_stack_multi_agent_learners():
                              "__all_modules__": {"policy_loss": 50.0}}}])
     policy = H("rl_training_policy_loss", algorithm="PPO")
     assert policy.count == 2 and policy.sum == pytest.approx(0.3)
+    module = {"algorithm": "PPO", "run_id": "exp", "loss": "policy"}
+    assert V("rl_training_module_loss", agent_id="agent_0", **module) == 0.1
+    assert V("rl_training_module_loss", agent_id="agent_1", **module) == 0.2
+    assert V("rl_training_module_loss", agent_id="__all_modules__", **module) is None
 
 
 def test_plain_dict():

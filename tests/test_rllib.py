@@ -200,7 +200,7 @@ def test_iteration_with_one_episode_is_recorded(telemetry, caplog, runners, leng
 def test_multi_agent_cartpole_records_each_agent_beside_the_team(telemetry):
     """MultiAgentCartPole with two agents and two policies: each agent's episodes, returns and step counts under
     its own ``agent_id`` (mean return equal to RLlib's ``agent_episode_returns_mean``), and the team's, summed over
-    the agents, under ``agent_id="default"`` as before."""
+    the agents, under ``agent_id="default"`` as before; each module's losses in ``rl_training_module_loss``."""
     from ray.rllib.examples.envs.classes.multi_agent import MultiAgentCartPole
 
     config = (PPOConfig()
@@ -235,7 +235,12 @@ def test_multi_agent_cartpole_records_each_agent_beside_the_team(telemetry):
         agent_rewards += reward
     assert team_reward == pytest.approx(agent_rewards)
     assert team_reward / episodes == pytest.approx(runners["episode_return_mean"])
-    assert scrape.value("rl_training_policy_loss_count", algorithm="PPO") == 2  # one per module
+    assert scrape.value("rl_training_policy_loss_count", algorithm="PPO") == 2  # one per module, mixed
+    for module in ("p0", "p1"):  # ... and each module's apart
+        stats = result["learners"][module]
+        for loss, key in (("policy", "policy_loss"), ("value", "vf_loss"), ("entropy", "entropy")):
+            assert scrape.value("rl_training_module_loss", algorithm="PPO", run_id="default", agent_id=module,
+                                loss=loss) == pytest.approx(float(stats[key])), (module, loss)
 
 
 @pytest.mark.parametrize("algo_name", ["DQN", "SAC"])

@@ -291,6 +291,8 @@ class _StepRecorder:
             rec._length_mean.set(key, parsed.length_mean)
         for policy_loss, value_loss, entropy in parsed.losses:
             rec.record_loss_metrics(algorithm, policy_loss, value_loss, entropy)
+        for module, losses in parsed.module_losses.items():  # the same, kept apart per module
+            rec.set_module_losses((algorithm, run_id, module), losses)
         rec.set_signals(key, parsed.signals)
         if steps is not None and (type(steps) not in (int, float) or steps != 0):  # an array is counted as a drop
             rec.record_environment_steps(algorithm, steps)
