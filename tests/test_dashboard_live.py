@@ -15,6 +15,7 @@ import urllib.parse
 import pytest
 
 import otel_rl
+from otel_rl._internal import recording
 from otel_rl._internal.dashboard import build_dashboard, panel_queries, parse_label_values, substitute, variable_queries
 from otel_rl.demo.run import run_demo
 
@@ -68,6 +69,8 @@ def landed_run():
             otel_rl.record_loss_metrics("PG", entropy=float("nan"))  # counted as dropped, reason nan
             # The demo's REINFORCE agent neither clips its ratio nor explores epsilon-greedily: set those two here.
             otel_rl.record_training_signals("PG", "cartpole-seed0", clip_fraction=0.1, exploration_rate=0.05)
+            # Its single policy is no learner module either: one RLlib-shaped module's losses for that panel.
+            recording.set_module_losses(("PG", "cartpole-seed0", "agent_0"), (0.5, 0.25, 0.7))
             with pytest.raises(RuntimeError):
                 with otel_rl.training_run(algorithm="PG", run_id="failing-run"):
                     raise RuntimeError("a failed run, for the error panels")
