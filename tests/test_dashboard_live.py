@@ -15,7 +15,6 @@ import urllib.parse
 import pytest
 
 import otel_rl
-from otel_rl._internal import recording
 from otel_rl._internal.dashboard import build_dashboard, panel_queries, parse_label_values, substitute, variable_queries
 from otel_rl.demo.run import run_demo
 
@@ -50,6 +49,8 @@ ALL = {name: "All" for name in REAL}
 @pytest.fixture(scope="module")
 def landed_run():
     """A seeded demo run (with an injected step failure, a failed run and a NaN loss) scraped every second."""
+    from otel_rl._internal.recording import set_module_losses
+
     with workdir() as tmp:
         telemetry = otel_rl.init_telemetry({"prometheus": {"host": "127.0.0.1", "port": 0, "linger": 10},
                                             "resource_metrics": True})
@@ -66,11 +67,11 @@ def landed_run():
             started = time.time()
             result = run_demo(iterations=12, episodes_per_iter=10, seed=0, inject_failure=True, progress=False,
                               on_iteration=lambda i, outcome: time.sleep(0.4), shutdown=False)
+            # The demo's single policy is no learner module: one RLlib-shaped module's losses for that panel.
+            set_module_losses(("PG", "cartpole-seed0", "agent_0"), (0.5, 0.25, 0.7))
             otel_rl.record_loss_metrics("PG", entropy=float("nan"))  # counted as dropped, reason nan
             # The demo's REINFORCE agent neither clips its ratio nor explores epsilon-greedily: set those two here.
             otel_rl.record_training_signals("PG", "cartpole-seed0", clip_fraction=0.1, exploration_rate=0.05)
-            # Its single policy is no learner module either: one RLlib-shaped module's losses for that panel.
-            recording.set_module_losses(("PG", "cartpole-seed0", "agent_0"), (0.5, 0.25, 0.7))
             with pytest.raises(RuntimeError):
                 with otel_rl.training_run(algorithm="PG", run_id="failing-run"):
                     raise RuntimeError("a failed run, for the error panels")

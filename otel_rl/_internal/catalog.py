@@ -136,16 +136,6 @@ SIGNALS: tuple[MetricSpec, ...] = (
                recorded_by=("record_training_signals",)),
 )
 
-#: Losses per learner module: with several modules (RLlib multi-agent, one policy per agent or group), the
-#: original loss histograms, labelled by algorithm only, mix the modules; this keeps each module's apart.
-MODULE_LOSS = MetricSpec(
-    "rl_training_module_loss", "gauge", ("algorithm", "run_id", "agent_id", "loss"),
-    "Loss of each learner module in the latest update", group="losses",
-    notes="agent_id is the module (policy) id; loss is one of policy, value, entropy. Set by the RLlib callback "
-          "and train_step from learners/<module>/... or info/learner/<policy>/...",
-    recorded_by=("train_step",),
-)
-
 #: The keyword of each signal in :func:`otel_rl.record_training_signals`, in catalog order.
 SIGNAL_NAMES: tuple[str, ...] = tuple(spec.name[len("rl_training_"):] for spec in SIGNALS)
 
@@ -154,6 +144,16 @@ DROPPED_VALUES = MetricSpec(
     "otel_rl_dropped_values_total", "counter", ("metric", "reason"),
     "Values otel-rl dropped instead of recording (non-finite, wrong type, over the cardinality limit)",
     group="sdk", recorded_by=("every record_* helper",),
+)
+
+#: Losses per learner module: with several modules (RLlib multi-agent, one policy per agent or group), the
+#: original loss histograms, labelled by algorithm only, mix the modules; this keeps each module's apart.
+MODULE_LOSS = MetricSpec(
+    "rl_training_module_loss", "gauge", ("algorithm", "run_id", "agent_id", "loss"),
+    "Loss of each learner module in the latest update", group="losses",
+    notes="agent_id is the module (policy) id; loss is one of policy, value, entropy. Set by the RLlib callback "
+          "and train_step from learners/<module>/... or info/learner/<policy>/...",
+    recorded_by=("train_step",),
 )
 
 #: Every metric otel-rl exports: the original 21 first, then the training signals and the per-module losses, then
