@@ -279,3 +279,19 @@ def test_dqn_and_sac_losses_match_rllib(telemetry, algo_name):
             float(stats[-1]["alpha_value"]))
     else:
         assert scrape.value("rl_training_policy_loss_count", algorithm=algo_name) is None
+
+
+def test_a_failed_flush_stops_the_per_result_flushes(telemetry, monkeypatch, caplog):
+    """When the export at the end of a result fails (an unreachable collector), the callback warns once and stops
+    flushing per result, so training is held up once, not at every iteration; results are still recorded."""
+    from otel_rl._internal import processes
+
+    flushes = []
+    monkeypatch.setattr(processes, "flush_worker", lambda: flushes.append(1) or False)
+    callback = OtelRLCallback.configured(algorithm="PPO")()
+    with caplog.at_level(logging.WARNING, logger="otel_rl"):
+        for i in range(3):
+            callback.on_train_result(algorithm=object(), result={"training_iteration": i + 1})
+    assert flushes == [1]
+    assert len([r for r in caplog.records if "no longer exports" in r.getMessage()]) == 1
+    assert Scrape(telemetry.prometheus_port).value("rl_training_iterations_total", algorithm="PPO") == 3
