@@ -7,7 +7,14 @@ Call :func:`init_telemetry` once, decorate the train step, and the 21 ``rl_train
 
 from otel_rl._internal.catalog import ALL_METRICS, CATALOG, SIGNALS, MetricSpec
 from otel_rl._internal.config import ConfigError, Settings, load_settings
-from otel_rl._internal.decorators import RunContext, current_run, data_load, train_step, training_run
+from otel_rl._internal.decorators import (
+    RunContext,
+    current_run,
+    data_load,
+    flush_on_return,
+    train_step,
+    training_run,
+)
 from otel_rl._internal.processes import worker_env
 from otel_rl._internal.provider import meter_provider
 from otel_rl._internal.recording import (
@@ -43,6 +50,7 @@ __all__ = [
     "current",
     "current_run",
     "data_load",
+    "flush_on_return",
     "init_telemetry",
     "load_settings",
     "meter_provider",

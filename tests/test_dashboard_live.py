@@ -58,6 +58,8 @@ ALL = {name: "All" for name in REAL}
 def landed_run(request):
     """A seeded demo run (with an injected step failure, a failed run and a NaN loss) scraped every second, with
     the original label sets and with ``per_run_series``: the dashboard and the rules serve both."""
+    from otel_rl._internal.recording import set_module_losses
+
     with workdir() as tmp:
         telemetry = otel_rl.init_telemetry({"prometheus": {"host": "127.0.0.1", "port": 0, "linger": 10},
                                             "resource_metrics": True, "per_run_series": request.param})
@@ -74,6 +76,8 @@ def landed_run(request):
             started = time.time()
             result = run_demo(iterations=12, episodes_per_iter=10, seed=0, inject_failure=True, progress=False,
                               on_iteration=lambda i, outcome: time.sleep(0.4), shutdown=False)
+            # The demo's single policy is no learner module: one RLlib-shaped module's losses for that panel.
+            set_module_losses(("PG", "cartpole-seed0", "agent_0"), (0.5, 0.25, 0.7))
             otel_rl.record_loss_metrics("PG", entropy=float("nan"))  # counted as dropped, reason nan
             # The demo's REINFORCE agent neither clips its ratio nor explores epsilon-greedily: set those two here.
             otel_rl.record_training_signals("PG", "cartpole-seed0", clip_fraction=0.1, exploration_rate=0.05)

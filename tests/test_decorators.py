@@ -510,3 +510,32 @@ def test_a_label_whose_str_raises_never_raises_from_training_run_or_train_step(c
     assert testing.value("rl_training_iterations_total", algorithm="<unprintable _Unprintable>") == 1
     warned = [r for r in caplog.records if "bad_labels" in r.getMessage()]
     assert len(warned) == 2  # one per metric
+
+
+async def test_flush_on_return_flushes_after_each_call_also_on_error(monkeypatch):
+    """``flush_on_return`` (bare, called, on a coroutine function, as a ``with`` block) exports the worker's values
+    once per call when it ends, also when it raises, and returns or raises what the function does."""
+    from otel_rl._internal import processes
+
+    flushes = []
+    monkeypatch.setattr(processes, "flush_worker", lambda: flushes.append(1) or True)
+
+    @otel_rl.flush_on_return
+    def task(n):
+        if n < 0:
+            raise ValueError(n)
+        return n * 2
+
+    @otel_rl.flush_on_return()
+    async def atask(n):
+        return n + 1
+
+    assert task(2) == 4 and len(flushes) == 1
+    with pytest.raises(ValueError):
+        task(-1)
+    assert len(flushes) == 2
+    assert await atask(1) == 2 and len(flushes) == 3
+    with otel_rl.flush_on_return():
+        pass
+    assert len(flushes) == 4
+    assert task.__name__ == "task"

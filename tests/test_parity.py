@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from otel_rl import SIGNALS
+from otel_rl import ALL_METRICS, CATALOG
 from otel_rl.compat import prometheus_metrics as compat
 
 import facts
@@ -23,8 +23,8 @@ from procs import free_port
 FACTS = facts.load()
 SEED_NAMES = [m["name"] for m in FACTS["metrics"]]
 EXTRA_FAMILY = "otel_rl_dropped_values"  # otel-rl's own health counter, not a seed metric
-#: Families otel-rl adds beyond the seed module: its health counter and the training-signal gauges.
-EXTRA_FAMILIES = frozenset({EXTRA_FAMILY} | {spec.family for spec in SIGNALS})
+#: Families otel-rl adds beyond the seed module: the training signals, the per-module losses, its health counter.
+EXTRA_FAMILIES = frozenset({EXTRA_FAMILY} | {spec.family for spec in ALL_METRICS[len(CATALOG):]})
 
 
 class SeedReference:

@@ -20,7 +20,7 @@ FACTS = facts.load()
 
 PUBLIC = {
     "ALL_METRICS", "CATALOG", "ConfigError", "MetricSpec", "RunContext", "Settings", "Telemetry", "__version__",
-    "current", "current_run", "data_load", "init_telemetry", "load_settings",
+    "current", "current_run", "data_load", "flush_on_return", "init_telemetry", "load_settings",
     "record_data_load_time", "record_environment_steps", "record_episode", "record_episode_metrics",
     "record_loss_metrics", "record_performance_metrics", "record_training_complete", "record_training_error",
     "record_training_failed", "record_training_iteration", "record_training_start", "record_training_signals",

@@ -149,3 +149,97 @@ def test_ray_tune_trials_keep_distinct_series_with_the_trial_id_as_run_id(ray_ru
     info = {r["metric"]["instance"]: r["metric"] for r in prom.query(f'target_info{{job="{JOB}"}}')}
     for trial, t in trials.items():
         assert info[f"{host}-{t['pid']}"]["ray_trial_id"] == trial
+
+
+def _run_script(wd: Path, name: str, source: str, *args: str, timeout: float = 300) -> str:
+    """Run ``source`` as a script with this checkout on PYTHONPATH; its stdout, after checking it succeeded."""
+    script = wd / name
+    script.write_text(source)
+    path = os.environ.get("PYTHONPATH")
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + (os.pathsep + path if path else ""), "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("OTEL_RL_WORKER_CONFIG", None)
+    proc = subprocess.run([sys.executable, str(script), *args], cwd=wd, env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return proc.stdout
+
+
+def _doc_block(path: Path, heading: str) -> str:
+    """The first ```python block after ``heading`` in a doc page."""
+    text = path.read_text()
+    start = text.index("```python\n", text.index(heading + "\n")) + len("```python\n")
+    return text[start:text.index("```", start)]
+
+
+def test_ray_tasks_snippet_of_the_docs_delivers_every_episode() -> None:
+    """The Ray tasks snippet of docs/multiprocess.md, run as written (only the collector's address changed), gets
+    all 20 episodes its tasks record into Prometheus: each task exports when it returns (``flush_on_return``),
+    before ``ray.shutdown()`` ends the workers (the default 10 s export interval never comes)."""
+    snippet = _doc_block(ROOT / "docs" / "multiprocess.md", "## Ray tasks and actors")
+    assert "http://collector:4317" in snippet
+    with procs.push_stack() as (wd, prom, collector):
+        out = _run_script(wd, "ray_tasks.py", snippet.replace("http://collector:4317", collector.grpc_endpoint))
+        assert "20 episodes" in out, out
+        expr = 'sum(rl_training_episodes_total{algorithm="PPO",agent_id="task"})'
+        procs.wait_until(lambda: [r["value"][1] for r in prom.query(expr)] == ["20"], 30,
+                         what=f"20 episodes in Prometheus (got {prom.query(expr)})")
+
+
+_TUNE_CLASS = """
+import json, sys
+import otel_rl
+
+endpoint, storage = sys.argv[1:3]
+# The default export interval (10 s): longer than a trial lives, so only the trials' own flushes deliver.
+otel_rl.init_telemetry({"exporters": ["otlp"], "service_name": "otel-rl-tune-class", "otlp": {"endpoint": endpoint}})
+import ray
+from ray import tune
+from ray.rllib.algorithms.ppo import PPO, PPOConfig
+from otel_rl.integrations.rllib import OtelRLCallback
+
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+         runtime_env={"env_vars": otel_rl.worker_env()})
+config = (PPOConfig()
+          .environment("CartPole-v1")
+          .env_runners(num_env_runners=0)
+          .training(train_batch_size_per_learner=128, minibatch_size=64, num_epochs=1,
+                    lr=tune.grid_search([1e-3, 1e-4]))
+          .callbacks(OtelRLCallback))
+results = tune.Tuner(PPO, param_space=config,
+                     run_config=tune.RunConfig(stop={"training_iteration": 2}, storage_path=storage,
+                                               name="otel-rl-class", verbose=0)).fit()
+trials = {r.metrics["trial_id"]: {"pid": r.metrics["pid"], "iteration": r.metrics["training_iteration"],
+                                  "episodes": r.metrics["env_runners"]["num_episodes_lifetime"],
+                                  "steps": r.metrics["num_env_steps_sampled_lifetime"]} for r in results}
+ray.shutdown()
+print(json.dumps(trials))
+"""
+
+
+def test_tune_class_trainable_trials_are_exact_and_labelled_by_trial() -> None:
+    """``tune.Tuner(PPO, param_space=config.callbacks(OtelRLCallback))``: each trial's episodes, steps and
+    iterations reach Prometheus exactly (the callback exports at the end of each result, before Ray ends the trial's
+    actor), under ``run_id`` = the trial id and with ``ray_trial_id`` in the trial process' ``target_info``."""
+    with procs.push_stack() as (wd, prom, collector):
+        out = _run_script(wd, "tune_class.py", _TUNE_CLASS, collector.grpc_endpoint, str(wd / "tune"))
+        trials = json.loads(out.strip().splitlines()[-1])
+        host = socket.gethostname()
+        assert len(trials) == 2 and all(t["iteration"] == 2 for t in trials.values()), trials
+        job = 'job="otel-rl-tune-class",algorithm="PPO"'
+        want = {f"{host}-{t['pid']}": float(t["episodes"]) for t in trials.values()}
+        assert all(v > 0 for v in want.values())
+        expr = f"sum by (instance) (rl_training_episodes_total{{{job}}})"
+        procs.wait_until(lambda: _by_instance(prom, expr) == want, 30,
+                         what=f"each trial's episodes {want} (got {_by_instance(prom, expr)})")
+        steps = _by_instance(prom, f"rl_training_environment_steps_total{{{job}}}")
+        assert steps == {f"{host}-{t['pid']}": float(t["steps"]) for t in trials.values()} \
+            and set(steps.values()) == {256.0}
+        iterations = _by_instance(prom, f"rl_training_iterations_total{{{job}}}")
+        assert iterations == {f"{host}-{t['pid']}": 2.0 for t in trials.values()}
+        current = {r["metric"]["run_id"]: r["value"][1]
+                   for r in prom.query(f"rl_training_current_iteration{{{job}}}")}
+        assert current == {trial: "2" for trial in trials}
+        info = {r["metric"]["instance"]: r["metric"]
+                for r in prom.query('target_info{job="otel-rl-tune-class"}')}
+        for trial, t in trials.items():
+            assert info[f"{host}-{t['pid']}"]["ray_trial_id"] == trial

@@ -247,7 +247,8 @@ def test_signals_follow_the_original_21_in_the_catalog():
     gauge by the reward function as well."""
     names = [spec.name for spec in otel_rl.ALL_METRICS]
     assert names[:21] == [spec.name for spec in otel_rl.CATALOG]
-    assert names[21:-1] == [spec.name for spec in otel_rl.SIGNALS]
+    assert names[21:21 + len(otel_rl.SIGNALS)] == [spec.name for spec in otel_rl.SIGNALS]
+    assert names[21 + len(otel_rl.SIGNALS):-1] == ["rl_training_module_loss"]
     assert all(spec.type == "gauge" and spec.labels[:2] == ("algorithm", "run_id") for spec in otel_rl.SIGNALS)
     assert [spec.name for spec in otel_rl.SIGNALS if spec.labels != ("algorithm", "run_id")] == [
         "rl_training_reward_function_mean"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +12,7 @@ import otel_rl
 from otel_rl import testing
 from otel_rl._internal.results import lookup, parse_result
 
+DATA = Path(__file__).parent / "data"
 H = testing.histogram
 V = testing.value
 
@@ -136,6 +139,10 @@ def test_rllib_new_stack_multi_agent_learners():
                              "__all_modules__": {"policy_loss": 50.0}}}])
     policy = H("rl_training_policy_loss", algorithm="PPO")
     assert policy.count == 2 and policy.sum == pytest.approx(0.3)
+    module = {"algorithm": "PPO", "run_id": "exp", "loss": "policy"}
+    assert V("rl_training_module_loss", agent_id="agent_0", **module) == 0.1
+    assert V("rl_training_module_loss", agent_id="agent_1", **module) == 0.2
+    assert V("rl_training_module_loss", agent_id="__all_modules__", **module) is None
 
 
 def test_plain_dict():
@@ -401,3 +408,87 @@ def test_train_step_with_a_self_referencing_result_records_and_returns():
 
     assert step()["episode_reward_mean"] == 3.0
     assert testing.value("rl_training_episode_reward_mean", algorithm="PPO", run_id="r") == 3.0
+
+
+def test_one_episode_series_unwrapped_by_rllib_is_one_episode():
+    """RLlib's MetricsLogger hands a one-item series over as the item: a bare ``(return, length)`` is one episode,
+    and the iteration is recorded whole."""
+    otel_rl.train_step(algorithm="PPO")(lambda: {"env_runners": {"num_episodes": 1, "otel_rl": {
+        "episodes": (100.0, 100), "agent_episodes": ("0", 60.0, 100)}}, "training_iteration": 1,
+        "learners": {"default_policy": {"policy_loss": 0.5}}})()
+    assert V("rl_training_episodes_total", algorithm="PPO", agent_id="default") == 1
+    assert H("rl_training_episode_length", algorithm="PPO", agent_id="default").sum == 100
+    assert V("rl_training_episodes_total", algorithm="PPO", agent_id="0") == 1
+    assert H("rl_training_episode_reward", algorithm="PPO", agent_id="0").sum == 60.0
+    assert V("rl_training_iterations_total", algorithm="PPO") == 1
+    assert H("rl_training_policy_loss", algorithm="PPO").count == 1
+
+
+def test_malformed_episode_items_are_dropped_and_counted(caplog):
+    """An item of the episode series that is no (return, length) pair is dropped with one warning and counted;
+    the other episodes and the iteration are recorded."""
+    step = otel_rl.train_step(algorithm="PPO")(lambda: {"env_runners": {"otel_rl": {
+        "episodes": [(1.0, 5), "junk", (2.0, 6, 7)]}}})
+    step()
+    step()
+    assert V("rl_training_episodes_total", algorithm="PPO", agent_id="default") == 2
+    assert V("rl_training_iterations_total", algorithm="PPO") == 2
+    assert testing.dropped("rl_training_episode_reward", "wrong_type") == 4
+    assert len([r for r in caplog.records if "wrong_type" in r.getMessage()]) == 1
+
+
+def test_every_unreadable_result_counts_and_warns_once(caplog, monkeypatch):
+    """A result the parser cannot read loses only its iteration, and each such loss counts as unreadable_result
+    in otel_rl_dropped_values_total (one traceback in the log, not one per step)."""
+    from otel_rl._internal import decorators
+
+    def broken(result):
+        raise RuntimeError("unreadable")
+
+    monkeypatch.setattr(decorators, "parse_result", broken)
+    step = otel_rl.train_step(algorithm="PPO")(lambda: {"training_iteration": 1})
+    for _ in range(3):
+        step()
+    assert testing.dropped("rl_training_iterations_total", "unreadable_result") == 3
+    assert len([r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]) == 2  # traceback + drop
+
+
+#: RLlib's learner statistics, as its built-in algorithms log them (tests/data/rllib-learner-stats.json holds the
+#: ones captured from real APPO and IMPALA iterations on both API stacks).
+def test_loss_keys_of_dqn_and_sac_on_both_stacks():
+    """DQN's qf_loss and SAC's policy/qf (new stack) and actor/critic (old stack) losses are the policy and value
+    losses; SAC's alpha_value is the entropy coefficient."""
+    otel_rl.train_step(algorithm="DQN")(lambda: {"learners": {"default_policy": {"qf_loss": 0.25,
+                                                                                  "td_error_mean": -3.0}}})()
+    assert H("rl_training_value_loss", algorithm="DQN").sum == 0.25
+    assert H("rl_training_policy_loss", algorithm="DQN") is None
+    otel_rl.train_step(algorithm="SAC", run_id="r")(lambda: {
+        "learners": {"default_policy": {"policy_loss": 1.5, "qf_loss": 0.75, "alpha_value": 0.9}},
+        "info": {"learner": {"other": {"learner_stats": {"actor_loss": 2.5, "critic_loss": 0.5}}}}})()
+    assert H("rl_training_policy_loss", algorithm="SAC").sum == 4.0
+    assert H("rl_training_value_loss", algorithm="SAC").sum == 1.25
+    assert V("rl_training_entropy_coefficient", algorithm="SAC", run_id="r") == 0.9
+
+
+#: Which of RLlib's own keys each captured algorithm's losses must come from: (policy, value, entropy).
+_CAPTURED = {
+    "APPO-new": ("policy_loss", "vf_loss", "entropy"),
+    "APPO-old": ("policy_loss", "vf_loss", "entropy"),
+    "IMPALA-new": ("mean_pi_loss", "mean_vf_loss", "entropy"),  # its pi_loss and vf_loss are batch sums
+    "IMPALA-old": ("policy_loss", "vf_loss", "entropy"),
+}
+
+
+@pytest.mark.parametrize("captured", sorted(_CAPTURED))
+def test_appo_and_impala_losses_from_captured_learner_stats(captured):
+    """APPO's and IMPALA's learner statistics, as captured from one real iteration of each on both API stacks
+    (tests/data/rllib-learner-stats.json), give the policy loss, value loss and entropy from the right keys."""
+    stats = json.loads((DATA / "rllib-learner-stats.json").read_text())[captured]
+    result = {"learners": stats} if captured.endswith("new") else {"info": {"learner": stats}}
+    policy = stats["default_policy"]
+    if captured.endswith("old"):
+        policy = policy["learner_stats"]
+    otel_rl.train_step(algorithm="X")(lambda: result)()
+    for series, key in zip(("policy_loss", "value_loss", "entropy"), _CAPTURED[captured]):
+        histogram = H(f"rl_training_{series}", algorithm="X")
+        assert histogram.count == 1 and histogram.sum == pytest.approx(policy[key]), series

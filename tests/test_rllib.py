@@ -3,9 +3,16 @@ with the env runner in the driver and with two remote env runners (Ray worker pr
 
 from __future__ import annotations
 
+import logging
+import sys
+
+import gymnasium as gym
+import numpy as np
 import pytest
 import ray
+from ray import cloudpickle
 from ray.rllib.algorithms.ppo import PPOConfig
+from ray.tune.registry import register_env
 from scrape import Scrape
 
 import otel_rl
@@ -18,9 +25,30 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::U
 @pytest.fixture(scope="module", autouse=True)
 def ray_cluster():
     """One local Ray instance for the module: two CPUs, no dashboard."""
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # remote env runners build this module's envs
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    register_env("otel-rl-fixed", FixedLength)
     yield
     ray.shutdown()
+
+
+class FixedLength(gym.Env):
+    """Episodes of a known length, reward 1 per step: 50 steps in remote env runner 1, 100 elsewhere."""
+
+    def __init__(self, config: object = None) -> None:
+        self.length = 50 if getattr(config, "worker_index", 0) == 1 else 100
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+        self.t = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.zeros(2, np.float32), 1.0, self.t >= self.length, False, {}
 
 
 def _build(new_stack: bool, runners: int, callbacks: type | None):
@@ -132,3 +160,138 @@ def test_train_step_alone_counts_new_stack_episodes(telemetry):
     assert scrape.value("rl_training_episodes_total", algorithm="PPO", agent_id="default") == episodes
     assert scrape.value("rl_training_episode_reward_count", algorithm="PPO", agent_id="default") is None
     assert scrape.value("rl_training_iterations_total", algorithm="PPO") == 1
+
+
+@pytest.mark.parametrize("runners,lengths", [(0, [100, 100]), (2, [50, 50, 100])], ids=["local", "2-remote"])
+def test_iteration_with_one_episode_is_recorded(telemetry, caplog, runners, lengths):
+    """An iteration in which exactly one episode ends (RLlib hands its one-item series over as a bare
+    ``(return, length)``) is recorded whole: iterations, episodes, steps, losses. Each iteration samples 100 steps;
+    locally one 100-step episode ends in each; with two remote runners (50 steps each) runner 1's 50-step episode
+    ends in both iterations and runner 2's 100-step episode in the second only."""
+    config = (PPOConfig()
+              .environment("otel-rl-fixed")
+              .env_runners(num_env_runners=runners, num_envs_per_env_runner=1)
+              .training(train_batch_size_per_learner=100, minibatch_size=50, num_epochs=1)
+              .callbacks(OtelRLCallback.configured(run_id="one"))
+              .debugging(seed=0))
+    algo = config.build_algo()
+    try:
+        with caplog.at_level(logging.WARNING, logger="otel_rl"):
+            results = [algo.train() for _ in range(2)]
+    finally:
+        algo.stop()
+    assert [int(r["env_runners"]["num_episodes"]) for r in results] == [1, 2 if runners else 1]
+    scrape = Scrape(telemetry.prometheus_port)
+    episode = {"algorithm": "PPO", "agent_id": "default"}
+    assert scrape.value("rl_training_episodes_total", **episode) == len(lengths)
+    assert scrape.value("rl_training_episode_length_count", **episode) == len(lengths)
+    assert scrape.value("rl_training_episode_length_sum", **episode) == sum(lengths)
+    assert scrape.value("rl_training_episode_reward_sum", **episode) == sum(lengths)  # reward 1 per step
+    assert scrape.value("rl_training_iterations_total", algorithm="PPO") == 2
+    assert scrape.value("rl_training_current_iteration", algorithm="PPO", run_id="one") == 2
+    assert scrape.value("rl_training_environment_steps_total", algorithm="PPO") == \
+        results[-1]["num_env_steps_sampled_lifetime"] == 200
+    assert scrape.value("rl_training_policy_loss_count", algorithm="PPO") == 2
+    assert scrape.value("rl_training_policy_loss_sum", algorithm="PPO") == pytest.approx(
+        sum(float(r["learners"]["default_policy"]["policy_loss"]) for r in results))
+    assert not [r for r in caplog.records if r.name == "otel_rl"], caplog.text
+
+
+def test_multi_agent_cartpole_records_each_agent_beside_the_team(telemetry):
+    """MultiAgentCartPole with two agents and two policies: each agent's episodes, returns and step counts under
+    its own ``agent_id`` (mean return equal to RLlib's ``agent_episode_returns_mean``), and the team's, summed over
+    the agents, under ``agent_id="default"`` as before; each module's losses in ``rl_training_module_loss``."""
+    from ray.rllib.examples.envs.classes.multi_agent import MultiAgentCartPole
+
+    config = (PPOConfig()
+              .environment(MultiAgentCartPole, env_config={"num_agents": 2})
+              .multi_agent(policies={"p0", "p1"}, policy_mapping_fn=lambda agent_id, *args, **kw: f"p{agent_id}")
+              .env_runners(num_env_runners=0)
+              .training(train_batch_size_per_learner=256, minibatch_size=128, num_epochs=1)
+              .callbacks(OtelRLCallback)
+              .debugging(seed=0))
+    algo = config.build_algo()
+    try:
+        result = algo.train()
+    finally:
+        algo.stop()
+    runners = result["env_runners"]
+    episodes = int(runners["num_episodes"])
+    assert episodes > 3
+    scrape = Scrape(telemetry.prometheus_port)
+    team = {"algorithm": "PPO", "agent_id": "default"}
+    assert scrape.value("rl_training_episodes_total", **team) == episodes
+    team_reward = scrape.value("rl_training_episode_reward_sum", **team)
+    agent_rewards = 0.0
+    for agent in ("0", "1"):
+        labels = {"algorithm": "PPO", "agent_id": agent}
+        assert scrape.value("rl_training_episodes_total", **labels) == episodes
+        assert scrape.value("rl_training_episode_reward_count", **labels) == episodes
+        reward = scrape.value("rl_training_episode_reward_sum", **labels)
+        means = runners["agent_episode_returns_mean"]
+        assert reward / episodes == pytest.approx(means[agent])
+        # CartPole pays 1 per step: an agent's return is its step count.
+        assert scrape.value("rl_training_episode_length_sum", **labels) == reward
+        agent_rewards += reward
+    assert team_reward == pytest.approx(agent_rewards)
+    assert team_reward / episodes == pytest.approx(runners["episode_return_mean"])
+    assert scrape.value("rl_training_policy_loss_count", algorithm="PPO") == 2  # one per module, mixed
+    for module in ("p0", "p1"):  # ... and each module's apart
+        stats = result["learners"][module]
+        for loss, key in (("policy", "policy_loss"), ("value", "vf_loss"), ("entropy", "entropy")):
+            assert scrape.value("rl_training_module_loss", algorithm="PPO", run_id="default", agent_id=module,
+                                loss=loss) == pytest.approx(float(stats[key])), (module, loss)
+
+
+@pytest.mark.parametrize("algo_name", ["DQN", "SAC"])
+def test_dqn_and_sac_losses_match_rllib(telemetry, algo_name):
+    """New API stack DQN (CartPole) and SAC (Pendulum), two real iterations each: the value-loss histogram holds
+    RLlib's ``qf_loss`` of each iteration, SAC's policy loss its ``policy_loss``, and SAC's learned temperature
+    (``alpha_value``) is the entropy coefficient."""
+    if algo_name == "DQN":
+        from ray.rllib.algorithms.dqn import DQNConfig as Config
+        env = "CartPole-v1"
+    else:
+        from ray.rllib.algorithms.sac import SACConfig as Config  # type: ignore[assignment]
+        env = "Pendulum-v1"
+    config = (Config()
+              .environment(env)
+              .env_runners(num_env_runners=0)
+              .training(train_batch_size_per_learner=32, num_steps_sampled_before_learning_starts=32)
+              .rl_module(model_config={"fcnet_hiddens": [8]})
+              .reporting(min_sample_timesteps_per_iteration=32)
+              .callbacks(OtelRLCallback.configured(run_id="q"))
+              .debugging(seed=0))
+    algo = config.build_algo()
+    try:
+        stats = [algo.train()["learners"]["default_policy"] for _ in range(2)]
+    finally:
+        algo.stop()
+    assert all("qf_loss" in s for s in stats)
+    scrape = Scrape(telemetry.prometheus_port)
+    assert scrape.value("rl_training_value_loss_count", algorithm=algo_name) == 2
+    assert scrape.value("rl_training_value_loss_sum", algorithm=algo_name) == pytest.approx(
+        sum(float(s["qf_loss"]) for s in stats))
+    if algo_name == "SAC":
+        assert scrape.value("rl_training_policy_loss_sum", algorithm=algo_name) == pytest.approx(
+            sum(float(s["policy_loss"]) for s in stats))
+        assert scrape.value("rl_training_entropy_coefficient", algorithm=algo_name, run_id="q") == pytest.approx(
+            float(stats[-1]["alpha_value"]))
+    else:
+        assert scrape.value("rl_training_policy_loss_count", algorithm=algo_name) is None
+
+
+def test_a_failed_flush_stops_the_per_result_flushes(telemetry, monkeypatch, caplog):
+    """When the export at the end of a result fails (an unreachable collector), the callback warns once and stops
+    flushing per result, so training is held up once, not at every iteration; results are still recorded."""
+    from otel_rl._internal import processes
+
+    flushes = []
+    monkeypatch.setattr(processes, "flush_worker", lambda: flushes.append(1) or False)
+    callback = OtelRLCallback.configured(algorithm="PPO")()
+    with caplog.at_level(logging.WARNING, logger="otel_rl"):
+        for i in range(3):
+            callback.on_train_result(algorithm=object(), result={"training_iteration": i + 1})
+    assert flushes == [1]
+    assert len([r for r in caplog.records if "no longer exports" in r.getMessage()]) == 1
+    assert Scrape(telemetry.prometheus_port).value("rl_training_iterations_total", algorithm="PPO") == 3

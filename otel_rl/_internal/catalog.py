@@ -155,8 +155,19 @@ DROPPED_VALUES = MetricSpec(
     group="sdk", recorded_by=("every record_* helper",),
 )
 
-#: Every metric otel-rl exports: the original 21 first, then the training signals, then otel-rl's own.
-ALL_METRICS: tuple[MetricSpec, ...] = CATALOG + SIGNALS + (DROPPED_VALUES,)
+#: Losses per learner module: with several modules (RLlib multi-agent, one policy per agent or group), the
+#: original loss histograms, labelled by algorithm only, mix the modules; this keeps each module's apart.
+MODULE_LOSS = MetricSpec(
+    "rl_training_module_loss", "gauge", ("algorithm", "run_id", "agent_id", "loss"),
+    "Loss of each learner module in the latest update", group="losses",
+    notes="agent_id is the module (policy) id; loss is one of policy, value, entropy. Set by the RLlib callback "
+          "and train_step from learners/<module>/... or info/learner/<policy>/...",
+    recorded_by=("train_step",),
+)
+
+#: Every metric otel-rl exports: the original 21 first, then the training signals and the per-module losses, then
+#: otel-rl's own.
+ALL_METRICS: tuple[MetricSpec, ...] = CATALOG + SIGNALS + (MODULE_LOSS, DROPPED_VALUES)
 
 BY_NAME: dict[str, MetricSpec] = {spec.name: spec for spec in ALL_METRICS}
 

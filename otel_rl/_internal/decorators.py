@@ -22,7 +22,7 @@ from otel_rl._internal import processes
 from otel_rl._internal import recording as rec
 from otel_rl._internal.results import RECORDED_KEY, parse_result
 from otel_rl._internal.scalars import record_extra_result
-from otel_rl._internal.store import BAD_LABELS, REGISTRY, StrictModeError, number
+from otel_rl._internal.store import BAD_LABELS, REGISTRY, UNREADABLE, StrictModeError, number
 
 _logger = logging.getLogger("otel_rl")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -90,10 +90,7 @@ class training_run:  # noqa: N801 (a decorator and context manager, named like o
             rec.record_training_failed(self.algorithm, self.error_type)
         else:  # KeyboardInterrupt, sys.exit(1), task cancellation: the run did not complete
             rec.record_training_failed(self.algorithm, "interrupted")
-        try:
-            processes.flush_worker()  # a worker (Ray trial, rank) may be stopped before its next export
-        except Exception:
-            _logger.exception("otel-rl: could not flush the worker's final values")
+        _flush_worker()  # a worker (Ray trial, rank) may be stopped before its next export
 
     def __enter__(self) -> RunContext:
         state = self._start()
@@ -148,6 +145,63 @@ class training_run:  # noqa: N801 (a decorator and context manager, named like o
         return run  # type: ignore[return-value]
 
 
+class _FlushOnReturn:
+    """The context manager and decorator :func:`flush_on_return` returns when called without a function."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        _flush_worker()
+
+    def __call__(self, func: F) -> F:
+        if inspect.iscoroutinefunction(func):
+            @functools.wraps(func)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return await func(*args, **kwargs)
+                finally:
+                    _flush_worker()
+
+            return run_async  # type: ignore[return-value]
+
+        @functools.wraps(func)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return func(*args, **kwargs)
+            finally:
+                _flush_worker()
+
+        return run  # type: ignore[return-value]
+
+
+@overload
+def flush_on_return(func: F) -> F: ...
+
+
+@overload
+def flush_on_return(func: None = None) -> _FlushOnReturn: ...
+
+
+def flush_on_return(func: Callable[..., Any] | None = None) -> Any:
+    """Exports what a worker process recorded as soon as the function (or ``with`` block) ends, also on error.
+
+    For Ray tasks and other work in a process that its framework may end without an interpreter exit: Ray ends
+    its task workers at ``ray.shutdown()`` before their next periodic export. Use bare (``@otel_rl.flush_on_return``
+    under ``@ray.remote``), called, or as ``with otel_rl.flush_on_return():``. The flush waits up to
+    ``shutdown_timeout`` and logs a warning when the values did not go out. In the process that called
+    ``init_telemetry`` itself it does nothing: the periodic export and the exit flush cover that one.
+    """
+    return _FlushOnReturn()(func) if func is not None else _FlushOnReturn()
+
+
+def _flush_worker() -> None:
+    try:
+        processes.flush_worker()
+    except Exception:  # noqa: BLE001 (never raises into the task)
+        _logger.exception("otel-rl: could not flush the worker's values")
+
+
 _RECORDERS: weakref.WeakSet[_StepRecorder] = weakref.WeakSet()
 
 
@@ -197,13 +251,14 @@ class _StepRecorder:
             self._record(result)
         except StrictModeError:  # strict mode (tests, notebooks): misuse is raised where it happens
             raise
-        except Exception:  # parsing must never break the training loop; one traceback, not one per step
+        except Exception as exc:  # parsing must never break the training loop; one traceback, not one per step
             if not self._failed:
                 self._failed = True
-                _logger.exception("otel-rl: could not record the train step's result (logged once; later "
-                                  "failures of this train_step are logged at debug level)")
+                _logger.exception("otel-rl: could not record the train step's result (logged once; each failure "
+                                  "counts in otel_rl_dropped_values_total{reason=\"unreadable_result\"})")
             else:
                 _logger.debug("otel-rl: could not record the train step's result", exc_info=True)
+            REGISTRY.drop(rec._iterations.name, UNREADABLE, exc)
 
     def _record(self, result: Any) -> None:
         if isinstance(result, Mapping) and result.get(RECORDED_KEY) is True:
@@ -240,6 +295,8 @@ class _StepRecorder:
             rec._length_mean.set(key, parsed.length_mean)
         for policy_loss, value_loss, entropy in parsed.losses:
             rec.record_loss_metrics(algorithm, policy_loss, value_loss, entropy)
+        for module, losses in parsed.module_losses.items():  # the same, kept apart per module
+            rec.set_module_losses((algorithm, run_id, module), losses)
         rec.set_signals(key, parsed.signals)
         if steps is not None and (type(steps) not in (int, float) or steps != 0):  # an array is counted as a drop
             rec.record_environment_steps(algorithm, steps)
@@ -261,6 +318,13 @@ class _StepRecorder:
             rec._episode_reward.observe(episode, reward)
             if i < len(lengths):
                 rec._episode_length.observe(episode, lengths[i])
+        for agent, (agent_rewards, agent_lengths) in parsed.agent_episodes.items():
+            # Each agent's part of the multi-agent episodes, beside the team's (summed over agents) above.
+            per_agent = (algorithm, agent)
+            rec._episodes.add(per_agent, float(len(agent_rewards)))
+            for reward, length in zip(agent_rewards, agent_lengths):
+                rec._episode_reward.observe(per_agent, reward)
+                rec._episode_length.observe(per_agent, length)
         for agent_id, figures in parsed.performance.items():
             rec.record_performance_metrics(algorithm, agent_id or self.agent_id, figures)
 

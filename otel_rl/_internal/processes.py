@@ -84,15 +84,24 @@ def _ray_attributes() -> dict[str, str]:
     return attrs
 
 
+_class_trial: tuple[str, str] | None = None
+
+
+def set_trial(trial_id: str, trial_name: str) -> None:
+    """This process runs a Tune class trainable (``tune.Tuner(PPO)``): such trials have no Tune session to ask."""
+    global _class_trial
+    _class_trial = (trial_id, trial_name)
+
+
 def ray_trial() -> tuple[str, str] | None:
     """``(trial_id, trial_name)`` inside a Ray Tune trial, else None (never imports ray)."""
     session_module = sys.modules.get("ray.train._internal.session")
     if session_module is None:
-        return None
+        return _class_trial
     try:
         session = session_module.get_session()
         if session is None or not getattr(session, "trial_id", None):
-            return None
+            return _class_trial
         return str(session.trial_id), str(getattr(session, "trial_name", "") or session.trial_id)
     except Exception:  # noqa: BLE001 (a Ray API that changed shape: no trial)
         return None
@@ -383,19 +392,22 @@ def enroll_worker_exit(telemetry: Any) -> None:
     util.Finalize(telemetry, telemetry.shutdown, exitpriority=10)
 
 
-def flush_worker(timeout: float | None = None) -> None:
+def flush_worker(timeout: float | None = None) -> bool:
     """At the end of a training run in a worker process (a Ray Tune trial, a rank): export the final values now.
 
     Worker processes are often stopped without a normal interpreter exit (Ray kills its actors), which would
     lose the values recorded since the last periodic export. The flush has ``shutdown_timeout`` unless given
     ``timeout``, and counts as done only when values collected after it began were exported (a warning if not).
+    Returns False only when such a flush did not get through.
     """
     from otel_rl._internal import telemetry
 
     current = telemetry.current()
     if current is None or role() == "main" or "otlp" not in current.settings.exporters:
-        return
+        return True
     timeout = current.settings.shutdown_timeout if timeout is None else timeout
     if not current.force_flush(timeout):
         _logger.warning("otel-rl: process %d could not export its final values within %.1f s", os.getpid(),
                         timeout)
+        return False
+    return True

@@ -43,6 +43,9 @@ _errors = REGISTRY.counter("rl_training_errors_total")
 _active = REGISTRY.gauge("rl_training_active")
 _start_timestamp = REGISTRY.gauge("rl_training_start_timestamp")
 _signals = {name: (REGISTRY.gauge("rl_training_" + name), 1.0) for name in SIGNAL_NAMES}
+_module_loss = REGISTRY.gauge("rl_training_module_loss")
+#: The ``loss`` label of ``rl_training_module_loss`` for (policy loss, value loss, entropy).
+MODULE_LOSS_NAMES = ("policy", "value", "entropy")
 
 
 class _BadLabel(Exception):
@@ -248,3 +251,11 @@ def set_signals(key: tuple[str, str], signals: Mapping[str, Any]) -> None:
     """Set the signal gauges named in ``signals`` (keys of :data:`SIGNAL_NAMES`) for ``(algorithm, run_id)``;
     None values are skipped."""
     set_gauges(key, {name: value for name, value in signals.items() if value is not None}, _signals)
+
+
+def set_module_losses(key: tuple[str, str, str], losses: tuple[Any, Any, Any]) -> None:
+    """Set ``rl_training_module_loss`` for ``(algorithm, run_id, module)`` from (policy, value, entropy); None
+    values are skipped."""
+    for name, value in zip(MODULE_LOSS_NAMES, losses):
+        if value is not None:
+            _module_loss.set((*key, name), value)

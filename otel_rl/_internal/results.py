@@ -3,17 +3,18 @@
 Understood forms, nested or flattened with ``/`` as RLlib's ``flatten_dict`` does:
 
 * RLlib old API stack: ``episode_reward_mean``, ``episode_len_mean``,
-  ``info/learner/<policy>/learner_stats/{policy_loss,vf_loss,entropy}``, ``num_env_steps_sampled`` (lifetime),
+  ``info/learner/<policy>/learner_stats/<loss>`` (:data:`LOSS_KEYS`), ``num_env_steps_sampled`` (lifetime),
   ``num_env_steps_sampled_this_iter``, ``hist_stats/episode_reward`` and ``hist_stats/episode_lengths``,
   ``custom_metrics``; the training signals ``learner_stats/{cur_lr,kl,grad_gnorm,vf_explained_var,entropy_coeff}``
   and ``num_env_steps_sampled_throughput_per_sec``;
 * RLlib new API stack: ``env_runners/episode_return_mean``, ``env_runners/episode_len_mean``,
-  ``learners/<module>/{policy_loss,vf_loss,entropy}``, ``num_env_steps_sampled_lifetime``,
+  ``learners/<module>/<loss>`` (:data:`LOSS_KEYS`), ``num_env_steps_sampled_lifetime``,
   ``env_runners/num_episodes`` (a count only: the new stack reports no per-episode values), the per-episode
-  ``(return, length)`` pairs that :class:`otel_rl.integrations.rllib.OtelRLCallback` logs under
-  ``env_runners/otel_rl/episodes``; the training signals
+  ``(return, length)`` pairs and per-agent ``(agent_id, return, length)`` triples that
+  :class:`otel_rl.integrations.rllib.OtelRLCallback` logs under ``env_runners/otel_rl/episodes`` and
+  ``env_runners/otel_rl/agent_episodes``; the training signals
   ``learners/<module>/{default_optimizer_learning_rate,mean_kl_loss,vf_explained_var,curr_entropy_coeff,
-  gradients_default_optimizer_global_norm}`` and
+  gradients_default_optimizer_global_norm,alpha_value}`` and
   ``env_runners/num_env_steps_sampled_lifetime_throughput/throughput_since_last_reduce``;
 * plain keys: ``reward_mean``, ``length_mean``, ``policy_loss``, ``value_loss``, ``entropy``, ``env_steps``,
   ``training_iteration``, the training signals by their names (``learning_rate``, ``kl_divergence``,
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from otel_rl._internal.catalog import SIGNAL_NAMES
+from otel_rl._internal.store import REGISTRY, WRONG_TYPE
 
 PERFORMANCE_KEYS = ("sharpe_ratio", "max_drawdown", "win_rate", "total_return")
 #: Sections of a result dict that group figures; never agent ids.
@@ -72,6 +74,8 @@ class ParsedResult:
     reward_mean: Any = None
     length_mean: Any = None
     losses: list[tuple[Any, Any, Any]] = field(default_factory=list)  #: (policy, value, entropy) per learner
+    #: The same per learner module (RLlib), by module id.
+    module_losses: dict[str, tuple[Any, Any, Any]] = field(default_factory=dict)
     env_steps_this_iter: Any = None
     env_steps_lifetime: Any = None
     episodes_this_iter: Any = None
@@ -79,11 +83,23 @@ class ParsedResult:
     episodes_without_values: Any = None
     episode_rewards: list[Any] = field(default_factory=list)
     episode_lengths: list[Any] = field(default_factory=list)
+    #: Multi-agent episodes: agent_id -> (returns, lengths) of that agent in this iteration's episodes.
+    agent_episodes: dict[str, tuple[list[Any], list[Any]]] = field(default_factory=dict)
     signals: dict[str, Any] = field(default_factory=dict)  #: signal name (``SIGNAL_NAMES``) -> value
     performance: dict[str | None, dict[str, Any]] = field(default_factory=dict)  #: agent_id (None: default)
 
 
-_LOSS_KEYS = ("policy_loss", "vf_loss", "entropy")
+#: The learner statistics of RLlib's built-in algorithms (both API stacks) that are otel-rl's three losses, per
+#: slot in order of preference: (policy loss, value loss, entropy). PPO, APPO and IMPALA (old stack) log
+#: ``policy_loss``/``vf_loss``/``entropy``; IMPALA (new stack) logs the batch sums ``pi_loss``/``vf_loss`` beside
+#: their means ``mean_pi_loss``/``mean_vf_loss`` (the means win); DQN logs its TD loss as ``qf_loss`` (new stack);
+#: SAC logs ``policy_loss``/``qf_loss`` (new stack) and ``actor_loss``/``critic_loss`` (old stack).
+LOSS_KEYS: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] = (
+    ("mean_pi_loss", "policy_loss", "actor_loss"),
+    ("mean_vf_loss", "vf_loss", "qf_loss", "critic_loss"),
+    ("entropy",),
+)
+_LOSS_KEYS = tuple(key for slot in LOSS_KEYS for key in slot)
 #: Learner statistics of both RLlib stacks that are training signals, by otel-rl signal name.
 _LEARNER_SIGNALS = {
     "default_optimizer_learning_rate": "learning_rate", "cur_lr": "learning_rate",
@@ -91,10 +107,13 @@ _LEARNER_SIGNALS = {
     "vf_explained_var": "explained_variance",
     "gradients_default_optimizer_global_norm": "grad_norm", "grad_gnorm": "grad_norm",
     "curr_entropy_coeff": "entropy_coefficient", "entropy_coeff": "entropy_coefficient",
+    "alpha_value": "entropy_coefficient",  # SAC's learned temperature, both stacks
 }
 _LEARNER_KEYS = frozenset(_LOSS_KEYS) | frozenset(_LEARNER_SIGNALS)
 #: Where the callback of otel_rl.integrations.rllib puts each iteration's finished episodes.
 EPISODES_KEY = "env_runners/otel_rl/episodes"
+#: ... and each agent's part of them in a multi-agent episode, as ``(agent_id, return, length)``.
+AGENT_EPISODES_KEY = "env_runners/otel_rl/agent_episodes"
 #: Set on a result whose figures the RLlib callback has recorded, so ``@train_step`` does not record them again.
 RECORDED_KEY = "otel_rl_recorded"
 
@@ -116,13 +135,17 @@ def parse_result(result: Mapping[str, Any]) -> ParsedResult:
     parsed.env_steps_lifetime = _first(result, "num_env_steps_sampled_lifetime", "num_env_steps_sampled",
                                        "env_runners/num_env_steps_sampled_lifetime")
     parsed.episodes_this_iter = _first(result, "episodes_this_iter", "env_runners/num_episodes")
-    pairs = lookup(result, EPISODES_KEY)
+    pairs = _series(lookup(result, EPISODES_KEY), 2)
     rewards = _first(result, "hist_stats/episode_reward", "env_runners/hist_stats/episode_reward")
     lengths = _first(result, "hist_stats/episode_lengths", "env_runners/hist_stats/episode_lengths")
-    if isinstance(pairs, (list, tuple)):  # exact: every episode of this iteration, from every env runner
+    if pairs is not None:  # exact: every episode of this iteration, from every env runner
         parsed.episode_rewards = [pair[0] for pair in pairs]
         parsed.episode_lengths = [pair[1] for pair in pairs]
         parsed.episodes_this_iter = len(pairs)
+        for agent, reward, length in _series(lookup(result, AGENT_EPISODES_KEY), 3) or ():
+            rewards_lengths = parsed.agent_episodes.setdefault(str(agent), ([], []))
+            rewards_lengths[0].append(reward)
+            rewards_lengths[1].append(length)
     elif isinstance(rewards, (list, tuple)):
         parsed.episode_rewards = list(rewards)
         parsed.episode_lengths = list(lengths) if isinstance(lengths, (list, tuple)) else []
@@ -175,8 +198,10 @@ def parse_result(result: Mapping[str, Any]) -> ParsedResult:
     signals: dict[str, list[Any]] = {}
     for name, losses in learners.items():
         if name != "__all_modules__":
-            if any(k in losses for k in _LOSS_KEYS):
-                parsed.losses.append(tuple(losses.get(k) for k in _LOSS_KEYS))  # type: ignore[arg-type]
+            found = tuple(_first_of(losses, slot) for slot in LOSS_KEYS)
+            if any(value is not None for value in found):
+                parsed.losses.append(found)
+                parsed.module_losses[name] = found
             for stat, signal in _LEARNER_SIGNALS.items():
                 if stat in losses:
                     signals.setdefault(signal, []).append(losses[stat])
@@ -195,6 +220,33 @@ def parse_result(result: Mapping[str, Any]) -> ParsedResult:
         if value is not None:
             parsed.signals[name] = value
     return parsed
+
+
+def _first_of(stats: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        value = stats.get(key)
+        if value is not None:
+            return value
+    return None
+
+
+def _series(value: Any, width: int) -> list[tuple[Any, ...]] | None:
+    """The tuples of an RLlib ``item_series`` of ``width``-tuples, None when absent; malformed items are dropped.
+
+    RLlib's ``MetricsLogger`` hands a series of one item over as that item itself: ``(return, length)`` for
+    ``[(return, length)]``, so a tuple whose first element is no tuple is one item.
+    """
+    if not isinstance(value, (list, tuple)):
+        return None
+    if value and not isinstance(value[0], (list, tuple)):
+        value = [value]
+    items: list[Any] = []
+    bad: list[Any] = []
+    for item in value:
+        (items if isinstance(item, (list, tuple)) and len(item) == width else bad).append(item)
+    for item in bad:
+        REGISTRY.drop("rl_training_episode_reward", WRONG_TYPE, item)
+    return [tuple(item) for item in items]
 
 
 def _mean(values: list[Any]) -> Any:

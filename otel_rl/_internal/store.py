@@ -53,6 +53,7 @@ NEGATIVE = _Reason("negative")
 OVER_LIMIT = _Reason("cardinality_limit")
 BAD_LABELS = _Reason("bad_labels")
 BAD_NAME = _Reason("bad_name")
+UNREADABLE = _Reason("unreadable_result")
 
 _HINTS = {
     NONE: "None is not a number",
@@ -64,6 +65,8 @@ _HINTS = {
     OVER_LIMIT: "more label sets than the cardinality limit; the value went to the overflow series",
     BAD_LABELS: "the label values do not match the metric's label keys, or one cannot be made a string",
     BAD_NAME: "a name must be a non-empty string of at most 200 characters, and at most 256 names are recorded",
+    UNREADABLE: "a train step's result dict could not be read, so its iteration was not recorded (the first "
+                "failure's traceback is logged)",
 }
 
 

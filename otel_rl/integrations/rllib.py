@@ -19,6 +19,8 @@ the training loop in :class:`otel_rl.training_run`.
 from __future__ import annotations
 
 import logging
+import os
+import re
 from typing import Any
 
 try:
@@ -26,13 +28,16 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("otel_rl.integrations.rllib needs RLlib: pip install 'otel-rl[rllib]'") from exc
 
+from otel_rl._internal import processes
 from otel_rl._internal.decorators import _StepRecorder, current_run
-from otel_rl._internal.results import EPISODES_KEY, RECORDED_KEY
+from otel_rl._internal.results import AGENT_EPISODES_KEY, EPISODES_KEY, RECORDED_KEY
+from otel_rl._internal.store import REGISTRY
 
 __all__ = ["OtelRLCallback"]
 
 _logger = logging.getLogger("otel_rl")
 _EPISODES = tuple(EPISODES_KEY.split("/")[1:])  # the key inside the env runners' MetricsLogger
+_AGENT_EPISODES = tuple(AGENT_EPISODES_KEY.split("/")[1:])
 
 
 class OtelRLCallback(RLlibCallback):
@@ -49,6 +54,7 @@ class OtelRLCallback(RLlibCallback):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._recorder: _StepRecorder | None = None
+        self._flush = True  #: export at the end of each result (only does something in a worker process)
 
     @classmethod
     def configured(cls, *, algorithm: str | None = None, run_id: str | None = None,
@@ -71,17 +77,76 @@ class OtelRLCallback(RLlibCallback):
             episode_return = sum(float(chunk.get_return()) for chunk in chunks)
             length = sum(len(chunk) for chunk in chunks)
             metrics_logger.log_value(_EPISODES, (episode_return, length), reduce="item_series")
-        except Exception:
-            _logger.exception("otel-rl: could not log the finished episode for the driver")
+            agents: dict[str, list[float]] = {}  # a multi-agent episode: each agent's return and step count
+            for chunk in chunks:
+                for agent_id, agent_chunk in (getattr(chunk, "agent_episodes", None) or {}).items():
+                    totals = agents.setdefault(str(agent_id), [0.0, 0])
+                    totals[0] += float(agent_chunk.get_return())
+                    totals[1] += len(agent_chunk)
+            for agent_id, (agent_return, agent_length) in agents.items():
+                metrics_logger.log_value(_AGENT_EPISODES, (agent_id, agent_return, agent_length),
+                                         reduce="item_series")
+        except Exception:  # per episode: one traceback per process, not one per episode
+            if not REGISTRY.warn_once(("rllib", "on_episode_end"), "otel-rl: could not log a finished episode for "
+                                      "the driver (logged once)", exc_info=True):
+                _logger.debug("otel-rl: could not log a finished episode for the driver", exc_info=True)
 
     def on_train_result(self, *, algorithm: Any, result: dict, metrics_logger: Any = None, **kwargs: Any) -> None:
-        """In the driver: record the iteration's result, then mark it recorded."""
+        """In the driver (or a Tune trial's actor): record the iteration's result, mark it recorded, and in a
+        worker process export it at once."""
         try:
             if self._recorder is None:
                 run = current_run()
+                trial = _trial(algorithm) if run is None else None
+                if trial is not None:  # a Tune class trainable: no Tune session tells the process its trial
+                    processes.set_trial(*trial)
                 name = self.algorithm or (None if run else type(algorithm).__name__)
-                self._recorder = _StepRecorder(name, self.run_id, self.agent_id, "training_error")
+                run_id = self.run_id or (None if run or trial is None else trial[0])
+                self._recorder = _StepRecorder(name, run_id, self.agent_id, "training_error")
             self._recorder.record(result)
             result[RECORDED_KEY] = True
         except Exception:
-            _logger.exception("otel-rl: could not record the training result")
+            if not REGISTRY.warn_once(("rllib", "on_train_result"), "otel-rl: could not record the training "
+                                      "result (logged once)", exc_info=True):
+                _logger.debug("otel-rl: could not record the training result", exc_info=True)
+        # Ray ends a Tune trial's actor without an interpreter exit, right after its last result: what is not
+        # exported now is lost. In the driver this does nothing (the periodic export and the exit flush it). When
+        # the collector cannot be reached, each flush would hold training up to shutdown_timeout: after one
+        # failure (and its warning) the periodic export alone goes on.
+        try:
+            flushed = not self._flush or processes.flush_worker()
+        except Exception:  # noqa: BLE001 (never raises into training)
+            _logger.exception("otel-rl: could not export the result's values")
+            flushed = False
+        if not flushed:
+            self._flush = False
+            _logger.warning("otel-rl: this process no longer exports at the end of each RLlib result; its values "
+                            "go out with the periodic export only (otlp.export_interval)")
+
+
+#: The trial id in the name Tune gives a trial's directory, ``<trainable>[_<env>]_<trial id>_<index>[_<tag>]_<date>``:
+#: ``1a2b3_00000`` from Tune's default search, eight hex digits from the others.
+_TRIAL_DIR = re.compile(r"^(.*?_([0-9a-f]{5}_[0-9]{5}|[0-9a-f]{8}))_[0-9]+_")
+
+
+def _trial(algorithm: Any) -> tuple[str, str] | None:
+    """``(trial_id, trial_name)`` of the Tune trial that runs this algorithm as a class trainable, else None.
+
+    RLlib drops the trial information Tune hands to a class trainable (``Algorithm`` makes its config dict an
+    ``AlgorithmConfig`` before ``Trainable`` looks for it), so ``algorithm.trial_id`` answers ``"default"`` there;
+    the trial's directory, which Tune names after the trial, still tells it (unless a ``trial_dirname_creator``
+    renamed it: then ``OtelRLCallback.configured(run_id=...)``).
+    """
+    try:
+        trial_id = algorithm.trial_id
+        if trial_id and trial_id != "default":
+            return str(trial_id), str(algorithm.trial_name or trial_id)
+        if not processes.in_ray_worker():
+            return None
+        session = processes.ray_trial()  # an algorithm built inside a function trainable
+        if session is not None:
+            return session
+        match = _TRIAL_DIR.match(os.path.basename(os.path.normpath(str(algorithm.logdir or ""))))
+        return (match.group(2), match.group(1)) if match else None
+    except Exception:  # noqa: BLE001 (not a Trainable, or its API changed: no trial)
+        return None

@@ -207,6 +207,7 @@ def rows() -> list[tuple[str, list[Panel]]]:
         _loss_panel("rl_training_policy_loss", "Policy loss"),
         _loss_panel("rl_training_value_loss", "Value loss"),
         _loss_panel("rl_training_entropy", "Entropy (exploration)"),
+        _gauge_ts("rl_training_module_loss", "Losses per module (latest update)", "short"),
     ]
 
     signals = [
