@@ -640,3 +640,13 @@ def test_a_grpc_endpoint_with_user_or_password_is_rejected_without_showing_the_p
         load_settings({}, environ={"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": endpoint})
     # http/protobuf sends URL credentials as basic auth: accepted there.
     load_settings({"otlp": {"endpoint": endpoint, "protocol": "http/protobuf"}}, environ={})
+
+
+def test_signal_path_goes_before_the_query_string():
+    """The base URL's query string stays a query string: /v1/metrics joins the path, not the end of the URL."""
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/?k=v", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
+    assert load_settings(None, environ=env).otlp.resolved_endpoint() == "http://c:4318/v1/metrics?k=v"
+    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = "https://gw.example/otlp/?tenant=a&x=1"
+    assert load_settings(None, environ=env).otlp.endpoint == "https://gw.example/otlp/v1/metrics?tenant=a&x=1"
+    explicit = load_settings({"otlp": {"protocol": "http/protobuf", "endpoint": "http://c:4318?k=v"}}, environ={})
+    assert explicit.otlp.resolved_endpoint() == "http://c:4318/v1/metrics?k=v"

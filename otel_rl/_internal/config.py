@@ -73,8 +73,16 @@ class OtlpSettings:
         if not self.endpoint:
             return "http://localhost:4317" if self.protocol == "grpc" else "http://localhost:4318/v1/metrics"
         if self.protocol == "http/protobuf" and urlsplit(self.endpoint).path in ("", "/"):
-            return self.endpoint.rstrip("/") + "/v1/metrics"
+            return with_signal_path(self.endpoint)
         return self.endpoint
+
+
+def with_signal_path(base: str) -> str:
+    """``base`` with ``/v1/metrics`` appended to its path; its query string and fragment stay where they are.
+
+    ``http://c:4318/?k=v`` becomes ``http://c:4318/v1/metrics?k=v`` (not ``...?k=v/v1/metrics``)."""
+    parts = urlsplit(base)
+    return parts._replace(path=parts.path.rstrip("/") + "/v1/metrics").geturl()
 
 
 @dataclass(frozen=True)
@@ -554,7 +562,7 @@ def _build(values: Mapping[str, Any]) -> Settings:
     values = dict(values)
     if values.pop("otlp.endpoint_is_base", False) and values.get("otlp.protocol") == "http/protobuf":
         # The spec: the generic variable is a base URL to which the signal path is appended.
-        values["otlp.endpoint"] = values["otlp.endpoint"].rstrip("/") + "/v1/metrics"
+        values["otlp.endpoint"] = with_signal_path(values["otlp.endpoint"])
     top = {k: v for k, v in values.items() if "." not in k}
     settings = Settings(prometheus=section(PrometheusSettings, "prometheus."),
                         otlp=section(OtlpSettings, "otlp."), **top)
