@@ -97,6 +97,8 @@ class Settings:
     cardinality_limit: int = 2000
     shutdown_timeout: float = 5.0
     resource_metrics: bool = False  #: process, GPU and torch CUDA memory series (docs/resources.md)
+    #: on SIGTERM at its default disposition: make the final export, then die of SIGTERM (docs/collector.md)
+    flush_on_sigterm: bool = True
 
 
 # -- secrets -------------------------------------------------------------------------------------------------------
@@ -375,6 +377,7 @@ SETTINGS: tuple[_Setting, ...] = (
     _Setting("cardinality_limit", _cardinality, ("OTEL_RL_CARDINALITY_LIMIT",)),
     _Setting("shutdown_timeout", _seconds(TIMEOUT_BOUNDS), ("OTEL_RL_SHUTDOWN_TIMEOUT",)),
     _Setting("resource_metrics", _bool, ("OTEL_RL_RESOURCE_METRICS",)),
+    _Setting("flush_on_sigterm", _bool, ("OTEL_RL_FLUSH_ON_SIGTERM",)),
     _Setting("prometheus.host", _host, ("OTEL_EXPORTER_PROMETHEUS_HOST",)),
     _Setting("prometheus.port", _port, ("OTEL_EXPORTER_PROMETHEUS_PORT",)),
     _Setting("prometheus.strict", _bool, ("OTEL_RL_PROMETHEUS_STRICT",)),

@@ -16,7 +16,7 @@ from opentelemetry.sdk.metrics import MetricsTimeoutError
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 
-from otel_rl._internal import file_sd, processes
+from otel_rl._internal import file_sd, processes, sigterm
 from otel_rl._internal.bridge import Bridge, PeriodicReader, PullReader, cumulative_temporality, without_store
 from otel_rl._internal.config import ConfigError, Settings, load_settings, redact, sdk_disabled
 from otel_rl._internal.exposition import Exposition, MetricsServer, bind_server, families
@@ -466,6 +466,8 @@ def init_telemetry(config: Settings | Mapping[str, Any] | str | os.PathLike[str]
                 "init_telemetry() was already called with different settings "
                 f"({_differences(_current.settings, settings)}); call shutdown() on the running handle first")
         _current = Telemetry(settings)
+        if settings.flush_on_sigterm:
+            sigterm.install()
         processes.publish(settings)
         processes.enroll_worker_exit(_current)
         return _current
