@@ -442,6 +442,30 @@ def test_prometheus_down_then_back_final_values_arrive_from_collector_queue(stac
     print(collector.process.output())
 
 
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_collector_restarted_while_prometheus_is_down_loses_nothing(stack: Stack, protocol: str) -> None:
+    """Prometheus down, the run ends (its final export accepted by the collector), the collector restarts during
+    the outage: the shipped config's write-ahead log keeps what the collector accepted, Prometheus takes the late
+    samples (out_of_order_time_window), and every total arrives exactly."""
+    prom = stack.prometheus()
+    collector = stack.collector(prom)
+    job = "e2e-wal-" + protocol.replace("/", "-")
+    handle = otel_rl.init_telemetry(otlp_config(endpoint_of(collector, protocol), protocol, job))
+    otel_rl.record_training_start("PPO", "loop")
+    next_i, _ = training_loop(20, on_tick=lambda elapsed: elapsed >= 1.0 and bool(in_prometheus(prom, job=job)))
+    assert in_prometheus(prom, job=job), "no data reached Prometheus before it was stopped"
+    prom.stop()
+    next_i, _ = training_loop(2.0, start=next_i)  # exported every second; the collector cannot write any of it
+    otel_rl.record_training_complete("PPO", 3.0, "loop")
+    expected = truth(handle)
+    assert handle.shutdown(timeout=10), "the collector did not accept the final export"
+    collector.stop()  # a graceful restart (SIGTERM) in the middle of the outage
+    collector.start()
+    prom.start()  # same port, configuration and TSDB directory
+    await_values(prom, expected, "after a collector restart during the outage", timeout=60, logs=stack.logs,
+                 job=job)
+
+
 # -- 5. shutdown: bounded when unreachable, flushes short runs ----------------------------------------------------
 
 _SHUTDOWN_SCRIPT = textwrap.dedent("""
