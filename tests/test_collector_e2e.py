@@ -466,6 +466,38 @@ def test_collector_restarted_while_prometheus_is_down_loses_nothing(stack: Stack
                  job=job)
 
 
+def _one(prom: procs.Prometheus, expr: str) -> float | None:
+    found = prom.query(expr)
+    return float(found[0]["value"][1]) if found else None
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_100k_series_and_a_1mb_label_reach_prometheus_and_exports_go_on(stack: Stack, protocol: str) -> None:
+    """A collection far over the collector's 4 MiB gRPC message limit (100k series, about 9 MB encoded) goes out in
+    parts; a 1 MB label value is cut to label_value_limit (counted); and the exports after them still succeed."""
+    prom = stack.prometheus()
+    collector = stack.collector(prom)
+    job = "e2e-big-" + protocol.replace("/", "-")
+    config = otlp_config(endpoint_of(collector, protocol), protocol, job, interval=3600, timeout=60)
+    handle = otel_rl.init_telemetry({**config, "cardinality_limit": 200_000, "shutdown_timeout": 120})
+    for i in range(100_000):
+        otel_rl.record_training_error(f"error-{i:06d}-" + "x" * 40)
+    otel_rl.record_training_error("m" * 2**20)
+    assert handle.force_flush(), f"the big export failed\n{stack.logs()}"
+    errors = f'rl_training_errors_total{{job="{job}"}}'
+    procs.wait_until(lambda: _one(prom, f"count({errors})") == 100_001 and _one(prom, f"sum({errors})") == 100_001,
+                     120, what=f"100001 series in Prometheus (seen {_one(prom, f'count({errors})')})")
+    cut = prom.query(f'rl_training_errors_total{{job="{job}",error_type=~"m+"}}')
+    assert [len(s["metric"]["error_type"]) for s in cut] == [2048]
+    dropped = f'otel_rl_dropped_values_total{{job="{job}",metric="rl_training_errors_total",reason="label_too_long"}}'
+    assert _one(prom, dropped) == 1.0
+    for _ in range(3):  # the push path still works after the big exports
+        otel_rl.record_training_error("after")
+    assert handle.force_flush(), f"the export after the big one failed\n{stack.logs()}"
+    procs.wait_until(lambda: _one(prom, f'rl_training_errors_total{{job="{job}",error_type="after"}}') == 3.0, 60,
+                     what="the series recorded after the big export")
+
+
 # -- 5. shutdown: bounded when unreachable, flushes short runs ----------------------------------------------------
 
 _SHUTDOWN_SCRIPT = textwrap.dedent("""

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from otel_rl._internal.store import describe
+from otel_rl._internal.store import DEFAULT_LABEL_VALUE_LIMIT, describe
 
 _logger = logging.getLogger("otel_rl")
 
@@ -95,6 +95,7 @@ class Settings:
     otlp: OtlpSettings = field(default_factory=OtlpSettings)
     resource_attributes: tuple[tuple[str, str], ...] = ()
     cardinality_limit: int = 2000
+    label_value_limit: int = DEFAULT_LABEL_VALUE_LIMIT  #: characters a label value keeps (the cut: label_too_long)
     shutdown_timeout: float = 5.0
     resource_metrics: bool = False  #: process, GPU and torch CUDA memory series (docs/resources.md)
     #: on SIGTERM at its default disposition: make the final export, then die of SIGTERM (docs/collector.md)
@@ -156,6 +157,8 @@ TIMEOUT_BOUNDS = (0.01, 3600.0)  #: shutdown_timeout and otlp.timeout
 LINGER_BOUNDS = (0.0, 3600.0)  #: prometheus.linger (0: off)
 INTERVAL_BOUNDS = (0.1, 86400.0)  #: otlp.export_interval
 MAX_CARDINALITY_LIMIT = 1_000_000
+#: Bounds of ``label_value_limit``: a longer label would make one series alone near the gRPC message limit.
+LABEL_VALUE_LIMIT_BOUNDS = (16, 65536)
 #: Most YAML nodes a config file may expand to: an "alias bomb" of a few hundred bytes expands to billions.
 MAX_YAML_NODES = 100_000
 
@@ -255,6 +258,20 @@ def _cardinality(value: Any) -> int:
     except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
         raise _Invalid(allowed) from None
     if not 1 <= number <= MAX_CARDINALITY_LIMIT or isinstance(value, float) and value != number:
+        raise _Invalid(allowed)
+    return number
+
+
+def _label_value_limit(value: Any) -> int:
+    low, high = LABEL_VALUE_LIMIT_BOUNDS
+    allowed = f"an integer number of characters from {low} to {high}"
+    if isinstance(value, bool):
+        raise _Invalid(allowed)
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise _Invalid(allowed) from None
+    if not low <= number <= high or isinstance(value, float) and value != number:
         raise _Invalid(allowed)
     return number
 
@@ -375,6 +392,7 @@ SETTINGS: tuple[_Setting, ...] = (
     _Setting("exporters", _exporters, ("OTEL_RL_EXPORTERS", "OTEL_METRICS_EXPORTER")),
     _Setting("resource_attributes", _pairs, ("OTEL_RESOURCE_ATTRIBUTES",)),
     _Setting("cardinality_limit", _cardinality, ("OTEL_RL_CARDINALITY_LIMIT",)),
+    _Setting("label_value_limit", _label_value_limit, ("OTEL_RL_LABEL_VALUE_LIMIT",)),
     _Setting("shutdown_timeout", _seconds(TIMEOUT_BOUNDS), ("OTEL_RL_SHUTDOWN_TIMEOUT",)),
     _Setting("resource_metrics", _bool, ("OTEL_RL_RESOURCE_METRICS",)),
     _Setting("flush_on_sigterm", _bool, ("OTEL_RL_FLUSH_ON_SIGTERM",)),

@@ -45,6 +45,7 @@ class Telemetry:
         self._automatic = False  #: started by a worker's first record from its parent's published settings
         self._view: Telemetry | None = None  #: what this (parent's) handle shows in a forked child
         registry.cardinality_limit = settings.cardinality_limit
+        registry.label_value_limit = settings.label_value_limit
         self.resource = _resource(settings)
         # The pull reader always exists (it costs nothing until collected): metrics_text() needs it.
         self.pull_reader = PullReader(settings.cardinality_limit)
