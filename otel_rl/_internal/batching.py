@@ -16,7 +16,14 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any, cast
 
-from opentelemetry.sdk.metrics.export import Metric, MetricsData, ResourceMetrics, ScopeMetrics
+from opentelemetry.sdk.metrics.export import (
+    ExponentialHistogram,
+    Histogram,
+    Metric,
+    MetricsData,
+    ResourceMetrics,
+    ScopeMetrics,
+)
 
 #: Estimated bytes of one export: a quarter of the gRPC receiver's default limit (4 MiB).
 EXPORT_BYTES = 1 << 20
@@ -32,16 +39,19 @@ def _attributes_size(attributes: Any) -> int:
                else len(key) + len(str(value)) + _ATTRIBUTE_FIXED for key, value in attributes.items())
 
 
-def _point_size(point: Any) -> int:
-    size = _POINT_FIXED + _attributes_size(point.attributes)
-    counts = getattr(point, "bucket_counts", None)
-    if counts is not None:  # an explicit-bucket histogram: counts and bounds, 8 bytes each (packed)
-        size += 8 * (len(counts) + len(point.explicit_bounds)) + 32
-    for side in ("positive", "negative"):  # an exponential histogram
-        buckets = getattr(point, side, None)
-        if buckets is not None:
-            size += 8 * len(buckets.bucket_counts) + 16
-    return size
+def _point_sizes(metric: Metric) -> list[int]:
+    """The estimated encoded size of each point of ``metric``."""
+    points: Any = metric.data.data_points  # the point type follows metric.data's type, checked below
+    if not points:
+        return []
+    first = points[0]
+    if isinstance(metric.data, ExponentialHistogram):
+        return [_POINT_FIXED + 32 + _attributes_size(p.attributes)
+                + 8 * (len(p.positive.bucket_counts) + len(p.negative.bucket_counts)) for p in points]
+    fixed = _POINT_FIXED
+    if isinstance(metric.data, Histogram):  # counts and bounds, 8 bytes each (packed); the same for every point
+        fixed += 8 * (len(first.bucket_counts) + len(first.explicit_bounds)) + 32
+    return [fixed + _attributes_size(p.attributes) for p in points]
 
 
 def _metric_size(metric: Metric) -> int:
@@ -53,7 +63,8 @@ def split(data: MetricsData, budget: int = EXPORT_BYTES) -> list[MetricsData]:
 
     A metric whose points do not fit in one part is continued in the next, with the same name, type and
     temporality; every part repeats its resource and scope. A single point larger than ``budget`` goes alone."""
-    if estimated_size(data) <= budget:
+    sizes = {id(m): _point_sizes(m) for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+    if sum(map(sum, sizes.values())) + 256 * len(sizes) <= budget:
         return [data]
     parts: list[MetricsData] = []
     current: list[ResourceMetrics] = []
@@ -72,8 +83,7 @@ def split(data: MetricsData, budget: int = EXPORT_BYTES) -> list[MetricsData]:
             for metric in sm.metrics:
                 points: list[Any] = []
                 fixed = rm_fixed + sm_fixed + _metric_size(metric)
-                for point in metric.data.data_points:
-                    size = _point_size(point)
+                for point, size in zip(metric.data.data_points, sizes[id(metric)]):
                     if points and used + fixed + size > budget:
                         _add(current, rm, sm, metric, points)
                         flush()
@@ -103,5 +113,5 @@ def _add(current: list[ResourceMetrics], rm: ResourceMetrics, sm: ScopeMetrics, 
 
 def estimated_size(data: MetricsData) -> int:
     """The estimated encoded size of ``data`` (what :func:`split` measures), for tests and docs."""
-    return sum(_metric_size(m) + sum(_point_size(p) for p in m.data.data_points)
+    return sum(_metric_size(m) + sum(_point_sizes(m))
                for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics)
