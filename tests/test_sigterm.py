@@ -23,11 +23,14 @@ ROOT = Path(__file__).resolve().parent.parent
 #: A training loop that pushes (a long interval: only the final export can bring its totals to Prometheus). A test
 #: handler installed after init_telemetry reports how many episodes were recorded, then chains to the previous
 #: handler (otel-rl's) as a well-behaved handler does. ``n`` is incremented in the argument list of the record
-#: call: CPython handles signals on function entry and after a call returns, so the handler never sees a record
-#: counted but not made (and otel-rl's handler postpones the export while the record call runs).
+#: call, after anything else that calls a function: CPython handles signals on function entry and after a call
+#: returns (not between an integer addition and the call), so the handler never sees a record counted but not made,
+#: and otel-rl's handler postpones the export while the record call runs.
 CHILD = textwrap.dedent("""
-    import os, signal, sys
+    import faulthandler, os, signal, sys
     import otel_rl
+
+    faulthandler.dump_traceback_later(45, exit=True)  # a process that did not die: its threads, in the failure
 
     endpoint, protocol, run, report = sys.argv[1:5]
     otel_rl.init_telemetry({"service_name": "sigterm-test", "exporters": ["otlp"], "shutdown_timeout": 20,
@@ -47,7 +50,7 @@ CHILD = textwrap.dedent("""
     signal.signal(signal.SIGTERM, report_count)
     print("recording", flush=True)
     while True:
-        otel_rl.record_episode("PPO", run, float(n := n + 1) % 7, 3.0)
+        otel_rl.record_episode("PPO", run, 1.5, n := n + 1)  # nothing that calls between n += 1 and the record
 """)
 
 
@@ -80,9 +83,11 @@ def test_sigterm_at_random_moments_exports_exact_totals(tmp_path):
             assert child.returncode == -signal.SIGTERM, (seed, child.returncode, err[-3000:])
             recorded = float(report.read_text())
             assert recorded > 0
+            logs = collector.process.output() if collector.process else ""
             seen = procs.wait_until(lambda run=run, n=recorded: _episodes(prom, run) == n and n, 60,
                                     what=f"{recorded:g} episodes of {run} in Prometheus (seed {seed}, "
-                                         f"last seen {_episodes(prom, run)})")
+                                         f"last seen {_episodes(prom, run)}; the process' log: {err[-3000:]}; "
+                                         f"the collector's log: {logs})")
             assert seen == recorded
             count = prom.query(f'rl_training_episode_reward_count{{agent_id="{run}"}}')
             assert float(count[0]["value"][1]) == recorded, (seed, count)
