@@ -21,19 +21,27 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
 from types import FrameType
 
 _logger = logging.getLogger("otel_rl")
 
-_PACKAGE_DIR = str(Path(__file__).resolve().parents[1]) + os.sep
+
+def _dirs(*paths: str) -> tuple[str, ...]:
+    """Each path as a code object names it (as imported) and resolved (symbolic links followed)."""
+    forms = [(p, os.path.realpath(p) + (os.sep if p.endswith(os.sep) else "")) for p in paths]
+    return tuple(dict.fromkeys(form for pair in forms for form in pair))
+
+
+_here = os.path.dirname(os.path.abspath(__file__))
+#: otel-rl's own code: the package directory, with a trailing separator.
+_PACKAGE_DIRS = _dirs(os.path.dirname(_here) + os.sep)
 #: Code that holds locks the final export needs while it runs: the store (a record call), and the SDK's metrics
 #: and exporters. Such a frame anywhere on the interrupted stack postpones the export (see the module docstring).
-_LOCK_HOLDERS: tuple[str, ...] = (str(Path(__file__).resolve().with_name("store.py")),)
+_LOCK_HOLDERS = _dirs(os.path.join(_here, "store.py"))
 try:
     import opentelemetry.sdk.metrics as _sdk_metrics
 
-    _LOCK_HOLDERS += (str(Path(_sdk_metrics.__file__).resolve().parent) + os.sep,)
+    _LOCK_HOLDERS += _dirs(os.path.dirname(os.path.abspath(_sdk_metrics.__file__)) + os.sep)
 except ImportError:  # pragma: no cover (a dependency of otel-rl)
     pass
 
@@ -72,7 +80,7 @@ def _frame_to_finish(frame: FrameType | None) -> FrameType | None:
     innermost_run = True
     while frame is not None:
         name = frame.f_code.co_filename
-        ours = name.startswith(_PACKAGE_DIR)
+        ours = name.startswith(_PACKAGE_DIRS)
         if name.startswith(_LOCK_HOLDERS) or ours and innermost_run:
             found = frame
         innermost_run = innermost_run and ours
