@@ -442,6 +442,29 @@ def test_prometheus_down_then_back_final_values_arrive_from_collector_queue(stac
     print(collector.process.output())
 
 
+def _minutes(duration: str) -> float:
+    units = {"s": 1 / 60, "m": 1.0, "h": 60.0}
+    return float(duration[:-1]) * units[duration[-1]]
+
+
+@pytest.mark.parametrize("config", ["otelcol-config.yaml", "otelcol-config-secure.yaml"])
+def test_shipped_configs_survive_a_ten_minute_prometheus_outage(config: str) -> None:
+    """What the outage test shortens, the shipped files configure for 10 minutes and more: the remote-write
+    write-ahead log (kept until Prometheus took a request, whatever the retry time), and Prometheus accepting
+    samples that arrive up to 30 minutes late (collector/prometheus.yml, and the tests' Prometheus)."""
+    import yaml
+
+    exporter = yaml.safe_load((ROOT / "collector" / config).read_text())["exporters"]["prometheus_remote_write"]
+    assert exporter["wal"]["directory"] == "${env:OTELCOL_WAL_DIRECTORY:-./otelcol-rl-wal}"
+    assert exporter["retry_on_failure"]["enabled"] is True
+    shipped = yaml.safe_load((ROOT / "collector" / "prometheus.yml").read_text())
+    window = shipped["storage"]["tsdb"]["out_of_order_time_window"]
+    assert _minutes(window) >= 10
+    with procs.workdir() as wd:
+        tests = yaml.safe_load(procs.Prometheus(wd).config_path.read_text())
+    assert tests["storage"]["tsdb"]["out_of_order_time_window"] == window
+
+
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_collector_restarted_while_prometheus_is_down_loses_nothing(stack: Stack, protocol: str) -> None:
     """Prometheus down, the run ends (its final export accepted by the collector), the collector restarts during
