@@ -125,7 +125,9 @@ class Prometheus:
         self.auth = auth
         self.url = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir
-        config: dict = {"global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval}}
+        # As collector/prometheus.yml: samples a collector sends late (after an outage) are accepted.
+        config: dict = {"global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+                        "storage": {"tsdb": {"out_of_order_time_window": "30m"}}}
         if scrape_targets:
             config["scrape_configs"] = [{
                 "job_name": job_name, "scrape_interval": scrape_interval, "metrics_path": "/metrics",
@@ -232,6 +234,8 @@ class Collector:
             "OTELCOL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{self.http_port}",
             "OTELCOL_HEALTH_ENDPOINT": f"127.0.0.1:{self.health_port}",
             "PROMETHEUS_REMOTE_WRITE_ENDPOINT": remote_write_url,
+            # Kept across restarts of this collector (start() again), as a deployment's volume is.
+            "OTELCOL_WAL_DIRECTORY": str(workdir / f"collector-wal-{self.grpc_port}"),
             **(env or {}),
         }
         self.process: Process | None = None

@@ -513,6 +513,85 @@ def test_prometheus_down_then_back_final_values_arrive_from_collector_queue(stac
     print(collector.process.output())
 
 
+def _minutes(duration: str) -> float:
+    units = {"s": 1 / 60, "m": 1.0, "h": 60.0}
+    return float(duration[:-1]) * units[duration[-1]]
+
+
+@pytest.mark.parametrize("config", ["otelcol-config.yaml", "otelcol-config-secure.yaml"])
+def test_shipped_configs_survive_a_ten_minute_prometheus_outage(config: str) -> None:
+    """What the outage test shortens, the shipped files configure for 10 minutes and more: the remote-write
+    write-ahead log (kept until Prometheus took a request, whatever the retry time), and Prometheus accepting
+    samples that arrive up to 30 minutes late (collector/prometheus.yml, and the tests' Prometheus)."""
+    import yaml
+
+    exporter = yaml.safe_load((ROOT / "collector" / config).read_text())["exporters"]["prometheus_remote_write"]
+    assert exporter["wal"]["directory"] == "${env:OTELCOL_WAL_DIRECTORY:-./otelcol-rl-wal}"
+    assert exporter["retry_on_failure"]["enabled"] is True
+    shipped = yaml.safe_load((ROOT / "collector" / "prometheus.yml").read_text())
+    window = shipped["storage"]["tsdb"]["out_of_order_time_window"]
+    assert _minutes(window) >= 10
+    with procs.workdir() as wd:
+        tests = yaml.safe_load(procs.Prometheus(wd).config_path.read_text())
+    assert tests["storage"]["tsdb"]["out_of_order_time_window"] == window
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_collector_restarted_while_prometheus_is_down_loses_nothing(stack: Stack, protocol: str) -> None:
+    """Prometheus down, the run ends (its final export accepted by the collector), the collector restarts during
+    the outage: the shipped config's write-ahead log keeps what the collector accepted, Prometheus takes the late
+    samples (out_of_order_time_window), and every total arrives exactly."""
+    prom = stack.prometheus()
+    collector = stack.collector(prom)
+    job = "e2e-wal-" + protocol.replace("/", "-")
+    handle = otel_rl.init_telemetry(otlp_config(endpoint_of(collector, protocol), protocol, job))
+    otel_rl.record_training_start("PPO", "loop")
+    next_i, _ = training_loop(20, on_tick=lambda elapsed: elapsed >= 1.0 and bool(in_prometheus(prom, job=job)))
+    assert in_prometheus(prom, job=job), "no data reached Prometheus before it was stopped"
+    prom.stop()
+    next_i, _ = training_loop(2.0, start=next_i)  # exported every second; the collector cannot write any of it
+    otel_rl.record_training_complete("PPO", 3.0, "loop")
+    expected = truth(handle)
+    assert handle.shutdown(timeout=10), "the collector did not accept the final export"
+    collector.stop()  # a graceful restart (SIGTERM) in the middle of the outage
+    collector.start()
+    prom.start()  # same port, configuration and TSDB directory
+    await_values(prom, expected, "after a collector restart during the outage", timeout=60, logs=stack.logs,
+                 job=job)
+
+
+def _one(prom: procs.Prometheus, expr: str) -> float | None:
+    found = prom.query(expr)
+    return float(found[0]["value"][1]) if found else None
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_100k_series_and_a_1mb_label_reach_prometheus_and_exports_go_on(stack: Stack, protocol: str) -> None:
+    """A collection far over the collector's 4 MiB gRPC message limit (100k series, about 9 MB encoded) goes out in
+    parts; a 1 MB label value is cut to label_value_limit (counted); and the exports after them still succeed."""
+    prom = stack.prometheus()
+    collector = stack.collector(prom)
+    job = "e2e-big-" + protocol.replace("/", "-")
+    config = otlp_config(endpoint_of(collector, protocol), protocol, job, interval=3600, timeout=60)
+    handle = otel_rl.init_telemetry({**config, "cardinality_limit": 200_000, "shutdown_timeout": 120})
+    for i in range(100_000):
+        otel_rl.record_training_error(f"error-{i:06d}-" + "x" * 40)
+    otel_rl.record_training_error("m" * 2**20)
+    assert handle.force_flush(), f"the big export failed\n{stack.logs()}"
+    errors = f'rl_training_errors_total{{job="{job}"}}'
+    procs.wait_until(lambda: _one(prom, f"count({errors})") == 100_001 and _one(prom, f"sum({errors})") == 100_001,
+                     120, what=f"100001 series in Prometheus (seen {_one(prom, f'count({errors})')})")
+    cut = prom.query(f'rl_training_errors_total{{job="{job}",error_type=~"m+"}}')
+    assert [len(s["metric"]["error_type"]) for s in cut] == [2048]
+    dropped = f'otel_rl_dropped_values_total{{job="{job}",metric="rl_training_errors_total",reason="label_too_long"}}'
+    assert _one(prom, dropped) == 1.0
+    for _ in range(3):  # the push path still works after the big exports
+        otel_rl.record_training_error("after")
+    assert handle.force_flush(), f"the export after the big one failed\n{stack.logs()}"
+    procs.wait_until(lambda: _one(prom, f'rl_training_errors_total{{job="{job}",error_type="after"}}') == 3.0, 60,
+                     what="the series recorded after the big export")
+
+
 # -- 5. shutdown: bounded when unreachable, flushes short runs ----------------------------------------------------
 
 _SHUTDOWN_SCRIPT = textwrap.dedent("""

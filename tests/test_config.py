@@ -664,3 +664,21 @@ def test_global_provider_and_strict_settings():
     with pytest.raises(ConfigError, match="config key 'global_provider' has value 'join'; allowed: one of install, "
                                           "off"):
         load_settings({"global_provider": "join"}, environ={})
+
+
+def test_signal_path_goes_before_the_query_string():
+    """The base URL's query string stays a query string: /v1/metrics joins the path, not the end of the URL."""
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/?k=v", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
+    assert load_settings(None, environ=env).otlp.resolved_endpoint() == "http://c:4318/v1/metrics?k=v"
+    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = "https://gw.example/otlp/?tenant=a&x=1"
+    assert load_settings(None, environ=env).otlp.endpoint == "https://gw.example/otlp/v1/metrics?tenant=a&x=1"
+    explicit = load_settings({"otlp": {"protocol": "http/protobuf", "endpoint": "http://c:4318?k=v"}}, environ={})
+    assert explicit.otlp.resolved_endpoint() == "http://c:4318/v1/metrics?k=v"
+
+
+@pytest.mark.parametrize("value", [0, 15, 65537, "many", True, 16.5])
+def test_label_value_limit_is_checked(value):
+    """label_value_limit is an integer number of characters from 16 to 65536."""
+    with pytest.raises(ConfigError, match="label_value_limit.*from 16 to 65536"):
+        load_settings({"label_value_limit": value}, environ={})
+    assert load_settings(None, environ={"OTEL_RL_LABEL_VALUE_LIMIT": "300"}).label_value_limit == 300

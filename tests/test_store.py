@@ -565,3 +565,33 @@ def test_a_failing_new_series_hook_never_raises_into_a_record_and_warns_once(cap
     assert testing.value("rl_training_episodes_total", algorithm="PPO", agent_id="a") == 1.0
     warned = [r for r in caplog.records if "first record failed" in r.getMessage()]
     assert len(warned) == 1 and warned[0].exc_info is not None
+
+
+def test_a_label_value_longer_than_the_limit_is_cut_and_counted(caplog):
+    """A 1 MB label value is recorded under its first label_value_limit characters; each such record counts as
+    label_too_long (one warning), and remove() with the long value finds the cut series."""
+    long = "m" * 2**20
+    with caplog.at_level(logging.WARNING, logger="otel_rl"):
+        otel_rl.record_training_error(long)
+        otel_rl.record_training_error(long)
+        otel_rl.record_episode("PPO", long, 1.0, 2.0)
+    errors = REGISTRY.counter("rl_training_errors_total")
+    assert errors.snapshot() == [(("m" * store.DEFAULT_LABEL_VALUE_LIMIT,), 2.0)]
+    dropped = dict(REGISTRY.dropped.snapshot())
+    assert dropped[("rl_training_errors_total", "label_too_long")] == 2.0
+    assert dropped[("rl_training_episodes_total", "label_too_long")] == 1.0
+    assert sum("label_too_long" in r.getMessage() for r in caplog.records) == 4  # once per metric
+    assert all(len(r.getMessage()) < 2000 for r in caplog.records)
+    errors.remove((long,))
+    assert errors.snapshot() == []
+
+
+def test_label_value_limit_setting_applies_to_the_store():
+    """label_value_limit (OTEL_RL_LABEL_VALUE_LIMIT) is the store's limit once init_telemetry ran."""
+    handle = otel_rl.init_telemetry({"exporters": ["none"], "label_value_limit": 16})
+    try:
+        otel_rl.record_training_error("0123456789abcdefXYZ")
+        assert REGISTRY.counter("rl_training_errors_total").snapshot() == [(("0123456789abcdef",), 1.0)]
+    finally:
+        handle.shutdown()
+        REGISTRY.label_value_limit = store.DEFAULT_LABEL_VALUE_LIMIT

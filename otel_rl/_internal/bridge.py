@@ -50,6 +50,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from otel_rl._internal import batching
 from otel_rl._internal.catalog import ALL_METRICS, MetricSpec
 from otel_rl._internal.config import sdk_disabled
 from otel_rl._internal.store import Registry, flush_held_back
@@ -270,7 +271,14 @@ class ResultKeepingExporter(MetricExporter):
         started_ns = _collection.__dict__.pop("started_ns", None) or time.monotonic_ns()
         if self.pid != os.getpid():
             return MetricExportResult.FAILURE
-        result = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+        # In parts a collector accepts (batching.py); the collection counts as exported when every part was.
+        deadline = time.monotonic() + timeout_millis / 1000.0
+        result = MetricExportResult.SUCCESS
+        for part in batching.split(metrics_data):
+            remaining_ms = (deadline - time.monotonic()) * 1000.0
+            if remaining_ms <= 0 or self.inner.export(part, timeout_millis=remaining_ms, **kwargs) \
+                    is not MetricExportResult.SUCCESS:
+                result = MetricExportResult.FAILURE  # the other parts still go: each holds cumulative values
         if result is MetricExportResult.SUCCESS:
             self.exported_ns = max(self.exported_ns, started_ns)
         return result

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from otel_rl._internal.store import describe
+from otel_rl._internal.store import DEFAULT_LABEL_VALUE_LIMIT, describe
 
 _logger = logging.getLogger("otel_rl")
 
@@ -73,8 +73,16 @@ class OtlpSettings:
         if not self.endpoint:
             return "http://localhost:4317" if self.protocol == "grpc" else "http://localhost:4318/v1/metrics"
         if self.protocol == "http/protobuf" and urlsplit(self.endpoint).path in ("", "/"):
-            return self.endpoint.rstrip("/") + "/v1/metrics"
+            return with_signal_path(self.endpoint)
         return self.endpoint
+
+
+def with_signal_path(base: str) -> str:
+    """``base`` with ``/v1/metrics`` appended to its path; its query string and fragment stay where they are.
+
+    ``http://c:4318/?k=v`` becomes ``http://c:4318/v1/metrics?k=v`` (not ``...?k=v/v1/metrics``)."""
+    parts = urlsplit(base)
+    return parts._replace(path=parts.path.rstrip("/") + "/v1/metrics").geturl()
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,7 @@ class Settings:
     otlp: OtlpSettings = field(default_factory=OtlpSettings)
     resource_attributes: tuple[tuple[str, str], ...] = ()
     cardinality_limit: int = 2000
+    label_value_limit: int = DEFAULT_LABEL_VALUE_LIMIT  #: characters a label value keeps (the cut: label_too_long)
     shutdown_timeout: float = 5.0
     resource_metrics: bool = False  #: process, GPU and torch CUDA memory series (docs/resources.md)
     #: ``run_id`` on the original series that lack it (losses, iterations, episodes, ...); off keeps their label
@@ -100,6 +109,8 @@ class Settings:
     extra_keys: tuple[str, ...] = ()
     #: histogram bucket bounds that replace the catalog's, per metric name (docs/opentelemetry.md)
     buckets: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    #: on SIGTERM at its default disposition: make the final export, then die of SIGTERM (docs/collector.md)
+    flush_on_sigterm: bool = True
 
 
 # -- secrets -------------------------------------------------------------------------------------------------------
@@ -157,6 +168,8 @@ TIMEOUT_BOUNDS = (0.01, 3600.0)  #: shutdown_timeout and otlp.timeout
 LINGER_BOUNDS = (0.0, 3600.0)  #: prometheus.linger (0: off)
 INTERVAL_BOUNDS = (0.1, 86400.0)  #: otlp.export_interval
 MAX_CARDINALITY_LIMIT = 1_000_000
+#: Bounds of ``label_value_limit``: a longer label would make one series alone near the gRPC message limit.
+LABEL_VALUE_LIMIT_BOUNDS = (16, 65536)
 #: Most YAML nodes a config file may expand to: an "alias bomb" of a few hundred bytes expands to billions.
 MAX_YAML_NODES = 100_000
 
@@ -256,6 +269,20 @@ def _cardinality(value: Any) -> int:
     except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
         raise _Invalid(allowed) from None
     if not 1 <= number <= MAX_CARDINALITY_LIMIT or isinstance(value, float) and value != number:
+        raise _Invalid(allowed)
+    return number
+
+
+def _label_value_limit(value: Any) -> int:
+    low, high = LABEL_VALUE_LIMIT_BOUNDS
+    allowed = f"an integer number of characters from {low} to {high}"
+    if isinstance(value, bool):
+        raise _Invalid(allowed)
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise _Invalid(allowed) from None
+    if not low <= number <= high or isinstance(value, float) and value != number:
         raise _Invalid(allowed)
     return number
 
@@ -410,6 +437,7 @@ SETTINGS: tuple[_Setting, ...] = (
     _Setting("exporters", _exporters, ("OTEL_RL_EXPORTERS", "OTEL_METRICS_EXPORTER")),
     _Setting("resource_attributes", _pairs, ("OTEL_RESOURCE_ATTRIBUTES",)),
     _Setting("cardinality_limit", _cardinality, ("OTEL_RL_CARDINALITY_LIMIT",)),
+    _Setting("label_value_limit", _label_value_limit, ("OTEL_RL_LABEL_VALUE_LIMIT",)),
     _Setting("shutdown_timeout", _seconds(TIMEOUT_BOUNDS), ("OTEL_RL_SHUTDOWN_TIMEOUT",)),
     _Setting("resource_metrics", _bool, ("OTEL_RL_RESOURCE_METRICS",)),
     _Setting("per_run_series", _bool, ("OTEL_RL_PER_RUN_SERIES",)),
@@ -417,6 +445,7 @@ SETTINGS: tuple[_Setting, ...] = (
     _Setting("strict", _bool, ("OTEL_RL_STRICT",)),
     _Setting("extra_keys", _patterns, ("OTEL_RL_EXTRA_KEYS",)),
     _Setting("buckets", _buckets),
+    _Setting("flush_on_sigterm", _bool, ("OTEL_RL_FLUSH_ON_SIGTERM",)),
     _Setting("prometheus.host", _host, ("OTEL_EXPORTER_PROMETHEUS_HOST",)),
     _Setting("prometheus.port", _port, ("OTEL_EXPORTER_PROMETHEUS_PORT",)),
     _Setting("prometheus.strict", _bool, ("OTEL_RL_PROMETHEUS_STRICT",)),
@@ -604,7 +633,7 @@ def _build(values: Mapping[str, Any]) -> Settings:
     values = dict(values)
     if values.pop("otlp.endpoint_is_base", False) and values.get("otlp.protocol") == "http/protobuf":
         # The spec: the generic variable is a base URL to which the signal path is appended.
-        values["otlp.endpoint"] = values["otlp.endpoint"].rstrip("/") + "/v1/metrics"
+        values["otlp.endpoint"] = with_signal_path(values["otlp.endpoint"])
     top = {k: v for k, v in values.items() if "." not in k}
     settings = Settings(prometheus=section(PrometheusSettings, "prometheus."),
                         otlp=section(OtlpSettings, "otlp."), **top)

@@ -191,6 +191,7 @@ def worker_config(settings: Any) -> dict[str, Any] | None:
         "resource_attributes": {k: v for k, v in settings.resource_attributes
                                 if k not in ("service.instance.id", "process.pid")},
         "cardinality_limit": settings.cardinality_limit,
+        "label_value_limit": settings.label_value_limit,
         "shutdown_timeout": settings.shutdown_timeout,
         "otlp": {k: (dict(v) if k == "headers" else v) for k, v in asdict(settings.otlp).items() if v is not None},
     }

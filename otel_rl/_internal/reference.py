@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from otel_rl._internal.catalog import ALL_METRICS, MetricSpec
 from otel_rl._internal.resource_catalog import RESOURCE_METRICS
-from otel_rl._internal.store import DEFAULT_CARDINALITY_LIMIT
+from otel_rl._internal.store import DEFAULT_CARDINALITY_LIMIT, DEFAULT_LABEL_VALUE_LIMIT
 
 
 def _buckets(spec: MetricSpec) -> str:
@@ -50,6 +50,11 @@ def metrics_markdown() -> str:
         "further label sets are added to one overflow series labelled `otel_metric_overflow=\"true\"` (the "
         "OpenTelemetry convention), so totals stay exact while memory stays flat, and each such value counts in "
         "`otel_rl_dropped_values_total{reason=\"cardinality_limit\"}`.",
+        "",
+        f"A label value keeps at most `label_value_limit` characters (default {DEFAULT_LABEL_VALUE_LIMIT}); a longer "
+        "one is cut to that length, the value is recorded under the cut label, and the cut counts in "
+        "`otel_rl_dropped_values_total{reason=\"label_too_long\"}`. This keeps every OTLP export within what a "
+        "collector accepts (see [collector](collector.md#export-sizes)).",
         "",
         "## Dropped values",
         "",

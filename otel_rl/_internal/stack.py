@@ -116,7 +116,9 @@ def run_stack(iterations: int = 60, seed: int = 0, protocol: str = "grpc", prome
     config = workdir / "prometheus.yml"
     rules = workdir / "otel-rl.rules.yml"
     write_rules(rules)
+    # out_of_order_time_window: late samples from the collector's write-ahead log (collector/prometheus.yml)
     config.write_text("global:\n  scrape_interval: 10s\n  evaluation_interval: 10s\n"
+                      "storage:\n  tsdb:\n    out_of_order_time_window: 30m\n"
                       f"rule_files:\n  - {rules}\n"
                       "alerting:\n  alertmanagers:\n    - static_configs:\n"
                       f"        - targets: ['127.0.0.1:{alertmanager_port}']\n")
@@ -136,7 +138,8 @@ def run_stack(iterations: int = 60, seed: int = 0, protocol: str = "grpc", prome
              f"--web.listen-address=127.0.0.1:{prometheus_port}", "--web.enable-remote-write-receiver",
              "--log.level=warn"], stdout=open(workdir / "prometheus.log", "wb"), stderr=subprocess.STDOUT))
         _wait(prom_url + "/-/ready", "Prometheus", processes[-1])
-        env = {**os.environ, "PROMETHEUS_REMOTE_WRITE_ENDPOINT": prom_url + "/api/v1/write"}
+        env = {"OTELCOL_WAL_DIRECTORY": str(workdir / "collector-wal"), **os.environ,
+               "PROMETHEUS_REMOTE_WRITE_ENDPOINT": prom_url + "/api/v1/write"}
         collector_yaml = stack.enter_context(collector_config())
         processes.append(subprocess.Popen(
             [collector, f"--config={collector_yaml}"], env=env,

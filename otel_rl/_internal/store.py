@@ -24,6 +24,9 @@ from otel_rl._internal.catalog import ALL_METRICS, CATALOG, DROPPED_VALUES, OVER
 _logger = logging.getLogger("otel_rl")
 
 DEFAULT_CARDINALITY_LIMIT = 2000
+#: Characters a label value keeps (``label_value_limit``); the rest is cut. One label value of a megabyte made
+#: every OTLP export larger than a collector accepts (4 MiB over gRPC), for the rest of the run.
+DEFAULT_LABEL_VALUE_LIMIT = 2048
 
 #: The key of the series that collects every label set past the cardinality limit.
 OVERFLOW_KEY: tuple[str, ...] = ("\x00overflow",)
@@ -54,6 +57,7 @@ OVER_LIMIT = _Reason("cardinality_limit")
 BAD_LABELS = _Reason("bad_labels")
 BAD_NAME = _Reason("bad_name")
 UNREADABLE = _Reason("unreadable_result")
+LABEL_TOO_LONG = _Reason("label_too_long")
 
 _HINTS = {
     NONE: "None is not a number",
@@ -67,6 +71,8 @@ _HINTS = {
     BAD_NAME: "a name must be a non-empty string of at most 200 characters, and at most 256 names are recorded",
     UNREADABLE: "a train step's result dict could not be read, so its iteration was not recorded (the first "
                 "failure's traceback is logged)",
+    LABEL_TOO_LONG: "a label value longer than label_value_limit characters was cut to that length; the value "
+                    "itself was recorded, under the cut label",
 }
 
 
@@ -183,12 +189,14 @@ class Registry:
     running: Callable[[], bool] | None = None
 
     def __init__(self, specs: Iterable[MetricSpec] = ALL_METRICS,
-                 cardinality_limit: int = DEFAULT_CARDINALITY_LIMIT) -> None:
+                 cardinality_limit: int = DEFAULT_CARDINALITY_LIMIT,
+                 label_value_limit: int = DEFAULT_LABEL_VALUE_LIMIT) -> None:
         self._warned: set[tuple[str, str]] = set()
         self._warn_lock = threading.Lock()
         self.cardinality_limit = cardinality_limit
         #: Raise :class:`StrictModeError` on misuse instead of dropping (tests and notebooks; see docs).
         self.strict = strict_from_environment()
+        self.label_value_limit = label_value_limit
         self.metrics: dict[str, Metric] = {}
         for spec in specs:
             cls = _KINDS[spec.type]
@@ -335,8 +343,9 @@ class Metric:
         if self.label_keys:
             with self._lock:
                 if self._series.pop(key, None) is None and type(key) is tuple:
-                    # A key with lone surrogates was stored under its sanitised form (see _admit).
-                    key = _clean_key(key)
+                    # A key with lone surrogates or a long label was stored under its sanitised form (see _admit).
+                    limit = self._registry.label_value_limit
+                    key = tuple(value[:limit] for value in _clean_key(key))
                     self._series.pop(key, None)
                 self._forget(key)
 
@@ -414,12 +423,26 @@ class Metric:
             key = clean
             if key in self._series:
                 return key
+        key = self._cut(key)
+        if key in self._series:
+            return key
         # The dropped-values counter is exempt: its label sets are bounded (metrics x reasons) and must stay exact.
         if len(self._series) >= self._registry.cardinality_limit and self.label_keys \
                 and self is not self._registry.dropped:
             self._registry.drop(self.name, OVER_LIMIT, key)
             return OVERFLOW_KEY
         return key
+
+    def _cut(self, key: tuple[str, ...]) -> tuple[str, ...]:
+        """``key`` with every label value cut to ``label_value_limit`` characters (counted as ``label_too_long``).
+
+        Only new keys come here (:meth:`_admit`), so it costs nothing on the record path; a record call with a
+        label that is too long takes this path every time and is counted every time."""
+        limit = self._registry.label_value_limit
+        if all(len(value) <= limit for value in key):
+            return key
+        self._registry.drop(self.name, LABEL_TOO_LONG, key)
+        return tuple(value[:limit] for value in key)
 
     def attributes(self, key: tuple[str, ...]) -> dict[str, str]:
         """The OpenTelemetry attributes of a series, cached per key.

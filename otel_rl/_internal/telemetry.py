@@ -16,7 +16,7 @@ from opentelemetry.sdk.metrics import MeterProvider, MetricsTimeoutError
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 
-from otel_rl._internal import file_sd, processes, provider, scalars
+from otel_rl._internal import file_sd, processes, provider, scalars, sigterm
 from otel_rl._internal.bridge import Bridge, PeriodicReader, PullReader, cumulative_temporality, without_store
 from otel_rl._internal.catalog import BY_NAME
 from otel_rl._internal.config import ConfigError, Settings, load_settings, redact, sdk_disabled
@@ -56,6 +56,7 @@ class Telemetry:
                                       + provider.foreign_provider_message(foreign))
                 _logger.warning("otel-rl: %s", provider.foreign_provider_message(foreign))
         _apply_buckets(settings, registry)
+        registry.label_value_limit = settings.label_value_limit
         self.resource = _resource(settings)
         # The pull reader always exists (it costs nothing until collected): metrics_text() needs it.
         self.pull_reader = PullReader(settings.cardinality_limit)
@@ -512,6 +513,8 @@ def init_telemetry(config: Settings | Mapping[str, Any] | str | os.PathLike[str]
                 "init_telemetry() was already called with different settings "
                 f"({_differences(_current.settings, settings)}); call shutdown() on the running handle first")
         _current = Telemetry(settings)
+        if settings.flush_on_sigterm:
+            sigterm.install()
         processes.publish(settings)
         processes.enroll_worker_exit(_current)
         return _current

@@ -1,0 +1,150 @@
+"""The final export on SIGTERM (``otel_rl._internal.sigterm``): real subprocesses, a real collector and Prometheus."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+import otel_rl
+from otel_rl._internal import sigterm
+
+import procs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: A training loop that pushes (a long interval: only the final export can bring its totals to Prometheus). A test
+#: handler installed after init_telemetry reports how many episodes were recorded, then chains to the previous
+#: handler (otel-rl's) as a well-behaved handler does. ``n`` is incremented in the argument list of the record
+#: call, after anything else that calls a function: CPython handles signals on function entry and after a call
+#: returns (not between an integer addition and the call), so the handler never sees a record counted but not made,
+#: and otel-rl's handler postpones the export while the record call runs.
+CHILD = textwrap.dedent("""
+    import faulthandler, os, signal, sys
+    import otel_rl
+
+    faulthandler.dump_traceback_later(45, exit=True)  # a process that did not die: its threads, in the failure
+
+    endpoint, protocol, run, report = sys.argv[1:5]
+    otel_rl.init_telemetry({"service_name": "sigterm-test", "exporters": ["otlp"], "shutdown_timeout": 20,
+                            "otlp": {"endpoint": endpoint, "protocol": protocol, "export_interval": 3600}})
+    previous = signal.getsignal(signal.SIGTERM)
+    n = 0
+
+    def report_count(signum, frame):
+        with open(report, "w") as f:
+            f.write(str(n))
+        if callable(previous):
+            previous(signum, frame)  # otel-rl's: it may return first, and end the process a moment later
+        else:  # a default SIGTERM (without otel-rl's handler)
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, report_count)
+    print("recording", flush=True)
+    while True:
+        otel_rl.record_episode("PPO", run, 1.5, n := n + 1)  # nothing that calls between n += 1 and the record
+""")
+
+
+def _episodes(prom: procs.Prometheus, run: str) -> float | None:
+    found = prom.query(f'rl_training_episodes_total{{agent_id="{run}"}}')
+    return float(found[0]["value"][1]) if found else None
+
+
+@pytest.mark.integration
+def test_sigterm_at_random_moments_exports_exact_totals(tmp_path):
+    """A pushing process killed by SIGTERM at a random moment exports exactly what it recorded, then dies of
+    SIGTERM (gRPC and HTTP)."""
+    rng = random.Random()
+    seed = rng.randrange(2**32)
+    rng.seed(seed)
+    with procs.push_stack() as (_, prom, collector):
+        for i, protocol in enumerate(["grpc", "http/protobuf"] * 2):
+            endpoint = collector.grpc_endpoint if protocol == "grpc" else collector.http_endpoint
+            run, report = f"kill-{i}", tmp_path / f"count-{i}"
+            child = subprocess.Popen([sys.executable, "-c", CHILD, endpoint, protocol, run, str(report)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, "PYTHONPATH": str(ROOT)})
+            try:
+                assert child.stdout is not None and child.stdout.readline() == "recording\n", child.stderr
+                threading.Event().wait(rng.uniform(0.0, 1.5))  # the random moment (not a synchronisation)
+                child.send_signal(signal.SIGTERM)
+                _, err = child.communicate(timeout=60)
+            finally:
+                child.kill()
+            assert child.returncode == -signal.SIGTERM, (seed, child.returncode, err[-3000:])
+            recorded = float(report.read_text())
+            assert recorded > 0
+            logs = collector.process.output() if collector.process else ""
+            seen = procs.wait_until(lambda run=run, n=recorded: _episodes(prom, run) == n and n, 60,
+                                    what=f"{recorded:g} episodes of {run} in Prometheus (seed {seed}, "
+                                         f"last seen {_episodes(prom, run)}; the process' log: {err[-3000:]}; "
+                                         f"the collector's log: {logs})")
+            assert seen == recorded
+            count = prom.query(f'rl_training_episode_reward_count{{agent_id="{run}"}}')
+            assert float(count[0]["value"][1]) == recorded, (seed, count)
+
+
+def _fresh_sigterm(func):
+    """Run ``func`` with SIGTERM at its default disposition, and put the test process's handler back after."""
+    saved = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        return func()
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+
+
+def test_handler_installed_only_over_the_default():
+    """init_telemetry puts its handler on a default SIGTERM and never replaces one that is already there."""
+    def mine(signum, frame):  # pragma: no cover (never called)
+        pass
+
+    def check():
+        handle = otel_rl.init_telemetry({"exporters": ["none"]})
+        try:
+            assert signal.getsignal(signal.SIGTERM) is sigterm._on_sigterm
+        finally:
+            handle.shutdown()
+        signal.signal(signal.SIGTERM, mine)
+        handle = otel_rl.init_telemetry({"exporters": ["none"]})
+        try:
+            assert signal.getsignal(signal.SIGTERM) is mine
+        finally:
+            handle.shutdown()
+
+    _fresh_sigterm(check)
+
+
+def test_handler_can_be_turned_off():
+    """flush_on_sigterm: false (OTEL_RL_FLUSH_ON_SIGTERM=false) leaves SIGTERM at its default."""
+    def check():
+        handle = otel_rl.init_telemetry({"exporters": ["none"], "flush_on_sigterm": False})
+        try:
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        finally:
+            handle.shutdown()
+
+    _fresh_sigterm(check)
+
+
+def test_no_handler_from_another_thread():
+    """Only the main thread may set a signal handler: from another thread nothing is installed, nothing raises."""
+    result: list[bool] = []
+
+    def check():
+        thread = threading.Thread(target=lambda: result.append(sigterm.install()))
+        thread.start()
+        thread.join()
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+    _fresh_sigterm(check)
+    assert result == [False]
