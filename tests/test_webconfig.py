@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import http.client
 import ssl
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,6 +16,7 @@ import yaml
 from certs import Certs, make_certs
 
 import otel_rl
+from otel_rl._internal import webconfig
 from otel_rl._internal.config import ConfigError
 from otel_rl._internal.webconfig import load_web_config
 
@@ -90,6 +92,39 @@ def test_successful_checks_are_cached(certs, hashed, monkeypatch):
     assert len(calls) == 4
     assert not config.authorized("Basic !!!notbase64") and not config.authorized("Bearer x")
     assert not config.authorized(_basic("prometheus", "x" * 100)["Authorization"])  # bcrypt's 72-byte limit
+
+
+def test_concurrent_bcrypt_checks_are_bounded(certs, hashed, monkeypatch):
+    """Sixteen wrong passwords checked from sixteen threads run bcrypt one at a time (unbounded, a flood of wrong
+    passwords took every core from training); the right password, once remembered, needs no check meanwhile."""
+    config = load_web_config(_web(certs.ca.parent, {"basic_auth_users": {"prometheus": hashed}}))
+    good = _basic("prometheus", PASSWORD)["Authorization"]
+    assert config.authorized(good)
+    running, most = [0], [0]
+    lock = threading.Lock()
+    real = bcrypt.checkpw
+
+    def counting(*args):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            return real(*args)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(bcrypt, "checkpw", counting)
+    monkeypatch.setattr(webconfig, "AUTH_WAIT", 60.0, raising=False)
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda i=i: results.append(
+        config.authorized(_basic("prometheus", f"wrong-{i}")["Authorization"]))) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    assert config.authorized(good)  # served from the cache while the checks queue
+    for thread in threads:
+        thread.join(120)
+    assert results == [False] * 16 and most[0] == 1
 
 
 def test_mutual_tls(certs):

@@ -52,6 +52,13 @@ _UNSUPPORTED = {
 }
 _TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version"}
 _BCRYPT = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
+#: bcrypt checks run at once. Each takes a CPU core for tens of milliseconds by design; unbounded, a flood of wrong
+#: passwords took every core from training. Remembered good credentials need no check.
+AUTH_CHECKS = 1
+#: Seconds a request waits for a check; past it (a flood of wrong passwords) it gets 401 without one.
+AUTH_WAIT = 2.0
+#: Good credentials remembered (by HMAC, never in clear); past it the oldest is forgotten.
+AUTH_CACHE_SIZE = 1024
 _dummy: list[bytes] = []
 
 
@@ -73,6 +80,8 @@ class WebConfig:
     users: Mapping[str, bytes] = field(default_factory=dict)  #: user -> bcrypt hash
     headers: Mapping[str, str] = field(default_factory=dict)  #: http_server_config.headers, added to responses
     _cache: dict[tuple[str, bytes], bool] = field(default_factory=dict, repr=False, compare=False)
+    _checks: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(AUTH_CHECKS),
+                                                repr=False, compare=False)
     _cache_key: bytes = field(default_factory=lambda: os.urandom(32), repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -85,6 +94,8 @@ class WebConfig:
 
         bcrypt is slow by design (tens of ms); a successful check is remembered, keyed by an HMAC of the
         password with a per-process random key (the password itself is never kept), so each scrape costs a hash.
+        At most :data:`AUTH_CHECKS` checks run at once; a request that waited :data:`AUTH_WAIT` seconds for one is
+        refused unchecked, so wrong passwords cannot take more than that many cores from training.
         """
         if not self.users:
             return True
@@ -104,14 +115,18 @@ class WebConfig:
         import bcrypt
 
         hashed = self.users.get(user)
+        if not self._checks.acquire(timeout=AUTH_WAIT):
+            return False
         try:
             ok = bcrypt.checkpw(password.encode("utf-8"), hashed or _dummy_hash()) and hashed is not None
         except ValueError:  # bcrypt 5 refuses passwords over 72 bytes
             return False
+        finally:
+            self._checks.release()
         if ok:
             with self._lock:
-                if len(self._cache) >= 1024:  # a bound: many distinct good passwords cannot grow it forever
-                    self._cache.clear()
+                if len(self._cache) >= AUTH_CACHE_SIZE:  # bounded: many distinct good passwords cannot grow it
+                    del self._cache[next(iter(self._cache))]
                 self._cache[key] = True
         return ok
 
