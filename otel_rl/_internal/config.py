@@ -98,23 +98,44 @@ REDACTED = "<redacted>"
 SECRET_KEYS = frozenset({"otlp.headers"})
 
 
+#: Keys whose values are URLs, so credentials may sit in them with or without a scheme (``user:pw@host:4317``).
+URL_KEYS = frozenset({"otlp.endpoint"})
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def redact(key: str, value: Any) -> str:
-    """``repr(value)`` as otel-rl may print it for ``key``: header values and URL passwords replaced."""
+    """``repr(value)`` as otel-rl may print it for ``key``: header values and URL credentials replaced."""
     if key in SECRET_KEYS:
         if isinstance(value, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in value):
             return repr(tuple((k, REDACTED) for k, _ in value))
         if isinstance(value, Mapping):
             return repr({k: REDACTED for k in value})
         return repr(REDACTED) if value else repr(value)
-    if isinstance(value, str) and "@" in value and "://" in value:
-        try:
-            parts = urlsplit(value)
-            if parts.password is not None:
-                netloc = f"{parts.username}:{REDACTED}@" + parts.netloc.rpartition("@")[2]
-                return repr(parts._replace(netloc=netloc).geturl())
-        except ValueError:
-            return repr(REDACTED)
+    if isinstance(value, str) and any(c in value for c in "@?#") and (key in URL_KEYS or "://" in value):
+        return _show(redact_url(value))
     return _show(value)
+
+
+def redact_url(text: str) -> str:
+    """``text`` with what may be a credential in a URL replaced: all the user info before the ``@`` (a user name
+    cannot be told from a token: ``https://TOKEN@host``, ``TOKEN:@host``), and any query or fragment.
+
+    Deliberately textual, not ``urlsplit``: a password with ``/`` or ``#`` in it would move the split and show.
+    When an ``@`` follows a ``?`` or ``#``, which part is the secret is ambiguous, and only the scheme is shown."""
+    scheme = _SCHEME.match(text)
+    prefix = scheme.group(0) if scheme else ""
+    rest = text[len(prefix):]
+    at = rest.rfind("@")
+    query = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=-1)
+    if at >= 0 and 0 <= query < at:
+        return prefix + REDACTED
+    if at >= 0:
+        prefix += REDACTED + "@"
+        rest = rest[at + 1:]
+        query = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=-1)
+    if query >= 0:  # a query or fragment may be a token (``?access_token=...``, or the bare token)
+        rest = rest[:query] + rest[query] + REDACTED
+    return prefix + rest
 
 
 def _section_is_secret(key: str) -> bool:
@@ -486,8 +507,11 @@ def _load_yaml(text: str, shown_path: str) -> Any:
             raise ConfigError(f"config file {shown_path} expands to more than {MAX_YAML_NODES:_} YAML nodes through "
                               "its aliases (*name); allowed: a config without an alias bomb")
         return loader.construct_document(node)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {shown_path} is not valid YAML: {_show(str(exc))}") from None
+    except yaml.YAMLError as exc:  # problem and position, not PyYAML's snippet of the line (it may hold a token)
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {shown_path} is not valid YAML: "
+                          f"{getattr(exc, 'problem', None) or type(exc).__name__}{where}") from None
     except RecursionError:
         raise ConfigError(f"config file {shown_path} nests too deeply; allowed: a YAML mapping a few levels "
                           "deep") from None

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from otel_rl._internal.config import ConfigError
+from otel_rl._internal.store import describe
 
 #: exporter-toolkit ``client_auth_type`` values Python's ssl module can enforce, and how.
 CLIENT_AUTH = {
@@ -131,9 +132,21 @@ class WebConfig:
         return ok
 
 
-def _error(path: str, key: str, value: Any, allowed: str) -> ConfigError:
-    shown = "<redacted>" if key.startswith("basic_auth_users") else repr(value)
-    return ConfigError(f"prometheus.web_config_file {path!r}: key {key!r} has value {shown}; allowed: {allowed}")
+def _error(path: str, key: str, value: Any, allowed: str, known: bool = True) -> ConfigError:
+    """The error for ``key``. The value of an unknown key is never shown, only its type: the key may be a
+    misspelling of ``basic_auth_users`` and hold password hashes, or a plain password."""
+    if not known:
+        shown = f"a {type(value).__name__} value (not shown)"
+    else:
+        shown = "value " + ("<redacted>" if key.startswith("basic_auth_users") else describe(value))
+    return ConfigError(f"prometheus.web_config_file {path!r}: key {key!r} has {shown}; allowed: {allowed}")
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """A YAML error as problem and position, without PyYAML's snippet of the offending line (it may be a hash)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or type(exc).__name__
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
 
 
 def load_web_config(path: str) -> WebConfig:
@@ -148,7 +161,7 @@ def load_web_config(path: str) -> WebConfig:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"prometheus.web_config_file {path!r} is not valid YAML ({str(exc)[:200]})") from None
+        raise ConfigError(f"prometheus.web_config_file {path!r} is not valid YAML ({_yaml_problem(exc)})") from None
     except RecursionError:
         raise ConfigError(f"prometheus.web_config_file {path!r} is nested too deep") from None
     if data is None:
@@ -159,7 +172,8 @@ def load_web_config(path: str) -> WebConfig:
     base = Path(path).resolve().parent
     for key in data:
         if key not in ("tls_server_config", "basic_auth_users", "http_server_config"):
-            raise _error(path, str(key), data[key], "tls_server_config, basic_auth_users, http_server_config")
+            raise _error(path, str(key), data[key], "tls_server_config, basic_auth_users, http_server_config",
+                         known=False)
     context = _tls(path, base, data.get("tls_server_config"))
     users = _users(path, data.get("basic_auth_users"))
     headers = _http(path, data.get("http_server_config"))
@@ -187,7 +201,7 @@ def _tls(path: str, base: Path, section: Any) -> ssl.SSLContext | None:
                          "not set: otel-rl's endpoint (Python's ssl module) cannot honour it; supported keys: "
                          + ", ".join(sorted(_TLS_KEYS)))
         if key not in _TLS_KEYS and key not in _ACCEPTED_NOOP["tls_server_config"]:
-            raise _error(path, f"tls_server_config.{key}", section[key], ", ".join(sorted(_TLS_KEYS)))
+            raise _error(path, f"tls_server_config.{key}", section[key], ", ".join(sorted(_TLS_KEYS)), known=False)
     if "cert_file" not in section or "key_file" not in section:
         raise _error(path, "tls_server_config", "missing cert_file or key_file", "both cert_file and key_file")
     cert = _file(path, base, "tls_server_config.cert_file", section["cert_file"])
@@ -263,7 +277,7 @@ def _http(path: str, section: Any) -> dict[str, str]:
         raise _error(path, "http_server_config", section, "a mapping")
     for key in section:
         if key not in ("headers", "http2"):
-            raise _error(path, f"http_server_config.{key}", section[key], "headers, http2")
+            raise _error(path, f"http_server_config.{key}", section[key], "headers, http2", known=False)
     headers = section.get("headers") or {}
     if not isinstance(headers, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) and k and "\n" not in k + v and "\r" not in k + v
