@@ -11,6 +11,7 @@ import ipaddress
 import logging
 import os
 import re
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -170,6 +171,34 @@ MAX_CARDINALITY_LIMIT = 1_000_000
 #: Most YAML nodes a config file may expand to: an "alias bomb" of a few hundred bytes expands to billions.
 MAX_YAML_NODES = 100_000
 
+
+
+#: Most bytes a config or web config file may have (a real one has a few hundred): ``/dev/zero`` is not read forever.
+MAX_FILE_BYTES = 1 << 20
+
+
+def read_small_file(path: str | os.PathLike[str], limit: int = MAX_FILE_BYTES) -> str:
+    """The UTF-8 text of a regular file of at most ``limit`` bytes; raises ValueError saying why not.
+
+    Opened without blocking and checked on the open descriptor: a FIFO would block ``open`` until a writer came, a
+    device such as ``/dev/zero`` never ends."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise ValueError(exc.strerror or str(exc)) from None
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
+                "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket"
+            raise ValueError(f"it is {kind}, not a regular file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"it is larger than {limit:_} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("it is not UTF-8 text") from None
 
 
 def _show(value: Any) -> str:
@@ -344,9 +373,19 @@ def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
 
 
 def _target_file(value: Any) -> str:
+    allowed = "the path of a JSON file (a regular file, or none yet) in an existing, writable directory"
     path = Path(_str(value))
-    if path.is_dir() or not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
-        raise _Invalid("the path of a JSON file in an existing, writable directory")
+    try:
+        # The file is replaced through a temporary ".<name>.XXXXXXXX" beside it and locked through "<name>.lock".
+        name_max = os.pathconf(path.parent, "PC_NAME_MAX") if path.parent.is_dir() else 255
+        if len(os.fsencode(path.name)) + len(".") + len(".XXXXXXXX") > name_max:
+            raise _Invalid(f"{allowed}, with a file name of at most {name_max - 10} bytes")
+        if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+            raise _Invalid(allowed)
+        if path.exists() and not path.is_file():
+            raise _Invalid(allowed)
+    except (OSError, ValueError) as exc:  # a path too long for the system, NUL characters
+        raise _Invalid(f"{allowed} ({exc.strerror if isinstance(exc, OSError) else exc})") from None
     return str(path)
 
 
@@ -455,12 +494,10 @@ def read_config(config: Mapping[str, Any] | str | os.PathLike[str] | None) -> di
     if isinstance(config, (str, os.PathLike)):
         path = Path(config)
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, ValueError) as exc:  # ValueError: a NUL in the path; UnicodeDecodeError: not UTF-8
-            reason = exc.strerror if isinstance(exc, OSError) else (
-                "it is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc))
-            raise ConfigError(f"config file {_show(str(path))} cannot be read: {reason}; allowed: a UTF-8 YAML "
-                              "file") from None
+            text = read_small_file(path)
+        except ValueError as exc:  # also a NUL in the path
+            raise ConfigError(f"config file {_show(str(path))} cannot be read: {exc}; allowed: a regular UTF-8 YAML "
+                              f"file of at most {MAX_FILE_BYTES:_} bytes") from None
         loaded = _load_yaml(text, _show(str(path)))
         if loaded is None:
             return {}

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from otel_rl._internal.config import ConfigError
+from otel_rl._internal.config import MAX_FILE_BYTES, ConfigError, read_small_file
 from otel_rl._internal.store import describe
 
 #: exporter-toolkit ``client_auth_type`` values Python's ssl module can enforce, and how.
@@ -154,10 +154,11 @@ def load_web_config(path: str) -> WebConfig:
     import yaml
 
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_small_file(path)
+    except ValueError as exc:
         raise ConfigError(f"prometheus.web_config_file {path!r} cannot be read ({exc}); allowed: the path of a "
-                          "readable YAML web configuration file") from None
+                          f"readable YAML web configuration file, a regular file of at most {MAX_FILE_BYTES:_} "
+                          "bytes") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
