@@ -43,6 +43,15 @@ _logger = logging.getLogger("otel_rl")
 _POLL_INTERVAL = 0.02
 
 
+def label_value(value: Any) -> Any:
+    """A label value as the pull path exposes it: a carriage return as the two characters ``\\r``.
+
+    The exposition formats escape only backslash, double quote and line feed; a raw carriage return is allowed by
+    them but ends the line for any reader with universal newlines, and ``\\r`` is an invalid escape for promtool
+    and Go's parser. The text ``\\r`` (its backslash escaped by the encoder) parses everywhere."""
+    return value.replace("\r", "\\r") if isinstance(value, str) and "\r" in value else value
+
+
 def families(data: MetricsData | None) -> list[PromMetric]:
     """One prometheus_client family per catalog metric (empty ones too, as prometheus_client shows them)."""
     found: dict[str, Any] = {}
@@ -80,7 +89,8 @@ def _resource_families(found: dict[str, Any]) -> list[PromMetric]:
             continue
         family = PromMetric(spec.name, spec.help, spec.type)
         for point in metric.data.data_points:
-            family.add_sample(spec.name, {prometheus_label(k): str(v) for k, v in point.attributes.items()},
+            family.add_sample(spec.name, {prometheus_label(k): label_value(str(v))
+                                          for k, v in point.attributes.items()},
                               point.value)
         result.append(family)
     return result
@@ -90,7 +100,7 @@ def _add_samples(family: PromMetric, name: str, data: Any) -> None:
     point: Any
     if isinstance(data, Histogram):
         for point in data.data_points:
-            labels = dict(point.attributes)
+            labels = {k: label_value(v) for k, v in point.attributes.items()}
             cumulative = 0
             for bound, count in zip(point.explicit_bounds, point.bucket_counts):
                 cumulative += count
@@ -102,7 +112,7 @@ def _add_samples(family: PromMetric, name: str, data: Any) -> None:
             family.add_sample(name + "_sum", labels, point.sum)
     elif isinstance(data, (Sum, Gauge)):
         for point in data.data_points:
-            family.add_sample(name, dict(point.attributes), point.value)
+            family.add_sample(name, {k: label_value(v) for k, v in point.attributes.items()}, point.value)
 
 
 class _Families(Collector):
