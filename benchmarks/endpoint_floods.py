@@ -10,7 +10,8 @@ a scrape every 0.25 s, each one's latency kept) and, depending on the phase,
 
 Phases alternate (ABBA) within one run, so load from other processes affects all. Figures: training iterations
 per second as a ratio flood / quiet per repetition (median, min–max) and the slowdown ``1 - ratio``; the
-legitimate scrape's latency (median and max) in each phase. Writes ``results/endpoint_floods.json``
+legitimate scrape's latency (median and max) in each phase, and how long a scrape still unanswered at the end of a
+phase had waited. Writes ``results/endpoint_floods.json``
 (``endpoint_floods-quick.json`` with ``--quick``). Not part of the test suite.
 """
 
@@ -38,15 +39,18 @@ latencies, floods = [], [0]
 def basic(pw):
     return "Basic " + base64.b64encode(f"prometheus:{pw}".encode()).decode()
 
+inflight = [None]
+
 def scraper():
     request = urllib.request.Request(url, headers={"Authorization": basic(password)})
     while not stop.wait(0.25):
-        started = time.monotonic()
+        started = inflight[0] = time.monotonic()
         try:
             urllib.request.urlopen(request, timeout=30).read()
             latencies.append(time.monotonic() - started)
         except Exception as exc:
             latencies.append(-1.0)
+        inflight[0] = None
 
 def wrong(n):
     i = 0
@@ -81,7 +85,9 @@ threading.Thread(target=scraper, daemon=True).start()
 print("ready", flush=True)
 sys.stdin.readline()
 stop.set()
-print(json.dumps({"latencies": latencies, "flood_requests": floods[0]}), flush=True)
+waiting = inflight[0]
+print(json.dumps({"latencies": latencies, "flood_requests": floods[0],
+                  "unfinished": None if waiting is None else time.monotonic() - waiting}), flush=True)
 """
 
 
@@ -99,7 +105,8 @@ def _train(seconds: float) -> float:
     return done / (time.perf_counter() - start)
 
 
-def _phase(port: int, mode: str, clients: int, password: str, seconds: float) -> tuple[float, list[float], int]:
+def _phase(port: int, mode: str, clients: int, password: str, seconds: float) -> tuple[float, list[float], int,
+                                                                                      float | None]:
     proc = subprocess.Popen([sys.executable, "-c", CLIENTS, str(port), mode, str(clients), password],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
@@ -113,7 +120,7 @@ def _phase(port: int, mode: str, clients: int, password: str, seconds: float) ->
     finally:
         proc.kill()
         proc.wait()
-    return rate, result["latencies"], result["flood_requests"]
+    return rate, result["latencies"], result["flood_requests"], result["unfinished"]
 
 
 def main() -> None:
@@ -149,10 +156,13 @@ def main() -> None:
         rates: dict[str, list[float]] = {m: [] for m in modes}
         latencies: dict[str, list[float]] = {m: [] for m in modes}
         flood_requests: list[int] = []
+        unfinished: dict[str, list[float]] = {m: [] for m in modes}  #: scrapes still waiting when a phase ended
         for rep in range(args.reps):
             for mode in (modes if rep % 2 == 0 else modes[::-1]):
-                rate, lat, flooded = _phase(port, mode, args.clients, password, args.seconds)
+                rate, lat, flooded, waiting = _phase(port, mode, args.clients, password, args.seconds)
                 rates[mode].append(rate)
+                if waiting is not None:
+                    unfinished[mode].append(round(waiting, 2))
                 latencies[mode].extend(lat)
                 if mode == "password":
                     flood_requests.append(flooded)
@@ -164,7 +174,8 @@ def main() -> None:
         entry: dict[str, object] = {
             "scrapes": len(latencies[mode]), "failed_scrapes": len(latencies[mode]) - len(ok),
             "scrape_latency_median_s": round(statistics.median(ok), 4) if ok else None,
-            "scrape_latency_max_s": round(max(ok), 4) if ok else None}
+            "scrape_latency_max_s": round(max(ok), 4) if ok else None,
+            "unfinished_scrapes_waiting_s": unfinished[mode]}
         if mode != "quiet":
             ratio = harness.ratios(rates, mode, "quiet")
             entry.update({"iter_per_s": round(statistics.median(rates[mode]), 1),

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import ssl
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -116,6 +118,7 @@ def test_concurrent_bcrypt_checks_are_bounded(certs, hashed, monkeypatch):
 
     monkeypatch.setattr(bcrypt, "checkpw", counting)
     monkeypatch.setattr(webconfig, "AUTH_WAIT", 60.0, raising=False)
+    monkeypatch.setattr(webconfig, "AUTH_REST", 0.0, raising=False)
     results: list[bool] = []
     threads = [threading.Thread(target=lambda i=i: results.append(
         config.authorized(_basic("prometheus", f"wrong-{i}")["Authorization"]))) for i in range(16)]
@@ -125,6 +128,43 @@ def test_concurrent_bcrypt_checks_are_bounded(certs, hashed, monkeypatch):
     for thread in threads:
         thread.join(120)
     assert results == [False] * 16 and most[0] == 1
+
+
+def test_scrapes_with_known_credentials_pass_a_wrong_password_flood(certs, hashed):
+    """While 32 clients send wrong passwords as fast as they are answered (each waiting for a bcrypt check in a
+    serving slot), a scrape whose credentials were checked before answers within 1 s: it is served first."""
+    handle = _start(_web(certs.ca.parent, {"basic_auth_users": {"prometheus": hashed}}))
+    url = f"http://127.0.0.1:{handle.prometheus_port}/metrics"
+    assert _get(url, _basic("prometheus", PASSWORD)) == 200  # checked once, remembered
+    stop = threading.Event()
+    refused = [0]
+
+    def flood(n: int) -> None:
+        for i in range(10_000):  # bounded; stopped long before
+            if stop.is_set():
+                return
+            with contextlib.suppress(OSError):
+                if _get(url, _basic("prometheus", f"wrong-{n}-{i}")) == 401:
+                    refused[0] += 1
+
+    threads = [threading.Thread(target=flood, args=(n,), daemon=True) for n in range(32)]
+    for thread in threads:
+        thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while refused[0] < 5 and time.monotonic() < deadline:  # the flood is under way
+            time.sleep(0.05)
+        assert refused[0] >= 5
+        latencies = []
+        for _ in range(5):
+            started = time.monotonic()
+            assert _get(url, _basic("prometheus", PASSWORD)) == 200
+            latencies.append(time.monotonic() - started)
+        assert max(latencies) < 1.0, latencies
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
 
 
 def test_mutual_tls(certs):

@@ -15,6 +15,7 @@ import gzip
 import io
 import json
 import logging
+import re
 import resource
 import selectors
 import socket
@@ -159,6 +160,9 @@ REQUEST_DEADLINE = 30.0
 #: Requests served at once, each in its own short-lived thread. Requests whose headers have arrived wait in a
 #: queue for a slot; connections still sending headers never take one.
 MAX_CONNECTIONS = 32
+#: Further serving threads only for requests whose credentials were checked before (Prometheus' scrapes), for when
+#: the others all wait for a bcrypt check (a flood of wrong passwords).
+RESERVED_CONNECTIONS = 4
 #: Most connections kept open at once (sending headers, queued, served). The effective bound is also at most half
 #: the process' file-descriptor soft limit (``ulimit -n``); past it the oldest connection still sending its headers
 #: is closed, so a flood of idle clients cannot lock out a scrape that sends its request at once.
@@ -544,9 +548,17 @@ class MetricsServer(socketserver.TCPServer):
     def _hand_over(self, pending: _Pending) -> None:
         self._forget(pending.sock)
         pending.sock.setblocking(True)
+        ready = _Ready(pending.sock, bytes(pending.buffer))
+        # Requests with credentials already checked good go first: a flood of wrong passwords (each waiting for a
+        # bcrypt check in a serving slot) does not delay Prometheus' scrapes.
+        web = self.web_config
+        first = web is not None and bool(web.users) and web.known(_authorization(ready.head))
         with self._ready_lock:
-            self._ready.append((_Ready(pending.sock, bytes(pending.buffer)), pending.address))
-            if self._workers >= MAX_CONNECTIONS:
+            if first:
+                self._ready.appendleft((ready, pending.address))
+            else:
+                self._ready.append((ready, pending.address))
+            if self._workers >= MAX_CONNECTIONS + (RESERVED_CONNECTIONS if first else 0):
                 return  # a running worker takes it when it is done
             self._workers += 1
         try:
@@ -656,11 +668,22 @@ class MetricsServer(socketserver.TCPServer):
         self._scrape_event = threading.Condition()
         self._ready_lock = threading.Lock()
         self._closing.set()
-        for sock in [*self._pending, *(ready.sock for ready, _ in self._ready), self.socket, *self._waker]:
+        served = list(self._deadlines)  # connections the parent's threads serve: the child's copies would keep
+        # them open after the parent closed them
+        for sock in [*self._pending, *(ready.sock for ready, _ in self._ready), *served, self.socket, *self._waker]:
             with contextlib.suppress(OSError):
                 sock.close()
         with contextlib.suppress(OSError):
             self._selector.close()
+
+
+_AUTHORIZATION = re.compile(rb"\nauthorization:[ \t]*([^\r\n]*)", re.IGNORECASE)
+
+
+def _authorization(head: bytes) -> str | None:
+    """The ``Authorization`` header of a request head, or None."""
+    found = _AUTHORIZATION.search(head)
+    return found.group(1).decode("latin-1").strip() if found else None
 
 
 def _is_http_1(line: bytes) -> bool:

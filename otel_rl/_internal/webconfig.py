@@ -25,6 +25,7 @@ import os
 import re
 import ssl
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,9 @@ _BCRYPT = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
 AUTH_CHECKS = 1
 #: Seconds a request waits for a check; past it (a flood of wrong passwords) it gets 401 without one.
 AUTH_WAIT = 2.0
+#: Share of one core that failed checks may take: after a failed check its slot rests (idle) this many times as
+#: long as the check took, so a flood of wrong passwords uses at most a quarter of one core.
+AUTH_REST = 3.0
 #: Good credentials remembered (by HMAC, never in clear); past it the oldest is forgotten.
 AUTH_CACHE_SIZE = 1024
 _dummy: list[bytes] = []
@@ -90,26 +94,33 @@ class WebConfig:
         return (f"WebConfig(path={self.path!r}, tls={self.ssl_context is not None}, "
                 f"users={sorted(self.users)!r})")
 
+    def _key(self, user: str, password: str) -> tuple[str, bytes]:
+        return user, hmac.new(self._cache_key, password.encode("utf-8"), hashlib.sha256).digest()
+
+    def known(self, header: str | None) -> bool:
+        """Whether ``header`` holds credentials already checked good: no bcrypt needed (microseconds)."""
+        credentials = _credentials(header)
+        if credentials is None:
+            return False
+        with self._lock:
+            return bool(self._cache.get(self._key(*credentials)))
+
     def authorized(self, header: str | None) -> bool:
         """True when no users are configured, or ``header`` (an ``Authorization`` value) names one correctly.
 
         bcrypt is slow by design (tens of ms); a successful check is remembered, keyed by an HMAC of the
         password with a per-process random key (the password itself is never kept), so each scrape costs a hash.
-        At most :data:`AUTH_CHECKS` checks run at once; a request that waited :data:`AUTH_WAIT` seconds for one is
-        refused unchecked, so wrong passwords cannot take more than that many cores from training.
+        At most :data:`AUTH_CHECKS` checks run at once, a failed one rests its slot :data:`AUTH_REST` times as long
+        as it took, and a request that waited :data:`AUTH_WAIT` seconds for a slot is refused unchecked: a flood of
+        wrong passwords takes at most a quarter of one core from training.
         """
         if not self.users:
             return True
-        if not header or header[:6].lower() != "basic ":
+        credentials = _credentials(header)
+        if credentials is None:
             return False
-        try:
-            user, sep, password = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8").partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return False
-        if not sep:
-            return False
-        digest = hmac.new(self._cache_key, password.encode("utf-8"), hashlib.sha256).digest()
-        key = (user, digest)
+        user, password = credentials
+        key = self._key(user, password)
         with self._lock:
             if self._cache.get(key):
                 return True
@@ -118,11 +129,15 @@ class WebConfig:
         hashed = self.users.get(user)
         if not self._checks.acquire(timeout=AUTH_WAIT):
             return False
+        started = time.monotonic()
+        ok = False
         try:
             ok = bcrypt.checkpw(password.encode("utf-8"), hashed or _dummy_hash()) and hashed is not None
         except ValueError:  # bcrypt 5 refuses passwords over 72 bytes
             return False
         finally:
+            if not ok:
+                time.sleep((time.monotonic() - started) * AUTH_REST)
             self._checks.release()
         if ok:
             with self._lock:
@@ -130,6 +145,17 @@ class WebConfig:
                     del self._cache[next(iter(self._cache))]
                 self._cache[key] = True
         return ok
+
+
+def _credentials(header: str | None) -> tuple[str, str] | None:
+    """User and password of a basic-auth ``Authorization`` value; None when it is not one."""
+    if not header or header[:6].lower() != "basic ":
+        return None
+    try:
+        user, sep, password = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8").partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return (user, password) if sep else None
 
 
 def _error(path: str, key: str, value: Any, allowed: str, known: bool = True) -> ConfigError:
