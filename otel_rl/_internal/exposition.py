@@ -361,8 +361,9 @@ class MetricsServer(socketserver.TCPServer):
     One thread (the connection loop) accepts connections and reads each request's TLS handshake and headers with a
     selector, without blocking, for at most :data:`HEADER_TIMEOUT` seconds; idle or slow clients cost a file
     descriptor there and nothing else. A request whose headers are in is served by one of at most
-    :data:`MAX_CONNECTIONS` short-lived threads. At most :func:`open_limit` connections are open at once: past it,
-    the oldest one still sending headers is closed. With a web configuration, connections are TLS and/or need basic
+    :data:`MAX_CONNECTIONS` short-lived threads (:data:`RESERVED_CONNECTIONS` more for credentials already checked,
+    which also go first). At most :func:`open_limit` connections are open at once: past it, the oldest one still
+    sending headers is closed. With a web configuration, connections are TLS and/or need basic
     auth. The address family (IPv4 or IPv6) follows the host.
     """
 
