@@ -283,7 +283,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection = self.request.sock
         self.connection.settimeout(self.timeout)
         self.rfile = io.BytesIO(self.request.head)
-        self.wfile = self.connection.makefile("wb")
+        self.wfile = _SocketWriter(self.connection)
 
     def send_response(self, code: int, message: str | None = None) -> None:
         """The status line and Date, without http.server's ``Server:`` header (it names the Python version)."""
@@ -334,6 +334,22 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # scrapes every 10 s would flood the training log
         _logger.debug("otel-rl metrics server: " + format, *args)
+
+
+class _SocketWriter(io.BufferedIOBase):
+    """Unbuffered writes with ``sendall``: a body (a memory map's view, megabytes) goes to the socket in one C call
+    that releases the GIL while it waits, with no copy into a buffer."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._sock.sendall(data)
+        with memoryview(data) as view:
+            return view.nbytes
 
 
 class _Ready:
