@@ -161,6 +161,16 @@ def test_http_0_9_is_refused_at_once_and_no_server_header_names_python():
     assert info.value.code == 404 and "Server" not in info.value.headers
 
 
+def test_oversized_request_headers_are_refused_at_once():
+    """Request headers past 64 KiB get a 431 and the connection is closed (they are never buffered without end)."""
+    handle, url = _start()
+    with socket.create_connection(("127.0.0.1", handle.prometheus_port), timeout=10) as client:
+        with contextlib.suppress(OSError):  # the server may close before everything is sent
+            client.sendall(b"GET /metrics HTTP/1.1\r\n" + b"X-Big: " + b"a" * (100 * 1024) + b"\r\n\r\n")
+        assert client.recv(4096).startswith(b"HTTP/1.0 431 ")
+    assert _get(url + "/metrics")[0] == 200
+
+
 def test_five_hundred_simultaneous_gets_succeed():
     """500 scrapes started at once all get a 200 (a listen backlog of 5 refused or timed out most of them)."""
     _, url = _start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import http.client
+import socket
 import ssl
 import threading
 import time
@@ -165,6 +166,28 @@ def test_scrapes_with_known_credentials_pass_a_wrong_password_flood(certs, hashe
         stop.set()
         for thread in threads:
             thread.join(30)
+
+
+def test_a_tls_client_that_never_finishes_the_handshake_is_closed_and_costs_no_slot(certs, monkeypatch):
+    """TLS handshakes run in the connection loop: 100 clients stuck before or in the handshake hold no serving slot
+    (an HTTPS scrape answers meanwhile) and are closed at the header timeout."""
+    from otel_rl._internal import exposition
+
+    monkeypatch.setattr(exposition.MetricsServer, "header_timeout", 2.0)
+    handle = _start(_web(certs.ca.parent, {"tls_server_config": {"cert_file": "server.crt", "key_file": "server.key"}}))
+    address = ("127.0.0.1", handle.prometheus_port)
+    stuck = [socket.create_connection(address, timeout=10) for _ in range(100)]
+    for client in stuck[::2]:
+        client.sendall(b"\x16\x03\x01\x00\xff")  # the start of a ClientHello that never continues
+    try:
+        context = ssl.create_default_context(cafile=str(certs.ca))
+        started = time.monotonic()
+        assert _get(f"https://127.0.0.1:{handle.prometheus_port}/metrics", None, context) == 200
+        assert time.monotonic() - started < 1.0
+        assert stuck[0].recv(1) == b"" and stuck[1].recv(1) == b""  # closed by the server at the timeout
+    finally:
+        for client in stuck:
+            client.close()
 
 
 def test_mutual_tls(certs):
