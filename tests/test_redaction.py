@@ -189,6 +189,8 @@ def test_cli_prints_no_password_of_a_scheme_less_endpoint():
     f"basic_auths: {SECRET}\n",
     f"tls_server_config:\n  basic_auth_users: {SECRET}\n",
     f"http_server_config:\n  header: {SECRET}\n",
+    f"tls_server_config:\n  key: {SECRET}\n",  # an inline private key: refused (unsupported), never shown
+    f"tls_server_config: {SECRET}\n",
     f"basic_auth_users:\n  prometheus: {SECRET}: x\n",  # not YAML: PyYAML's message quotes the line
     f"basic_auth_users:\n  prometheus: \"{SECRET}\n",
 ])
@@ -228,3 +230,30 @@ def test_property_endpoint_credentials_never_show(endpoint, protocol, from_env):
         assert SECRET not in str(exc)
     else:
         assert SECRET not in repr(settings)
+
+
+_WEB_KEYS = st.sampled_from(["basic_auth_user", "basic_auth_users", "basic-auth-users", "Basic_Auth_Users",
+                             "basic_auth", "users", "tls_server_config", "http_server_config"])
+_WEB_VALUES = st.one_of(
+    st.builds(lambda a, b: f"{a}{SECRET}{b}", _TEXT, _TEXT),
+    st.builds(lambda user, a: {user: f"$2b$10${a}{SECRET}"}, st.sampled_from(["prometheus", "u"]), _TEXT),
+    st.builds(lambda key: {key: SECRET}, st.sampled_from(["prometheus", "key", "cert", "headers", "basic_auth_users"])),
+    st.just([SECRET]), st.just({"headers": {"X-Token": SECRET, "bad\nname": "x"}}))
+
+
+@settings(max_examples=150, deadline=None)
+@given(key=_WEB_KEYS, value=_WEB_VALUES, nested=st.sampled_from([None, "tls_server_config", "http_server_config"]))
+def test_property_web_config_errors_never_show_a_secret(key, value, nested):
+    """Whatever sits under a (misspelled) key of a web configuration file, its ConfigError never shows it."""
+    import tempfile
+
+    import yaml
+
+    content = {nested: {key: value}} if nested else {key: value}
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "web.yml"
+        path.write_text(yaml.safe_dump(content))
+        try:
+            load_settings({"prometheus": {"web_config_file": str(path)}}, {})
+        except ConfigError as exc:
+            assert SECRET not in str(exc)

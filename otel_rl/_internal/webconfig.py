@@ -53,6 +53,8 @@ _UNSUPPORTED = {
     "tls_server_config": {"cert", "key", "client_ca", "cipher_suites", "curve_preferences", "client_allowed_sans"},
 }
 _TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version"}
+#: Keys whose values an error shows (file paths, version and mode names); any other value is shown by its type.
+_SHOWN = {"tls_server_config." + key for key in _TLS_KEYS}
 _BCRYPT = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
 #: bcrypt checks run at once. Each takes a CPU core for tens of milliseconds by design; unbounded, a flood of wrong
 #: passwords took every core from training. Remembered good credentials need no check.
@@ -158,13 +160,15 @@ def _credentials(header: str | None) -> tuple[str, str] | None:
     return (user, password) if sep else None
 
 
-def _error(path: str, key: str, value: Any, allowed: str, known: bool = True) -> ConfigError:
-    """The error for ``key``. The value of an unknown key is never shown, only its type: the key may be a
-    misspelling of ``basic_auth_users`` and hold password hashes, or a plain password."""
-    if not known:
-        shown = f"a {type(value).__name__} value (not shown)"
+def _error(path: str, key: str, value: Any, allowed: str, ours: bool = False) -> ConfigError:
+    """The error for ``key``. Only the values of the TLS file and version keys are shown (paths and names, what the
+    user needs to fix them), or a description of ours (``ours``); any other value is shown by its type: an unknown
+    key may be a misspelled ``basic_auth_users`` holding hashes or a plain password, ``tls_server_config.key`` an
+    inline private key, a misplaced section anything."""
+    if ours or key in _SHOWN and isinstance(value, (str, int, float, bool, type(None))):
+        shown = "value " + describe(value)
     else:
-        shown = "value " + ("<redacted>" if key.startswith("basic_auth_users") else describe(value))
+        shown = f"a {type(value).__name__} value (not shown)"
     return ConfigError(f"prometheus.web_config_file {path!r}: key {key!r} has {shown}; allowed: {allowed}")
 
 
@@ -194,13 +198,11 @@ def load_web_config(path: str) -> WebConfig:
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise _error(path, "", type(data).__name__, "a mapping with tls_server_config, basic_auth_users, "
-                     "http_server_config")
+        raise _error(path, "", data, "a mapping with tls_server_config, basic_auth_users, http_server_config")
     base = Path(path).resolve().parent
     for key in data:
         if key not in ("tls_server_config", "basic_auth_users", "http_server_config"):
-            raise _error(path, str(key), data[key], "tls_server_config, basic_auth_users, http_server_config",
-                         known=False)
+            raise _error(path, str(key), data[key], "tls_server_config, basic_auth_users, http_server_config")
     context = _tls(path, base, data.get("tls_server_config"))
     users = _users(path, data.get("basic_auth_users"))
     headers = _http(path, data.get("http_server_config"))
@@ -228,9 +230,10 @@ def _tls(path: str, base: Path, section: Any) -> ssl.SSLContext | None:
                          "not set: otel-rl's endpoint (Python's ssl module) cannot honour it; supported keys: "
                          + ", ".join(sorted(_TLS_KEYS)))
         if key not in _TLS_KEYS and key not in _ACCEPTED_NOOP["tls_server_config"]:
-            raise _error(path, f"tls_server_config.{key}", section[key], ", ".join(sorted(_TLS_KEYS)), known=False)
+            raise _error(path, f"tls_server_config.{key}", section[key], ", ".join(sorted(_TLS_KEYS)))
     if "cert_file" not in section or "key_file" not in section:
-        raise _error(path, "tls_server_config", "missing cert_file or key_file", "both cert_file and key_file")
+        raise _error(path, "tls_server_config", "missing cert_file or key_file", "both cert_file and key_file",
+                     ours=True)
     cert = _file(path, base, "tls_server_config.cert_file", section["cert_file"])
     key = _file(path, base, "tls_server_config.key_file", section["key_file"])
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -304,7 +307,7 @@ def _http(path: str, section: Any) -> dict[str, str]:
         raise _error(path, "http_server_config", section, "a mapping")
     for key in section:
         if key not in ("headers", "http2"):
-            raise _error(path, f"http_server_config.{key}", section[key], "headers, http2", known=False)
+            raise _error(path, f"http_server_config.{key}", section[key], "headers, http2")
     headers = section.get("headers") or {}
     if not isinstance(headers, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) and k and "\n" not in k + v and "\r" not in k + v
