@@ -682,3 +682,71 @@ def test_label_value_limit_is_checked(value):
     with pytest.raises(ConfigError, match="label_value_limit.*from 16 to 65536"):
         load_settings({"label_value_limit": value}, environ={})
     assert load_settings(None, environ={"OTEL_RL_LABEL_VALUE_LIMIT": "300"}).label_value_limit == 300
+
+
+def _error_within(seconds: float, call) -> str:
+    """The ConfigError ``call`` raises, which must come within ``seconds`` (run in a thread: a hang fails)."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"no answer within {seconds} s"
+    assert isinstance(outcome[0], ConfigError), repr(outcome[0])
+    return str(outcome[0])
+
+
+@pytest.fixture
+def fifo(tmp_path):
+    import os
+
+    path = tmp_path / "config.fifo"
+    os.mkfifo(path)
+    yield str(path)
+    try:  # a reader still blocked in open() (the old code) is released by a writer
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        pass
+
+
+@pytest.mark.parametrize("source", ["/dev/zero", "fifo", "big"])
+def test_a_config_file_that_is_not_a_small_regular_file_is_a_config_error(tmp_path, fifo, source):
+    """A config file at /dev/zero (read without end: MemoryError), a FIFO (open blocks forever) or one of 2 MiB
+    is a ConfigError at once, naming the file and what is allowed."""
+    path = {"/dev/zero": "/dev/zero", "fifo": fifo, "big": str(tmp_path / "big.yaml")}[source]
+    if source == "big":
+        (tmp_path / "big.yaml").write_text("# " + "x" * (2 << 20) + "\n")
+    message = _error_within(10, lambda: load_settings(path, {}))
+    assert path in message and "regular" in message and "allowed" in message
+    reason = {"/dev/zero": "a device", "fifo": "a FIFO", "big": "larger than"}[source]
+    assert reason in message
+
+
+@pytest.mark.parametrize("source", ["/dev/zero", "fifo"])
+def test_a_web_config_file_that_is_not_a_regular_file_is_a_config_error(fifo, source):
+    """prometheus.web_config_file at /dev/zero or a FIFO: init_telemetry raises ConfigError at once."""
+    path = fifo if source == "fifo" else source
+    message = _error_within(10, lambda: otel_rl.init_telemetry({"prometheus": {
+        "host": "127.0.0.1", "port": 0, "web_config_file": path}}))
+    assert "prometheus.web_config_file" in message and path in message and "regular file" in message
+
+
+@pytest.mark.parametrize("name", ["a" * 300, "a" * 250, "d" * 300 + "/sd.json"])
+def test_a_file_sd_path_too_long_for_the_system_is_a_config_error(tmp_path, name):
+    """OTEL_RL_PROMETHEUS_FILE_SD with a 300-character name (OSError: file name too long), or a name too long for
+    the temporary file and lock beside it, is a ConfigError naming the variable and what is allowed."""
+    message = _error_within(10, lambda: load_settings({}, {"OTEL_RL_PROMETHEUS_FILE_SD": str(tmp_path / name)}))
+    assert "OTEL_RL_PROMETHEUS_FILE_SD" in message and "prometheus.file_sd" in message and "allowed" in message
+
+
+def test_a_file_sd_path_that_is_a_fifo_is_a_config_error(fifo):
+    """A target file that exists but is not a regular file (a FIFO would block the writes) is refused."""
+    message = _error_within(10, lambda: load_settings({"prometheus": {"file_sd": fifo}}, {}))
+    assert "prometheus.file_sd" in message and "regular file" in message

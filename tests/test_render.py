@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import random
+import shutil
+import subprocess
 
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.exposition import choose_encoder, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.openmetrics.parser import text_fd_to_metric_families as openmetrics_parser
+from prometheus_client.parser import text_fd_to_metric_families, text_string_to_metric_families
 
 import otel_rl
 from otel_rl._internal.bridge import without_store
@@ -16,13 +20,13 @@ from otel_rl._internal.store import REGISTRY
 ACCEPTS = ("", "text/plain; version=0.0.4", "application/openmetrics-text; version=1.0.0",
            "application/openmetrics-text; version=1.0.0; escaping=allow-utf-8")
 TRICKY = ['plain', 'back\\slash', 'quo"te', 'new\nline', 'both\\"\n', '', ' ', 'ünïcødé ✓', '%s %d %%', '{x="1"}',
-          'le', 'tab\tchar', '\\n literal']
+          'le', 'tab\tchar', '\\n literal', 'carriage\rreturn', 'crlf\r\n', '\r']
 
 
 def random_label(rng: random.Random) -> str:
     if rng.random() < 0.4:
         return rng.choice(TRICKY) + str(rng.randrange(3))
-    alphabet = 'ab\\"\n%{}=,é😀 '
+    alphabet = 'ab\\"\n\r%{}=,é😀 '
     return "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 8)))
 
 
@@ -168,3 +172,43 @@ def test_overflow_series_match():
     assert b'rl_training_current_iteration{otel_metric_overflow="true"} 5.0' in text
     for accept in ACCEPTS:
         assert handle.metrics_text(accept) == reference(handle, accept), accept
+
+
+@pytest.mark.parametrize("accept", ACCEPTS)
+def test_carriage_returns_in_label_values_do_not_break_line_based_readers(accept):
+    """A label value with a carriage return is exposed as the text ``\\r``: no raw CR on the wire (a reader with
+    universal newlines, such as a Python text file, split the line there and failed to parse), and no ``\\r``
+    escape, which the formats do not have (promtool refuses it)."""
+    handle = otel_rl.init_telemetry({"exporters": ["none"]})
+    otel_rl.record_episode("PPO", "run\r1", 1.0, 3)
+    otel_rl.record_episode("PPO", "crlf\r\nrun", 2.0, 3)
+    body = handle.metrics_text(accept)
+    assert b"\r" not in body
+    parse = openmetrics_parser if "openmetrics" in accept else text_fd_to_metric_families
+    text = io.TextIOWrapper(io.BytesIO(body), encoding="utf-8")  # universal newlines, as open() reads a file
+    if "openmetrics" in accept:  # the OpenMetrics parser refuses _sum beside negative buckets (see exposition.py)
+        text = io.StringIO("".join(line for line in text if "episode_reward" not in line))
+    agents = {s.labels.get("agent_id") for f in parse(text) for s in f.samples}
+    assert {"run\\r1", "crlf\\r\nrun"} <= agents
+    if "openmetrics" not in accept:
+        promtool = shutil.which("promtool")
+        assert promtool, "promtool not found: run `make test` (it installs Prometheus, which ships promtool)"
+        checked = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=60)
+        assert b"parsing error" not in checked.stdout + checked.stderr, checked
+
+
+@pytest.mark.integration
+def test_prometheus_scrapes_a_label_value_with_a_carriage_return(tmp_path):
+    """A real Prometheus scrapes the endpoint with such a label value: the target is up and the series is there,
+    with the value as the pull path shows it (``\\r`` as two characters)."""
+    from procs import Prometheus, wait_until
+
+    handle = otel_rl.init_telemetry({"exporters": ["prometheus"], "prometheus": {"host": "127.0.0.1", "port": 0}})
+    otel_rl.record_episode("PPO", "run\r1", 1.0, 3)
+    prometheus = Prometheus(tmp_path, [f"127.0.0.1:{handle.prometheus_port}"]).start()
+    try:
+        wait_until(lambda: prometheus.latest('rl_training_episodes_total{agent_id="run\\\\r1"}'), 60,
+                   what="the series with a carriage return in Prometheus")
+        assert [value for _, value in prometheus.latest("up")] == [1.0]
+    finally:
+        prometheus.stop()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import logging
 import mmap
 import os
+import resource
 import socket
 import struct
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -17,7 +20,7 @@ import pytest
 import otel_rl
 from otel_rl._internal import exposition
 from otel_rl._internal.config import ConfigError
-from otel_rl._internal.exposition import MAX_CONNECTIONS, accepts_gzip
+from otel_rl._internal.exposition import accepts_gzip
 
 
 def _open_fds() -> int:
@@ -34,43 +37,92 @@ def _start(host: str = "127.0.0.1"):
     return handle, f"http://{'[' + host + ']' if ':' in host else host}:{handle.prometheus_port}"
 
 
-def test_idle_connections_hold_a_bounded_number_of_file_descriptors():
-    """400 idle connections cost the process at most MAX_CONNECTIONS descriptors (the rest wait in the backlog)."""
-    handle, _ = _start()
-    before = _open_fds()
-    clients = []
-    try:
-        for _ in range(400):
-            clients.append(socket.create_connection(("127.0.0.1", handle.prometheus_port), timeout=5))
-        time.sleep(1.0)  # let the accept loop take what it will take
-        server_side = _open_fds() - before - len(clients)
-        assert server_side <= MAX_CONNECTIONS + 4, server_side
-    finally:
-        for client in clients:
-            client.close()
+def _raise_fd_limit(needed: int) -> None:
+    """Raise this process' soft descriptor limit (both ends of every test connection live here)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.fail(f"the test needs {needed} file descriptors; the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
-def test_idle_connections_time_out_and_scrapes_get_through(monkeypatch):
-    """Idle connections are closed after the request timeout, so a scrape queued behind them is served."""
-    monkeypatch.setattr(exposition._Handler, "timeout", 0.5)
+def _timed_scrape(url: str) -> float:
+    started = time.monotonic()
+    status, _, body = _get(url + "/metrics", timeout=30)
+    assert status == 200 and b"rl_training_episode_reward_count{" in body
+    return time.monotonic() - started
+
+
+def test_idle_and_slowloris_floods_do_not_block_scrapes():
+    """With 1,000 idle connections and 300 sending their headers a byte at a time open, scrapes answer within 1 s
+    (the old server served connections in accept order behind 32 slots, so a scrape waited for the flood)."""
+    _raise_fd_limit(4096)  # both ends of 1,300 connections; the endpoint may then hold 2,048
     handle, url = _start()
     otel_rl.record_episode("PPO", "run-1", 1.5, 10)
-    clients = [socket.create_connection(("127.0.0.1", handle.prometheus_port), timeout=10)
-               for _ in range(3 * MAX_CONNECTIONS)]
+    address = ("127.0.0.1", handle.prometheus_port)
+    idle = [socket.create_connection(address, timeout=10) for _ in range(1000)]
+    slow = [socket.create_connection(address, timeout=10) for _ in range(300)]
+    stop = threading.Event()
+
+    def trickle() -> None:
+        request = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000
+        for byte in request:  # bounded: at most len(request) rounds
+            for client in slow:
+                with contextlib.suppress(OSError):
+                    client.send(bytes([byte]))
+            if stop.wait(0.2):
+                return
+
+    trickler = threading.Thread(target=trickle, daemon=True)
+    trickler.start()
     try:
-        started = time.monotonic()
-        status, _, body = _get(url + "/metrics", timeout=30)
-        assert status == 200 and b'rl_training_episode_reward_count{' in body
-        assert time.monotonic() - started < 20
-        assert clients[0].recv(1) == b""  # the server closed the idle connection
+        time.sleep(0.5)  # the flood is established: every connection accepted or in the backlog
+        latencies = [_timed_scrape(url) for _ in range(10)]
+        assert max(latencies) < 1.0, latencies
+        assert handle.server is not None and len(handle.server._pending) >= 1000  # the flood is still open
+    finally:
+        stop.set()
+        trickler.join(10)
+        for client in idle + slow:
+            client.close()
+
+
+def test_at_the_open_connection_limit_the_oldest_idle_connection_is_closed(monkeypatch):
+    """Past the open-connection limit the oldest connection still sending headers is closed: descriptors stay
+    bounded and a scrape still gets through at once."""
+    monkeypatch.setattr(exposition, "MAX_OPEN", 100)
+    handle, url = _start()
+    otel_rl.record_episode("PPO", "run-1", 1.5, 10)
+    before = _open_fds()
+    clients = [socket.create_connection(("127.0.0.1", handle.prometheus_port), timeout=5) for _ in range(400)]
+    try:
+        deadline = time.monotonic() + 20
+        while _open_fds() - before - len(clients) > 100 + 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _open_fds() - before - len(clients) <= 100 + 4
+        assert _timed_scrape(url) < 1.0
+        assert clients[0].recv(1) == b""  # the oldest was closed by the server
     finally:
         for client in clients:
             client.close()
 
 
-def test_a_connection_trickling_bytes_is_cut_off_at_the_deadline(monkeypatch):
-    """A client sending a byte every 0.2 s (never idle long enough to time out) is disconnected at the deadline."""
-    monkeypatch.setattr(exposition.MetricsServer, "request_deadline", 1.0)
+def test_idle_connections_time_out(monkeypatch):
+    """A connection that sends no request is closed after the header timeout."""
+    monkeypatch.setattr(exposition.MetricsServer, "header_timeout", 0.5)
+    handle, url = _start()
+    client = socket.create_connection(("127.0.0.1", handle.prometheus_port), timeout=10)
+    try:
+        started = time.monotonic()
+        assert client.recv(1) == b""  # the server closed the idle connection
+        assert time.monotonic() - started < 5
+    finally:
+        client.close()
+
+
+def test_a_connection_trickling_bytes_is_cut_off_at_the_header_timeout(monkeypatch):
+    """A client sending a header byte every 0.2 s (never idle for long) is disconnected at the header timeout."""
+    monkeypatch.setattr(exposition.MetricsServer, "header_timeout", 1.0)
     handle, _ = _start()
     client = socket.create_connection(("127.0.0.1", handle.prometheus_port), timeout=5)
     started = time.monotonic()
@@ -87,6 +139,36 @@ def test_a_connection_trickling_bytes_is_cut_off_at_the_deadline(monkeypatch):
     finally:
         client.close()
     assert time.monotonic() - started < 10
+
+
+def test_http_0_9_is_refused_at_once_and_no_server_header_names_python():
+    """An HTTP/0.9 request (no version, so no headers to wait for) gets a 400 at once; responses carry no
+    ``Server:`` header (http.server's names the Python version)."""
+    handle, url = _start()
+    with socket.create_connection(("127.0.0.1", handle.prometheus_port), timeout=10) as client:
+        started = time.monotonic()
+        client.sendall(b"GET /metrics\r\n")
+        response = b""
+        while chunk := client.recv(4096):
+            response += chunk
+        assert response.startswith(b"HTTP/1.0 400 ") and time.monotonic() - started < 2
+    with urllib.request.urlopen(url + "/health", timeout=10) as response:
+        assert response.status == 200 and "Server" not in response.headers
+        assert "Python" not in str(response.headers)
+    request = urllib.request.Request(url + "/nowhere")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=10)
+    assert info.value.code == 404 and "Server" not in info.value.headers
+
+
+def test_oversized_request_headers_are_refused_at_once():
+    """Request headers past 64 KiB get a 431 and the connection is closed (they are never buffered without end)."""
+    handle, url = _start()
+    with socket.create_connection(("127.0.0.1", handle.prometheus_port), timeout=10) as client:
+        with contextlib.suppress(OSError):  # the server may close before everything is sent
+            client.sendall(b"GET /metrics HTTP/1.1\r\n" + b"X-Big: " + b"a" * (100 * 1024) + b"\r\n\r\n")
+        assert client.recv(4096).startswith(b"HTTP/1.0 431 ")
+    assert _get(url + "/metrics")[0] == 200
 
 
 def test_five_hundred_simultaneous_gets_succeed():

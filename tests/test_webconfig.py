@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
+import socket
 import ssl
+import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,6 +19,7 @@ import yaml
 from certs import Certs, make_certs
 
 import otel_rl
+from otel_rl._internal import webconfig
 from otel_rl._internal.config import ConfigError
 from otel_rl._internal.webconfig import load_web_config
 
@@ -90,6 +95,99 @@ def test_successful_checks_are_cached(certs, hashed, monkeypatch):
     assert len(calls) == 4
     assert not config.authorized("Basic !!!notbase64") and not config.authorized("Bearer x")
     assert not config.authorized(_basic("prometheus", "x" * 100)["Authorization"])  # bcrypt's 72-byte limit
+
+
+def test_concurrent_bcrypt_checks_are_bounded(certs, hashed, monkeypatch):
+    """Sixteen wrong passwords checked from sixteen threads run bcrypt one at a time (unbounded, a flood of wrong
+    passwords took every core from training); the right password, once remembered, needs no check meanwhile."""
+    config = load_web_config(_web(certs.ca.parent, {"basic_auth_users": {"prometheus": hashed}}))
+    good = _basic("prometheus", PASSWORD)["Authorization"]
+    assert config.authorized(good)
+    running, most = [0], [0]
+    lock = threading.Lock()
+    real = bcrypt.checkpw
+
+    def counting(*args):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            return real(*args)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(bcrypt, "checkpw", counting)
+    monkeypatch.setattr(webconfig, "AUTH_WAIT", 60.0, raising=False)
+    monkeypatch.setattr(webconfig, "AUTH_REST", 0.0, raising=False)
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda i=i: results.append(
+        config.authorized(_basic("prometheus", f"wrong-{i}")["Authorization"]))) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    assert config.authorized(good)  # served from the cache while the checks queue
+    for thread in threads:
+        thread.join(120)
+    assert results == [False] * 16 and most[0] == 1
+
+
+def test_scrapes_with_known_credentials_pass_a_wrong_password_flood(certs, hashed):
+    """While 32 clients send wrong passwords as fast as they are answered (each waiting for a bcrypt check in a
+    serving slot), a scrape whose credentials were checked before answers within 1 s: it is served first."""
+    handle = _start(_web(certs.ca.parent, {"basic_auth_users": {"prometheus": hashed}}))
+    url = f"http://127.0.0.1:{handle.prometheus_port}/metrics"
+    assert _get(url, _basic("prometheus", PASSWORD)) == 200  # checked once, remembered
+    stop = threading.Event()
+    refused = [0]
+
+    def flood(n: int) -> None:
+        for i in range(10_000):  # bounded; stopped long before
+            if stop.is_set():
+                return
+            with contextlib.suppress(OSError):
+                if _get(url, _basic("prometheus", f"wrong-{n}-{i}")) == 401:
+                    refused[0] += 1
+
+    threads = [threading.Thread(target=flood, args=(n,), daemon=True) for n in range(32)]
+    for thread in threads:
+        thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while refused[0] < 5 and time.monotonic() < deadline:  # the flood is under way
+            time.sleep(0.05)
+        assert refused[0] >= 5
+        latencies = []
+        for _ in range(5):
+            started = time.monotonic()
+            assert _get(url, _basic("prometheus", PASSWORD)) == 200
+            latencies.append(time.monotonic() - started)
+        assert max(latencies) < 1.0, latencies
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+
+
+def test_a_tls_client_that_never_finishes_the_handshake_is_closed_and_costs_no_slot(certs, monkeypatch):
+    """TLS handshakes run in the connection loop: 100 clients stuck before or in the handshake hold no serving slot
+    (an HTTPS scrape answers meanwhile) and are closed at the header timeout."""
+    from otel_rl._internal import exposition
+
+    monkeypatch.setattr(exposition.MetricsServer, "header_timeout", 2.0)
+    handle = _start(_web(certs.ca.parent, {"tls_server_config": {"cert_file": "server.crt", "key_file": "server.key"}}))
+    address = ("127.0.0.1", handle.prometheus_port)
+    stuck = [socket.create_connection(address, timeout=10) for _ in range(100)]
+    for client in stuck[::2]:
+        client.sendall(b"\x16\x03\x01\x00\xff")  # the start of a ClientHello that never continues
+    try:
+        context = ssl.create_default_context(cafile=str(certs.ca))
+        started = time.monotonic()
+        assert _get(f"https://127.0.0.1:{handle.prometheus_port}/metrics", None, context) == 200
+        assert time.monotonic() - started < 1.0
+        assert stuck[0].recv(1) == b"" and stuck[1].recv(1) == b""  # closed by the server at the timeout
+    finally:
+        for client in stuck:
+            client.close()
 
 
 def test_mutual_tls(certs):

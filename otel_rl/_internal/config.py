@@ -11,6 +11,7 @@ import ipaddress
 import logging
 import os
 import re
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -120,23 +121,44 @@ REDACTED = "<redacted>"
 SECRET_KEYS = frozenset({"otlp.headers"})
 
 
+#: Keys whose values are URLs, so credentials may sit in them with or without a scheme (``user:pw@host:4317``).
+URL_KEYS = frozenset({"otlp.endpoint"})
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def redact(key: str, value: Any) -> str:
-    """``repr(value)`` as otel-rl may print it for ``key``: header values and URL passwords replaced."""
+    """``repr(value)`` as otel-rl may print it for ``key``: header values and URL credentials replaced."""
     if key in SECRET_KEYS:
         if isinstance(value, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in value):
             return repr(tuple((k, REDACTED) for k, _ in value))
         if isinstance(value, Mapping):
             return repr({k: REDACTED for k in value})
         return repr(REDACTED) if value else repr(value)
-    if isinstance(value, str) and "@" in value and "://" in value:
-        try:
-            parts = urlsplit(value)
-            if parts.password is not None:
-                netloc = f"{parts.username}:{REDACTED}@" + parts.netloc.rpartition("@")[2]
-                return repr(parts._replace(netloc=netloc).geturl())
-        except ValueError:
-            return repr(REDACTED)
+    if isinstance(value, str) and any(c in value for c in "@?#") and (key in URL_KEYS or "://" in value):
+        return _show(redact_url(value))
     return _show(value)
+
+
+def redact_url(text: str) -> str:
+    """``text`` with what may be a credential in a URL replaced: all the user info before the ``@`` (a user name
+    cannot be told from a token: ``https://TOKEN@host``, ``TOKEN:@host``), and any query or fragment.
+
+    Deliberately textual, not ``urlsplit``: a password with ``/`` or ``#`` in it would move the split and show.
+    When an ``@`` follows a ``?`` or ``#``, which part is the secret is ambiguous, and only the scheme is shown."""
+    scheme = _SCHEME.match(text)
+    prefix = scheme.group(0) if scheme else ""
+    rest = text[len(prefix):]
+    at = rest.rfind("@")
+    query = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=-1)
+    if at >= 0 and 0 <= query < at:
+        return prefix + REDACTED
+    if at >= 0:
+        prefix += REDACTED + "@"
+        rest = rest[at + 1:]
+        query = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=-1)
+    if query >= 0:  # a query or fragment may be a token (``?access_token=...``, or the bare token)
+        rest = rest[:query] + rest[query] + REDACTED
+    return prefix + rest
 
 
 def _section_is_secret(key: str) -> bool:
@@ -173,6 +195,34 @@ LABEL_VALUE_LIMIT_BOUNDS = (16, 65536)
 #: Most YAML nodes a config file may expand to: an "alias bomb" of a few hundred bytes expands to billions.
 MAX_YAML_NODES = 100_000
 
+
+
+#: Most bytes a config or web config file may have (a real one has a few hundred): ``/dev/zero`` is not read forever.
+MAX_FILE_BYTES = 1 << 20
+
+
+def read_small_file(path: str | os.PathLike[str], limit: int = MAX_FILE_BYTES) -> str:
+    """The UTF-8 text of a regular file of at most ``limit`` bytes; raises ValueError saying why not.
+
+    Opened without blocking and checked on the open descriptor: a FIFO would block ``open`` until a writer came, a
+    device such as ``/dev/zero`` never ends."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise ValueError(exc.strerror or str(exc)) from None
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
+                "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket"
+            raise ValueError(f"it is {kind}, not a regular file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"it is larger than {limit:_} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("it is not UTF-8 text") from None
 
 
 def _show(value: Any) -> str:
@@ -395,9 +445,19 @@ def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
 
 
 def _target_file(value: Any) -> str:
+    allowed = "the path of a JSON file (a regular file, or none yet) in an existing, writable directory"
     path = Path(_str(value))
-    if path.is_dir() or not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
-        raise _Invalid("the path of a JSON file in an existing, writable directory")
+    try:
+        # The file is replaced through a temporary ".<name>.XXXXXXXX" beside it and locked through "<name>.lock".
+        name_max = os.pathconf(path.parent, "PC_NAME_MAX") if path.parent.is_dir() else 255
+        if len(os.fsencode(path.name)) + len(".") + len(".XXXXXXXX") > name_max:
+            raise _Invalid(f"{allowed}, with a file name of at most {name_max - 10} bytes")
+        if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+            raise _Invalid(allowed)
+        if path.exists() and not path.is_file():
+            raise _Invalid(allowed)
+    except (OSError, ValueError) as exc:  # a path too long for the system, NUL characters
+        raise _Invalid(f"{allowed} ({exc.strerror if isinstance(exc, OSError) else exc})") from None
     return str(path)
 
 
@@ -513,12 +573,10 @@ def read_config(config: Mapping[str, Any] | str | os.PathLike[str] | None) -> di
     if isinstance(config, (str, os.PathLike)):
         path = Path(config)
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, ValueError) as exc:  # ValueError: a NUL in the path; UnicodeDecodeError: not UTF-8
-            reason = exc.strerror if isinstance(exc, OSError) else (
-                "it is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc))
-            raise ConfigError(f"config file {_show(str(path))} cannot be read: {reason}; allowed: a UTF-8 YAML "
-                              "file") from None
+            text = read_small_file(path)
+        except ValueError as exc:  # also a NUL in the path
+            raise ConfigError(f"config file {_show(str(path))} cannot be read: {exc}; allowed: a regular UTF-8 YAML "
+                              f"file of at most {MAX_FILE_BYTES:_} bytes") from None
         loaded = _load_yaml(text, _show(str(path)))
         if loaded is None:
             return {}
@@ -565,8 +623,11 @@ def _load_yaml(text: str, shown_path: str) -> Any:
             raise ConfigError(f"config file {shown_path} expands to more than {MAX_YAML_NODES:_} YAML nodes through "
                               "its aliases (*name); allowed: a config without an alias bomb")
         return loader.construct_document(node)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {shown_path} is not valid YAML: {_show(str(exc))}") from None
+    except yaml.YAMLError as exc:  # problem and position, not PyYAML's snippet of the line (it may hold a token)
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {shown_path} is not valid YAML: "
+                          f"{getattr(exc, 'problem', None) or type(exc).__name__}{where}") from None
     except RecursionError:
         raise ConfigError(f"config file {shown_path} nests too deeply; allowed: a YAML mapping a few levels "
                           "deep") from None

@@ -8,18 +8,25 @@ same series as the collector path.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import errno
 import gzip
+import io
 import json
 import logging
+import re
+import resource
+import selectors
 import socket
+import socketserver
 import ssl
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import Gauge, Histogram, MetricsData, Sum
@@ -39,8 +46,17 @@ from otel_rl._internal.resource_catalog import (
 from otel_rl._internal.webconfig import WebConfig
 
 _logger = logging.getLogger("otel_rl")
-#: Seconds between the HTTP server loop's checks for a shutdown request (the standard library's default is 0.5).
+#: Seconds between the connection loop's checks for a shutdown request (the standard library's default is 0.5).
 _POLL_INTERVAL = 0.02
+
+
+def label_value(value: Any) -> Any:
+    """A label value as the pull path exposes it: a carriage return as the two characters ``\\r``.
+
+    The exposition formats escape only backslash, double quote and line feed; a raw carriage return is allowed by
+    them but ends the line for any reader with universal newlines, and ``\\r`` is an invalid escape for promtool
+    and Go's parser. The text ``\\r`` (its backslash escaped by the encoder) parses everywhere."""
+    return value.replace("\r", "\\r") if isinstance(value, str) and "\r" in value else value
 
 
 def families(data: MetricsData | None) -> list[PromMetric]:
@@ -93,7 +109,8 @@ def _resource_families(found: dict[str, Any]) -> list[PromMetric]:
             continue
         family = PromMetric(spec.name, spec.help, spec.type)
         for point in metric.data.data_points:
-            family.add_sample(spec.name, {prometheus_label(k): str(v) for k, v in point.attributes.items()},
+            family.add_sample(spec.name, {prometheus_label(k): label_value(str(v))
+                                          for k, v in point.attributes.items()},
                               point.value)
         result.append(family)
     return result
@@ -122,8 +139,8 @@ def _labels(attributes: Any, escape: bool) -> dict[str, str]:
     """A point's attributes as labels; for your instruments, keys escaped (``gpu.id`` -> ``gpu_id``) and values
     written as the collector writes them."""
     if not escape:
-        return dict(attributes)
-    return {prometheus_label(k): attribute_text(v) for k, v in attributes.items()}
+        return {k: label_value(v) for k, v in attributes.items()}
+    return {prometheus_label(k): label_value(attribute_text(v)) for k, v in attributes.items()}
 
 
 def attribute_text(value: Any) -> str:
@@ -177,18 +194,50 @@ class Exposition:
         self._lock = threading.Lock()
 
 
-#: Seconds one socket operation (TLS handshake, reading the request, sending the response) may wait before the
-#: connection is closed, so idle or stalled clients cannot hold a connection slot or a file descriptor for long.
+#: Seconds a client has, from connecting, to finish the TLS handshake and send its request headers. Until then
+#: it costs no serving slot and no thread, only a file descriptor; idle and slow ("slowloris") clients are closed.
+HEADER_TIMEOUT = 10.0
+#: Seconds one socket operation may wait while a request is served (sending the response).
 REQUEST_TIMEOUT = 10.0
-#: Seconds one connection may last in all, however it trickles data: a client sending a byte every few seconds
-#: (under REQUEST_TIMEOUT each time) is still cut off here.
+#: Seconds one connection may be served in all, however slowly the client reads the response.
 REQUEST_DEADLINE = 30.0
-#: Connections served at once. More wait in the kernel's listen backlog, which costs this process no thread and no
-#: file descriptor; they are accepted as slots free up.
+#: Requests served at once, each in its own short-lived thread. Requests whose headers have arrived wait in a
+#: queue for a slot; connections still sending headers never take one.
 MAX_CONNECTIONS = 32
+#: Further serving threads only for requests whose credentials were checked before (Prometheus' scrapes), for when
+#: the others all wait for a bcrypt check (a flood of wrong passwords).
+RESERVED_CONNECTIONS = 4
+#: Most connections kept open at once (sending headers, queued, served). The effective bound is also at most half
+#: the process' file-descriptor soft limit (``ulimit -n``); past it the oldest connection still sending its headers
+#: is closed, so a flood of idle clients cannot lock out a scrape that sends its request at once.
+MAX_OPEN = 4096
+#: Most bytes of a request line and headers (as Go's net/http, 1 MiB there; a scrape sends a few hundred).
+MAX_HEADER_BYTES = 64 * 1024
 #: The listen backlog: hundreds of simultaneous scrapes wait there instead of being refused (the old default was 5).
 BACKLOG = 1024
 _UNAUTHORIZED = {"WWW-Authenticate": 'Basic realm="otel-rl", charset="UTF-8"'}
+
+
+def _plain_response(status: str, text: str) -> bytes:
+    """A whole response, for refusals written from the connection loop (no handler, no thread)."""
+    body = text.encode()
+    return (f"HTTP/1.0 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n").encode() + body
+
+
+_NOT_HTTP_1 = _plain_response("400 Bad Request", "Bad request: an HTTP/1.0 or HTTP/1.1 request line expected.\n")
+_TOO_LARGE = _plain_response("431 Request Header Fields Too Large", "Request headers too large.\n")
+
+
+def open_limit() -> int:
+    """:data:`MAX_OPEN`, bounded by half the file-descriptor soft limit (the rest is the application's)."""
+    try:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (OSError, ValueError):
+        soft = 1024
+    if soft == resource.RLIM_INFINITY:
+        return MAX_OPEN
+    return max(16, min(MAX_OPEN, soft // 2))
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -268,14 +317,23 @@ class _SharedRender:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    """Serves one request whose line and headers the connection loop has already read (``request.head``)."""
+
     server: MetricsServer
-    timeout = REQUEST_TIMEOUT  # StreamRequestHandler applies it to the socket
+    request: _Ready
+    timeout = REQUEST_TIMEOUT
 
     def setup(self) -> None:
-        if isinstance(self.request, ssl.SSLSocket):  # the handshake runs here, in the connection's own thread
-            self.request.settimeout(self.timeout)
-            self.request.do_handshake()
-        super().setup()
+        self.connection = self.request.sock
+        self.connection.settimeout(self.timeout)
+        self.rfile = io.BytesIO(self.request.head)
+        self.wfile = _SocketWriter(self.connection)
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        """The status line and Date, without http.server's ``Server:`` header (it names the Python version)."""
+        self.log_request(code)
+        self.send_response_only(code, message)
+        self.send_header("Date", self.date_time_string())
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         path = self.path.split("?", 1)[0]
@@ -322,23 +380,64 @@ class _Handler(BaseHTTPRequestHandler):
         _logger.debug("otel-rl metrics server: " + format, *args)
 
 
-class MetricsServer(HTTPServer):
-    """``GET /metrics`` and ``GET /health`` on host:port, served from a daemon thread.
+class _SocketWriter(io.BufferedIOBase):
+    """Unbuffered writes with ``sendall``: a body (a memory map's view, megabytes) goes to the socket in one C call
+    that releases the GIL while it waits, with no copy into a buffer."""
 
-    Bounded: at most :data:`MAX_CONNECTIONS` connections are served at once (each in its own short-lived thread),
-    each socket operation times out after :data:`REQUEST_TIMEOUT` seconds, and further connections wait in a
-    :data:`BACKLOG`-deep listen queue. With a web configuration, connections are TLS and/or need basic auth.
-    The address family (IPv4 or IPv6) follows the host.
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._sock.sendall(data)
+        with memoryview(data) as view:
+            return view.nbytes
+
+
+class _Ready:
+    """A connection whose request headers have arrived: the socket and the bytes read so far."""
+
+    __slots__ = ("sock", "head")
+
+    def __init__(self, sock: socket.socket, head: bytes) -> None:
+        self.sock, self.head = sock, head
+
+
+class _Pending:
+    """A connection the loop is still reading: TLS handshake, then request line and headers, before a deadline."""
+
+    __slots__ = ("sock", "address", "deadline", "buffer", "handshaken")
+
+    def __init__(self, sock: socket.socket, address: Any, deadline: float, handshaken: bool) -> None:
+        self.sock, self.address, self.deadline, self.handshaken = sock, address, deadline, handshaken
+        self.buffer = bytearray()
+
+
+class MetricsServer(socketserver.TCPServer):
+    """``GET /metrics`` and ``GET /health`` on host:port.
+
+    One thread (the connection loop) accepts connections and reads each request's TLS handshake and headers with a
+    selector, without blocking, for at most :data:`HEADER_TIMEOUT` seconds; idle or slow clients cost a file
+    descriptor there and nothing else. A request whose headers are in is served by one of at most
+    :data:`MAX_CONNECTIONS` short-lived threads (:data:`RESERVED_CONNECTIONS` more for credentials already checked,
+    which also go first). At most :func:`open_limit` connections are open at once: past it, the oldest one still
+    sending headers is closed. With a web configuration, connections are TLS and/or need basic
+    auth. The address family (IPv4 or IPv6) follows the host.
     """
 
     allow_reuse_address = True
     request_queue_size = BACKLOG
+    header_timeout = HEADER_TIMEOUT
     request_deadline = REQUEST_DEADLINE
 
     def __init__(self, host: str, port: int, exposition: Exposition,
                  health: Callable[[], dict[str, Any]], web_config: WebConfig | None = None) -> None:
         self.address_family = _family(host, port)
-        super().__init__((host, port), _Handler)
+        self._selector = selectors.DefaultSelector()
+        self._waker = socket.socketpair()  #: stop() writes a byte to wake the loop at once
+        super().__init__((host, port), _Handler)  # a bind failure closes the above too (server_close)
         self.exposition = exposition
         self.shared = _SharedRender(exposition)
         self.health = health
@@ -346,14 +445,15 @@ class MetricsServer(HTTPServer):
         self.scrapes = 0  #: scrapes started; each gets the next number
         self._served = 0  #: the highest number of a scrape whose response was sent
         self._scrape_event = threading.Condition()
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.open_limit = open_limit()
+        self._pending: dict[socket.socket, _Pending] = {}  #: insertion order is accept order: oldest first
+        self._ready: collections.deque[tuple[_Ready, Any]] = collections.deque()
+        self._workers = 0  #: serving threads running (at most MAX_CONNECTIONS)
+        self._ready_lock = threading.Lock()
         self._closing = threading.Event()
-        self._deadlines: dict[Any, float] = {}  #: open connection -> monotonic time it is cut off
+        self._deadlines: dict[Any, float] = {}  #: connection being served -> monotonic time it is cut off
         self._deadlines_lock = threading.Lock()
-        # A short poll: stop() waits for the serve loop to see the shutdown request, and it must not overshoot a
-        # small shutdown timeout by the default half second.
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": _POLL_INTERVAL},
-                                        name="otel-rl-metrics-server", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="otel-rl-metrics-server", daemon=True)
         self._watchdog = threading.Thread(target=self._expire, name="otel-rl-metrics-watchdog", daemon=True)
 
     @property
@@ -365,52 +465,194 @@ class MetricsServer(HTTPServer):
         return "https" if self.web_config is not None and self.web_config.ssl_context is not None else "http"
 
     def start(self) -> MetricsServer:
+        self.socket.setblocking(False)
+        self._selector.register(self.socket, selectors.EVENT_READ)
+        self._selector.register(self._waker[0], selectors.EVENT_READ)
         self._thread.start()
         self._watchdog.start()
         return self
 
-    # -- connections -----------------------------------------------------------------------------------------------
+    # -- the connection loop: accept, handshake, read headers ------------------------------------------------------
 
-    def get_request(self) -> tuple[Any, Any]:
-        sock, address = self.socket.accept()
-        if self.web_config is not None and self.web_config.ssl_context is not None:
-            try:  # the handshake waits for the connection's thread (and its timeout), not the accept loop
-                sock = self.web_config.ssl_context.wrap_socket(sock, server_side=True,
-                                                               do_handshake_on_connect=False)
-            except OSError:
-                sock.close()
-                raise
-        return sock, address
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """Serve in a new thread once a slot is free; until then the accept loop waits (the backlog holds more)."""
-        while not self._slots.acquire(timeout=0.2):
-            if self._closing.is_set():
-                self.shutdown_request(request)
+    def _loop(self) -> None:
+        accepting = True
+        while not self._closing.is_set():
+            now = time.monotonic()
+            while self._pending:  # oldest first, and all have the same timeout: stop at the first in time
+                oldest = next(iter(self._pending.values()))
+                if oldest.deadline > now:
+                    break
+                _logger.debug("otel-rl metrics server: closing %s, no request within %.0f s", oldest.address,
+                              self.header_timeout)
+                self._drop(oldest.sock)
+            want = self._open() < self.open_limit or bool(self._pending)
+            if want != accepting:  # at the limit with nothing to evict: leave new clients in the listen backlog
+                if want:
+                    self._selector.register(self.socket, selectors.EVENT_READ)
+                else:
+                    self._selector.unregister(self.socket)
+                accepting = want
+            # Asleep until a connection has news, the oldest pending one times out, or stop() writes to the waker;
+            # a short nap only while at the limit (serving threads finishing do not wake the selector).
+            wait = _POLL_INTERVAL if not accepting else 1.0
+            if self._pending:
+                wait = min(wait, max(0.0, next(iter(self._pending.values())).deadline - now))
+            try:
+                events = self._selector.select(wait)
+            except (OSError, ValueError):  # the selector was closed by stop()
                 return
+            for key, _ in events:
+                if key.fileobj is self.socket:
+                    self._accept()
+                elif key.fileobj is self._waker[0]:
+                    return
+                else:
+                    pending = self._pending.get(key.fileobj)  # type: ignore[call-overload]
+                    if pending is not None:
+                        self._advance(pending)
+
+    def _open(self) -> int:
+        with self._ready_lock:
+            return len(self._pending) + len(self._ready) + self._workers
+
+    def _accept(self) -> None:
+        for _ in range(64):  # a burst at a time, then the others get their turn
+            if self._open() >= self.open_limit:
+                if not self._pending:
+                    return
+                oldest = next(iter(self._pending.values()))
+                _logger.debug("otel-rl metrics server: %d connections open, closing the oldest still sending its "
+                              "request (%s)", self.open_limit, oldest.address)
+                self._drop(oldest.sock)
+            try:
+                sock, address = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE / ENFILE: out of descriptors; free one and retry on the next round
+                _logger.debug("otel-rl metrics server: accept failed: %r", exc)
+                if self._pending:
+                    self._drop(next(iter(self._pending)))
+                return
+            sock.setblocking(False)
+            tls = self.web_config.ssl_context if self.web_config is not None else None
+            if tls is not None:
+                try:
+                    sock = tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+                except OSError:
+                    sock.close()
+                    continue
+            pending = _Pending(sock, address, time.monotonic() + self.header_timeout, handshaken=tls is None)
+            self._pending[sock] = pending
+            self._selector.register(sock, selectors.EVENT_READ)
+            self._advance(pending)  # the request may already be there
+
+    def _advance(self, pending: _Pending) -> None:
+        """Take the connection as far as it goes without blocking; hand it to a serving thread once complete."""
+        sock = pending.sock
         try:
-            threading.Thread(target=self._serve, args=(request, client_address), daemon=True,
-                             name="otel-rl-metrics-connection").start()
+            if not pending.handshaken:
+                assert isinstance(sock, ssl.SSLSocket)
+                try:
+                    sock.do_handshake()
+                except ssl.SSLWantReadError:
+                    self._selector.modify(sock, selectors.EVENT_READ)
+                    return
+                except ssl.SSLWantWriteError:
+                    self._selector.modify(sock, selectors.EVENT_WRITE)
+                    return
+                pending.handshaken = True
+                self._selector.modify(sock, selectors.EVENT_READ)
+            while True:
+                try:
+                    chunk = sock.recv(8192)
+                except (BlockingIOError, ssl.SSLWantReadError):
+                    return
+                except ssl.SSLWantWriteError:
+                    self._selector.modify(sock, selectors.EVENT_WRITE)
+                    return
+                if not chunk:  # the client went away
+                    self._drop(sock)
+                    return
+                pending.buffer += chunk
+                line_end = pending.buffer.find(b"\n")
+                if line_end >= 0 and not _is_http_1(bytes(pending.buffer[:line_end])):
+                    # HTTP/0.9 (no version, no headers to wait for) or not HTTP at all: refuse at once.
+                    self._refuse(pending, _NOT_HTTP_1)
+                    return
+                end = pending.buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    end = pending.buffer.find(b"\n\n")
+                if end >= 0:
+                    self._hand_over(pending)
+                    return
+                if len(pending.buffer) > MAX_HEADER_BYTES:
+                    self._refuse(pending, _TOO_LARGE)
+                    return
+        except OSError as exc:  # reset, TLS handshake failure: routine
+            _logger.debug("otel-rl metrics server: connection from %s ended: %r", pending.address, exc)
+            self._drop(sock)
+
+    def _refuse(self, pending: _Pending, response: bytes) -> None:
+        with contextlib.suppress(OSError):
+            pending.sock.send(response)  # best effort: a full socket buffer just gets the close
+        self._drop(pending.sock)
+
+    def _forget(self, sock: socket.socket) -> None:
+        self._pending.pop(sock, None)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(sock)
+
+    def _drop(self, sock: socket.socket) -> None:
+        self._forget(sock)
+        self.shutdown_request(sock)
+
+    def _hand_over(self, pending: _Pending) -> None:
+        self._forget(pending.sock)
+        pending.sock.setblocking(True)
+        ready = _Ready(pending.sock, bytes(pending.buffer))
+        # Requests with credentials already checked good go first: a flood of wrong passwords (each waiting for a
+        # bcrypt check in a serving slot) does not delay Prometheus' scrapes.
+        web = self.web_config
+        first = web is not None and bool(web.users) and web.known(_authorization(ready.head))
+        with self._ready_lock:
+            if first:
+                self._ready.appendleft((ready, pending.address))
+            else:
+                self._ready.append((ready, pending.address))
+            if self._workers >= MAX_CONNECTIONS + (RESERVED_CONNECTIONS if first else 0):
+                return  # a running worker takes it when it is done
+            self._workers += 1
+        try:
+            threading.Thread(target=self._work, daemon=True, name="otel-rl-metrics-connection").start()
         except BaseException:
-            self._slots.release()
-            self.shutdown_request(request)
+            with self._ready_lock:
+                self._workers -= 1
             raise
 
-    def _serve(self, request: Any, client_address: Any) -> None:
+    def _work(self) -> None:
+        """A serving slot: serve queued requests until none is left."""
+        while True:
+            with self._ready_lock:
+                if not self._ready or self._closing.is_set():
+                    self._workers -= 1
+                    return
+                ready, address = self._ready.popleft()
+            self._serve(ready, address)
+
+    def _serve(self, ready: _Ready, client_address: Any) -> None:
         with self._deadlines_lock:
-            self._deadlines[request] = time.monotonic() + self.request_deadline
+            self._deadlines[ready.sock] = time.monotonic() + self.request_deadline
         try:
-            self.finish_request(request, client_address)
+            self.finish_request(ready, client_address)  # type: ignore[arg-type]
         except Exception:  # noqa: BLE001 (handle_error decides what is logged)
-            self.handle_error(request, client_address)
+            self.handle_error(ready, client_address)
         finally:
             with self._deadlines_lock:
-                self._deadlines.pop(request, None)
-            self.shutdown_request(request)
-            self._slots.release()
+                self._deadlines.pop(ready.sock, None)
+            self.shutdown_request(ready.sock)
 
     def _expire(self) -> None:
-        """One thread for all connections: shut down those past their deadline, which ends their blocked reads."""
+        """One thread for all served connections: shut down those past their deadline, which ends blocked sends."""
         while not self._closing.wait(min(0.5, self.request_deadline / 4)):
             now = time.monotonic()
             with self._deadlines_lock:
@@ -424,7 +666,7 @@ class MetricsServer(HTTPServer):
                     pass
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that went away, timed out or failed the TLS handshake is routine: one debug line, no traceback."""
+        """A client that went away or timed out is routine: one debug line, no traceback."""
         exc = sys.exc_info()[1]
         if isinstance(exc, OSError):  # BrokenPipe, ConnectionReset, timeouts, ssl.SSLError
             _logger.debug("otel-rl metrics server: connection from %s ended: %r", client_address, exc)
@@ -456,21 +698,59 @@ class MetricsServer(HTTPServer):
         return True
 
     def stop(self) -> None:
+        """Stop accepting, close connections still sending headers and those queued; requests being served end."""
         self._closing.set()
-        self.shutdown()
+        with contextlib.suppress(OSError):
+            self._waker[1].send(b"x")
+        if self._thread.is_alive():
+            self._thread.join(5.0)
+        for sock in list(self._pending):
+            self._drop(sock)
+        with self._ready_lock:
+            queued = [ready.sock for ready, _ in self._ready]
+            self._ready.clear()
+        for sock in queued:
+            self.shutdown_request(sock)
         self.server_close()
 
-    def close_inherited(self) -> None:
-        """In a forked child: close the inherited listening socket, never ``shutdown()``.
+    def server_close(self) -> None:
+        """Close the listening socket, the selector and the waker (also when the server never started)."""
+        super().server_close()
+        self._selector.close()
+        for end in self._waker:
+            end.close()
 
-        ``shutdown()`` would wait forever for a ``serve_forever`` loop that only runs in the parent. Closing the
-        child's copy of the socket lets the port be freed as soon as the parent stops serving.
+    def close_inherited(self) -> None:
+        """In a forked child: close the inherited listening socket and connections, never join the parent's threads.
+
+        The loop and serving threads only run in the parent. Closing the child's copies lets the port be freed as
+        soon as the parent stops serving.
         """
         self._scrape_event = threading.Condition()
-        try:
-            self.socket.close()
-        except OSError:
-            pass
+        self._ready_lock = threading.Lock()
+        self._closing.set()
+        served = list(self._deadlines)  # connections the parent's threads serve: the child's copies would keep
+        # them open after the parent closed them
+        for sock in [*self._pending, *(ready.sock for ready, _ in self._ready), *served, self.socket, *self._waker]:
+            with contextlib.suppress(OSError):
+                sock.close()
+        with contextlib.suppress(OSError):
+            self._selector.close()
+
+
+_AUTHORIZATION = re.compile(rb"\nauthorization:[ \t]*([^\r\n]*)", re.IGNORECASE)
+
+
+def _authorization(head: bytes) -> str | None:
+    """The ``Authorization`` header of a request head, or None."""
+    found = _AUTHORIZATION.search(head)
+    return found.group(1).decode("latin-1").strip() if found else None
+
+
+def _is_http_1(line: bytes) -> bool:
+    """Whether a request line is ``METHOD target HTTP/1.x`` (HTTP/0.9 has no version and no headers)."""
+    words = line.rstrip(b"\r").split()
+    return len(words) == 3 and words[2].startswith(b"HTTP/1.")
 
 
 def _family(host: str, port: int) -> socket.AddressFamily:

@@ -25,12 +25,14 @@ import os
 import re
 import ssl
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from otel_rl._internal.config import ConfigError
+from otel_rl._internal.config import MAX_FILE_BYTES, ConfigError, read_small_file
+from otel_rl._internal.store import describe
 
 #: exporter-toolkit ``client_auth_type`` values Python's ssl module can enforce, and how.
 CLIENT_AUTH = {
@@ -51,7 +53,19 @@ _UNSUPPORTED = {
     "tls_server_config": {"cert", "key", "client_ca", "cipher_suites", "curve_preferences", "client_allowed_sans"},
 }
 _TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version"}
+#: Keys whose values an error shows (file paths, version and mode names); any other value is shown by its type.
+_SHOWN = {"tls_server_config." + key for key in _TLS_KEYS}
 _BCRYPT = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
+#: bcrypt checks run at once. Each takes a CPU core for tens of milliseconds by design; unbounded, a flood of wrong
+#: passwords took every core from training. Remembered good credentials need no check.
+AUTH_CHECKS = 1
+#: Seconds a request waits for a check; past it (a flood of wrong passwords) it gets 401 without one.
+AUTH_WAIT = 2.0
+#: Share of one core that failed checks may take: after a failed check its slot rests (idle) this many times as
+#: long as the check took, so a flood of wrong passwords uses at most a quarter of one core.
+AUTH_REST = 3.0
+#: Good credentials remembered (by HMAC, never in clear); past it the oldest is forgotten.
+AUTH_CACHE_SIZE = 1024
 _dummy: list[bytes] = []
 
 
@@ -73,6 +87,8 @@ class WebConfig:
     users: Mapping[str, bytes] = field(default_factory=dict)  #: user -> bcrypt hash
     headers: Mapping[str, str] = field(default_factory=dict)  #: http_server_config.headers, added to responses
     _cache: dict[tuple[str, bytes], bool] = field(default_factory=dict, repr=False, compare=False)
+    _checks: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(AUTH_CHECKS),
+                                                repr=False, compare=False)
     _cache_key: bytes = field(default_factory=lambda: os.urandom(32), repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -80,45 +96,87 @@ class WebConfig:
         return (f"WebConfig(path={self.path!r}, tls={self.ssl_context is not None}, "
                 f"users={sorted(self.users)!r})")
 
+    def _key(self, user: str, password: str) -> tuple[str, bytes]:
+        return user, hmac.new(self._cache_key, password.encode("utf-8"), hashlib.sha256).digest()
+
+    def known(self, header: str | None) -> bool:
+        """Whether ``header`` holds credentials already checked good: no bcrypt needed (microseconds)."""
+        credentials = _credentials(header)
+        if credentials is None:
+            return False
+        with self._lock:
+            return bool(self._cache.get(self._key(*credentials)))
+
     def authorized(self, header: str | None) -> bool:
         """True when no users are configured, or ``header`` (an ``Authorization`` value) names one correctly.
 
         bcrypt is slow by design (tens of ms); a successful check is remembered, keyed by an HMAC of the
         password with a per-process random key (the password itself is never kept), so each scrape costs a hash.
+        At most :data:`AUTH_CHECKS` checks run at once, a failed one rests its slot :data:`AUTH_REST` times as long
+        as it took, and a request that waited :data:`AUTH_WAIT` seconds for a slot is refused unchecked: a flood of
+        wrong passwords takes at most a quarter of one core from training.
         """
         if not self.users:
             return True
-        if not header or header[:6].lower() != "basic ":
+        credentials = _credentials(header)
+        if credentials is None:
             return False
-        try:
-            user, sep, password = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8").partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return False
-        if not sep:
-            return False
-        digest = hmac.new(self._cache_key, password.encode("utf-8"), hashlib.sha256).digest()
-        key = (user, digest)
+        user, password = credentials
+        key = self._key(user, password)
         with self._lock:
             if self._cache.get(key):
                 return True
         import bcrypt
 
         hashed = self.users.get(user)
+        if not self._checks.acquire(timeout=AUTH_WAIT):
+            return False
+        started = time.monotonic()
+        ok = False
         try:
             ok = bcrypt.checkpw(password.encode("utf-8"), hashed or _dummy_hash()) and hashed is not None
         except ValueError:  # bcrypt 5 refuses passwords over 72 bytes
             return False
+        finally:
+            if not ok:
+                time.sleep((time.monotonic() - started) * AUTH_REST)
+            self._checks.release()
         if ok:
             with self._lock:
-                if len(self._cache) >= 1024:  # a bound: many distinct good passwords cannot grow it forever
-                    self._cache.clear()
+                if len(self._cache) >= AUTH_CACHE_SIZE:  # bounded: many distinct good passwords cannot grow it
+                    del self._cache[next(iter(self._cache))]
                 self._cache[key] = True
         return ok
 
 
-def _error(path: str, key: str, value: Any, allowed: str) -> ConfigError:
-    shown = "<redacted>" if key.startswith("basic_auth_users") else repr(value)
-    return ConfigError(f"prometheus.web_config_file {path!r}: key {key!r} has value {shown}; allowed: {allowed}")
+def _credentials(header: str | None) -> tuple[str, str] | None:
+    """User and password of a basic-auth ``Authorization`` value; None when it is not one."""
+    if not header or header[:6].lower() != "basic ":
+        return None
+    try:
+        user, sep, password = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8").partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return (user, password) if sep else None
+
+
+def _error(path: str, key: str, value: Any, allowed: str, ours: bool = False) -> ConfigError:
+    """The error for ``key``. Only the values of the TLS file and version keys are shown (paths and names, what the
+    user needs to fix them), or a description of ours (``ours``); any other value is shown by its type: an unknown
+    key may be a misspelled ``basic_auth_users`` holding hashes or a plain password, ``tls_server_config.key`` an
+    inline private key, a misplaced section anything."""
+    if ours or key in _SHOWN and isinstance(value, (str, int, float, bool, type(None))):
+        shown = "value " + describe(value)
+    else:
+        shown = f"a {type(value).__name__} value (not shown)"
+    return ConfigError(f"prometheus.web_config_file {path!r}: key {key!r} has {shown}; allowed: {allowed}")
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """A YAML error as problem and position, without PyYAML's snippet of the offending line (it may be a hash)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or type(exc).__name__
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
 
 
 def load_web_config(path: str) -> WebConfig:
@@ -126,21 +184,21 @@ def load_web_config(path: str) -> WebConfig:
     import yaml
 
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_small_file(path)
+    except ValueError as exc:
         raise ConfigError(f"prometheus.web_config_file {path!r} cannot be read ({exc}); allowed: the path of a "
-                          "readable YAML web configuration file") from None
+                          f"readable YAML web configuration file, a regular file of at most {MAX_FILE_BYTES:_} "
+                          "bytes") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"prometheus.web_config_file {path!r} is not valid YAML ({str(exc)[:200]})") from None
+        raise ConfigError(f"prometheus.web_config_file {path!r} is not valid YAML ({_yaml_problem(exc)})") from None
     except RecursionError:
         raise ConfigError(f"prometheus.web_config_file {path!r} is nested too deep") from None
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise _error(path, "", type(data).__name__, "a mapping with tls_server_config, basic_auth_users, "
-                     "http_server_config")
+        raise _error(path, "", data, "a mapping with tls_server_config, basic_auth_users, http_server_config")
     base = Path(path).resolve().parent
     for key in data:
         if key not in ("tls_server_config", "basic_auth_users", "http_server_config"):
@@ -174,7 +232,8 @@ def _tls(path: str, base: Path, section: Any) -> ssl.SSLContext | None:
         if key not in _TLS_KEYS and key not in _ACCEPTED_NOOP["tls_server_config"]:
             raise _error(path, f"tls_server_config.{key}", section[key], ", ".join(sorted(_TLS_KEYS)))
     if "cert_file" not in section or "key_file" not in section:
-        raise _error(path, "tls_server_config", "missing cert_file or key_file", "both cert_file and key_file")
+        raise _error(path, "tls_server_config", "missing cert_file or key_file", "both cert_file and key_file",
+                     ours=True)
     cert = _file(path, base, "tls_server_config.cert_file", section["cert_file"])
     key = _file(path, base, "tls_server_config.key_file", section["key_file"])
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
