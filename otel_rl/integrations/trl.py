@@ -10,7 +10,7 @@ process of rank 0 (``state.is_world_process_zero``; TRL gathers its figures over
 * the run: started and completed, or failed when training runs inside :class:`otel_rl.training_run`, which then
   owns the run.
 
-Evaluation logs (keys starting with ``eval_``) and the end-of-training summary (``train_runtime``, ...) are not
+Evaluation logs (keys starting with ``eval_``) and the end-of-training summary (``train_loss``, ...) are not
 recorded: they would overwrite the training figures with other ones.
 """
 
@@ -121,8 +121,10 @@ class OtelRLCallback(TrainerCallback):
     # -- recording -----------------------------------------------------------------------------------------------
 
     def _record_logged(self, logs: Mapping[str, Any], step: int) -> None:
-        if any(key.startswith("eval_") for key in logs) or "train_runtime" in logs:
-            return  # evaluation and the end-of-training summary: other figures under other names
+        if any(key.startswith("eval_") for key in logs) or "train_loss" in logs:
+            # Evaluation and the end-of-training summary: other figures under other names. The summary is told by
+            # train_loss: with include_num_input_tokens_seen every training log has train_runtime as well.
+            return
         key = (self.algorithm, self.run_id)
         reward, length = logs.get("reward"), logs.get("completions/mean_length")
         if reward is not None:
