@@ -181,5 +181,5 @@ def test_bad_logged_values_are_dropped_not_raised(caplog):
     with caplog.at_level("DEBUG", logger="otel_rl"):
         for _ in range(3):
             callback.on_log(args, state, None, logs={1: 2.0})  # not a str key: a wrong log, never an exception
-    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "TRL's logged values" in r.message]
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "recording TRL's logged values" in r.message]
     assert len(warnings) == 1 and warnings[0].exc_info

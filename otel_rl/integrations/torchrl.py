@@ -19,7 +19,6 @@ takes unless it was given its own.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,8 +37,6 @@ from otel_rl._internal.decorators import current_run
 from otel_rl._internal.store import REGISTRY
 
 __all__ = ["TORCHRL_KEYS", "OtelRLLogger"]
-
-_logger = logging.getLogger("otel_rl")
 
 #: Where a scalar can go: the loss histograms, the episode mean gauges and the training signals.
 TARGETS: tuple[str, ...] = ("policy_loss", "value_loss", "entropy", "reward_mean", "length_mean") + SIGNAL_NAMES
@@ -135,7 +132,7 @@ class OtelRLLogger(Logger):
             else:
                 _rec.set_signals((algorithm, run_id), {target: value})
         except Exception as exc:  # noqa: BLE001 (recording never raises into training)
-            _warn_once("log_scalar", exc)
+            _rec.warn_failure("OtelRLLogger.log_scalar", exc)
 
     def log_video(self, name: str, video: Any, step: int | None = None, **kwargs: Any) -> None:
         """Videos are not metrics: nothing is recorded."""
@@ -162,7 +159,7 @@ class OtelRLLogger(Logger):
             for reward, length in finished:
                 _rec.record_episode(algorithm, self.agent_id, reward, length)
         except Exception as exc:  # noqa: BLE001 (recording never raises into training)
-            _warn_once("log_batch", exc)
+            _rec.warn_failure("OtelRLLogger.log_batch", exc)
 
     def _finished(self, batch: Any) -> list[tuple[float, int]]:
         keys = batch.keys(True, True)
@@ -186,11 +183,3 @@ class OtelRLLogger(Logger):
             else:
                 self._open[traj] = (total + reward, length + 1)
         return finished
-
-
-def _warn_once(method: str, exc: Exception) -> None:
-    """One traceback per method and kind of error, then debug lines: a loop must not flood the log."""
-    if not REGISTRY.warn_once(("torchrl." + method, type(exc).__name__),
-                              "otel-rl: OtelRLLogger.%s could not record (%s); logged once, later failures of this "
-                              "kind at debug level", method, type(exc).__name__, exc_info=exc):
-        _logger.debug("otel-rl: OtelRLLogger.%s could not record", method, exc_info=exc)

@@ -107,11 +107,7 @@ class OtelRLCallback(TrainerCallback):
             try:
                 self._record_logged(logs, state.global_step)
             except Exception as exc:  # noqa: BLE001 (recording never raises into training)
-                # One traceback per kind of error, then debug lines: a log every step must not flood the output.
-                if not REGISTRY.warn_once(("trl.on_log", type(exc).__name__),
-                                          "otel-rl: could not record TRL's logged values (%s); logged once, later "
-                                          "failures of this kind at debug level", type(exc).__name__, exc_info=exc):
-                    _logger.debug("otel-rl: could not record TRL's logged values", exc_info=exc)
+                _rec.warn_failure("recording TRL's logged values", exc)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self._owns_run:
