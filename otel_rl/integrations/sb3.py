@@ -35,7 +35,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "(from the otel-rl repository root)") from exc
 
 from otel_rl._internal import recording as _rec
-from otel_rl._internal.decorators import current_run
+from otel_rl._internal.decorators import current_run, run_labels
 from otel_rl.integrations.gymnasium import RecordEpisodeMetrics
 
 __all__ = ["SB3_KEYS", "OtelRLCallback"]
@@ -160,8 +160,7 @@ class OtelRLCallback(BaseCallback):
 
     def _start(self) -> None:
         run = current_run()
-        self.algorithm = str(self._algorithm_arg or (run.algorithm if run else type(self.model).__name__))
-        self.run_id = str(self._run_id_arg or (run.run_id if run else "default"))
+        self.algorithm, self.run_id = run_labels(self._algorithm_arg, self._run_id_arg, type(self.model).__name__)
         self._counted_steps = self.model.num_timesteps
         env = self.training_env
         wrapped = [bool(w) for w in env.env_is_wrapped(RecordEpisodeMetrics)]

@@ -33,7 +33,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from otel_rl._internal import recording as _rec
 from otel_rl._internal.catalog import SIGNAL_NAMES
 from otel_rl._internal.config import ConfigError
-from otel_rl._internal.decorators import current_run
+from otel_rl._internal.decorators import run_labels
 from otel_rl._internal.store import REGISTRY
 
 __all__ = ["TORCHRL_KEYS", "OtelRLLogger"]
@@ -100,9 +100,7 @@ class OtelRLLogger(Logger):
         return f"OtelRLLogger(exp_name={self.exp_name!r}, algorithm={self._labels()[0]!r})"
 
     def _labels(self) -> tuple[str, str]:
-        run = current_run()
-        return (str(self._algorithm_arg or (run.algorithm if run else "default")),
-                str(self._run_id_arg or (run.run_id if run else "default")))
+        return run_labels(self._algorithm_arg, self._run_id_arg)
 
     # -- the Logger interface ----------------------------------------------------------------------------------------
 

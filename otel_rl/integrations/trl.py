@@ -29,7 +29,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "(from the otel-rl repository root)") from exc
 
 from otel_rl._internal import recording as _rec
-from otel_rl._internal.decorators import current_run
+from otel_rl._internal.decorators import current_run, run_labels
 from otel_rl._internal.store import REGISTRY
 
 __all__ = ["TRL_KEYS", "OtelRLCallback"]
@@ -86,8 +86,7 @@ class OtelRLCallback(TrainerCallback):
             run = current_run()
             name = type(args).__name__
             default = name[: -len("Config")] if name.endswith("Config") and name != "Config" else "Trainer"
-            self.algorithm = str(self._algorithm_arg or (run.algorithm if run else default))
-            self.run_id = str(self._run_id_arg or (run.run_id if run else "default"))
+            self.algorithm, self.run_id = run_labels(self._algorithm_arg, self._run_id_arg, default)
             self._tokens = float(getattr(state, "num_input_tokens_seen", 0) or 0)
             self._step = int(state.global_step)
             if run is None and state.is_world_process_zero:
