@@ -191,10 +191,7 @@ class _StepRecorder:
         self._lifetime_steps = _Recent(self._lifetime_steps)
 
     def names(self) -> tuple[str, str]:
-        run = _current_run.get()
-        algorithm = self.algorithm or (run.algorithm if run else "default")
-        run_id = self.run_id or (run.run_id if run else "default")
-        return algorithm, run_id
+        return run_labels(self.algorithm, self.run_id)
 
     def error(self) -> None:
         rec.record_training_error(self.error_type)
