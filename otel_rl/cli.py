@@ -21,7 +21,7 @@ def require_extra(command: str, extra: str, *modules: str) -> None:
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         raise MissingExtraError(f"otel-rl {command}: {', '.join(missing)} not installed; "
-                                f"pip install 'otel-rl[{extra}]' (from a checkout: pip install '.[{extra}]')")
+                                f"pip install '.[{extra}]' (from the otel-rl repository root)")
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from scrape import Scrape
 from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.logger import KVWriter, configure
+from stable_baselines3.common.logger import KVWriter, Logger, configure
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
@@ -257,6 +257,30 @@ def test_repeated_learn_with_a_custom_logger_records_each_update_once(algorithm,
         recorded = otel_rl.testing.histogram(series, algorithm=name)
         assert (recorded.count, recorded.sum) == (updates, pytest.approx(sum(values), rel=1e-12)), series
     assert otel_rl.testing.value("rl_training_iterations_total", algorithm=name) == updates
+
+
+def test_a_custom_logger_that_cannot_be_hashed_still_completes_the_run():
+    """A logger class of the user's own may define ``__eq__`` (and so have no hash): each update is still observed
+    once across ``learn`` calls, each run completes and the callback's writer leaves the logger."""
+    class ComparableLogger(Logger):
+        def __eq__(self, other):
+            return self is other
+
+    vec_env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+    model = PPO("MlpPolicy", vec_env, n_steps=256, batch_size=128, n_epochs=2, seed=0, device="cpu")
+    dumps, logger = _Dumps(), ComparableLogger(None, [])
+    logger.output_formats.append(dumps)
+    model.set_logger(logger)
+    model.learn(1024, callback=OtelRLCallback(), log_interval=1)
+    model.learn(1024, callback=OtelRLCallback(), log_interval=1, reset_num_timesteps=False)
+    vec_env.close()
+
+    values = _sb3_series(dumps, logger, "train/value_loss")
+    assert len(values) == 4  # 2 x 2 updates
+    recorded = otel_rl.testing.histogram("rl_training_value_loss", algorithm="PPO")
+    assert (recorded.count, recorded.sum) == (4, pytest.approx(sum(values), rel=1e-12))
+    assert otel_rl.testing.value("rl_training_runs_total", algorithm="PPO", status="completed") == 2
+    assert logger.output_formats == [dumps]
 
 
 def test_the_docs_table_lists_every_key_sb3_logs():

@@ -105,6 +105,21 @@ def test_grpo_and_rloo_record_what_trl_logs(telemetry, tiny_model, tmp_path, alg
     assert testing.dropped("rl_training_policy_loss", "nan") == 0
 
 
+def test_with_input_token_counting_every_log_is_recorded(tiny_model, tmp_path):
+    """With ``include_num_input_tokens_seen``, transformers adds ``train_runtime`` and ``train_tokens_per_second``
+    to every training log: those logs are recorded (not taken for the end-of-training summary), and the tokens per
+    second are transformers' figure of the last log."""
+    trainer = _train(tiny_model, tmp_path, OtelRLCallback(run_id="t"), max_steps=2, logging_steps=1,
+                     include_num_input_tokens_seen=True)
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == 2 and all("train_runtime" in entry for entry in logs)
+    histogram = testing.histogram("rl_training_policy_loss", algorithm="GRPO")
+    assert histogram is not None and (histogram.count, histogram.sum) == (2, sum(entry["loss"] for entry in logs))
+    run = {"algorithm": "GRPO", "run_id": "t"}
+    assert testing.value("rl_training_episode_reward_mean", **run) == logs[-1]["reward"]
+    assert testing.value("rl_training_tokens_per_second", **run) == logs[-1]["train_tokens_per_second"]
+
+
 def test_dpo_records_its_loss_entropy_and_signals(tiny_model, tmp_path):
     """DPO, 2 steps on a 4-pair preference set: its loss and entropy per log, learning rate and gradient norm
     equal TRL's log_history; DPO's implicit rewards are not taken for episode rewards."""
@@ -166,5 +181,5 @@ def test_bad_logged_values_are_dropped_not_raised(caplog):
     with caplog.at_level("DEBUG", logger="otel_rl"):
         for _ in range(3):
             callback.on_log(args, state, None, logs={1: 2.0})  # not a str key: a wrong log, never an exception
-    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "TRL's logged values" in r.message]
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "recording TRL's logged values" in r.message]
     assert len(warnings) == 1 and warnings[0].exc_info

@@ -136,7 +136,8 @@ SIGNALS: tuple[MetricSpec, ...] = (
                recorded_by=("record_training_signals",)),
     MetricSpec("rl_training_tokens_per_second", "gauge", _AR,
                "Training throughput in tokens per second (RL post-training of language models)", group="signals",
-               notes="TRL: the tokens of the latest logging window over its step time",
+               notes="TRL: the tokens of the latest logging window over its step time, or transformers' "
+                     "train_tokens_per_second where it logs it",
                recorded_by=("record_training_signals",)),
     MetricSpec("rl_training_reward_function_mean", "gauge", _AR + ("reward_function",),
                "Mean reward of one reward function over the latest logging window (TRL GRPO and RLOO)",

@@ -44,6 +44,14 @@ def current_run() -> RunContext | None:
     return _current_run.get()
 
 
+def run_labels(algorithm: Any = None, run_id: Any = None, default_algorithm: str = "default") -> tuple[str, str]:
+    """An adapter's ``(algorithm, run_id)``: its own arguments, else the enclosing :class:`training_run`'s, else
+    ``default_algorithm`` and ``"default"``."""
+    run = _current_run.get()
+    return (str(algorithm or (run.algorithm if run else default_algorithm)),
+            str(run_id or (run.run_id if run else "default")))
+
+
 def _label(value: Any, metric: str) -> str:
     """``str(value)``; when that raises, ``"<unprintable TYPE>"``, counted as bad_labels of ``metric`` and logged
     once: building a decorator or a ``with`` block inside the loop is recording, which never raises."""
@@ -238,10 +246,7 @@ class _StepRecorder:
         self._lifetime_steps = _Recent(self._lifetime_steps)
 
     def names(self) -> tuple[str, str]:
-        run = _current_run.get()
-        algorithm = self.algorithm or (run.algorithm if run else "default")
-        run_id = self.run_id or (run.run_id if run else "default")
-        return algorithm, run_id
+        return run_labels(self.algorithm, self.run_id)
 
     def error(self) -> None:
         rec.record_training_error(self.error_type)

@@ -72,15 +72,18 @@ def _never_raises(func: F) -> F:
         except Exception as exc:  # noqa: BLE001 (a recording problem must never stop a training run)
             if REGISTRY.strict:  # a wrong call (missing or unexpected argument): raised where it is made
                 raise
-            # One traceback per helper and kind of error (a wrong call in a loop must not flood the log).
-            first = REGISTRY.warn_once((func.__name__, "failed:" + type(exc).__name__),
-                                       "otel-rl: %s failed (%s); the value was not recorded. Logged once; later "
-                                       "failures of this kind are logged at debug level.", func.__name__,
-                                       type(exc).__name__, exc_info=True)
-            if not first:
-                _logger.debug("otel-rl: %s failed; the value was not recorded", func.__name__, exc_info=True)
+            warn_failure(func.__name__, exc)
 
     return guarded  # type: ignore[return-value]
+
+
+def warn_failure(where: str, exc: BaseException) -> None:
+    """Log that ``where`` could not record: one traceback per place and kind of error, later ones at debug level
+    (a wrong call in a training loop must not flood the log)."""
+    if not REGISTRY.warn_once((where, "failed:" + type(exc).__name__),
+                              "otel-rl: %s failed (%s); the value was not recorded. Logged once; later failures of "
+                              "this kind are logged at debug level.", where, type(exc).__name__, exc_info=exc):
+        _logger.debug("otel-rl: %s failed; the value was not recorded", where, exc_info=exc)
 
 
 #: algorithm -> the run_id ``record_training_start`` saw last for it in this process; "" -> the last of any.

@@ -31,10 +31,11 @@ try:
     from stable_baselines3.common.vec_env import DummyVecEnv
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "otel_rl.integrations.sb3 needs Stable-Baselines3: pip install 'otel-rl[sb3]'") from exc
+        "otel_rl.integrations.sb3 needs Stable-Baselines3: pip install '.[sb3]' "
+        "(from the otel-rl repository root)") from exc
 
 from otel_rl._internal import recording as _rec
-from otel_rl._internal.decorators import current_run
+from otel_rl._internal.decorators import current_run, run_labels
 from otel_rl._internal.scalars import record_extra
 from otel_rl.integrations.gymnasium import RecordEpisodeMetrics
 
@@ -76,8 +77,25 @@ _LOSSES = (*_POLICY_LOSS, *_VALUE_LOSS, "train/loss", "train/entropy_loss")
 
 #: Per SB3 logger: the loss values of the last update that a callback recorded when ``learn`` returned. SB3 keeps
 #: them in a logger the user set (``model.set_logger``) and writes them in the first dump of the next ``learn``;
-#: that dump must not observe them again. Matched by identity: every update logs new float objects.
-_RECORDED_AT_END: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+#: that dump must not observe them again. Matched by identity: every update logs new float objects. Keyed by the
+#: logger's id, not the logger (a logger class of the user's own may have no hash), with a weak reference that
+#: drops the entry when the logger goes and tells a reused id apart.
+_RECORDED_AT_END: dict[int, tuple[weakref.ref[Any], dict[str, Any]]] = {}
+
+
+def _take_recorded(logger: Any) -> dict[str, Any] | None:
+    """The losses recorded when the last ``learn`` on ``logger`` returned, forgotten: its next dump clears them."""
+    entry = _RECORDED_AT_END.pop(id(logger), None)
+    return entry[1] if entry is not None and entry[0]() is logger else None
+
+
+def _keep_recorded(logger: Any, values: dict[str, Any]) -> None:
+    key = id(logger)
+    try:
+        ref = weakref.ref(logger, lambda _: _RECORDED_AT_END.pop(key, None))
+    except TypeError:  # a logger without weak references (__slots__): its next dump may observe them again
+        return
+    _RECORDED_AT_END[key] = (ref, values)
 
 
 class _LogWriter(KVWriter):
@@ -147,8 +165,8 @@ class OtelRLCallback(BaseCallback):
             # The last update's values: recorded in SB3's logger after its last dump, never written by this learn.
             logger = self.logger
             pending = logger.name_to_value
-            self._record_logged(_unrecorded(pending, _RECORDED_AT_END.get(logger)))
-            _RECORDED_AT_END[logger] = {key: pending[key] for key in _LOSSES if key in pending}
+            self._record_logged(_unrecorded(pending, _take_recorded(logger)))
+            _keep_recorded(logger, {key: pending[key] for key in _LOSSES if key in pending})
             self._detach()
             if self._owns_run:
                 _rec.record_training_complete(self.algorithm, time.monotonic() - self._started, self.run_id)
@@ -160,8 +178,7 @@ class OtelRLCallback(BaseCallback):
 
     def _start(self) -> None:
         run = current_run()
-        self.algorithm = str(self._algorithm_arg or (run.algorithm if run else type(self.model).__name__))
-        self.run_id = str(self._run_id_arg or (run.run_id if run else "default"))
+        self.algorithm, self.run_id = run_labels(self._algorithm_arg, self._run_id_arg, type(self.model).__name__)
         self._counted_steps = self.model.num_timesteps
         env = self.training_env
         wrapped = [bool(w) for w in env.env_is_wrapped(RecordEpisodeMetrics)]
@@ -207,7 +224,7 @@ class OtelRLCallback(BaseCallback):
     def _record_dump(self, values: Mapping[str, Any]) -> None:
         """Record one dump of SB3's logger, less the losses already recorded at the end of an earlier ``learn``."""
         try:
-            done = _RECORDED_AT_END.pop(self.logger, None)  # the dump clears what the logger holds
+            done = _take_recorded(self.logger)  # the dump clears what the logger holds
         except Exception:
             _logger.exception("otel-rl: could not read Stable-Baselines3's logger")
             done = None

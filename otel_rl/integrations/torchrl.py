@@ -19,7 +19,6 @@ takes unless it was given its own.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,12 +33,10 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from otel_rl._internal import recording as _rec
 from otel_rl._internal.catalog import SIGNAL_NAMES
 from otel_rl._internal.config import ConfigError
-from otel_rl._internal.decorators import current_run
+from otel_rl._internal.decorators import run_labels
 from otel_rl._internal.store import REGISTRY
 
 __all__ = ["TORCHRL_KEYS", "OtelRLLogger"]
-
-_logger = logging.getLogger("otel_rl")
 
 #: Where a scalar can go: the loss histograms, the episode mean gauges and the training signals.
 TARGETS: tuple[str, ...] = ("policy_loss", "value_loss", "entropy", "reward_mean", "length_mean") + SIGNAL_NAMES
@@ -103,9 +100,7 @@ class OtelRLLogger(Logger):
         return f"OtelRLLogger(exp_name={self.exp_name!r}, algorithm={self._labels()[0]!r})"
 
     def _labels(self) -> tuple[str, str]:
-        run = current_run()
-        return (str(self._algorithm_arg or (run.algorithm if run else "default")),
-                str(self._run_id_arg or (run.run_id if run else "default")))
+        return run_labels(self._algorithm_arg, self._run_id_arg)
 
     # -- the Logger interface ----------------------------------------------------------------------------------------
 
@@ -135,7 +130,7 @@ class OtelRLLogger(Logger):
             else:
                 _rec.set_signals((algorithm, run_id), {target: value})
         except Exception as exc:  # noqa: BLE001 (recording never raises into training)
-            _warn_once("log_scalar", exc)
+            _rec.warn_failure("OtelRLLogger.log_scalar", exc)
 
     def log_video(self, name: str, video: Any, step: int | None = None, **kwargs: Any) -> None:
         """Videos are not metrics: nothing is recorded."""
@@ -162,7 +157,7 @@ class OtelRLLogger(Logger):
             for reward, length in finished:
                 _rec.record_episode(algorithm, self.agent_id, reward, length)
         except Exception as exc:  # noqa: BLE001 (recording never raises into training)
-            _warn_once("log_batch", exc)
+            _rec.warn_failure("OtelRLLogger.log_batch", exc)
 
     def _finished(self, batch: Any) -> list[tuple[float, int]]:
         keys = batch.keys(True, True)
@@ -186,11 +181,3 @@ class OtelRLLogger(Logger):
             else:
                 self._open[traj] = (total + reward, length + 1)
         return finished
-
-
-def _warn_once(method: str, exc: Exception) -> None:
-    """One traceback per method and kind of error, then debug lines: a loop must not flood the log."""
-    if not REGISTRY.warn_once(("torchrl." + method, type(exc).__name__),
-                              "otel-rl: OtelRLLogger.%s could not record (%s); logged once, later failures of this "
-                              "kind at debug level", method, type(exc).__name__, exc_info=exc):
-        _logger.debug("otel-rl: OtelRLLogger.%s could not record", method, exc_info=exc)

@@ -10,7 +10,7 @@ process of rank 0 (``state.is_world_process_zero``; TRL gathers its figures over
 * the run: started and completed, or failed when training runs inside :class:`otel_rl.training_run`, which then
   owns the run.
 
-Evaluation logs (keys starting with ``eval_``) and the end-of-training summary (``train_runtime``, ...) are not
+Evaluation logs (keys starting with ``eval_``) and the end-of-training summary (``train_loss``, ...) are not
 recorded: they would overwrite the training figures with other ones.
 """
 
@@ -29,7 +29,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "(from the otel-rl repository root)") from exc
 
 from otel_rl._internal import recording as _rec
-from otel_rl._internal.decorators import current_run
+from otel_rl._internal.decorators import current_run, run_labels
 from otel_rl._internal.store import REGISTRY
 
 __all__ = ["TRL_KEYS", "OtelRLCallback"]
@@ -86,8 +86,7 @@ class OtelRLCallback(TrainerCallback):
             run = current_run()
             name = type(args).__name__
             default = name[: -len("Config")] if name.endswith("Config") and name != "Config" else "Trainer"
-            self.algorithm = str(self._algorithm_arg or (run.algorithm if run else default))
-            self.run_id = str(self._run_id_arg or (run.run_id if run else "default"))
+            self.algorithm, self.run_id = run_labels(self._algorithm_arg, self._run_id_arg, default)
             self._tokens = float(getattr(state, "num_input_tokens_seen", 0) or 0)
             self._step = int(state.global_step)
             if run is None and state.is_world_process_zero:
@@ -107,11 +106,7 @@ class OtelRLCallback(TrainerCallback):
             try:
                 self._record_logged(logs, state.global_step)
             except Exception as exc:  # noqa: BLE001 (recording never raises into training)
-                # One traceback per kind of error, then debug lines: a log every step must not flood the output.
-                if not REGISTRY.warn_once(("trl.on_log", type(exc).__name__),
-                                          "otel-rl: could not record TRL's logged values (%s); logged once, later "
-                                          "failures of this kind at debug level", type(exc).__name__, exc_info=exc):
-                    _logger.debug("otel-rl: could not record TRL's logged values", exc_info=exc)
+                _rec.warn_failure("recording TRL's logged values", exc)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self._owns_run:
@@ -121,8 +116,10 @@ class OtelRLCallback(TrainerCallback):
     # -- recording -----------------------------------------------------------------------------------------------
 
     def _record_logged(self, logs: Mapping[str, Any], step: int) -> None:
-        if any(key.startswith("eval_") for key in logs) or "train_runtime" in logs:
-            return  # evaluation and the end-of-training summary: other figures under other names
+        if any(key.startswith("eval_") for key in logs) or "train_loss" in logs:
+            # Evaluation and the end-of-training summary: other figures under other names. The summary is told by
+            # train_loss: with include_num_input_tokens_seen every training log has train_runtime as well.
+            return
         key = (self.algorithm, self.run_id)
         reward, length = logs.get("reward"), logs.get("completions/mean_length")
         if reward is not None:
