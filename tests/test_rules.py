@@ -102,7 +102,7 @@ def test_thresholds_are_configurable():
     with pytest.raises(ValueError, match="kl_max"):
         rules.Thresholds(kl_max=0)
     kl = {a["alert"]: a for a in _alert_rules(rules.build_rules(rules.Thresholds(kl_max=0.02, kl_for="3m")))}
-    assert kl["RLTrainingKLDivergenceHigh"]["expr"].endswith("> 0.02")
+    assert "(rl_training_kl_divergence) > 0.02\n" in kl["RLTrainingKLDivergenceHigh"]["expr"]
     lookback = {a["alert"]: a for a in _alert_rules(rules.build_rules(rules.Thresholds(run_lookback="2h")))}
     assert "last_over_time(rl_training_start_timestamp[2h])" in lookback["RLTrainingStalled"]["expr"]
     assert "resets(rl_training_entropy_count[2h])" in lookback["RLTrainingEntropyCollapsed"]["expr"]

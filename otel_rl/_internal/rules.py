@@ -60,8 +60,9 @@ class Thresholds:
     entropy_window: str = "10m"
     entropy_min: float = 0.05
     entropy_for: str = "5m"
-    #: RLTrainingKLDivergenceHigh: the latest KL divergence of a run above ``kl_max`` for ``kl_for`` (the policy
-    #: moves too far per update: learning rate too high, or too many epochs per batch).
+    #: RLTrainingKLDivergenceHigh: the latest KL divergence of a run above ``kl_max`` for ``kl_for`` while its
+    #: algorithm has a run active in that process (the policy moves too far per update: learning rate too high, or
+    #: too many epochs per batch).
     kl_max: float = 0.05
     kl_for: str = "10m"
     #: RLTrainingNoData: the last ``rl_training_active`` seen within ``no_data_lookback`` was 1, and no sample of
@@ -262,7 +263,11 @@ def _alerts(t: Thresholds) -> list[_Alert]:
             t.entropy_for),
         _Alert(
             "RLTrainingKLDivergenceHigh", "warning",
-            f"max by ({per_run}) (rl_training_kl_divergence) > {_num(t.kl_max)}",
+            # Only while the algorithm trains in that process: the gauge keeps a finished run's last value for as
+            # long as the process lives (a notebook, a sweep driver), which would otherwise fire without end.
+            f"max by ({per_run}) (rl_training_kl_divergence) > {_num(t.kl_max)}\n"
+            f"and on ({_RUN})\n"
+            f"max by ({_RUN}) ({active}) == 1",
             "KL divergence of run {{ $labels.run_id }} is high",
             f"rl_training_kl_divergence of {{{{ $labels.algorithm }}}} run {{{{ $labels.run_id }}}} is "
             f"{{{{ $value }}}}, above {_num(t.kl_max)} for {t.kl_for}: each update moves the policy too far "
