@@ -121,14 +121,14 @@ def test_gpu_thresholds_are_configurable():
 
 def test_rules_use_only_labels_the_metrics_have():
     """Matchers and groupings only name labels their metrics carry (job, le and, in alerts, instance aside: an
-    alert is about one process)."""
+    alert is about one process; run_id, which per_run_series adds to every series, may be matched)."""
     for group in rules.build_rules()["groups"]:
         for rule in group["rules"]:
             expr, allowed_by = rule["expr"], {"job", "le"} | ({"instance"} if "alert" in rule else set())
             for name, body in _SELECTOR.findall(expr):
                 base = re.sub(r"_(bucket|sum|count)$", "", name) if name not in BY_NAME else name
                 spec = BY_NAME[base]
-                assert set(_MATCHER_LABEL.findall(body)) <= set(spec.labels) | {"job"}, (rule, name)
+                assert set(_MATCHER_LABEL.findall(body)) <= set(spec.labels) | {"job", "run_id"}, (rule, name)
             for name in re.findall(r"\b(rl_training_[a-z_]+|otel_rl_[a-z_]+)\b", expr):
                 base = name if name in BY_NAME else re.sub(r"_(bucket|sum|count)$", "", name)
                 allowed_by |= set(BY_NAME[base].labels)

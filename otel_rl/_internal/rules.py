@@ -117,6 +117,10 @@ def _new_or_increased(selector: str, window: str, by: str, above: float = 0.0) -
     )
 
 
+_FAILED = 'rl_training_runs_total{status="failed"}'
+#: The failed counter where it has ``run_id`` (the ``per_run_series`` setting).
+_FAILED_RUN = 'rl_training_runs_total{status="failed",run_id!=""}'
+
 #: An alert's own grouping: one process (``job``, ``instance``) and one algorithm in it.
 _RUN = "job, instance, algorithm"
 _PROCESS = "job, instance"
@@ -214,8 +218,11 @@ def _alerts(t: Thresholds) -> list[_Alert]:
             f"iterations."),
         _Alert(
             "RLTrainingRunFailed", "critical",
-            _with_run(_new_or_increased('rl_training_runs_total{status="failed"}', t.failed_window, _RUN), _RUN,
-                      look),
+            # With per_run_series the failed counter names the run that failed: that run_id first, else (the
+            # original label sets) the process's latest run, which is a later one if a new run started since.
+            f"(\n{_indent(_new_or_increased(_FAILED_RUN, t.failed_window, _RUN + ', run_id'))}\n)\n"
+            f"or on ({_RUN})\n"
+            + _with_run(_new_or_increased(_FAILED, t.failed_window, _RUN), _RUN, look),
             "{{ $labels.algorithm }} training run failed in {{ $labels.job }}",
             f"{{{{ $value }}}} {{{{ $labels.algorithm }}}} run(s) failed on {{{{ $labels.instance }}}} in the last "
             f"{t.failed_window} (rl_training_runs_total{{status=\"failed\"}}); see rl_training_errors_total for the "
