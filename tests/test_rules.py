@@ -116,7 +116,7 @@ def test_gpu_thresholds_are_configurable():
     alerts = {a["alert"]: a for a in _alert_rules(rules.build_rules(t))}
     assert alerts["RLGpuMemoryNearLimit"]["expr"].endswith("> 0.9") and alerts["RLGpuMemoryNearLimit"]["for"] == "2m"
     idle = alerts["RLGpuIdleWhileTraining"]
-    assert "avg_over_time(hw_gpu_utilization[10m]))\n  < 0.1\n" in idle["expr"] and idle["for"] == "30m"
+    assert "avg_over_time(hw_gpu_utilization[10m]))\n      < 0.1\n" in idle["expr"] and idle["for"] == "30m"
 
 
 def test_rules_use_only_labels_the_metrics_have():

@@ -309,6 +309,9 @@ _GPU = "job, hw_id, hw_name, gpu_index"
 
 def _gpu_alerts(t: Thresholds) -> list[_Alert]:
     """Alerts on the resource_metrics GPU series; without that setting (or a GPU) they have nothing to match."""
+    idle = (f"max by (job, instance, {_GPU.removeprefix('job, ')}) "
+            f"(avg_over_time(hw_gpu_utilization[{t.gpu_idle_window}]))\n"
+            f"< {_num(t.gpu_idle_utilization)}")
     return [
         _Alert(
             "RLGpuMemoryNearLimit", "warning",
@@ -325,9 +328,7 @@ def _gpu_alerts(t: Thresholds) -> list[_Alert]:
         _Alert(
             "RLGpuIdleWhileTraining", "warning",
             _with_run(
-                f"max by (job, instance, {_GPU.removeprefix('job, ')}) "
-                f"(avg_over_time(hw_gpu_utilization[{t.gpu_idle_window}]))\n"
-                f"< {_num(t.gpu_idle_utilization)}\n"
+                f"(\n{_indent(_own_gpus(idle))}\n)\n"
                 f"and on (job, instance)\n"
                 f"max by (job, instance) (rl_training_active) == 1", _PROCESS, t.run_lookback),
             "GPU {{ $labels.gpu_index }} is idle while {{ $labels.job }} trains",
@@ -337,6 +338,17 @@ def _gpu_alerts(t: Thresholds) -> list[_Alert]:
             f"active: the run is probably bound by the environment, the data or the CPU.",
             t.gpu_idle_for),
     ]
+
+
+def _own_gpus(gpus: str) -> str:
+    """``gpus`` (per process and GPU) cut down to the GPUs a process uses where torch says which: NVML reports every
+    GPU of the node to every process, so on a shared node most of them belong to others. A process without torch
+    CUDA series (no torch, or CUDA not initialised) keeps every GPU."""
+    return (f"(\n{_indent(gpus)}\n)\n"
+            f"and on (job, instance, hw_id) (torch_cuda_memory_reserved > 0)\n"
+            f"or\n"
+            f"(\n{_indent(gpus)}\n)\n"
+            f"unless on (job, instance) torch_cuda_memory_reserved")
 
 
 def _indent(text: str, prefix: str = "  ") -> str:
