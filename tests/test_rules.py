@@ -102,7 +102,7 @@ def test_thresholds_are_configurable():
     with pytest.raises(ValueError, match="kl_max"):
         rules.Thresholds(kl_max=0)
     kl = {a["alert"]: a for a in _alert_rules(rules.build_rules(rules.Thresholds(kl_max=0.02, kl_for="3m")))}
-    assert kl["RLTrainingKLDivergenceHigh"]["expr"].endswith("> 0.02")
+    assert "(rl_training_kl_divergence) > 0.02\n" in kl["RLTrainingKLDivergenceHigh"]["expr"]
     lookback = {a["alert"]: a for a in _alert_rules(rules.build_rules(rules.Thresholds(run_lookback="2h")))}
     assert "last_over_time(rl_training_start_timestamp[2h])" in lookback["RLTrainingStalled"]["expr"]
     assert "resets(rl_training_entropy_count[2h])" in lookback["RLTrainingEntropyCollapsed"]["expr"]
@@ -116,19 +116,19 @@ def test_gpu_thresholds_are_configurable():
     alerts = {a["alert"]: a for a in _alert_rules(rules.build_rules(t))}
     assert alerts["RLGpuMemoryNearLimit"]["expr"].endswith("> 0.9") and alerts["RLGpuMemoryNearLimit"]["for"] == "2m"
     idle = alerts["RLGpuIdleWhileTraining"]
-    assert "avg_over_time(hw_gpu_utilization[10m]))\n  < 0.1\n" in idle["expr"] and idle["for"] == "30m"
+    assert "avg_over_time(hw_gpu_utilization[10m]))\n      < 0.1\n" in idle["expr"] and idle["for"] == "30m"
 
 
 def test_rules_use_only_labels_the_metrics_have():
     """Matchers and groupings only name labels their metrics carry (job, le and, in alerts, instance aside: an
-    alert is about one process)."""
+    alert is about one process; run_id, which per_run_series adds to every series, may be matched)."""
     for group in rules.build_rules()["groups"]:
         for rule in group["rules"]:
             expr, allowed_by = rule["expr"], {"job", "le"} | ({"instance"} if "alert" in rule else set())
             for name, body in _SELECTOR.findall(expr):
                 base = re.sub(r"_(bucket|sum|count)$", "", name) if name not in BY_NAME else name
                 spec = BY_NAME[base]
-                assert set(_MATCHER_LABEL.findall(body)) <= set(spec.labels) | {"job"}, (rule, name)
+                assert set(_MATCHER_LABEL.findall(body)) <= set(spec.labels) | {"job", "run_id"}, (rule, name)
             for name in re.findall(r"\b(rl_training_[a-z_]+|otel_rl_[a-z_]+)\b", expr):
                 base = name if name in BY_NAME else re.sub(r"_(bucket|sum|count)$", "", name)
                 allowed_by |= set(BY_NAME[base].labels)

@@ -60,8 +60,9 @@ class Thresholds:
     entropy_window: str = "10m"
     entropy_min: float = 0.05
     entropy_for: str = "5m"
-    #: RLTrainingKLDivergenceHigh: the latest KL divergence of a run above ``kl_max`` for ``kl_for`` (the policy
-    #: moves too far per update: learning rate too high, or too many epochs per batch).
+    #: RLTrainingKLDivergenceHigh: the latest KL divergence of a run above ``kl_max`` for ``kl_for`` while its
+    #: algorithm has a run active in that process (the policy moves too far per update: learning rate too high, or
+    #: too many epochs per batch).
     kl_max: float = 0.05
     kl_for: str = "10m"
     #: RLTrainingNoData: the last ``rl_training_active`` seen within ``no_data_lookback`` was 1, and no sample of
@@ -115,6 +116,10 @@ def _new_or_increased(selector: str, window: str, by: str, above: float = 0.0) -
         f"(sum by ({by}) (last_over_time({selector}[{window}]) unless {selector} offset {window}) > {_num(above)})"
     )
 
+
+_FAILED = 'rl_training_runs_total{status="failed"}'
+#: The failed counter where it has ``run_id`` (the ``per_run_series`` setting).
+_FAILED_RUN = 'rl_training_runs_total{status="failed",run_id!=""}'
 
 #: An alert's own grouping: one process (``job``, ``instance``) and one algorithm in it.
 _RUN = "job, instance, algorithm"
@@ -213,8 +218,11 @@ def _alerts(t: Thresholds) -> list[_Alert]:
             f"iterations."),
         _Alert(
             "RLTrainingRunFailed", "critical",
-            _with_run(_new_or_increased('rl_training_runs_total{status="failed"}', t.failed_window, _RUN), _RUN,
-                      look),
+            # With per_run_series the failed counter names the run that failed: that run_id first, else (the
+            # original label sets) the process's latest run, which is a later one if a new run started since.
+            f"(\n{_indent(_new_or_increased(_FAILED_RUN, t.failed_window, _RUN + ', run_id'))}\n)\n"
+            f"or on ({_RUN})\n"
+            + _with_run(_new_or_increased(_FAILED, t.failed_window, _RUN), _RUN, look),
             "{{ $labels.algorithm }} training run failed in {{ $labels.job }}",
             f"{{{{ $value }}}} {{{{ $labels.algorithm }}}} run(s) failed on {{{{ $labels.instance }}}} in the last "
             f"{t.failed_window} (rl_training_runs_total{{status=\"failed\"}}); see rl_training_errors_total for the "
@@ -262,7 +270,11 @@ def _alerts(t: Thresholds) -> list[_Alert]:
             t.entropy_for),
         _Alert(
             "RLTrainingKLDivergenceHigh", "warning",
-            f"max by ({per_run}) (rl_training_kl_divergence) > {_num(t.kl_max)}",
+            # Only while the algorithm trains in that process: the gauge keeps a finished run's last value for as
+            # long as the process lives (a notebook, a sweep driver), which would otherwise fire without end.
+            f"max by ({per_run}) (rl_training_kl_divergence) > {_num(t.kl_max)}\n"
+            f"and on ({_RUN})\n"
+            f"max by ({_RUN}) ({active}) == 1",
             "KL divergence of run {{ $labels.run_id }} is high",
             f"rl_training_kl_divergence of {{{{ $labels.algorithm }}}} run {{{{ $labels.run_id }}}} is "
             f"{{{{ $value }}}}, above {_num(t.kl_max)} for {t.kl_for}: each update moves the policy too far "
@@ -297,6 +309,9 @@ _GPU = "job, hw_id, hw_name, gpu_index"
 
 def _gpu_alerts(t: Thresholds) -> list[_Alert]:
     """Alerts on the resource_metrics GPU series; without that setting (or a GPU) they have nothing to match."""
+    idle = (f"max by (job, instance, {_GPU.removeprefix('job, ')}) "
+            f"(avg_over_time(hw_gpu_utilization[{t.gpu_idle_window}]))\n"
+            f"< {_num(t.gpu_idle_utilization)}")
     return [
         _Alert(
             "RLGpuMemoryNearLimit", "warning",
@@ -313,9 +328,7 @@ def _gpu_alerts(t: Thresholds) -> list[_Alert]:
         _Alert(
             "RLGpuIdleWhileTraining", "warning",
             _with_run(
-                f"max by (job, instance, {_GPU.removeprefix('job, ')}) "
-                f"(avg_over_time(hw_gpu_utilization[{t.gpu_idle_window}]))\n"
-                f"< {_num(t.gpu_idle_utilization)}\n"
+                f"(\n{_indent(_own_gpus(idle))}\n)\n"
                 f"and on (job, instance)\n"
                 f"max by (job, instance) (rl_training_active) == 1", _PROCESS, t.run_lookback),
             "GPU {{ $labels.gpu_index }} is idle while {{ $labels.job }} trains",
@@ -325,6 +338,17 @@ def _gpu_alerts(t: Thresholds) -> list[_Alert]:
             f"active: the run is probably bound by the environment, the data or the CPU.",
             t.gpu_idle_for),
     ]
+
+
+def _own_gpus(gpus: str) -> str:
+    """``gpus`` (per process and GPU) cut down to the GPUs a process uses where torch says which: NVML reports every
+    GPU of the node to every process, so on a shared node most of them belong to others. A process without torch
+    CUDA series (no torch, or CUDA not initialised) keeps every GPU."""
+    return (f"(\n{_indent(gpus)}\n)\n"
+            f"and on (job, instance, hw_id) (torch_cuda_memory_reserved > 0)\n"
+            f"or\n"
+            f"(\n{_indent(gpus)}\n)\n"
+            f"unless on (job, instance) torch_cuda_memory_reserved")
 
 
 def _indent(text: str, prefix: str = "  ") -> str:
