@@ -85,6 +85,37 @@ def _stack(args: argparse.Namespace) -> int:
                      prometheus_port=args.prometheus_port, keep=not args.exit)
 
 
+def _run(args: argparse.Namespace) -> int:
+    """Run a command with its Python interpreter instrumented (see otel_rl.instrumentation)."""
+    import os
+
+    from otel_rl.instrumentation import SIGTERM_ENV
+
+    command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not command:
+        raise SystemExit("otel-rl run: no command given; for example: otel-rl run -- python train.py")
+    env = os.environ
+    bootstrap = str(Path(__file__).resolve().parent / "_bootstrap")
+    env["PYTHONPATH"] = os.pathsep.join([bootstrap, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep)
+                                                       if p and p != bootstrap]])
+    env.setdefault(SIGTERM_ENV, "1")
+    if args.port is not None:
+        env["OTEL_EXPORTER_PROMETHEUS_PORT"] = str(args.port)
+    if args.exporter:
+        env["OTEL_RL_EXPORTERS"] = ",".join(args.exporter)
+    if args.otlp_endpoint:
+        env["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"] = args.otlp_endpoint
+    if args.service_name:
+        env["OTEL_SERVICE_NAME"] = args.service_name
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:  # the command replaces this process: signals and the exit status are the script's own
+        os.execvp(command[0], command)
+    except OSError as exc:
+        raise SystemExit(f"otel-rl run: cannot run {command[0]!r}: {exc.strerror}") from None
+    return 0  # pragma: no cover - execvp does not return
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="otel-rl", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -130,12 +161,26 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--exit", action="store_true",
                        help="stop Prometheus and the collector when the demo ends (default: run until Ctrl-C)")
     stack.set_defaults(func=_stack)
+
+    run = commands.add_parser(
+        "run", help="run a Python program with Gymnasium, Stable-Baselines3 and RLlib recorded, no code change",
+        description="Run COMMAND (e.g. python train.py) with otel-rl's telemetry started from the OTEL_* "
+                    "variables (default: /metrics on port 8011) and Gymnasium, Stable-Baselines3 and RLlib "
+                    "instrumented. See docs/zero-code.md.")
+    run.add_argument("--port", type=int, default=None, help="Prometheus endpoint port (default 8011)")
+    run.add_argument("--exporter", action="append", choices=[e for e in EXPORTERS if e != "none"],
+                     help="repeatable; default prometheus, or OTEL_RL_EXPORTERS / OTEL_METRICS_EXPORTER")
+    run.add_argument("--otlp-endpoint", default=None, help="OTLP endpoint (with --exporter otlp)")
+    run.add_argument("--service-name", default=None, help="service.name (default: OTEL_SERVICE_NAME or otel-rl)")
+    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="COMMAND",
+                     help="-- then the command, e.g. -- python train.py")
+    run.set_defaults(func=_run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "exporter", "unset") is None:
+    if getattr(args, "exporter", "unset") is None and args.func is not _run:
         args.exporter = ["prometheus"]
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

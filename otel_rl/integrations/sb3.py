@@ -91,6 +91,9 @@ class OtelRLCallback(BaseCallback):
     ``run_id`` to the training run's, else ``"default"``. Never raises into training: a recording problem is logged.
     """
 
+    #: Say when sub-environments record themselves (off where zero-code instrumentation wrapped them on purpose).
+    _warn_wrapped = True
+
     def __init__(self, algorithm: str | None = None, run_id: str | None = None, agent_id: str = "default",
                  verbose: int = 0) -> None:
         super().__init__(verbose)
@@ -155,7 +158,7 @@ class OtelRLCallback(BaseCallback):
         wrapped = [bool(w) for w in env.env_is_wrapped(RecordEpisodeMetrics)]
         self._record_env = [not w for w in wrapped]
         self._all_envs_recorded = not any(wrapped)
-        if any(wrapped):
+        if any(wrapped) and self._warn_wrapped:
             where = "in this process" if isinstance(env.unwrapped, DummyVecEnv) else \
                 "in the subprocess workers, which export only what their own telemetry exports"
             _logger.warning("otel-rl: %d of %d sub-environments carry otel-rl's Gymnasium wrapper; their episodes "

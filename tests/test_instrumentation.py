@@ -1,0 +1,256 @@
+"""Zero-code instrumentation: unmodified scripts under ``otel-rl run`` and ``opentelemetry-instrument``.
+
+Each script counts what it trains (the Gymnasium loop its episodes and steps, the SB3 script what SB3's Monitor and
+``num_timesteps`` say) and prints it; the endpoint of the same process must show exactly those figures. The
+scripts keep ``/metrics`` open after they end (``OTEL_RL_PROMETHEUS_LINGER``) until the test has scraped it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from procs import ROOT, free_port, http_get, wait_until
+from scrape import Scrape
+
+PYTHON = sys.executable
+INSTRUMENT = shutil.which("opentelemetry-instrument", path=str(Path(PYTHON).parent))
+
+GYM_LOOP = """\
+import json
+
+import gymnasium as gym
+from opentelemetry import metrics
+
+counter = metrics.get_meter("my.loop").create_counter("my_episodes")  # the script's own instrument
+env = gym.make("CartPole-v1")
+vec = gym.make_vec("CartPole-v1", num_envs=3)
+episodes = steps = vec_episodes = vec_steps = 0
+for ep in range(7):
+    env.reset(seed=ep)
+    done = False
+    while not done:
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        steps += 1
+        done = terminated or truncated
+    episodes += 1
+    counter.add(1)
+vec.reset(seed=0)
+resetting = 0
+for _ in range(120):  # next-step autoreset: the step after an episode's end only resets that sub-environment
+    _, _, terminated, truncated, _ = vec.step(vec.action_space.sample())
+    vec_steps += 3 - resetting
+    ended = terminated | truncated
+    vec_episodes += int(ended.sum())
+    resetting = int(ended.sum())
+print(json.dumps({"episodes": episodes, "steps": steps, "vec_episodes": vec_episodes, "vec_steps": vec_steps}),
+      flush=True)
+"""
+
+SB3_SCRIPT = """\
+import json
+
+import gymnasium as gym
+from stable_baselines3 import A2C, PPO
+
+env = gym.make("CartPole-v1")  # made by the script, then handed to SB3
+ppo = PPO("MlpPolicy", env, n_steps=64, batch_size=64, n_epochs=1, seed=0, device="cpu")
+ppo.learn(256)
+a2c = A2C("MlpPolicy", "CartPole-v1", n_steps=8, seed=0, device="cpu")  # made by SB3
+a2c.learn(200)
+
+
+def figures(model):
+    monitors = model.get_env().envs
+    return {"episodes": sum(len(m.get_episode_rewards()) for m in monitors), "steps": model.num_timesteps}
+
+
+print(json.dumps({"PPO": figures(ppo), "A2C": figures(a2c)}), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """A directory holding otel-rl's distribution metadata with the entry points pyproject.toml declares, as an
+    installed otel-rl carries them: opentelemetry-instrument finds the instrumentors and the configurator there."""
+    root = tmp_path_factory.mktemp("site")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    info = root / "otel_rl-0.0.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: otel-rl\nVersion: 0.0.0\n")
+    lines = []
+    for group, entries in project["entry-points"].items():
+        lines.append(f"[{group}]")
+        lines += [f"{name} = {target}" for name, target in entries.items()]
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _env(port: int, extra_path: Path | None = None, **more: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PYTHONPATH"))}
+    paths = [str(p) for p in (extra_path, ROOT) if p is not None]
+    env.update(PYTHONPATH=os.pathsep.join(paths), OTEL_EXPORTER_PROMETHEUS_PORT=str(port),
+               OTEL_EXPORTER_PROMETHEUS_HOST="127.0.0.1", OTEL_RL_PROMETHEUS_LINGER="120", **more)
+    return env
+
+
+def _run(command: list[str], env: dict[str, str], port: int, cwd: Path, timeout: float = 240.0):
+    """Start ``command``, wait for the JSON line the script prints, scrape its endpoint, let it exit."""
+    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()  # the script's last act; the linger keeps the endpoint up
+        if not line:
+            process.wait(timeout=30)
+            raise AssertionError(f"the script printed nothing; rc={process.returncode}, "
+                                 f"stderr:\n{process.stderr.read() if process.stderr else ''}")
+        figures = json.loads(line)
+        scrape = Scrape(port)
+        assert process.wait(timeout=timeout) == 0, process.stderr.read() if process.stderr else ""
+        return figures, scrape
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _commands(installed: Path) -> dict[str, tuple[list[str], Path | None]]:
+    return {
+        "otel-rl run": ([PYTHON, "-m", "otel_rl", "run", "--", PYTHON], None),
+        "opentelemetry-instrument": ([INSTRUMENT or "opentelemetry-instrument", PYTHON], installed),
+    }
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("how", ["otel-rl run", "opentelemetry-instrument"])
+def test_unmodified_gymnasium_loop(how: str, installed: Path, tmp_path: Path) -> None:
+    """Episodes and steps of gym.make and gym.make_vec environments, exact; the script's own counter too, on the
+    same endpoint (one MeterProvider)."""
+    if how == "opentelemetry-instrument" and INSTRUMENT is None:
+        pytest.fail("opentelemetry-instrumentation is not installed (the dev extra has it)")
+    script = tmp_path / "loop.py"
+    script.write_text(GYM_LOOP)
+    prefix, path = _commands(installed)[how]
+    port = free_port()
+    figures, scrape = _run([*prefix, str(script)], _env(port, path), port, tmp_path)
+    assert figures["episodes"] == 7 and figures["vec_episodes"] > 0
+    labels = {"algorithm": "default", "agent_id": "default"}
+    assert scrape.value("rl_training_episodes_total", **labels) == figures["episodes"] + figures["vec_episodes"]
+    assert scrape.value("rl_training_environment_steps_total", algorithm="default") \
+        == figures["steps"] + figures["vec_steps"]
+    assert scrape.value("my_episodes_total") == figures["episodes"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("how", ["otel-rl run", "opentelemetry-instrument"])
+def test_unmodified_sb3_script(how: str, installed: Path, tmp_path: Path) -> None:
+    """SB3's own figures (Monitor's episodes, num_timesteps, rollouts) on the endpoint, for an environment the script
+    made (recorded by the Gymnasium wrapper under the algorithm's name) and one SB3 made (by the callback)."""
+    if how == "opentelemetry-instrument" and INSTRUMENT is None:
+        pytest.fail("opentelemetry-instrumentation is not installed (the dev extra has it)")
+    script = tmp_path / "train.py"
+    script.write_text(SB3_SCRIPT)
+    prefix, path = _commands(installed)[how]
+    port = free_port()
+    figures, scrape = _run([*prefix, str(script)], _env(port, path), port, tmp_path)
+    for algorithm, rollouts in (("PPO", 256 // 64), ("A2C", 200 // 8)):
+        expected = figures[algorithm]
+        assert expected["episodes"] > 0
+        assert scrape.value("rl_training_episodes_total", algorithm=algorithm, agent_id="default") \
+            == expected["episodes"], algorithm
+        assert scrape.value("rl_training_environment_steps_total", algorithm=algorithm) == expected["steps"]
+        assert scrape.value("rl_training_iterations_total", algorithm=algorithm) == rollouts
+        assert scrape.value("rl_training_runs_total", algorithm=algorithm, status="completed") == 1
+    assert scrape.value("rl_training_episodes_total", algorithm="default") is None  # nothing under another name
+
+
+@pytest.mark.integration
+def test_disabled_instrumentations(installed: Path, tmp_path: Path) -> None:
+    """OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=gymnasium: the loop runs, nothing wraps its environments."""
+    script = tmp_path / "loop.py"
+    script.write_text(GYM_LOOP)
+    port = free_port()
+    figures, scrape = _run([PYTHON, "-m", "otel_rl", "run", "--", PYTHON, str(script)],
+                           _env(port, OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="flask, gymnasium"), port, tmp_path)
+    assert figures["episodes"] == 7
+    assert scrape.value("rl_training_episodes_total") is None
+    assert scrape.value("my_episodes_total") == 7  # the telemetry itself is still there
+
+
+@pytest.mark.integration
+def test_sigterm_under_otel_rl_run_exports_the_final_values(tmp_path: Path) -> None:
+    """SIGTERM ends the script through sys.exit: the shutdown runs (here: the linger serves the last values)."""
+    script = tmp_path / "loop.py"
+    script.write_text(GYM_LOOP + "import time\ntime.sleep(600)\n")
+    port = free_port()
+    process = subprocess.Popen([PYTHON, "-m", "otel_rl", "run", "--", PYTHON, str(script)], env=_env(port),
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        figures = json.loads(process.stdout.readline())
+        process.send_signal(signal.SIGTERM)
+        wait_until(lambda: json.loads(http_get(f"http://127.0.0.1:{port}/health"))["status"] == "shutting_down",
+                   timeout=30, what="the shutdown after SIGTERM")
+        scrape = Scrape(port)
+        assert scrape.value("rl_training_episodes_total", algorithm="default", agent_id="default") \
+            == figures["episodes"] + figures["vec_episodes"]
+        assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_uninstrument_restores_gymnasium_and_sb3() -> None:
+    import gymnasium
+    from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+
+    from otel_rl.instrumentation import GymnasiumInstrumentor, StableBaselines3Instrumentor, auto_wrapper_classes
+
+    make, make_vec, learn = gymnasium.make, gymnasium.make_vec, OnPolicyAlgorithm.learn
+    GymnasiumInstrumentor().instrument()
+    StableBaselines3Instrumentor().instrument()
+    try:
+        assert gymnasium.make is not make and OnPolicyAlgorithm.learn is not learn
+        env = gymnasium.make("CartPole-v1")
+        assert isinstance(env, auto_wrapper_classes()[0])
+        env.close()
+    finally:
+        GymnasiumInstrumentor().uninstrument()
+        StableBaselines3Instrumentor().uninstrument()
+    assert (gymnasium.make, gymnasium.make_vec, OnPolicyAlgorithm.learn) == (make, make_vec, learn)
+    assert not isinstance(gymnasium.make("CartPole-v1"), auto_wrapper_classes()[0])
+
+
+def test_run_without_a_command_says_how() -> None:
+    result = subprocess.run([PYTHON, "-m", "otel_rl", "run"], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert result.returncode != 0 and "otel-rl run -- python train.py" in result.stderr
+
+
+def test_rllib_config_gets_the_callback_once() -> None:
+    """The callback is added to a config's own callbacks, to a frozen config through a copy, and never twice."""
+    from ray.rllib.algorithms.ppo import PPOConfig
+    from ray.rllib.callbacks.callbacks import RLlibCallback
+    from ray.rllib.utils import force_list
+
+    from otel_rl.instrumentation import _with_rllib_callback
+    from otel_rl.integrations.rllib import OtelRLCallback
+
+    class Mine(RLlibCallback):
+        pass
+
+    assert _with_rllib_callback(PPOConfig()).callbacks_class is OtelRLCallback
+    config = PPOConfig().callbacks(Mine)
+    config.freeze()
+    added = _with_rllib_callback(config)
+    assert added is not config and force_list(added.callbacks_class) == [Mine, OtelRLCallback] and added._is_frozen
+    assert _with_rllib_callback(added) is added
