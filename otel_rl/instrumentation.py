@@ -27,7 +27,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 _logger = logging.getLogger("otel_rl")
 
@@ -38,41 +38,47 @@ ROOT_ENV = "OTEL_RL_ZERO_CODE_ROOT"
 SIGTERM_ENV = "OTEL_RL_SIGTERM_EXIT"
 DISABLED_ENV = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
 
-try:
-    from opentelemetry.instrumentation.instrumentor import BaseInstrumentor as _Base
-except ImportError:  # ``otel-rl run`` works without opentelemetry-instrumentation
 
-    class _Base:  # type: ignore[no-redef]
-        """The part of ``BaseInstrumentor`` otel-rl uses: one instance per class, instrument / uninstrument once."""
+class _FallbackBase:
+    """The part of ``BaseInstrumentor`` otel-rl uses: one instance per class, instrument / uninstrument once."""
 
-        _instance: Any = None
-        _is_instrumented_by_opentelemetry = False
+    _instance: Any = None
+    _is_instrumented_by_opentelemetry = False
 
-        def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-            if cls.__dict__.get("_instance") is None:
-                cls._instance = object.__new__(cls)
-            return cls._instance
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if cls.__dict__.get("_instance") is None:
+            cls._instance = object.__new__(cls)
+        return cls._instance
 
-        @property
-        def is_instrumented_by_opentelemetry(self) -> bool:
-            return self._is_instrumented_by_opentelemetry
+    @property
+    def is_instrumented_by_opentelemetry(self) -> bool:
+        return self._is_instrumented_by_opentelemetry
 
-        def instrument(self, **kwargs: Any) -> None:
-            if self._is_instrumented_by_opentelemetry:
-                return
-            self._instrument(**kwargs)
-            self._is_instrumented_by_opentelemetry = True
+    def instrument(self, **kwargs: Any) -> None:
+        if self._is_instrumented_by_opentelemetry:
+            return
+        self._instrument(**kwargs)
+        self._is_instrumented_by_opentelemetry = True
 
-        def uninstrument(self, **kwargs: Any) -> None:
-            if self._is_instrumented_by_opentelemetry:
-                self._uninstrument(**kwargs)
-                self._is_instrumented_by_opentelemetry = False
+    def uninstrument(self, **kwargs: Any) -> None:
+        if self._is_instrumented_by_opentelemetry:
+            self._uninstrument(**kwargs)
+            self._is_instrumented_by_opentelemetry = False
 
-        def _instrument(self, **kwargs: Any) -> None:
-            raise NotImplementedError
+    def _instrument(self, **kwargs: Any) -> None:
+        raise NotImplementedError
 
-        def _uninstrument(self, **kwargs: Any) -> None:
-            raise NotImplementedError
+    def _uninstrument(self, **kwargs: Any) -> None:
+        raise NotImplementedError
+
+
+if TYPE_CHECKING:
+    _Base = _FallbackBase
+else:
+    try:  # with opentelemetry-instrumentation, its base class (opentelemetry-instrument loads instrumentors by it)
+        from opentelemetry.instrumentation.instrumentor import BaseInstrumentor as _Base
+    except ImportError:  # ``otel-rl run`` works without opentelemetry-instrumentation
+        _Base = _FallbackBase
 
 
 __all__ = ["GymnasiumInstrumentor", "OtelRLConfigurator", "RLlibInstrumentor", "StableBaselines3Instrumentor",
@@ -92,7 +98,6 @@ def _patch(owner: Any, name: str, make_wrapper: Callable[[Any], Any]) -> Callabl
     """Replace ``owner.name`` by ``make_wrapper(original)``; returns what puts the original back."""
     original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
     wrapper = functools.wraps(original)(make_wrapper(original))
-    wrapper.__otel_rl_original__ = original
     setattr(owner, name, wrapper)
 
     def restore() -> None:
@@ -413,19 +418,24 @@ class OtelRLConfigurator:
         configure()
 
 
-try:
-    from opentelemetry.instrumentation.distro import BaseDistro
-except ImportError:  # only opentelemetry-instrument loads the distro, and it comes with this package
-    pass
-else:
+def _distro_class() -> Any:
+    """The ``opentelemetry_distro`` entry point's class (only opentelemetry-instrument loads it, and brings its base).
+
+    The distro picks otel-rl's configurator when none is named, also when another configurator is installed.
+    """
+    from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined,unused-ignore]
 
     class OtelRLDistro(BaseDistro):
-        """The ``opentelemetry_distro`` entry point: picks otel-rl's configurator when none is named."""
-
         def _configure(self, **kwargs: Any) -> None:
             os.environ.setdefault("OTEL_PYTHON_CONFIGURATOR", "otel_rl")
 
-    __all__.append("OtelRLDistro")
+    return OtelRLDistro
+
+
+def __getattr__(name: str) -> Any:
+    if name == "OtelRLDistro":
+        return _distro_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def disabled() -> set[str]:

@@ -13,13 +13,18 @@ import shutil
 import signal
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
 
-from procs import ROOT, free_port, http_get, wait_until
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pytest depends on tomli before 3.11
+    import tomli as tomllib
+
 from scrape import Scrape
+
+from procs import ROOT, free_port, http_get, wait_until
 
 PYTHON = sys.executable
 INSTRUMENT = shutil.which("opentelemetry-instrument", path=str(Path(PYTHON).parent))
@@ -113,6 +118,7 @@ def _run(command: list[str], env: dict[str, str], port: int, cwd: Path, timeout:
             raise AssertionError(f"the script printed nothing; rc={process.returncode}, "
                                  f"stderr:\n{process.stderr.read() if process.stderr else ''}")
         figures = json.loads(line)
+        _wait_shutting_down(port)  # the final values; the linger waits for a scrape that comes after this
         scrape = Scrape(port)
         assert process.wait(timeout=timeout) == 0, process.stderr.read() if process.stderr else ""
         return figures, scrape
@@ -120,6 +126,11 @@ def _run(command: list[str], env: dict[str, str], port: int, cwd: Path, timeout:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def _wait_shutting_down(port: int) -> None:
+    wait_until(lambda: json.loads(http_get(f"http://127.0.0.1:{port}/health"))["status"] == "shutting_down",
+               timeout=60, what="the script's end (its telemetry shutting down)")
 
 
 def _commands(installed: Path) -> dict[str, tuple[list[str], Path | None]]:
@@ -197,8 +208,7 @@ def test_sigterm_under_otel_rl_run_exports_the_final_values(tmp_path: Path) -> N
         assert process.stdout is not None
         figures = json.loads(process.stdout.readline())
         process.send_signal(signal.SIGTERM)
-        wait_until(lambda: json.loads(http_get(f"http://127.0.0.1:{port}/health"))["status"] == "shutting_down",
-                   timeout=30, what="the shutdown after SIGTERM")
+        _wait_shutting_down(port)
         scrape = Scrape(port)
         assert scrape.value("rl_training_episodes_total", algorithm="default", agent_id="default") \
             == figures["episodes"] + figures["vec_episodes"]
@@ -254,3 +264,24 @@ def test_rllib_config_gets_the_callback_once() -> None:
     added = _with_rllib_callback(config)
     assert added is not config and force_list(added.callbacks_class) == [Mine, OtelRLCallback] and added._is_frozen
     assert _with_rllib_callback(added) is added
+
+
+def test_instrumentors_work_without_opentelemetry_instrumentation() -> None:
+    """otel-rl run needs no opentelemetry-instrumentation: the instrumentors fall back to otel-rl's own base."""
+    code = """
+import sys
+sys.modules["opentelemetry.instrumentation"] = None  # as if it were not installed
+import gymnasium
+from otel_rl import instrumentation as zc
+assert zc._Base is zc._FallbackBase
+make = gymnasium.make
+zc.GymnasiumInstrumentor().instrument()
+assert zc.GymnasiumInstrumentor() is zc.GymnasiumInstrumentor()
+assert isinstance(gymnasium.make("CartPole-v1"), zc.auto_wrapper_classes()[0])
+zc.GymnasiumInstrumentor().uninstrument()
+assert gymnasium.make is make
+print("ok")
+"""
+    result = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.stdout.strip() == "ok", result.stderr
