@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from otel_rl._internal.config import EXPORTERS, PROTOCOLS, ConfigError
+from otel_rl._internal.hints import install_hint
 
 
 class MissingExtraError(SystemExit):
@@ -20,8 +21,7 @@ def require_extra(command: str, extra: str, *modules: str) -> None:
     """Exit with one line naming the extra to install when a module that ``command`` needs is missing."""
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        raise MissingExtraError(f"otel-rl {command}: {', '.join(missing)} not installed; "
-                                f"pip install 'otel-rl[{extra}]' (from a checkout: pip install '.[{extra}]')")
+        raise MissingExtraError(f"otel-rl {command}: {', '.join(missing)} not installed; {install_hint(extra)}")
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.parametrize("command", ["demo", "stack"])
 def test_missing_extra_is_one_line_naming_the_extra(command):
-    """Without gymnasium, `otel-rl demo`/`stack` exit with one line saying pip install 'otel-rl[demo]', no traceback."""
+    """Without gymnasium, `otel-rl demo`/`stack` exit with one line saying how to install the demo extra from the
+    checkout (otel-rl is on no package index), no traceback."""
     code = ("import sys; sys.modules['gymnasium'] = None\n"  # what an environment without the extra looks like
             "from otel_rl.cli import main\n"
             f"sys.exit(main([{command!r}]))")
@@ -24,8 +25,8 @@ def test_missing_extra_is_one_line_naming_the_extra(command):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        f"otel-rl {command}: gymnasium not installed; pip install 'otel-rl[demo]' (from a checkout: pip install "
-        "'.[demo]')"], done.stderr
+        f"otel-rl {command}: gymnasium not installed; pip install '.[demo]' from the otel-rl repository root, or "
+        "pip install '/path/to/otel-rl[demo]' (otel-rl is installed from its checkout, not from PyPI)"], done.stderr
 
 
 def test_help_texts_do_not_say_seed_except_for_the_random_seed():

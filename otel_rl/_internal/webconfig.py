@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from otel_rl._internal.config import ConfigError
+from otel_rl._internal.hints import install_hint
 
 #: exporter-toolkit ``client_auth_type`` values Python's ssl module can enforce, and how.
 CLIENT_AUTH = {
@@ -237,7 +238,7 @@ def _users(path: str, section: Any) -> dict[str, bytes]:
         import bcrypt  # noqa: F401
     except ImportError:
         raise ConfigError(f"prometheus.web_config_file {path!r}: basic_auth_users needs the bcrypt package; "
-                          "install it with: pip install 'otel-rl[security]'") from None
+                          f"install it with: {install_hint('security')}") from None
     return users
 
 

@@ -28,13 +28,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from otel_rl._internal.hints import install_hint
+
 try:
     import gymnasium as gym
     import numpy as np
     from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "otel_rl.integrations.gymnasium needs Gymnasium and NumPy: pip install 'otel-rl[gym]'") from exc
+        f"otel_rl.integrations.gymnasium needs Gymnasium and NumPy: {install_hint('gym')}") from exc
 
 from otel_rl._internal import recording as _rec
 from otel_rl._internal import store as _store

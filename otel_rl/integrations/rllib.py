@@ -21,10 +21,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from otel_rl._internal.hints import install_hint
+
 try:
     from ray.rllib.callbacks.callbacks import RLlibCallback
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("otel_rl.integrations.rllib needs RLlib: pip install 'otel-rl[rllib]'") from exc
+    raise ImportError(f"otel_rl.integrations.rllib needs RLlib: {install_hint('rllib')}") from exc
 
 from otel_rl._internal.decorators import _StepRecorder, current_run
 from otel_rl._internal.results import EPISODES_KEY, RECORDED_KEY

@@ -23,13 +23,15 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from otel_rl._internal.hints import install_hint
+
 try:
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.logger import KVWriter
     from stable_baselines3.common.vec_env import DummyVecEnv
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "otel_rl.integrations.sb3 needs Stable-Baselines3: pip install 'otel-rl[sb3]'") from exc
+        f"otel_rl.integrations.sb3 needs Stable-Baselines3: {install_hint('sb3')}") from exc
 
 from otel_rl._internal import recording as _rec
 from otel_rl._internal.decorators import current_run
