@@ -71,3 +71,48 @@ def test_demo_banner_names_the_bound_port():
     assert done.returncode == 0, done.stderr
     banner = [line for line in done.stderr.splitlines() if "metrics on" in line]
     assert len(banner) == 1 and "http://127.0.0.1:" in banner[0] and ":0/" not in banner[0], done.stderr
+
+
+def _demo_with(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    clean.update(PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **env)
+    return subprocess.run([sys.executable, "-m", "otel_rl", "demo", "--no-progress", *args], capture_output=True,
+                          text=True, env=clean, timeout=240)
+
+
+def test_demo_serves_on_the_port_of_the_environment():
+    """OTEL_EXPORTER_PROMETHEUS_PORT/HOST and OTEL_RL_PROMETHEUS_LINGER apply to the demo as to any program."""
+    from procs import free_port
+
+    port = free_port()
+    done = _demo_with({"OTEL_EXPORTER_PROMETHEUS_PORT": str(port), "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+                       "OTEL_RL_PROMETHEUS_LINGER": "0"}, "--iterations", "1", "--episodes", "1")
+    assert done.returncode == 0, done.stderr
+    banner = [line for line in done.stderr.splitlines() if "metrics on" in line]
+    assert banner == [f"otel-rl demo: metrics on http://127.0.0.1:{port}/metrics (health: /health)"], done.stderr
+    # a flag still wins over the variable
+    other = free_port()
+    done = _demo_with({"OTEL_EXPORTER_PROMETHEUS_PORT": str(port), "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+                       "OTEL_RL_PROMETHEUS_LINGER": "0"}, "--port", str(other), "--iterations", "1", "--episodes", "1")
+    assert f"127.0.0.1:{other}/metrics" in done.stderr, done.stderr
+
+
+@pytest.mark.integration
+def test_demo_pushes_when_the_environment_says_otlp():
+    """docs/collector.md's `OTEL_RL_EXPORTERS=otlp otel-rl demo` pushes through a real collector into Prometheus
+    (it used to serve /metrics instead): every episode of the run arrives, and no endpoint is served."""
+    from procs import push_stack, wait_until
+
+    with push_stack() as (_, prom, collector):
+        done = _demo_with({"OTEL_RL_EXPORTERS": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": collector.grpc_endpoint,
+                           "OTEL_METRIC_EXPORT_INTERVAL": "1000", "OTEL_SERVICE_NAME": "demo-push-test"},
+                          "--iterations", "3", "--episodes", "2")
+        assert done.returncode == 0, done.stderr
+        assert "metrics on" not in done.stderr, done.stderr
+
+        def episodes():
+            result = prom.query('sum(rl_training_episodes_total{service_name="demo-push-test"})') or \
+                prom.query('sum(rl_training_episodes_total{job="demo-push-test"})')
+            return result and float(result[0]["value"][1]) == 6
+
+        wait_until(episodes, 60, what="the demo's 6 episodes in Prometheus")
