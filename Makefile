@@ -16,6 +16,9 @@ OLDEST_TESTS ?= tests/test_bridge.py tests/test_store.py tests/test_recording.py
 
 .PHONY: demo test lint venv venv-oldest prometheus collector stack bench generate clean
 
+# The demo's own small venv: otel-rl with the demo extra (Gymnasium, NumPy, tqdm), not the dev extra's torch and Ray.
+VENV_DEMO ?= .venv-demo
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -23,6 +26,12 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 venv: $(VENV)/.installed
+
+$(VENV_DEMO)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV_DEMO)
+	$(VENV_DEMO)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_DEMO)/bin/python -m pip install --quiet -e '.[demo]'
+	touch $@
 
 $(VENV_OLDEST)/.installed: pyproject.toml tests/constraints-oldest.txt
 	$(PYTHON) -m venv $(VENV_OLDEST)
@@ -36,8 +45,8 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-demo: venv
-	$(VENV)/bin/otel-rl demo $(DEMO_ARGS)
+demo: $(VENV_DEMO)/.installed
+	$(VENV_DEMO)/bin/otel-rl demo $(DEMO_ARGS)
 
 prometheus:
 	bash scripts/install-prometheus.sh >/dev/null
@@ -68,4 +77,4 @@ generate: venv
 	$(VENV)/bin/otel-rl metrics --output docs/metrics.md
 
 clean:
-	rm -rf $(VENV) $(VENV_OLDEST) build dist *.egg-info
+	rm -rf $(VENV) $(VENV_OLDEST) $(VENV_DEMO) build dist *.egg-info
