@@ -64,8 +64,8 @@ test: lint venv-oldest prometheus
 		| grep -E '^(opentelemetry-sdk|prometheus.client) ' | tr -s ' ' | paste -sd, -)"; \
 	OTEL_RL_COLLECTOR="$$collector" $(VENV_OLDEST)/bin/python -m pytest -p no:cacheprovider $(OLDEST_TESTS)
 
-stack: venv prometheus
-	OTEL_RL_COLLECTOR=$$(bash scripts/build-collector.sh) $(VENV)/bin/otel-rl stack $(STACK_ARGS)
+stack: $(VENV_DEMO)/.installed prometheus
+	OTEL_RL_COLLECTOR=$$(bash scripts/build-collector.sh) $(VENV_DEMO)/bin/otel-rl stack $(STACK_ARGS)
 
 bench: venv
 	$(PY) benchmarks/run.py $(BENCH_ARGS)

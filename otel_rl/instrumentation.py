@@ -155,6 +155,9 @@ def _auto_classes():
             self._algorithm = algorithm
             self._key = (algorithm, self._key[1])
 
+        def _otel_rl_yield(self) -> None:
+            _pass_through(self)
+
     class AutoRecordVectorEpisodeMetrics(RecordVectorEpisodeMetrics):
         """The recorder ``gymnasium.make_vec`` adds under zero-code instrumentation."""
 
@@ -164,7 +167,17 @@ def _auto_classes():
             self._key = (algorithm, self._key[1])
             self._steps_key = (algorithm,)
 
+        def _otel_rl_yield(self) -> None:
+            _pass_through(self)
+
     return AutoRecordEpisodeMetrics, AutoRecordVectorEpisodeMetrics
+
+
+def _pass_through(wrapper: Any) -> None:
+    """Make a zero-code recorder record nothing more: a recorder placed above it by the script records instead."""
+    wrapper.flush()
+    wrapper.step = wrapper.env.step
+    wrapper.reset = wrapper.env.reset
 
 
 _AUTO: tuple[Any, Any] | None = None

@@ -285,3 +285,39 @@ print("ok")
     result = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=120,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_a_recorder_the_script_adds_takes_over_from_the_zero_code_one() -> None:
+    """wrap(gymnasium.make(...)) under zero-code: the episodes and steps count once."""
+    import gymnasium
+
+    from otel_rl._internal.store import REGISTRY
+    from otel_rl.instrumentation import GymnasiumInstrumentor
+    from otel_rl.integrations.gymnasium import wrap
+
+    def counted(name: str, algorithm: str) -> float:
+        return sum(v for labels, v in REGISTRY.counter(name).snapshot() if labels[0] == algorithm)
+
+    GymnasiumInstrumentor().instrument()
+    try:
+        env = wrap(gymnasium.make("CartPole-v1"), algorithm="zc-take-over")
+        vec = wrap(gymnasium.make_vec("CartPole-v1", num_envs=2), algorithm="zc-take-over-vec")
+    finally:
+        GymnasiumInstrumentor().uninstrument()
+    before = (counted("rl_training_episodes_total", "default"),
+              counted("rl_training_environment_steps_total", "default"))
+    env.reset(seed=0)
+    steps, done = 0, False
+    while not done:
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        steps, done = steps + 1, terminated or truncated
+    vec.reset(seed=0)
+    for _ in range(5):
+        vec.step(vec.action_space.sample())
+    vec.close()
+    assert counted("rl_training_episodes_total", "zc-take-over") == 1
+    assert counted("rl_training_environment_steps_total", "zc-take-over") == steps
+    assert counted("rl_training_environment_steps_total", "zc-take-over-vec") == 10
+    env.close()
+    assert (counted("rl_training_episodes_total", "default"),
+            counted("rl_training_environment_steps_total", "default")) == before  # the zero-code recorders yielded
