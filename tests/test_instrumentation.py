@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -270,6 +271,7 @@ def test_instrumentors_work_without_opentelemetry_instrumentation() -> None:
     """otel-rl run needs no opentelemetry-instrumentation: the instrumentors fall back to otel-rl's own base."""
     code = """
 import sys
+import textwrap
 sys.modules["opentelemetry.instrumentation"] = None  # as if it were not installed
 import gymnasium
 from otel_rl import instrumentation as zc
@@ -321,3 +323,33 @@ def test_a_recorder_the_script_adds_takes_over_from_the_zero_code_one() -> None:
     env.close()
     assert (counted("rl_training_episodes_total", "default"),
             counted("rl_training_environment_steps_total", "default")) == before  # the zero-code recorders yielded
+
+
+@pytest.mark.integration
+def test_children_leave_the_port_and_the_scripts_own_init_takes_over(tmp_path: Path) -> None:
+    """A python child of the script starts no telemetry of its own (the parent's port stays the parent's); an
+    init_telemetry() of the script with other settings replaces the start-up telemetry."""
+    script = tmp_path / "own.py"
+    port, other = free_port(), free_port()
+    script.write_text(textwrap.dedent(f"""
+        import json, socket, subprocess, sys, time
+        import otel_rl
+        child = subprocess.run([sys.executable, "-c", "import otel_rl; print(otel_rl.current())"],
+                               capture_output=True, text=True)
+        started = otel_rl.current()
+        began = time.monotonic()
+        mine = otel_rl.init_telemetry({{"prometheus": {{"port": {other}, "host": "127.0.0.1", "linger": 120}}}})
+        otel_rl.record_training_iteration("own", 1)
+        try:
+            socket.create_connection(("127.0.0.1", {port}), timeout=5).close()
+            first_closed = False
+        except ConnectionRefusedError:
+            first_closed = True
+        print(json.dumps({{"child": child.stdout.strip(), "replaced": mine is not started,
+                          "first_closed": first_closed, "fast": time.monotonic() - began < 30}}), flush=True)
+    """))
+    figures, scrape = _run([PYTHON, "-m", "otel_rl", "run", "--", PYTHON, str(script)], _env(port), other, tmp_path,
+                           timeout=60)
+    # fast: replacing the start-up telemetry does not wait out its linger (120 s here): it served the same store
+    assert figures == {"child": "None", "replaced": True, "first_closed": True, "fast": True}
+    assert scrape.value("rl_training_iterations_total", algorithm="own") == 1
