@@ -351,7 +351,11 @@ def _with_rllib_callback(config: Any) -> Any:
 def _setting_up(setup: Callable[..., Any]) -> Callable[..., Any]:
     def setup_recorded(self: Any, config: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            config = _with_rllib_callback(config)
+            # Algorithm.__init__ keeps the config object as self.config, and setup() reads that one.
+            own = getattr(self, "config", None)
+            if own is not None:
+                self.config = _with_rllib_callback(own)
+            config = self.config if own is not None and config is own else _with_rllib_callback(config)
         except Exception:
             _logger.exception("otel-rl: could not add the RLlib callback; this run is not recorded")
         return setup(self, config, *args, **kwargs)

@@ -353,3 +353,38 @@ def test_children_leave_the_port_and_the_scripts_own_init_takes_over(tmp_path: P
     # fast: replacing the start-up telemetry does not wait out its linger (120 s here): it served the same store
     assert figures == {"child": "None", "replaced": True, "first_closed": True, "fast": True}
     assert scrape.value("rl_training_iterations_total", algorithm="own") == 1
+
+
+RLLIB_SCRIPT = """\
+import json
+
+import ray
+from ray.rllib.algorithms.ppo import PPOConfig
+
+ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+config = (PPOConfig().environment("CartPole-v1").env_runners(num_env_runners=0)
+          .training(train_batch_size_per_learner=256, minibatch_size=64, num_epochs=1))
+algo = config.build_algo()
+episodes = 0
+for _ in range(2):
+    result = algo.train()
+    episodes += result["env_runners"]["num_episodes"]
+algo.stop()
+ray.shutdown()
+print(json.dumps({"episodes": episodes, "steps": result["num_env_steps_sampled_lifetime"]}), flush=True)
+"""
+
+
+@pytest.mark.integration
+def test_unmodified_rllib_script(tmp_path: Path) -> None:
+    """RLlib's own figures (episodes of each result, lifetime steps, iterations) on the endpoint, exact: the
+    environments RLlib makes are left to the callback the instrumentor adds."""
+    script = tmp_path / "rllib_train.py"
+    script.write_text(RLLIB_SCRIPT)
+    port = free_port()
+    figures, scrape = _run([PYTHON, "-m", "otel_rl", "run", "--", PYTHON, str(script)], _env(port), port, tmp_path)
+    assert figures["episodes"] > 0
+    assert scrape.value("rl_training_episodes_total", algorithm="PPO", agent_id="default") == figures["episodes"]
+    assert scrape.value("rl_training_environment_steps_total", algorithm="PPO") == figures["steps"]
+    assert scrape.value("rl_training_iterations_total", algorithm="PPO") == 2
+    assert scrape.value("rl_training_episodes_total", algorithm="default") is None
