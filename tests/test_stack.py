@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -65,3 +67,35 @@ def test_exit_prints_no_addresses_and_removes_its_logs_after_success():
     logs = re.search(r"logs in (\S+)", done.stderr)
     assert logs is not None and not Path(logs.group(1)).exists(), done.stderr
     assert "logs kept" not in done.stderr
+
+
+@pytest.mark.integration
+def test_an_interrupted_run_keeps_the_logs_it_points_to():
+    """Ctrl-C during the demo: the run did not succeed, so the logs stay where the stack said they are."""
+    env = _env(OTEL_RL_COLLECTOR=collector_binary(), OTELCOL_OTLP_GRPC_ENDPOINT=f"127.0.0.1:{free_port()}",
+               OTELCOL_OTLP_HTTP_ENDPOINT=f"127.0.0.1:{free_port()}",
+               OTELCOL_HEALTH_ENDPOINT=f"127.0.0.1:{free_port()}")
+    process = subprocess.Popen([sys.executable, "-m", "otel_rl", "stack", "--iterations", "100000",
+                                "--prometheus-port", str(free_port())], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        logs = None
+        for line in process.stderr:
+            found = re.search(r"logs in (\S+)", line)
+            if found:
+                logs = Path(found.group(1))
+                break
+        assert logs is not None, "the stack never said where its logs are"
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    try:
+        assert process.returncode == 130
+        assert f"logs kept in {logs}" in err, err
+        assert (logs / "collector.log").is_file() and (logs / "prometheus.log").is_file()
+    finally:
+        shutil.rmtree(logs, ignore_errors=True)
