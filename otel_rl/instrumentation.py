@@ -20,6 +20,7 @@ Stable-Baselines3 takes the algorithm's name. See docs/zero-code.md.
 from __future__ import annotations
 
 import functools
+import importlib.abc
 import importlib.util
 import logging
 import os
@@ -87,11 +88,69 @@ __all__ = ["GymnasiumInstrumentor", "OtelRLConfigurator", "RLlibInstrumentor", "
 _guard = threading.local()  # suppresses a second callback when learn() calls an instrumented learn() again
 
 
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
+class _Loader(importlib.abc.Loader):
+    """A module's own loader, plus the patches to apply once the module has run."""
+
+    def __init__(self, loader: Any, hooks: list[Callable[[Any], None]]) -> None:
+        self._loader = loader
+        self._hooks = hooks
+
+    def create_module(self, spec: Any) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self._loader.exec_module(module)
+        for hook in self._hooks:
+            try:
+                hook(module)
+            except Exception:
+                _logger.exception("otel-rl: could not instrument %s", module.__name__)
+
+    def __getattr__(self, name: str) -> Any:  # resources, get_source, ...: the module's own loader answers
+        return getattr(self._loader, name)
+
+
+class _PostImport(importlib.abc.MetaPathFinder):
+    """Patches applied when a module is first imported, so that a program that never imports a framework does
+    not pay for importing it (Ray's and torch's start-up, in every Python process a script starts)."""
+
+    def __init__(self) -> None:
+        self.hooks: dict[str, list[Callable[[Any], None]]] = {}
+        self._busy = threading.local()
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        hooks = self.hooks.get(name)
+        if not hooks or getattr(self._busy, "name", None) == name:
+            return None
+        self._busy.name = name
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            self._busy.name = None
+        if spec is None or spec.loader is None:
+            return None
+        del self.hooks[name]
+        spec.loader = _Loader(spec.loader, hooks)
+        return spec
+
+    def when_imported(self, name: str, hook: Callable[[Any], None]) -> None:
+        module = sys.modules.get(name)
+        if module is not None:
+            hook(module)
+            return
+        self.hooks.setdefault(name, []).append(hook)
+        if self not in sys.meta_path:
+            sys.meta_path.insert(0, self)
+
+    def forget(self, hook: Callable[[Any], None]) -> None:
+        for name, hooks in list(self.hooks.items()):
+            if hook in hooks:
+                hooks.remove(hook)
+            if not hooks:
+                del self.hooks[name]
+
+
+_post_import = _PostImport()
 
 
 def _patch(owner: Any, name: str, make_wrapper: Callable[[Any], Any]) -> Callable[[], None]:
@@ -108,24 +167,27 @@ def _patch(owner: Any, name: str, make_wrapper: Callable[[Any], Any]) -> Callabl
 
 
 class _Instrumentor(_Base):
-    """Patches that ``uninstrument()`` undoes, in reverse order."""
+    """Patches applied when their module is imported (at once if it is already), undone by ``uninstrument()``."""
 
-    _requires = ""  #: the module that must be importable
+    def _targets(self) -> dict[str, Callable[[Any], list[Callable[[], None]]]]:
+        """Module name -> what patches it, returning what undoes the patches."""
+        raise NotImplementedError
 
     def _instrument(self, **kwargs: Any) -> None:
         self._restore: list[Callable[[], None]] = []
-        if not _installed(self._requires):
-            _logger.debug("otel-rl: %s is not installed; nothing to instrument", self._requires)
-            return
-        self._patch_all()
+        self._pending: list[Callable[[Any], None]] = []
+        for name, patch in self._targets().items():
+            def hook(module: Any, patch: Any = patch) -> None:
+                self._restore.extend(patch(module))
+            self._pending.append(hook)
+            _post_import.when_imported(name, hook)
 
     def _uninstrument(self, **kwargs: Any) -> None:
+        for hook in getattr(self, "_pending", []):
+            _post_import.forget(hook)
         for restore in reversed(getattr(self, "_restore", [])):
             restore()
-        self._restore = []
-
-    def _patch_all(self) -> None:
-        raise NotImplementedError
+        self._restore, self._pending = [], []
 
 
 # -- Gymnasium ------------------------------------------------------------------------------------------------------
@@ -223,18 +285,15 @@ def _wrapping(make: Callable[..., Any], vector: bool) -> Callable[..., Any]:
 class GymnasiumInstrumentor(_Instrumentor):
     """Wraps what ``gymnasium.make`` and ``gymnasium.make_vec`` return with otel-rl's episode recorder."""
 
-    _requires = "gymnasium"
-
     def instrumentation_dependencies(self) -> Collection[str]:
         return ("gymnasium >= 1.0",)
 
-    def _patch_all(self) -> None:
-        import gymnasium
-
+    def _targets(self) -> dict[str, Callable[[Any], list[Callable[[], None]]]]:
         # Only the package's names: make_vec's own sub-environments (made by gymnasium.envs.registration.make)
         # stay unwrapped, so a vector environment's episodes are recorded once, by its vector recorder.
-        self._restore.append(_patch(gymnasium, "make", lambda make: _wrapping(make, vector=False)))
-        self._restore.append(_patch(gymnasium, "make_vec", lambda make: _wrapping(make, vector=True)))
+        return {"gymnasium": lambda gymnasium: [
+            _patch(gymnasium, "make", lambda make: _wrapping(make, vector=False)),
+            _patch(gymnasium, "make_vec", lambda make: _wrapping(make, vector=True))]}
 
 
 # -- Stable-Baselines3 ----------------------------------------------------------------------------------------------
@@ -304,18 +363,17 @@ def _learning(learn: Callable[..., Any]) -> Callable[..., Any]:
 class StableBaselines3Instrumentor(_Instrumentor):
     """Adds otel-rl's callback to every ``learn`` of a Stable-Baselines3 algorithm."""
 
-    _requires = "stable_baselines3"
-
     def instrumentation_dependencies(self) -> Collection[str]:
         return ("stable-baselines3 >= 2.3",)
 
-    def _patch_all(self) -> None:
-        from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
-        from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
-
+    def _targets(self) -> dict[str, Callable[[Any], list[Callable[[], None]]]]:
         # PPO.learn and friends call these through super(); BaseAlgorithm.learn is abstract.
-        for cls in (OnPolicyAlgorithm, OffPolicyAlgorithm):
-            self._restore.append(_patch(cls, "learn", _learning))
+        return {
+            "stable_baselines3.common.on_policy_algorithm":
+                lambda module: [_patch(module.OnPolicyAlgorithm, "learn", _learning)],
+            "stable_baselines3.common.off_policy_algorithm":
+                lambda module: [_patch(module.OffPolicyAlgorithm, "learn", _learning)],
+        }
 
 
 # -- RLlib ----------------------------------------------------------------------------------------------------------
@@ -366,15 +424,11 @@ def _setting_up(setup: Callable[..., Any]) -> Callable[..., Any]:
 class RLlibInstrumentor(_Instrumentor):
     """Adds otel-rl's callback to the callbacks of every RLlib algorithm that is set up."""
 
-    _requires = "ray.rllib"
-
     def instrumentation_dependencies(self) -> Collection[str]:
         return ("ray >= 2.60",)
 
-    def _patch_all(self) -> None:
-        from ray.rllib.algorithms.algorithm import Algorithm
-
-        self._restore.append(_patch(Algorithm, "setup", _setting_up))
+    def _targets(self) -> dict[str, Callable[[Any], list[Callable[[], None]]]]:
+        return {"ray.rllib.algorithms.algorithm": lambda module: [_patch(module.Algorithm, "setup", _setting_up)]}
 
 
 #: Entry-point name -> instrumentor, as pyproject.toml registers them (``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``).

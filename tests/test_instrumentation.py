@@ -388,3 +388,13 @@ def test_unmodified_rllib_script(tmp_path: Path) -> None:
     assert scrape.value("rl_training_environment_steps_total", algorithm="PPO") == figures["steps"]
     assert scrape.value("rl_training_iterations_total", algorithm="PPO") == 2
     assert scrape.value("rl_training_episodes_total", algorithm="default") is None
+
+
+def test_start_up_imports_no_framework() -> None:
+    """The instrumentors patch a framework when the program imports it: a Python process that never does (one of
+    Ray's own, a helper script) does not pay for importing torch, Ray or Gymnasium at start-up."""
+    code = "import sys; print([m for m in ('torch', 'ray', 'gymnasium', 'stable_baselines3') if m in sys.modules])"
+    env = _env(free_port(), OTEL_RL_EXPORTERS="none")
+    done = subprocess.run([PYTHON, "-m", "otel_rl", "run", "--", PYTHON, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
