@@ -398,3 +398,27 @@ def test_start_up_imports_no_framework() -> None:
     done = subprocess.run([PYTHON, "-m", "otel_rl", "run", "--", PYTHON, "-c", code], capture_output=True, text=True,
                           env=env, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_learn_gets_the_callback_once() -> None:
+    """A learn() given an OtelRLCallback (alone, in a list, in a CallbackList) is left as it is; otherwise one is
+    added next to the script's own callbacks, by keyword or by position."""
+    from stable_baselines3.common.callbacks import CallbackList, EveryNTimesteps
+
+    from otel_rl.instrumentation import _learning
+    from otel_rl.integrations.sb3 import OtelRLCallback
+
+    seen: list = []
+    learn = _learning(lambda self, total, callback=None: seen.append(callback))
+    mine, other = OtelRLCallback(), EveryNTimesteps(10, None)
+    for given in (mine, [other, mine], CallbackList([other, mine])):
+        learn(object(), 10, callback=given)
+        assert seen.pop() is given
+    learn(object(), 10)
+    assert isinstance(seen.pop(), OtelRLCallback)
+    learn(object(), 10, other)
+    added = seen.pop()
+    assert added[0] is other and isinstance(added[1], OtelRLCallback) and len(added) == 2
+    learn(object(), 10, callback=[other])
+    added = seen.pop()
+    assert added[0] is other and isinstance(added[1], OtelRLCallback)
