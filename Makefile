@@ -17,6 +17,9 @@ OLDEST_TESTS ?= tests/test_bridge.py tests/test_store.py tests/test_recording.py
 
 .PHONY: demo test lint venv venv-oldest prometheus collector stack bench generate clean
 
+# The demo's own small venv: otel-rl with the demo extra (Gymnasium, NumPy, tqdm), not the dev extra's torch and Ray.
+VENV_DEMO ?= .venv-demo
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -24,6 +27,12 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 venv: $(VENV)/.installed
+
+$(VENV_DEMO)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV_DEMO)
+	$(VENV_DEMO)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_DEMO)/bin/python -m pip install --quiet -e '.[demo]'
+	touch $@
 
 $(VENV_OLDEST)/.installed: pyproject.toml tests/constraints-oldest.txt
 	$(PYTHON) -m venv $(VENV_OLDEST)
@@ -37,8 +46,8 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-demo: venv
-	$(VENV)/bin/otel-rl demo $(DEMO_ARGS)
+demo: $(VENV_DEMO)/.installed
+	$(VENV_DEMO)/bin/otel-rl demo $(DEMO_ARGS)
 
 # Prometheus (promtool) and Alertmanager (amtool), from Debian's packages.
 prometheus:
@@ -57,8 +66,8 @@ test: lint venv-oldest prometheus
 		| grep -E '^(opentelemetry-sdk|prometheus.client) ' | tr -s ' ' | paste -sd, -)"; \
 	OTEL_RL_COLLECTOR="$$collector" $(VENV_OLDEST)/bin/python -m pytest -p no:cacheprovider $(OLDEST_TESTS)
 
-stack: venv prometheus
-	OTEL_RL_COLLECTOR=$$(bash scripts/build-collector.sh) $(VENV)/bin/otel-rl stack $(STACK_ARGS)
+stack: $(VENV_DEMO)/.installed prometheus
+	OTEL_RL_COLLECTOR=$$(bash scripts/build-collector.sh) $(VENV_DEMO)/bin/otel-rl stack $(STACK_ARGS)
 
 bench: venv
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
@@ -71,4 +80,4 @@ generate: venv
 	$(PY) -c "from otel_rl._internal.dashboard import update_doc; update_doc('docs/dashboard.md')"
 
 clean:
-	rm -rf $(VENV) $(VENV_OLDEST) build dist *.egg-info
+	rm -rf $(VENV) $(VENV_OLDEST) $(VENV_DEMO) build dist *.egg-info

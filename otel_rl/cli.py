@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from otel_rl._internal.config import EXPORTERS, PROTOCOLS, ConfigError
+from otel_rl._internal.hints import install_hint
 
 
 class MissingExtraError(SystemExit):
@@ -20,16 +23,14 @@ def require_extra(command: str, extra: str, *modules: str) -> None:
     """Exit with one line naming the extra to install when a module that ``command`` needs is missing."""
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        raise MissingExtraError(f"otel-rl {command}: {', '.join(missing)} not installed; "
-                                f"pip install '.[{extra}]' (from the otel-rl repository root)")
+        raise MissingExtraError(f"otel-rl {command}: {', '.join(missing)} not installed; {install_hint(extra)}")
 
 
 def _demo(args: argparse.Namespace) -> int:
     require_extra("demo", "demo", "gymnasium", "numpy")
     from otel_rl.demo.run import run_demo
 
-    config: dict[str, Any] = {"exporters": args.exporter, "service_name": args.service_name,
-                              "prometheus": {"port": args.port, "host": args.host, "linger": args.linger}}
+    config = _demo_config(args, os.environ)
     if args.otlp_endpoint or args.otlp_protocol or args.export_interval is not None:
         config["otlp"] = {k: v for k, v in {"endpoint": args.otlp_endpoint, "protocol": args.otlp_protocol,
                                              "export_interval": args.export_interval}.items() if v is not None}
@@ -37,7 +38,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     handle = otel_rl.init_telemetry(config)  # a bad setting ends here, as one line (see main)
     if handle.server is not None:  # the bound port (also with --port 0); nothing when it could not be bound
-        host = "localhost" if args.host in ("0.0.0.0", "::") else (f"[{args.host}]" if ":" in args.host else args.host)
+        host = handle.settings.prometheus.host
+        host = "localhost" if host in ("0.0.0.0", "::") else (f"[{host}]" if ":" in host else host)
         print(f"otel-rl demo: metrics on {handle.server.scheme}://{host}:{handle.prometheus_port}/metrics "
               "(health: /health)", file=sys.stderr)
     result = run_demo(iterations=args.iterations, episodes_per_iter=args.episodes, seed=args.seed, config=None,
@@ -47,6 +49,39 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"otel-rl demo: {result.iterations} iterations in {result.seconds:.1f} s; mean episode reward "
           f"{first:.1f} (first 5) -> {last:.1f} (last 5)")
     return 0
+
+
+#: The demo's own defaults where otel-rl's differ, and the variables that override them (as they override
+#: otel-rl's): (setting, demo default, variables).
+_DEMO_DEFAULTS = (
+    ("service_name", "otel-rl-demo", ("OTEL_SERVICE_NAME",)),
+    ("prometheus.linger", 15.0, ("OTEL_RL_PROMETHEUS_LINGER",)),
+)
+
+
+def _demo_config(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any]:
+    """The demo's settings: its flags, then the OTEL_* variables, then the demo's defaults, then otel-rl's.
+
+    Only what a flag gives is explicit config (which wins over the environment), so ``OTEL_RL_EXPORTERS=otlp
+    otel-rl demo`` pushes and ``OTEL_EXPORTER_PROMETHEUS_PORT`` moves the endpoint, as for any program.
+    """
+    config: dict[str, Any] = {}
+    prometheus: dict[str, Any] = {}
+    if args.exporter:
+        config["exporters"] = args.exporter
+    for key, value in (("port", args.port), ("host", args.host), ("linger", args.linger)):
+        if value is not None:
+            prometheus[key] = value
+    if args.service_name is not None:
+        config["service_name"] = args.service_name
+    for key, default, variables in _DEMO_DEFAULTS:
+        section, _, name = key.rpartition(".")
+        target = prometheus if section == "prometheus" else config
+        if name not in target and not any(environ.get(v, "").strip() for v in variables):
+            target[name] = default
+    if prometheus:
+        config["prometheus"] = prometheus
+    return config
 
 
 def _dashboard(args: argparse.Namespace) -> int:
@@ -91,6 +126,35 @@ def _stack(args: argparse.Namespace) -> int:
                      keep=not args.exit)
 
 
+def _run(args: argparse.Namespace) -> int:
+    """Run a command with its Python interpreter instrumented (see otel_rl.instrumentation)."""
+    from otel_rl.instrumentation import SIGTERM_ENV
+
+    command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not command:
+        raise SystemExit("otel-rl run: no command given; for example: otel-rl run -- python train.py")
+    env = os.environ
+    bootstrap = str(Path(__file__).resolve().parent / "_bootstrap")
+    env["PYTHONPATH"] = os.pathsep.join([bootstrap, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep)
+                                                       if p and p != bootstrap]])
+    env.setdefault(SIGTERM_ENV, "1")
+    if args.port is not None:
+        env["OTEL_EXPORTER_PROMETHEUS_PORT"] = str(args.port)
+    if args.exporter:
+        env["OTEL_RL_EXPORTERS"] = ",".join(args.exporter)
+    if args.otlp_endpoint:
+        env["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"] = args.otlp_endpoint
+    if args.service_name:
+        env["OTEL_SERVICE_NAME"] = args.service_name
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:  # the command replaces this process: signals and the exit status are the script's own
+        os.execvp(command[0], command)
+    except OSError as exc:
+        raise SystemExit(f"otel-rl run: cannot run {command[0]!r}: {exc.strerror}") from None
+    return 0  # pragma: no cover - execvp does not return
+
+
 def build_parser() -> argparse.ArgumentParser:
     from otel_rl._internal.rules import RUNBOOK_BASE
 
@@ -105,15 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed of the environment and the agent")
     demo.add_argument("--run-id", default=None, help="run_id label (default: cartpole-seed0 for --seed 0)")
     demo.add_argument("--exporter", action="append", choices=[e for e in EXPORTERS if e != "none"],
-                      help="repeatable; default prometheus (the endpoint on --port)")
-    demo.add_argument("--port", type=int, default=8011, help="Prometheus endpoint port (default 8011)")
-    demo.add_argument("--host", default="0.0.0.0", help="Prometheus endpoint host (default 0.0.0.0)")
-    demo.add_argument("--linger", type=float, default=15.0,
-                      help="seconds to wait at the end for a last scrape (default 15; 0 to exit at once)")
+                      help="repeatable; default OTEL_RL_EXPORTERS / OTEL_METRICS_EXPORTER, else prometheus "
+                           "(the endpoint on --port)")
+    demo.add_argument("--port", type=int, default=None,
+                      help="Prometheus endpoint port (default OTEL_EXPORTER_PROMETHEUS_PORT, else 8011)")
+    demo.add_argument("--host", default=None,
+                      help="Prometheus endpoint host (default OTEL_EXPORTER_PROMETHEUS_HOST, else 0.0.0.0)")
+    demo.add_argument("--linger", type=float, default=None,
+                      help="seconds to wait at the end for a last scrape (default OTEL_RL_PROMETHEUS_LINGER, else "
+                           "15; 0 to exit at once)")
     demo.add_argument("--otlp-endpoint", default=None, help="OTLP endpoint (with --exporter otlp)")
     demo.add_argument("--otlp-protocol", choices=PROTOCOLS, default=None)
     demo.add_argument("--export-interval", type=float, default=None, help="OTLP export interval in seconds")
-    demo.add_argument("--service-name", default="otel-rl-demo")
+    demo.add_argument("--service-name", default=None, help="default OTEL_SERVICE_NAME, else otel-rl-demo")
     demo.add_argument("--inject-failure", action="store_true", help="fail one train step (retried)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)
@@ -144,13 +212,25 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--exit", action="store_true",
                        help="stop Prometheus and the collector when the demo ends (default: run until Ctrl-C)")
     stack.set_defaults(func=_stack)
+
+    run = commands.add_parser(
+        "run", help="run a Python program with Gymnasium, Stable-Baselines3 and RLlib recorded, no code change",
+        description="Run COMMAND (e.g. python train.py) with otel-rl's telemetry started from the OTEL_* "
+                    "variables (default: /metrics on port 8011) and Gymnasium, Stable-Baselines3 and RLlib "
+                    "instrumented. See docs/zero-code.md.")
+    run.add_argument("--port", type=int, default=None, help="Prometheus endpoint port (default 8011)")
+    run.add_argument("--exporter", action="append", choices=[e for e in EXPORTERS if e != "none"],
+                     help="repeatable; default prometheus, or OTEL_RL_EXPORTERS / OTEL_METRICS_EXPORTER")
+    run.add_argument("--otlp-endpoint", default=None, help="OTLP endpoint (with --exporter otlp)")
+    run.add_argument("--service-name", default=None, help="service.name (default: OTEL_SERVICE_NAME or otel-rl)")
+    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="COMMAND",
+                     help="-- then the command, e.g. -- python train.py")
+    run.set_defaults(func=_run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "exporter", "unset") is None:
-        args.exporter = ["prometheus"]
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -48,6 +48,9 @@ if [ -z "$GO" ]; then
   fi
 fi
 log "using $("$GO" version)"
+# The builder runs `go` from PATH: give it the same one (GO, or the fallback found above).
+PATH="$(dirname "$(command -v "$GO")"):$PATH"
+export PATH
 
 # Keep the build gentle on small machines (2 cores): limit parallel packages.
 jobs="${OTEL_RL_BUILD_JOBS:-2}"
@@ -80,7 +83,7 @@ cleanup() { rm -rf "$work"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-log "building otelcol-rl (manifest sha256 $key) in $work"
+log "building otelcol-rl (manifest sha256 $key) in $work: 1-3 minutes, cached afterwards"
 start=$(date +%s)
 # The manifest's dist.output_path is relative (./_build): run from $work.
 # The builder strips symbols by default (-ldflags="-s -w") and uses -trimpath.

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.parametrize("command", ["demo", "stack"])
 def test_missing_extra_is_one_line_naming_the_extra(command):
-    """Without gymnasium, `otel-rl demo`/`stack` exit with one line saying pip install '.[demo]', no traceback."""
+    """Without gymnasium, `otel-rl demo`/`stack` exit with one line saying how to install the demo extra from the
+    checkout (otel-rl is on no package index), no traceback."""
     code = ("import sys; sys.modules['gymnasium'] = None\n"  # what an environment without the extra looks like
             "from otel_rl.cli import main\n"
             f"sys.exit(main([{command!r}]))")
@@ -24,8 +25,8 @@ def test_missing_extra_is_one_line_naming_the_extra(command):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        f"otel-rl {command}: gymnasium not installed; pip install '.[demo]' (from the otel-rl repository root)"
-    ], done.stderr
+        f"otel-rl {command}: gymnasium not installed; pip install '.[demo]' from the otel-rl repository root, or "
+        "pip install '/path/to/otel-rl[demo]' (otel-rl is installed from its checkout, not from PyPI)"], done.stderr
 
 
 def test_help_texts_do_not_say_seed_except_for_the_random_seed():
@@ -70,3 +71,48 @@ def test_demo_banner_names_the_bound_port():
     assert done.returncode == 0, done.stderr
     banner = [line for line in done.stderr.splitlines() if "metrics on" in line]
     assert len(banner) == 1 and "http://127.0.0.1:" in banner[0] and ":0/" not in banner[0], done.stderr
+
+
+def _demo_with(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    clean.update(PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **env)
+    return subprocess.run([sys.executable, "-m", "otel_rl", "demo", "--no-progress", *args], capture_output=True,
+                          text=True, env=clean, timeout=240)
+
+
+def test_demo_serves_on_the_port_of_the_environment():
+    """OTEL_EXPORTER_PROMETHEUS_PORT/HOST and OTEL_RL_PROMETHEUS_LINGER apply to the demo as to any program."""
+    from procs import free_port
+
+    port = free_port()
+    done = _demo_with({"OTEL_EXPORTER_PROMETHEUS_PORT": str(port), "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+                       "OTEL_RL_PROMETHEUS_LINGER": "0"}, "--iterations", "1", "--episodes", "1")
+    assert done.returncode == 0, done.stderr
+    banner = [line for line in done.stderr.splitlines() if "metrics on" in line]
+    assert banner == [f"otel-rl demo: metrics on http://127.0.0.1:{port}/metrics (health: /health)"], done.stderr
+    # a flag still wins over the variable
+    other = free_port()
+    done = _demo_with({"OTEL_EXPORTER_PROMETHEUS_PORT": str(port), "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+                       "OTEL_RL_PROMETHEUS_LINGER": "0"}, "--port", str(other), "--iterations", "1", "--episodes", "1")
+    assert f"127.0.0.1:{other}/metrics" in done.stderr, done.stderr
+
+
+@pytest.mark.integration
+def test_demo_pushes_when_the_environment_says_otlp():
+    """docs/collector.md's `OTEL_RL_EXPORTERS=otlp otel-rl demo` pushes through a real collector into Prometheus
+    (it used to serve /metrics instead): every episode of the run arrives, and no endpoint is served."""
+    from procs import push_stack, wait_until
+
+    with push_stack() as (_, prom, collector):
+        done = _demo_with({"OTEL_RL_EXPORTERS": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": collector.grpc_endpoint,
+                           "OTEL_METRIC_EXPORT_INTERVAL": "1000", "OTEL_SERVICE_NAME": "demo-push-test"},
+                          "--iterations", "3", "--episodes", "2")
+        assert done.returncode == 0, done.stderr
+        assert "metrics on" not in done.stderr, done.stderr
+
+        def episodes():
+            result = prom.query('sum(rl_training_episodes_total{service_name="demo-push-test"})') or \
+                prom.query('sum(rl_training_episodes_total{job="demo-push-test"})')
+            return result and float(result[0]["value"][1]) == 6
+
+        wait_until(episodes, 60, what="the demo's 6 episodes in Prometheus")

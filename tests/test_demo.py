@@ -69,8 +69,7 @@ def test_cli_stack_pushes_the_demo_through_the_collector(monkeypatch, capsys):
     captured = capsys.readouterr()
     out = captured.out
     assert f"Alertmanager http://127.0.0.1:{am_port}," in captured.err, captured.err
-    assert f"http://127.0.0.1:{am_port}  (Alertmanager" in out, out
-    found = re.search(r"3 iterations in .* this run recorded (\d+) episodes, Prometheus counts (\d+)\. ", out)
+    found = re.search(r"3 iterations in .* this run recorded (\d+) episodes, Prometheus counts (\d+)\.", out)
     assert found, out
     assert found.group(1) == found.group(2) == "30", out  # after the final flush, all of them (3 x 10 episodes)
 

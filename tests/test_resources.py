@@ -248,16 +248,17 @@ def test_without_nvml_binding_or_torch_no_error_no_gpu_series_and_one_info_line_
     assert not [r for r in out["records"] if r[0] in ("WARNING", "ERROR")], out["records"]
 
 
-def test_without_psutil_no_process_series_and_one_info_line():
-    """psutil not importable: no process series, one INFO line naming the extra to install, training metrics fine."""
+def test_without_psutil_no_process_series_and_one_warning():
+    """psutil not importable: no process series, one WARNING (the setting asked for them) naming how to install the
+    extra from the checkout, training metrics fine."""
     out = _run_without(["psutil", "pynvml"], """
         otel_rl.record_training_start("PPO", "r1")
         out["names"] = names()
     """)
     assert not PROCESS_NAMES & set(out["names"]) and "rl_training_active" in out["names"]
-    info = [message for level, message in out["records"] if level == "INFO"]
-    assert sum("no process series, psutil is not installed (the 'resources' extra: pip install '.[resources]')" in m
-               for m in info) == 1, info
+    warnings = [message for level, message in out["records"] if level == "WARNING"]
+    assert sum("psutil is not installed, so there are no process series (the 'resources' extra: pip install "
+               "'.[resources]' from the otel-rl repository root" in m for m in warnings) == 1, out["records"]
 
 
 def test_torch_imported_without_cuda_gives_no_torch_series_and_never_initialises_cuda():

@@ -66,9 +66,10 @@ def test_readme_links_every_docs_page():
 
 def test_install_instructions_do_not_promise_a_pypi_package():
     """otel-rl is not on PyPI: README, docs and the package's messages (a missing extra) install from a checkout
-    (`pip install .`, `pip install '.[sb3]'`), never `pip install otel-rl` or `otel-rl[sb3]`."""
+    (`pip install .`, `pip install '.[sb3]'`, `pip install '/path/to/otel-rl[sb3]'`), never `pip install otel-rl`
+    or a bare `otel-rl[sb3]`."""
     sources = sorted((ROOT / "otel_rl").rglob("*.py"))
     for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sources]:
         text = path.read_text(encoding="utf-8")
-        assert not re.search(r"pip install '?otel-rl\b|otel-rl\[", text), path.relative_to(ROOT)
+        assert not re.search(r"pip install '?otel-rl\b|(?<![/\w-])otel-rl\[", text), path.relative_to(ROOT)
     assert "pip install ." in (ROOT / "README.md").read_text(encoding="utf-8")

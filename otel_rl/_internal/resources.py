@@ -23,6 +23,7 @@ from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
+from otel_rl._internal.hints import install_hint
 from otel_rl._internal.resource_catalog import (
     RESOURCE_METRICS,
     SCOPE_NAME,
@@ -251,8 +252,8 @@ class ResourceMetrics:
         try:
             import psutil
         except ImportError:
-            _logger.info("otel-rl resource metrics: no process series, psutil is not installed "
-                         "(the 'resources' extra: pip install '.[resources]')")
+            _logger.warning("otel-rl resource metrics: resource_metrics is on but psutil is not installed, so there "
+                            "are no process series (the 'resources' extra: %s)", install_hint("resources"))
         else:
             readers.update(_ProcessSource(psutil).readers())
         self.gpu = _GpuSource.open(self._once)

@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -49,8 +50,28 @@ def _collector_binary() -> str:
     script = _ROOT / "scripts" / "build-collector.sh"
     if not script.is_file():
         raise SystemExit("otel-rl stack: set OTEL_RL_COLLECTOR to an otelcol-rl or otelcol-contrib binary")
-    print("otel-rl stack: building the collector (cached after the first time)...", file=sys.stderr)
-    return subprocess.run(["bash", str(script)], check=True, capture_output=True, text=True).stdout.strip()
+    # The script prints the cached binary's path at once; when it builds, its progress (and on failure, why) goes
+    # to this terminal through its standard error.
+    built = subprocess.run(["bash", str(script)], stdout=subprocess.PIPE, text=True)
+    if built.returncode != 0:
+        raise SystemExit(f"otel-rl stack: building the collector failed (exit code {built.returncode}; the build's "
+                         "output is above); or set OTEL_RL_COLLECTOR to an otelcol-rl or otelcol-contrib binary")
+    return built.stdout.strip().splitlines()[-1]
+
+
+def _check_free(addresses: dict[str, str]) -> None:
+    """Exit naming the first ``host:port`` something already listens on: the stack would talk to it instead."""
+    for what, address in addresses.items():
+        host, _, port = address.rpartition(":")
+        with socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET) as s:
+            try:
+                s.bind((host.strip("[]"), int(port)))
+            except OSError as exc:
+                raise SystemExit(f"otel-rl stack: {address} ({what}) is in use ({exc.strerror}); stop what listens "
+                                 "there (an earlier otel-rl stack?) or move this one: --prometheus-port, "
+                                 "--alertmanager-port, OTELCOL_OTLP_GRPC_ENDPOINT, OTELCOL_OTLP_HTTP_ENDPOINT, "
+                                 "OTELCOL_HEALTH_ENDPOINT") \
+                    from None
 
 
 def _wait(url: str, what: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
@@ -112,6 +133,9 @@ def run_stack(iterations: int = 60, seed: int = 0, protocol: str = "grpc", prome
     grpc_address = os.environ.get("OTELCOL_OTLP_GRPC_ENDPOINT", "127.0.0.1:4317")
     http_address = os.environ.get("OTELCOL_OTLP_HTTP_ENDPOINT", "127.0.0.1:4318")
     health_address = os.environ.get("OTELCOL_HEALTH_ENDPOINT", "127.0.0.1:13133")
+    _check_free({"Prometheus": f"127.0.0.1:{prometheus_port}", "collector OTLP/gRPC": grpc_address,
+                 "Alertmanager": f"127.0.0.1:{alertmanager_port}", "collector OTLP/HTTP": http_address,
+                 "collector health check": health_address})
     workdir = Path(tempfile.mkdtemp(prefix="otel-rl-stack-"))
     config = workdir / "prometheus.yml"
     rules = workdir / "otel-rl.rules.yml"
@@ -126,6 +150,7 @@ def run_stack(iterations: int = 60, seed: int = 0, protocol: str = "grpc", prome
     am_url = f"http://127.0.0.1:{alertmanager_port}"
     processes: list[subprocess.Popen] = []
     stack = contextlib.ExitStack()
+    succeeded = False  #: the logs are kept, and their place printed, unless the run succeeded
     try:
         am_yaml = stack.enter_context(alertmanager_config())
         processes.append(subprocess.Popen(
@@ -157,17 +182,18 @@ def run_stack(iterations: int = 60, seed: int = 0, protocol: str = "grpc", prome
         episodes = wait_for_count(prom_url, recorded, timeout=30.0)
         print(f"otel-rl stack: {result.iterations} iterations in {result.seconds:.1f} s; this run recorded "
               f"{recorded:g} episodes, Prometheus counts {'no' if episodes is None else f'{episodes:g}'}"
-              f"{'' if flushed else ' (the final export did not succeed)'}. Try:\n"
-              f"  {prom_url}/graph?g0.expr=rl_training_episode_reward_mean\n"
-              f"  {prom_url}/alerts  (rules) and {am_url}  (Alertmanager: alerts, silences)\n"
-              f"  curl -s '{prom_url}/api/v1/query?query=sum(rl_training_episodes_total)'")
+              f"{'' if flushed else ' (the final export did not succeed)'}.")
+        succeeded = episodes == recorded
         if episodes is None:
             print(f"otel-rl stack: nothing arrived; see {workdir}/collector.log", file=sys.stderr)
-        if keep:
+        if keep:  # with --exit everything stops now: no address to try
+            print(f"Try:\n  {prom_url}/graph?g0.expr=rl_training_episode_reward_mean\n"
+                  f"  {prom_url}/alerts  (rules) and {am_url}  (Alertmanager: alerts, silences)\n"
+                  f"  curl -s '{prom_url}/api/v1/query?query=sum(rl_training_episodes_total)'")
             print("otel-rl stack: running; Ctrl-C stops Prometheus, Alertmanager and the collector", file=sys.stderr)
             while True:
                 time.sleep(3600)
-        return 0 if episodes == recorded else 1
+        return 0 if succeeded else 1
     except KeyboardInterrupt:
         return 130
     finally:
@@ -179,4 +205,8 @@ def run_stack(iterations: int = 60, seed: int = 0, protocol: str = "grpc", prome
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if succeeded:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            shutil.rmtree(workdir / "data", ignore_errors=True)
+            print(f"otel-rl stack: logs kept in {workdir}", file=sys.stderr)

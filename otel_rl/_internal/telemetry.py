@@ -44,6 +44,7 @@ class Telemetry:
         self._shutdown_lock = threading.Lock()
         self._abandoned_in: int | None = None  #: the pid of a forked child in which this handle is the parent's
         self._automatic = False  #: started by a worker's first record from its parent's published settings
+        self._replaced = False  #: an automatic telemetry that an explicit init_telemetry() replaces
         self._view: Telemetry | None = None  #: what this (parent's) handle shows in a forked child
         registry.cardinality_limit = settings.cardinality_limit
         registry.set_per_run(settings.per_run_series)
@@ -278,7 +279,7 @@ class Telemetry:
         mark = time.monotonic_ns()
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
         ok = True
-        if self.server is not None and self.settings.prometheus.linger > 0:
+        if self.server is not None and self.settings.prometheus.linger > 0 and not self._replaced:
             # The linger is its own budget, before the flush's: a scrape interval is often longer than timeout.
             seen = self.server.scrapes
             _logger.info("otel-rl: waiting up to %.1f s for a last scrape of /metrics", self.settings.prometheus.linger)
@@ -503,7 +504,9 @@ def init_telemetry(config: Settings | Mapping[str, Any] | str | os.PathLike[str]
     automatic = _current if _current is not None and _current._automatic and _current.settings != settings \
         else None
     if automatic is not None:
-        # Started by this process' first record from its parent's settings: the explicit call takes over.
+        # Started by this process' first record from its parent's settings, or by zero-code instrumentation: the
+        # explicit call takes over. No linger: the new telemetry serves the same store, nothing is left to scrape.
+        automatic._replaced = True
         automatic.shutdown()
     with _lock:
         if _current is not None:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from otel_rl._internal.config import MAX_FILE_BYTES, ConfigError, read_small_file
+from otel_rl._internal.hints import install_hint
 from otel_rl._internal.store import describe
 
 #: exporter-toolkit ``client_auth_type`` values Python's ssl module can enforce, and how.
@@ -296,7 +297,7 @@ def _users(path: str, section: Any) -> dict[str, bytes]:
         import bcrypt  # noqa: F401
     except ImportError:
         raise ConfigError(f"prometheus.web_config_file {path!r}: basic_auth_users needs the bcrypt package; "
-                          "install it with: pip install '.[security]' (from the otel-rl repository root)") from None
+                          f"install it with: {install_hint('security')}") from None
     return users
 
 

@@ -28,14 +28,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from otel_rl._internal.hints import install_hint
+
 try:
     import gymnasium as gym
     import numpy as np
     from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "otel_rl.integrations.gymnasium needs Gymnasium and NumPy: pip install '.[gym]' "
-        "(from the otel-rl repository root)") from exc
+        f"otel_rl.integrations.gymnasium needs Gymnasium and NumPy: {install_hint('gym')}") from exc
 
 from otel_rl._internal import recording as _rec
 from otel_rl._internal import store as _store
@@ -55,6 +56,7 @@ class RecordEpisodeMetrics(gym.Wrapper):
     def __init__(self, env: gym.Env, algorithm: str = "default", agent_id: str = "default",
                  flush_every: int = _FLUSH_EVERY) -> None:
         _reject_sb3_vec_env(env)
+        _take_over(env)
         super().__init__(env)
         self._algorithm = str(algorithm)
         self._key = (self._algorithm, str(agent_id))
@@ -143,6 +145,7 @@ class RecordVectorEpisodeMetrics(VectorWrapper):
     def __init__(self, env: VectorEnv, algorithm: str = "default", agent_id: str = "default",
                  flush_every: int = _FLUSH_EVERY) -> None:
         _reject_sb3_vec_env(env)
+        _take_over(env)
         super().__init__(env)
         self._algorithm = str(algorithm)
         self._key = (self._algorithm, str(agent_id))
@@ -299,6 +302,18 @@ def wrap(env: Any, algorithm: str = "default", agent_id: str = "default", **kwar
     if isinstance(env, VectorEnv):
         return RecordVectorEpisodeMetrics(env, algorithm, agent_id, **kwargs)
     return RecordEpisodeMetrics(env, algorithm, agent_id, **kwargs)
+
+
+def _take_over(env: Any) -> None:
+    """A recorder that zero-code instrumentation put below (otel_rl.instrumentation) stops recording: this one
+    records, so a script written for otel-rl counts each episode once under ``otel-rl run`` too."""
+    for _ in range(100):
+        if env is None:
+            return
+        stop = getattr(type(env), "_otel_rl_yield", None)
+        if stop is not None:
+            stop(env)
+        env = getattr(env, "env", None)
 
 
 def _reject_sb3_vec_env(env: Any) -> None:

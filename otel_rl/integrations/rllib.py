@@ -23,11 +23,12 @@ import os
 import re
 from typing import Any
 
+from otel_rl._internal.hints import install_hint
+
 try:
     from ray.rllib.callbacks.callbacks import RLlibCallback
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("otel_rl.integrations.rllib needs RLlib: pip install '.[rllib]' "
-                      "(from the otel-rl repository root)") from exc
+    raise ImportError(f"otel_rl.integrations.rllib needs RLlib: {install_hint('rllib')}") from exc
 
 from otel_rl._internal import processes
 from otel_rl._internal.decorators import _StepRecorder, current_run

@@ -25,14 +25,15 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
+from otel_rl._internal.hints import install_hint
+
 try:
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.logger import KVWriter
     from stable_baselines3.common.vec_env import DummyVecEnv
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "otel_rl.integrations.sb3 needs Stable-Baselines3: pip install '.[sb3]' "
-        "(from the otel-rl repository root)") from exc
+        f"otel_rl.integrations.sb3 needs Stable-Baselines3: {install_hint('sb3')}") from exc
 
 from otel_rl._internal import recording as _rec
 from otel_rl._internal.decorators import current_run, run_labels
@@ -118,6 +119,9 @@ class OtelRLCallback(BaseCallback):
     ``run_id`` to the training run's, else ``"default"``. Never raises into training: a recording problem is logged.
     """
 
+    #: Say when sub-environments record themselves (off where zero-code instrumentation wrapped them on purpose).
+    _warn_wrapped = True
+
     def __init__(self, algorithm: str | None = None, run_id: str | None = None, agent_id: str = "default",
                  verbose: int = 0) -> None:
         super().__init__(verbose)
@@ -184,7 +188,7 @@ class OtelRLCallback(BaseCallback):
         wrapped = [bool(w) for w in env.env_is_wrapped(RecordEpisodeMetrics)]
         self._record_env = [not w for w in wrapped]
         self._all_envs_recorded = not any(wrapped)
-        if any(wrapped):
+        if any(wrapped) and self._warn_wrapped:
             where = "in this process" if isinstance(env.unwrapped, DummyVecEnv) else \
                 "in the subprocess workers, which export only what their own telemetry exports"
             _logger.warning("otel-rl: %d of %d sub-environments carry otel-rl's Gymnasium wrapper; their episodes "
