@@ -198,6 +198,19 @@ def test_carriage_returns_in_label_values_do_not_break_line_based_readers(accept
 
 
 @pytest.mark.integration
+def test_a_carriage_return_in_a_label_is_the_same_text_on_the_push_path():
+    """The store keeps a carriage return as the two characters ``\\r``, so the OTLP points carry the label the
+    endpoint shows, not a raw CR that the pull path cannot expose."""
+    handle = otel_rl.init_telemetry({"exporters": ["none"]})
+    otel_rl.record_episode("PPO", "run\r1", 1.0, 3)
+    handle.pull_reader.collect()
+    agents = {point.attributes.get("agent_id") for rm in handle.pull_reader.latest.resource_metrics
+              for sm in rm.scope_metrics for m in sm.metrics if m.name == "rl_training_episodes_total"
+              for point in m.data.data_points}
+    assert agents == {"run\\r1"}
+    assert b'agent_id="run\\\\r1"' in handle.metrics_text()
+
+
 def test_prometheus_scrapes_a_label_value_with_a_carriage_return(tmp_path):
     """A real Prometheus scrapes the endpoint with such a label value: the target is up and the series is there,
     with the value as the pull path shows it (``\\r`` as two characters)."""

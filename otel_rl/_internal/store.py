@@ -156,12 +156,20 @@ def _utf8(value: str) -> str:
 
 
 def _clean_key(key: tuple[str, ...]) -> tuple[str, ...]:
-    """``key`` itself when every value is valid UTF-8, else a new key with lone surrogates backslash-escaped."""
+    """``key`` itself when every value is valid UTF-8 without a carriage return, else a new key with lone
+    surrogates backslash-escaped and each carriage return written as the two characters ``\\r``.
+
+    The exposition formats escape only backslash, quote and line feed: a raw carriage return ends the line for a
+    reader with universal newlines, and ``\\r`` is an invalid escape for Prometheus. Stored so, the pull and the
+    push path carry the same label."""
     try:
-        "".join(key).encode("utf-8")
-        return key
+        text = "".join(key)
+        text.encode("utf-8")
+        if "\r" not in text:
+            return key
+        return tuple(v.replace("\r", "\\r") for v in key)
     except UnicodeEncodeError:
-        return tuple(_utf8(v) for v in key)
+        return tuple(_utf8(v).replace("\r", "\\r") for v in key)
     except Exception:  # noqa: BLE001 (a key that is not a tuple of str: left as it is)
         return key
 
@@ -415,11 +423,12 @@ class Metric:
         if clean is not key:
             # Lone surrogates are stored backslash-escaped, so os.fsdecode(b"run-\xff") and the text
             # "run-\\udcff" are one series rather than two with the same labels. Such keys stay on this slow path.
-            self._registry.warn_once(
-                (self.name, "label_not_utf8"),
-                "otel-rl: a label value of %s is not valid UTF-8 (%s); it is recorded with its lone surrogates "
-                "backslash-escaped. Decode bytes with a real encoding (bytes.decode('utf-8', 'replace')) rather "
-                "than os.fsdecode to avoid this.", self.name, describe(key))
+            if any(_utf8(value) is not value for value in key):  # not only carriage returns
+                self._registry.warn_once(
+                    (self.name, "label_not_utf8"),
+                    "otel-rl: a label value of %s is not valid UTF-8 (%s); it is recorded with its lone surrogates "
+                    "backslash-escaped. Decode bytes with a real encoding (bytes.decode('utf-8', 'replace')) "
+                    "rather than os.fsdecode to avoid this.", self.name, describe(key))
             key = clean
             if key in self._series:
                 return key
