@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import pynvml
     except ImportError:
-        unable("nvidia-ml-py is not installed (pip install 'otel-rl[gpu]')")
+        unable("nvidia-ml-py is not installed (pip install '.[gpu]' in an otel-rl checkout)")
     try:
         pynvml.nvmlInit()
         devices = pynvml.nvmlDeviceGetCount()

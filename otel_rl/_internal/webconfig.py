@@ -237,7 +237,7 @@ def _users(path: str, section: Any) -> dict[str, bytes]:
         import bcrypt  # noqa: F401
     except ImportError:
         raise ConfigError(f"prometheus.web_config_file {path!r}: basic_auth_users needs the bcrypt package; "
-                          "install it with: pip install 'otel-rl[security]'") from None
+                          "install it with: pip install '.[security]' in an otel-rl checkout") from None
     return users
 
 

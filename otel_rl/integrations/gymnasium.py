@@ -34,7 +34,8 @@ try:
     from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "otel_rl.integrations.gymnasium needs Gymnasium and NumPy: pip install 'otel-rl[gym]'") from exc
+        "otel_rl.integrations.gymnasium needs Gymnasium and NumPy: pip install '.[gym]' "
+        "in an otel-rl checkout") from exc
 
 from otel_rl._internal import recording as _rec
 from otel_rl._internal import store as _store

@@ -26,7 +26,7 @@ from typing import Any
 try:
     from ray.rllib.callbacks.callbacks import RLlibCallback
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("otel_rl.integrations.rllib needs RLlib: pip install 'otel-rl[rllib]'") from exc
+    raise ImportError("otel_rl.integrations.rllib needs RLlib: pip install '.[rllib]' in an otel-rl checkout") from exc
 
 from otel_rl._internal import processes
 from otel_rl._internal.decorators import _StepRecorder, current_run

@@ -31,7 +31,7 @@ try:
     from stable_baselines3.common.vec_env import DummyVecEnv
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "otel_rl.integrations.sb3 needs Stable-Baselines3: pip install 'otel-rl[sb3]'") from exc
+        "otel_rl.integrations.sb3 needs Stable-Baselines3: pip install '.[sb3]' in an otel-rl checkout") from exc
 
 from otel_rl._internal import recording as _rec
 from otel_rl._internal.decorators import current_run
