@@ -124,9 +124,10 @@ class OtelRLCallback(RLlibCallback):
                             "go out with the periodic export only (otlp.export_interval)")
 
 
-#: The trial id in the name Tune gives a trial's directory, ``<trainable>[_<env>]_<trial id>_<index>[_<tag>]_<date>``:
-#: ``1a2b3_00000`` from Tune's default search, eight hex digits from the others.
-_TRIAL_DIR = re.compile(r"^(.*?_([0-9a-f]{5}_[0-9]{5}|[0-9a-f]{8}))_[0-9]+_")
+#: A trial id and the counter after it in the name Tune gives a trial's directory,
+#: ``<trainable>[_<env>]_<trial id>_<counter>[_<params>]_<date>``: the id is ``<5 hex>_<counter, 5 digits>`` from
+#: Tune's default search, eight hex digits from the others.
+_TRIAL_ID = re.compile(r"(([0-9a-f]{5})_([0-9]{5})|[0-9a-f]{8})_([0-9]+)(?:_|$)")
 
 
 def _trial(algorithm: Any) -> tuple[str, str] | None:
@@ -146,7 +147,31 @@ def _trial(algorithm: Any) -> tuple[str, str] | None:
         session = processes.ray_trial()  # an algorithm built inside a function trainable
         if session is not None:
             return session
-        match = _TRIAL_DIR.match(os.path.basename(os.path.normpath(str(algorithm.logdir or ""))))
-        return (match.group(2), match.group(1)) if match else None
+        storage = getattr(algorithm, "_storage", None)  # set only when Tune runs the trainable
+        name = getattr(storage, "trial_dir_name", None) or os.path.basename(
+            os.path.normpath(str(algorithm.logdir or "")))
+        trial = _trial_from_dirname(str(name), type(algorithm).__name__)
+        if trial is None and storage is not None:
+            REGISTRY.warn_once(("rllib", "trial_dir"), "otel-rl: cannot tell this Tune trial's id from its directory "
+                               "name %r (a trial_dirname_creator?); its run_id is 'default': pass "
+                               "OtelRLCallback.configured(run_id=...)", name)
+        return trial
     except Exception:  # noqa: BLE001 (not a Trainable, or its API changed: no trial)
         return None
+
+
+def _trial_from_dirname(name: str, trainable: str) -> tuple[str, str] | None:
+    """``(trial_id, trial_name)`` from a trial directory name Tune made for ``trainable``; None when it is not one.
+
+    Anything doubtful answers None (``run_id="default"``, one series for all trials, and a warning) rather than an
+    id that would look right and be wrong: the name must start with the trainable's name, an id of Tune's default
+    search must carry the counter that follows it, and exactly one place in the name may look like a trial id.
+    """
+    if not name.startswith(trainable + "_"):
+        return None
+    found = []
+    for start in [len(trainable) + 1] + [i + 1 for i, c in enumerate(name) if c == "_" and i > len(trainable)]:
+        match = _TRIAL_ID.match(name, start)
+        if match and (match.group(2) is None or int(match.group(3)) == int(match.group(4))):
+            found.append((match.group(1), name[:match.end(1)]))
+    return found[0] if len(found) == 1 else None
