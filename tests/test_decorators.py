@@ -585,3 +585,29 @@ def test_flush_on_return_holds_up_one_task_not_every_task_when_the_collector_is_
     elapsed = json.loads(out.stdout.strip().splitlines()[-1])["elapsed"]
     assert 0.9 <= elapsed < 2.5, (elapsed, out.stderr)
     assert out.stderr.count("no longer exports when a flush_on_return function returns") == 1, out.stderr
+
+
+async def test_flush_on_return_on_a_generator_flushes_when_it_ends_not_when_it_is_created(monkeypatch):
+    """A streaming Ray task is a generator function: its values are recorded while it is iterated, so the flush
+    comes when the generator is exhausted (sync and async), not when calling it creates the generator."""
+    from otel_rl._internal import processes
+
+    flushes = []
+    monkeypatch.setattr(processes, "flush_worker", lambda: flushes.append(1) or True)
+
+    @otel_rl.flush_on_return
+    def stream(n):
+        yield from range(n)
+        return "done"
+
+    @otel_rl.flush_on_return
+    async def astream(n):
+        for i in range(n):
+            yield i
+
+    gen = stream(2)
+    assert flushes == [] and next(gen) == 0 and flushes == []
+    assert list(gen) == [1] and len(flushes) == 1
+    assert inspect.isgeneratorfunction(stream) and stream.__name__ == "stream"
+    assert [i async for i in astream(3)] == [0, 1, 2] and len(flushes) == 2
+    assert inspect.isasyncgenfunction(astream)

@@ -156,6 +156,28 @@ class _FlushOnReturn:
         _flush_on_return()
 
     def __call__(self, func: F) -> F:
+        # A generator (a streaming Ray task) ends when it is exhausted or closed, not when it is created.
+        if inspect.isasyncgenfunction(func):
+            @functools.wraps(func)
+            async def run_async_gen(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    async for item in func(*args, **kwargs):
+                        yield item
+                finally:
+                    _flush_on_return()
+
+            return run_async_gen  # type: ignore[return-value]
+
+        if inspect.isgeneratorfunction(func):
+            @functools.wraps(func)
+            def run_gen(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return (yield from func(*args, **kwargs))
+                finally:
+                    _flush_on_return()
+
+            return run_gen  # type: ignore[return-value]
+
         if inspect.iscoroutinefunction(func):
             @functools.wraps(func)
             async def run_async(*args: Any, **kwargs: Any) -> Any:
@@ -189,11 +211,12 @@ def flush_on_return(func: Callable[..., Any] | None = None) -> Any:
 
     For Ray tasks and other work in a process that its framework may end without an interpreter exit: Ray ends
     its task workers at ``ray.shutdown()`` before their next periodic export. Use bare (``@otel_rl.flush_on_return``
-    under ``@ray.remote``), called, or as ``with otel_rl.flush_on_return():``. The flush waits up to
-    ``shutdown_timeout`` and logs a warning when the values did not go out; after such a failure this process stops
-    flushing on return (one more warning) and relies on the periodic export, so an unreachable collector holds up
-    one task, not every task. In the process that called ``init_telemetry`` itself it does nothing: the periodic
-    export and the exit flush cover that one.
+    under ``@ray.remote``), called, or as ``with otel_rl.flush_on_return():``; on a coroutine function it flushes
+    when the coroutine ends, on a generator function (a streaming Ray task) when the generator ends. The flush
+    waits up to ``shutdown_timeout`` and logs a warning when the values did not go out; after such a failure this
+    process stops flushing on return (one more warning) and relies on the periodic export, so an unreachable
+    collector holds up one task, not every task. In the process that called ``init_telemetry`` itself it does
+    nothing: the periodic export and the exit flush cover that one.
     """
     return _FlushOnReturn()(func) if func is not None else _FlushOnReturn()
 
