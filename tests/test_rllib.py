@@ -316,3 +316,21 @@ def test_trial_id_from_the_trial_directory_name(dirname, expected):
     from otel_rl.integrations.rllib import _trial_from_dirname
 
     assert _trial_from_dirname(dirname, "PPO") == expected
+
+
+def test_every_result_the_callback_cannot_record_counts_as_dropped(telemetry, monkeypatch, caplog):
+    """When the callback cannot even set up its recorder (here: it raises), each lost iteration counts in
+    otel_rl_dropped_values_total{reason="unreadable_result"}, with one warning, not only a debug line."""
+    import otel_rl.integrations.rllib as rllib_integration
+    from otel_rl import testing
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("cannot record")
+
+    monkeypatch.setattr(rllib_integration, "_StepRecorder", broken)
+    callback = OtelRLCallback.configured(algorithm="PPO")()
+    with caplog.at_level(logging.WARNING, logger="otel_rl"):
+        for i in range(3):
+            callback.on_train_result(algorithm=object(), result={"training_iteration": i + 1})
+    assert testing.dropped("rl_training_iterations_total", "unreadable_result") == 3
+    assert len([r for r in caplog.records if "could not record the training result" in r.getMessage()]) == 1

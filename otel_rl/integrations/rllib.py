@@ -18,6 +18,7 @@ the training loop in :class:`otel_rl.training_run`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -31,7 +32,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from otel_rl._internal import processes
 from otel_rl._internal.decorators import _StepRecorder, current_run
 from otel_rl._internal.results import AGENT_EPISODES_KEY, EPISODES_KEY, RECORDED_KEY
-from otel_rl._internal.store import REGISTRY
+from otel_rl._internal.store import REGISTRY, UNREADABLE, StrictModeError
 
 __all__ = ["OtelRLCallback"]
 
@@ -105,10 +106,14 @@ class OtelRLCallback(RLlibCallback):
                 self._recorder = _StepRecorder(name, run_id, self.agent_id, "training_error")
             self._recorder.record(result)
             result[RECORDED_KEY] = True
-        except Exception:
+        except Exception as exc:
             if not REGISTRY.warn_once(("rllib", "on_train_result"), "otel-rl: could not record the training "
-                                      "result (logged once)", exc_info=True):
+                                      "result (logged once; each failure counts in otel_rl_dropped_values_total"
+                                      "{reason=\"unreadable_result\"})", exc_info=True):
                 _logger.debug("otel-rl: could not record the training result", exc_info=True)
+            if not isinstance(exc, StrictModeError):  # a lost iteration is never silent
+                with contextlib.suppress(Exception):
+                    REGISTRY.drop("rl_training_iterations_total", UNREADABLE, exc)
         # Ray ends a Tune trial's actor without an interpreter exit, right after its last result: what is not
         # exported now is lost. In the driver this does nothing (the periodic export and the exit flush it). When
         # the collector cannot be reached, each flush would hold training up to shutdown_timeout: after one
