@@ -13,7 +13,7 @@ workload, scrapes ``/metrics`` over HTTP and checks that:
 
 Exit status 0 when every check passes, 1 when one fails, 2 when the machine cannot run the check (no torch, no
 nvidia-ml-py, no NVML driver, no CUDA device), each with a one-line reason. Run it from the repository root (or
-with otel-rl installed), with torch and ``otel-rl[gpu]``.
+with otel-rl installed), with torch and the ``gpu`` extra (``pip install '.[gpu]'``).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import pynvml
     except ImportError:
-        unable("nvidia-ml-py is not installed (pip install 'otel-rl[gpu]')")
+        unable("nvidia-ml-py is not installed (pip install '.[gpu]' in an otel-rl checkout)")
     try:
         pynvml.nvmlInit()
         devices = pynvml.nvmlDeviceGetCount()

@@ -539,3 +539,75 @@ async def test_flush_on_return_flushes_after_each_call_also_on_error(monkeypatch
         pass
     assert len(flushes) == 4
     assert task.__name__ == "task"
+
+
+_DEAD_COLLECTOR_TASKS = """
+import json, os, sys, time
+import otel_rl
+
+otel_rl.init_telemetry({"exporters": ["otlp"], "shutdown_timeout": 1,
+                        "otlp": {"endpoint": sys.argv[1], "export_interval": 60, "timeout": 10}})
+
+@otel_rl.flush_on_return
+def task(i):
+    otel_rl.record_training_iteration("PPO", i, "task")
+    return i
+
+started = time.monotonic()
+for i in range(4):
+    task(i)
+print(json.dumps({"elapsed": time.monotonic() - started}), flush=True)
+os._exit(0)  # no exit flush: only the tasks' flushes are timed
+"""
+
+
+def test_flush_on_return_holds_up_one_task_not_every_task_when_the_collector_is_dead(tmp_path):
+    """A worker (RANK set) pushing to a collector that accepts and never answers: the first task's flush waits its
+    shutdown_timeout (1 s) and fails; the next three tasks do not wait again (before: 1 s each, 4 s in all)."""
+    import json
+    import socket
+    import subprocess
+
+    from procs import ROOT
+
+    blackhole = socket.socket()  # the kernel accepts connections; nothing ever answers
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(64)
+    try:
+        script = tmp_path / "tasks.py"
+        script.write_text(_DEAD_COLLECTOR_TASKS)
+        env = {**__import__("os").environ, "RANK": "1", "PYTHONPATH": str(ROOT)}
+        out = subprocess.run([sys.executable, str(script), f"http://127.0.0.1:{blackhole.getsockname()[1]}"],
+                             capture_output=True, text=True, timeout=120, env=env)
+    finally:
+        blackhole.close()
+    assert out.returncode == 0, out.stderr
+    elapsed = json.loads(out.stdout.strip().splitlines()[-1])["elapsed"]
+    assert 0.9 <= elapsed < 2.5, (elapsed, out.stderr)
+    assert out.stderr.count("no longer exports when a flush_on_return function returns") == 1, out.stderr
+
+
+async def test_flush_on_return_on_a_generator_flushes_when_it_ends_not_when_it_is_created(monkeypatch):
+    """A streaming Ray task is a generator function: its values are recorded while it is iterated, so the flush
+    comes when the generator is exhausted (sync and async), not when calling it creates the generator."""
+    from otel_rl._internal import processes
+
+    flushes = []
+    monkeypatch.setattr(processes, "flush_worker", lambda: flushes.append(1) or True)
+
+    @otel_rl.flush_on_return
+    def stream(n):
+        yield from range(n)
+        return "done"
+
+    @otel_rl.flush_on_return
+    async def astream(n):
+        for i in range(n):
+            yield i
+
+    gen = stream(2)
+    assert flushes == [] and next(gen) == 0 and flushes == []
+    assert list(gen) == [1] and len(flushes) == 1
+    assert inspect.isgeneratorfunction(stream) and stream.__name__ == "stream"
+    assert [i async for i in astream(3)] == [0, 1, 2] and len(flushes) == 2
+    assert inspect.isasyncgenfunction(astream)

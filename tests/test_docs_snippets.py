@@ -12,7 +12,11 @@ The convention (also in docs/testing.md):
   marked), and nothing else ``OTEL_*`` leaks in from the environment of the test run;
 * a block that cannot run here as written (it needs a remote collector, docker, a package index, GPUs, your own
   ``train.py``, or it is a fragment of a larger program) has ``<!-- not-run: <why> -->`` on the line right before
-  its fence; blocks in any other language (```yaml, ```text, ```promql, no language) are never run.
+  its fence; blocks in any other language (```yaml, ```text, ```promql, no language) are never run;
+* a block marked ``<!-- run-with: collector -->`` on the line right before its fence runs with a real collector
+  (the tests' build, remote-writing into a real Prometheus): ``http://collector:4317`` in the block becomes the
+  collector's OTLP/gRPC address and ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set to it; the block must exit with 0 and
+  deliver at least one non-zero ``rl_training_*`` sample to Prometheus.
 
 A failure names the file, the line of the fence and the block, with the end of its output.
 """
@@ -31,13 +35,18 @@ from pathlib import Path
 
 import pytest
 
-from procs import ROOT
+from procs import ROOT, push_stack, wait_until
 
 RUN = {"python", "bash", "sh"}
 TIMEOUT_S = 240  # the longest block trains SB3 for a few seconds; a loaded 2-core machine is slower
 _FENCE = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w+-]*)\s*$")
 _TEST_FUNCTION = re.compile(r"^def test_", re.MULTILINE)
 _NOT_RUN = re.compile(r"^\s*<!--\s*not-run:(?P<why>.*?)-->\s*$")
+_RUN_WITH = re.compile(r"^\s*<!--\s*run-with:(?P<what>.*?)-->\s*$")
+#: What a run-with marker can ask for.
+RUN_WITH = {"collector"}
+#: The address the docs give their collector, replaced by the real one in a run-with: collector block.
+DOCS_COLLECTOR = "http://collector:4317"
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,7 @@ class Block:
     lang: str
     code: str
     not_run: str | None  # the reason, when marked
+    run_with: str | None = None  # what the block runs with (``collector``), when marked
 
     @property
     def where(self) -> str:
@@ -68,8 +78,10 @@ def blocks(path: Path) -> list[Block]:
             end += 1
         assert end < len(lines), f"{path.relative_to(ROOT)}:{i + 1}: a code fence that is never closed"
         marker = _NOT_RUN.match(lines[i - 1]) if i else None
+        with_marker = _RUN_WITH.match(lines[i - 1]) if i else None
         code = "\n".join(line[indent:] for line in lines[i + 1:end]) + "\n"
-        found.append(Block(path, i + 1, opening["lang"], code, marker["why"].strip() if marker else None))
+        found.append(Block(path, i + 1, opening["lang"], code, marker["why"].strip() if marker else None,
+                           with_marker["what"].strip() if with_marker else None))
         i = end + 1
     return found
 
@@ -110,19 +122,24 @@ def _env() -> dict[str, str]:
     return env
 
 
-def run_block(block: Block, workdir: Path) -> subprocess.CompletedProcess[str]:
-    if block.lang == "python" and _TEST_FUNCTION.search(block.code):
+def run_block(block: Block, workdir: Path, collector: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the block; with ``collector`` (an OTLP/gRPC address) it pushes there instead of the docs' collector."""
+    code, env = block.code, _env()
+    if collector is not None:
+        code = code.replace(DOCS_COLLECTOR, collector)
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = collector
+    if block.lang == "python" and _TEST_FUNCTION.search(code):
         script = workdir / "test_snippet.py"
-        script.write_text(block.code, encoding="utf-8")
+        script.write_text(code, encoding="utf-8")
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(script)]
     elif block.lang == "python":
         script = workdir / "snippet.py"
-        script.write_text(block.code, encoding="utf-8")
+        script.write_text(code, encoding="utf-8")
         command = [sys.executable, str(script)]
     else:
-        command = ["bash", "-e", "-o", "pipefail", "-c", block.code]
+        command = ["bash", "-e", "-o", "pipefail", "-c", code]
     # A session of its own: what the block leaves running (Ray, pool workers) is ended with it, by its group id.
-    proc = subprocess.Popen(command, cwd=workdir, env=_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(command, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         out, err = proc.communicate(timeout=TIMEOUT_S)
@@ -149,9 +166,16 @@ def failure(block: Block, result: subprocess.CompletedProcess[str]) -> str:
 
 @pytest.mark.parametrize("block", RUNNABLE, ids=[block.where for block in RUNNABLE])
 def test_doc_block_runs(block, tmp_path):
-    """The block exits with 0 as written."""
-    result = run_block(block, _workdir(tmp_path))
-    assert result.returncode == 0, failure(block, result)
+    """The block exits with 0 as written; a run-with: collector block also delivers its values."""
+    if block.run_with != "collector":
+        result = run_block(block, _workdir(tmp_path))
+        assert result.returncode == 0, failure(block, result)
+        return
+    with push_stack() as (_, prometheus, collector):
+        result = run_block(block, _workdir(tmp_path), collector.grpc_endpoint)
+        assert result.returncode == 0, failure(block, result)
+        wait_until(lambda: prometheus.query('count({__name__=~"rl_training_.+"} > 0)'), 60,
+                   what=f"{block.where}: a non-zero rl_training_* sample from the block in Prometheus")
 
 
 def test_every_marker_precedes_a_block_and_says_why():
@@ -164,6 +188,12 @@ def test_every_marker_precedes_a_block_and_says_why():
                 where = f"{path.relative_to(ROOT)}:{i + 1}"
                 assert marker["why"].strip(), f"{where}: a not-run marker without a reason"
                 assert i + 1 < len(lines) and _FENCE.match(lines[i + 1]), f"{where}: a not-run marker with no fence"
+                assert _FENCE.match(lines[i + 1])["lang"] in RUN, f"{where}: marks a block that is never run"
+            with_marker = _RUN_WITH.match(line)
+            if with_marker:
+                where = f"{path.relative_to(ROOT)}:{i + 1}"
+                assert with_marker["what"].strip() in RUN_WITH, f"{where}: run-with names none of {RUN_WITH}"
+                assert i + 1 < len(lines) and _FENCE.match(lines[i + 1]), f"{where}: a run-with marker with no fence"
                 assert _FENCE.match(lines[i + 1])["lang"] in RUN, f"{where}: marks a block that is never run"
 
 

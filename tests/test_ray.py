@@ -185,6 +185,21 @@ def test_ray_tasks_snippet_of_the_docs_delivers_every_episode() -> None:
                          what=f"20 episodes in Prometheus (got {prom.query(expr)})")
 
 
+def test_ray_tasks_snippet_without_flush_on_return_delivers_nothing() -> None:
+    """What the docs say the flush is for: the same snippet without ``@otel_rl.flush_on_return`` delivers none of
+    its tasks' episodes. The driver records one episode after ``ray.shutdown()`` (its exit flush sends it): once
+    that one is in Prometheus, whatever the dead workers could have sent is there too."""
+    snippet = _doc_block(ROOT / "docs" / "multiprocess.md", "## Ray tasks and actors")
+    assert "@otel_rl.flush_on_return" in snippet
+    snippet = snippet.replace("@otel_rl.flush_on_return", "") + '\notel_rl.record_episode("PPO", "driver", 1.0, 1)\n'
+    with procs.push_stack() as (wd, prom, collector):
+        out = _run_script(wd, "ray_tasks.py", snippet.replace("http://collector:4317", collector.grpc_endpoint))
+        assert "20 episodes" in out, out
+        procs.wait_until(lambda: prom.query('rl_training_episodes_total{agent_id="driver"}'), 30,
+                         what="the driver's episode in Prometheus")
+        assert prom.query('rl_training_episodes_total{agent_id="task"}') == []
+
+
 _TUNE_CLASS = """
 import json, sys
 import otel_rl

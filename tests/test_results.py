@@ -424,6 +424,20 @@ def test_one_episode_series_unwrapped_by_rllib_is_one_episode():
     assert H("rl_training_policy_loss", algorithm="PPO").count == 1
 
 
+def test_episode_series_as_numpy_arrays_or_lists_are_read():
+    """The episode series read the same as a list of tuples when it comes as a NumPy array (2 episodes, or the bare
+    one of a one-item series) or as lists (a result that went through JSON)."""
+    import numpy as np
+
+    step = otel_rl.train_step(algorithm="PPO")(lambda episodes: {"env_runners": {"otel_rl": {"episodes": episodes}}})
+    step(np.array([[1.0, 5], [2.0, 6]]))
+    step(np.array([3.0, 7]))
+    step([[4.0, 8]])
+    assert V("rl_training_episodes_total", algorithm="PPO", agent_id="default") == 4
+    assert H("rl_training_episode_reward", algorithm="PPO", agent_id="default").sum == 10.0
+    assert H("rl_training_episode_length", algorithm="PPO", agent_id="default").sum == 26
+
+
 def test_malformed_episode_items_are_dropped_and_counted(caplog):
     """An item of the episode series that is no (return, length) pair is dropped with one warning and counted;
     the other episodes and the iteration are recorded."""

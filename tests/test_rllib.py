@@ -295,3 +295,42 @@ def test_a_failed_flush_stops_the_per_result_flushes(telemetry, monkeypatch, cap
     assert flushes == [1]
     assert len([r for r in caplog.records if "no longer exports" in r.getMessage()]) == 1
     assert Scrape(telemetry.prometheus_port).value("rl_training_iterations_total", algorithm="PPO") == 3
+
+
+@pytest.mark.parametrize(("dirname", "expected"), [
+    # Tune's default search (BasicVariantGenerator): <5 hex>_<counter> and the counter again.
+    ("PPO_CartPole-v1_1a2b3_00000_0_lr=0.0010_2026-12-04_17-18-00", ("1a2b3_00000", "PPO_CartPole-v1_1a2b3_00000")),
+    ("PPO_1a2b3_00001_1_2026-12-04_17-18-00", ("1a2b3_00001", "PPO_1a2b3_00001")),
+    ("PPO_ALE_Pong-v5_12345_00002_2_2026-12-04_17-18-00", ("12345_00002", "PPO_ALE_Pong-v5_12345_00002")),
+    # A searcher (SearchGenerator): eight hex digits.
+    ("PPO_CartPole-v1_deadbeef_3_lr=0.0010_2026-12-04_17-18-00", ("deadbeef", "PPO_CartPole-v1_deadbeef")),
+    # Doubtful: None (run_id "default", with a warning), never an id that looks right and is not.
+    ("PPO_prices_20240101_2_assets_deadbeef_3_2026-12-04_17-18-00", None),  # two places look like an id
+    ("PPO_CartPole-v1_1a2b3_00003_1_2026-12-04_17-18-00", None),  # the counter is not the id's
+    ("APPO_CartPole-v1_1a2b3_00000_0_2026-12-04_17-18-00", None),  # another trainable's trial
+    ("trial_0", None),  # a trial_dirname_creator of one's own
+])
+def test_trial_id_from_the_trial_directory_name(dirname, expected):
+    """The trial id of a class trainable (RLlib loses Tune's) is read from Tune's trial directory name only when
+    the name says it unambiguously."""
+    from otel_rl.integrations.rllib import _trial_from_dirname
+
+    assert _trial_from_dirname(dirname, "PPO") == expected
+
+
+def test_every_result_the_callback_cannot_record_counts_as_dropped(telemetry, monkeypatch, caplog):
+    """When the callback cannot even set up its recorder (here: it raises), each lost iteration counts in
+    otel_rl_dropped_values_total{reason="unreadable_result"}, with one warning, not only a debug line."""
+    import otel_rl.integrations.rllib as rllib_integration
+    from otel_rl import testing
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("cannot record")
+
+    monkeypatch.setattr(rllib_integration, "_StepRecorder", broken)
+    callback = OtelRLCallback.configured(algorithm="PPO")()
+    with caplog.at_level(logging.WARNING, logger="otel_rl"):
+        for i in range(3):
+            callback.on_train_result(algorithm=object(), result={"training_iteration": i + 1})
+    assert testing.dropped("rl_training_iterations_total", "unreadable_result") == 3
+    assert len([r for r in caplog.records if "could not record the training result" in r.getMessage()]) == 1

@@ -73,3 +73,13 @@ def test_install_instructions_do_not_promise_a_pypi_package():
         text = path.read_text(encoding="utf-8")
         assert not re.search(r"pip install '?otel-rl\b|(?<![/\w-])otel-rl\[", text), path.relative_to(ROOT)
     assert "pip install ." in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_install_hints_in_messages_install_from_a_checkout():
+    """Every "needs X: pip install ..." message of the package and scripts names the extra of a checkout
+    (`pip install '.[rllib]'`), never `pip install 'otel-rl[rllib]'`, which no index can answer."""
+    wrong = [f"{path.relative_to(ROOT)}:{n}" for path in [*sorted((ROOT / "otel_rl").rglob("*.py")),
+                                                          *sorted((ROOT / "scripts").glob("*.py"))]
+             for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             if re.search(r"pip install '?otel-rl\[", line) and "'.[" not in line]
+    assert wrong == []

@@ -11,6 +11,7 @@ import functools
 import inspect
 import logging
 import numbers
+import os
 import threading
 import time
 import weakref
@@ -160,16 +161,38 @@ class _FlushOnReturn:
         return None
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        _flush_worker()
+        _flush_on_return()
 
     def __call__(self, func: F) -> F:
+        # A generator (a streaming Ray task) ends when it is exhausted or closed, not when it is created.
+        if inspect.isasyncgenfunction(func):
+            @functools.wraps(func)
+            async def run_async_gen(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    async for item in func(*args, **kwargs):
+                        yield item
+                finally:
+                    _flush_on_return()
+
+            return run_async_gen  # type: ignore[return-value]
+
+        if inspect.isgeneratorfunction(func):
+            @functools.wraps(func)
+            def run_gen(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return (yield from func(*args, **kwargs))
+                finally:
+                    _flush_on_return()
+
+            return run_gen  # type: ignore[return-value]
+
         if inspect.iscoroutinefunction(func):
             @functools.wraps(func)
             async def run_async(*args: Any, **kwargs: Any) -> Any:
                 try:
                     return await func(*args, **kwargs)
                 finally:
-                    _flush_worker()
+                    _flush_on_return()
 
             return run_async  # type: ignore[return-value]
 
@@ -178,7 +201,7 @@ class _FlushOnReturn:
             try:
                 return func(*args, **kwargs)
             finally:
-                _flush_worker()
+                _flush_on_return()
 
         return run  # type: ignore[return-value]
 
@@ -196,18 +219,36 @@ def flush_on_return(func: Callable[..., Any] | None = None) -> Any:
 
     For Ray tasks and other work in a process that its framework may end without an interpreter exit: Ray ends
     its task workers at ``ray.shutdown()`` before their next periodic export. Use bare (``@otel_rl.flush_on_return``
-    under ``@ray.remote``), called, or as ``with otel_rl.flush_on_return():``. The flush waits up to
-    ``shutdown_timeout`` and logs a warning when the values did not go out. In the process that called
-    ``init_telemetry`` itself it does nothing: the periodic export and the exit flush cover that one.
+    under ``@ray.remote``), called, or as ``with otel_rl.flush_on_return():``; on a coroutine function it flushes
+    when the coroutine ends, on a generator function (a streaming Ray task) when the generator ends. The flush
+    waits up to ``shutdown_timeout`` and logs a warning when the values did not go out; after such a failure this
+    process stops flushing on return (one more warning) and relies on the periodic export, so an unreachable
+    collector holds up one task, not every task. In the process that called ``init_telemetry`` itself it does
+    nothing: the periodic export and the exit flush cover that one.
     """
     return _FlushOnReturn()(func) if func is not None else _FlushOnReturn()
 
 
-def _flush_worker() -> None:
+def _flush_worker() -> bool:
     try:
-        processes.flush_worker()
+        return processes.flush_worker()
     except Exception:  # noqa: BLE001 (never raises into the task)
         _logger.exception("otel-rl: could not flush the worker's values")
+        return False
+
+
+_flush_on_return_off = False  #: a flush on return failed in this process: the periodic export alone goes on
+
+
+def _flush_on_return() -> None:
+    """Each flush waits up to ``shutdown_timeout``: with a dead collector that would hold up every task, so after
+    one failure the process stops flushing on return, as the RLlib callback does per result."""
+    global _flush_on_return_off
+    if _flush_on_return_off or _flush_worker():
+        return
+    _flush_on_return_off = True
+    _logger.warning("otel-rl: process %d no longer exports when a flush_on_return function returns; its values go "
+                    "out with the periodic export only (otlp.export_interval)", os.getpid())
 
 
 _RECORDERS: weakref.WeakSet[_StepRecorder] = weakref.WeakSet()

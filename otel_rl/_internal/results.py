@@ -236,6 +236,8 @@ def _series(value: Any, width: int) -> list[tuple[Any, ...]] | None:
     RLlib's ``MetricsLogger`` hands a series of one item over as that item itself: ``(return, length)`` for
     ``[(return, length)]``, so a tuple whose first element is no tuple is one item.
     """
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):  # a series made an array on its way
+        value = value.tolist()
     if not isinstance(value, (list, tuple)):
         return None
     if value and not isinstance(value[0], (list, tuple)):

@@ -18,6 +18,7 @@ the training loop in :class:`otel_rl.training_run`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -33,7 +34,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from otel_rl._internal import processes
 from otel_rl._internal.decorators import _StepRecorder, current_run
 from otel_rl._internal.results import AGENT_EPISODES_KEY, EPISODES_KEY, RECORDED_KEY
-from otel_rl._internal.store import REGISTRY
+from otel_rl._internal.store import REGISTRY, UNREADABLE, StrictModeError
 
 __all__ = ["OtelRLCallback"]
 
@@ -107,10 +108,14 @@ class OtelRLCallback(RLlibCallback):
                 self._recorder = _StepRecorder(name, run_id, self.agent_id, "training_error")
             self._recorder.record(result)
             result[RECORDED_KEY] = True
-        except Exception:
+        except Exception as exc:
             if not REGISTRY.warn_once(("rllib", "on_train_result"), "otel-rl: could not record the training "
-                                      "result (logged once)", exc_info=True):
+                                      "result (logged once; each failure counts in otel_rl_dropped_values_total"
+                                      "{reason=\"unreadable_result\"})", exc_info=True):
                 _logger.debug("otel-rl: could not record the training result", exc_info=True)
+            if not isinstance(exc, StrictModeError):  # a lost iteration is never silent
+                with contextlib.suppress(Exception):
+                    REGISTRY.drop("rl_training_iterations_total", UNREADABLE, exc)
         # Ray ends a Tune trial's actor without an interpreter exit, right after its last result: what is not
         # exported now is lost. In the driver this does nothing (the periodic export and the exit flush it). When
         # the collector cannot be reached, each flush would hold training up to shutdown_timeout: after one
@@ -126,9 +131,10 @@ class OtelRLCallback(RLlibCallback):
                             "go out with the periodic export only (otlp.export_interval)")
 
 
-#: The trial id in the name Tune gives a trial's directory, ``<trainable>[_<env>]_<trial id>_<index>[_<tag>]_<date>``:
-#: ``1a2b3_00000`` from Tune's default search, eight hex digits from the others.
-_TRIAL_DIR = re.compile(r"^(.*?_([0-9a-f]{5}_[0-9]{5}|[0-9a-f]{8}))_[0-9]+_")
+#: A trial id and the counter after it in the name Tune gives a trial's directory,
+#: ``<trainable>[_<env>]_<trial id>_<counter>[_<params>]_<date>``: the id is ``<5 hex>_<counter, 5 digits>`` from
+#: Tune's default search, eight hex digits from the others.
+_TRIAL_ID = re.compile(r"(([0-9a-f]{5})_([0-9]{5})|[0-9a-f]{8})_([0-9]+)(?:_|$)")
 
 
 def _trial(algorithm: Any) -> tuple[str, str] | None:
@@ -148,7 +154,31 @@ def _trial(algorithm: Any) -> tuple[str, str] | None:
         session = processes.ray_trial()  # an algorithm built inside a function trainable
         if session is not None:
             return session
-        match = _TRIAL_DIR.match(os.path.basename(os.path.normpath(str(algorithm.logdir or ""))))
-        return (match.group(2), match.group(1)) if match else None
+        storage = getattr(algorithm, "_storage", None)  # set only when Tune runs the trainable
+        name = getattr(storage, "trial_dir_name", None) or os.path.basename(
+            os.path.normpath(str(algorithm.logdir or "")))
+        trial = _trial_from_dirname(str(name), type(algorithm).__name__)
+        if trial is None and storage is not None:
+            REGISTRY.warn_once(("rllib", "trial_dir"), "otel-rl: cannot tell this Tune trial's id from its directory "
+                               "name %r (a trial_dirname_creator?); its run_id is 'default': pass "
+                               "OtelRLCallback.configured(run_id=...)", name)
+        return trial
     except Exception:  # noqa: BLE001 (not a Trainable, or its API changed: no trial)
         return None
+
+
+def _trial_from_dirname(name: str, trainable: str) -> tuple[str, str] | None:
+    """``(trial_id, trial_name)`` from a trial directory name Tune made for ``trainable``; None when it is not one.
+
+    Anything doubtful answers None (``run_id="default"``, one series for all trials, and a warning) rather than an
+    id that would look right and be wrong: the name must start with the trainable's name, an id of Tune's default
+    search must carry the counter that follows it, and exactly one place in the name may look like a trial id.
+    """
+    if not name.startswith(trainable + "_"):
+        return None
+    found = []
+    for start in [len(trainable) + 1] + [i + 1 for i, c in enumerate(name) if c == "_" and i > len(trainable)]:
+        match = _TRIAL_ID.match(name, start)
+        if match and (match.group(2) is None or int(match.group(3)) == int(match.group(4))):
+            found.append((match.group(1), name[:match.end(1)]))
+    return found[0] if len(found) == 1 else None

@@ -161,8 +161,10 @@ def rows() -> list[tuple[str, list[Panel]]]:
               "Runs currently active: the last value of `rl_training_active` (1 while training) in the range."),
         _stat("Training iterations", range_total(iters),
               "Training iterations over the dashboard range (`rl_training_iterations_total`)."),
-        _stat("Episodes", range_total(episodes),
-              "Episodes completed over the dashboard range (`rl_training_episodes_total`)."),
+        _stat("Episodes", range_total(episodes, ("agent_id",)),
+              "Episodes completed over the dashboard range, per agent (`rl_training_episodes_total`). A "
+              "multi-agent RLlib run counts each episode once for the team (agent `default`) and once per agent "
+              "that took part, so the agents are shown apart, never summed.", legend="{{agent_id}}"),
         _stat("Environment steps", range_total(steps),
               "Environment steps over the dashboard range (`rl_training_environment_steps_total`)."),
         _stat("Errors", range_total(errors),
@@ -187,9 +189,11 @@ def rows() -> list[tuple[str, list[Panel]]]:
            "(`rl_training_episode_reward_sum / _count`)."),
         _heatmap(reward, "Episode reward distribution",
                  "Episodes per reward bucket in each interval (`rl_training_episode_reward_bucket`); "
-                 "negative rewards land in the negative buckets."),
+                 "negative rewards land in the negative buckets. For a multi-agent run choose one Agent (the team, "
+                 "`default`, or one agent): with All, team returns and agent returns share the buckets."),
         _heatmap("rl_training_episode_length", "Episode length distribution",
-                 "Episodes per length bucket in each interval (`rl_training_episode_length_bucket`)."),
+                 "Episodes per length bucket in each interval (`rl_training_episode_length_bucket`). For a "
+                 "multi-agent run choose one Agent, as for the reward distribution."),
         _ts("Episodes per second", [
             Target(f"sum {group_by(episodes, 'algorithm', 'agent_id')} (rate({sel(episodes)}[$__rate_interval]))",
                    "{{algorithm}} {{agent_id}}"),
