@@ -23,6 +23,7 @@ def clean_state():
         running.shutdown(timeout=2.0)
     testing.reset()
     _forget_instruments()
+    _restore_store_settings()
 
 
 def _forget_instruments() -> None:
@@ -32,6 +33,20 @@ def _forget_instruments() -> None:
 
     provider.PROXY._meters.clear()
     scalars._scalars.clear()
+
+
+def _restore_store_settings() -> None:
+    """What an ``init_telemetry`` applied to the process-wide store outlives its shutdown (bucket overrides,
+    ``per_run_series``, ``label_value_limit``), as it should in a program: put the catalog's back between tests."""
+    from otel_rl._internal.catalog import BY_NAME
+    from otel_rl._internal.store import DEFAULT_LABEL_VALUE_LIMIT, REGISTRY, Histogram
+
+    for metric in REGISTRY.metrics.values():
+        if isinstance(metric, Histogram):
+            metric.rebucket(tuple(float(b) for b in BY_NAME[metric.name].buckets))
+    if REGISTRY.per_run:
+        REGISTRY.set_per_run(False)
+    REGISTRY.label_value_limit = DEFAULT_LABEL_VALUE_LIMIT
 
 
 @pytest.fixture

@@ -109,8 +109,8 @@ def test_otel_rl_stack_runs_from_the_installed_wheel(wheel, tmp_path):
     for name in ("OTELCOL_OTLP_GRPC_ENDPOINT", "OTELCOL_OTLP_HTTP_ENDPOINT", "OTELCOL_HEALTH_ENDPOINT"):
         env[name] = f"127.0.0.1:{free_port()}"
     done = subprocess.run([sys.executable, "-m", "otel_rl", "stack", "--exit", "--iterations", "2",
-                           "--prometheus-port", str(free_port())], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=240)
+                           "--prometheus-port", str(free_port()), "--alertmanager-port", str(free_port())],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     assert "this run recorded 20 episodes, Prometheus counts 20" in done.stdout, done.stdout
     where = subprocess.run([sys.executable, "-c", "import otel_rl; print(otel_rl.__file__)"], cwd=tmp_path, env=env,

@@ -24,8 +24,9 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _stack(*args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "otel_rl", "stack", "--exit", *args], capture_output=True, text=True,
-                          env=_env(**env), timeout=timeout)
+    """``otel-rl stack --exit`` with its Alertmanager on a free port (9093 may be taken on a shared machine)."""
+    return subprocess.run([sys.executable, "-m", "otel_rl", "stack", "--exit", "--alertmanager-port", str(free_port()),
+                           *args], capture_output=True, text=True, env=_env(**env), timeout=timeout)
 
 
 def test_a_cached_collector_is_not_announced_as_a_build():
@@ -76,7 +77,8 @@ def test_an_interrupted_run_keeps_the_logs_it_points_to():
                OTELCOL_OTLP_HTTP_ENDPOINT=f"127.0.0.1:{free_port()}",
                OTELCOL_HEALTH_ENDPOINT=f"127.0.0.1:{free_port()}")
     process = subprocess.Popen([sys.executable, "-m", "otel_rl", "stack", "--iterations", "100000",
-                                "--prometheus-port", str(free_port())], env=env, stdout=subprocess.PIPE,
+                                "--prometheus-port", str(free_port()), "--alertmanager-port", str(free_port())],
+                               env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     try:
         assert process.stderr is not None
