@@ -65,21 +65,11 @@ def test_readme_links_every_docs_page():
 
 
 def test_install_instructions_do_not_promise_a_pypi_package():
-    """otel-rl is not on PyPI: README, docs and the package's messages (a missing extra) install from a checkout
-    (`pip install .`, `pip install '.[sb3]'`, `pip install '/path/to/otel-rl[sb3]'`), never `pip install otel-rl`
-    or a bare `otel-rl[sb3]`."""
-    sources = sorted((ROOT / "otel_rl").rglob("*.py"))
+    """otel-rl is not on PyPI: README, docs, the package's messages (a missing extra) and the scripts install from a
+    checkout (`pip install .`, `pip install '.[sb3]'`, `pip install '/path/to/otel-rl[sb3]'`), never
+    `pip install otel-rl` or a bare `otel-rl[sb3]`."""
+    sources = [*sorted((ROOT / "otel_rl").rglob("*.py")), *sorted((ROOT / "scripts").glob("*.py"))]
     for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sources]:
         text = path.read_text(encoding="utf-8")
         assert not re.search(r"pip install '?otel-rl\b|(?<![/\w-])otel-rl\[", text), path.relative_to(ROOT)
     assert "pip install ." in (ROOT / "README.md").read_text(encoding="utf-8")
-
-
-def test_install_hints_in_messages_install_from_a_checkout():
-    """Every "needs X: pip install ..." message of the package and scripts names the extra of a checkout
-    (`pip install '.[rllib]'`), never `pip install 'otel-rl[rllib]'`, which no index can answer."""
-    wrong = [f"{path.relative_to(ROOT)}:{n}" for path in [*sorted((ROOT / "otel_rl").rglob("*.py")),
-                                                          *sorted((ROOT / "scripts").glob("*.py"))]
-             for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
-             if re.search(r"pip install '?otel-rl\[", line) and "'.[" not in line]
-    assert wrong == []

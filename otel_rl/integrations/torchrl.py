@@ -22,13 +22,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from otel_rl._internal.hints import install_hint
+
 try:
     import torch
     from torchrl.record.loggers import Logger
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "otel_rl.integrations.torchrl needs TorchRL: pip install '.[torchrl]' "
-        "(from the otel-rl repository root)") from exc
+    raise ImportError(f"otel_rl.integrations.torchrl needs TorchRL: {install_hint('torchrl')}") from exc
 
 from otel_rl._internal import recording as _rec
 from otel_rl._internal.catalog import SIGNAL_NAMES

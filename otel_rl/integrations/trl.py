@@ -21,12 +21,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from otel_rl._internal.hints import install_hint
+
 try:
     from transformers import TrainerCallback
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "otel_rl.integrations.trl needs TRL and transformers: pip install '.[trl]' "
-        "(from the otel-rl repository root)") from exc
+    raise ImportError(f"otel_rl.integrations.trl needs TRL and transformers: {install_hint('trl')}") from exc
 
 from otel_rl._internal import recording as _rec
 from otel_rl._internal.decorators import current_run, run_labels
