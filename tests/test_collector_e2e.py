@@ -360,6 +360,10 @@ def your_instruments() -> None:
     meter.create_observable_gauge("app_observed", [lambda options: [Observation(7, {"kind": "a"})]])
     meter.create_observable_counter("app_polled_total", [lambda options: [Observation(11)]])
     meter.create_observable_up_down_counter("app_level", [lambda options: [Observation(-4)]])
+    # Names and keys the collector's escaping does more to than replace a character: runs of characters it
+    # escapes become one "_", a trailing one is dropped, a label starting with a digit gets "key_".
+    meter.create_counter("app.odd..name-/x_total", unit="ms").add(2, {"0core": "a", "gpu..id": "b"})
+    meter.create_gauge("app.trailing.", unit="By").set(9.0, {"x.-y": "c"})
     otel_rl.record_scalar("eval/success_rate", 0.8, algorithm="PPO", run_id="own")
     otel_rl.record_scalar("eval/success_rate", -1.5, algorithm="DQN", run_id="own")
     for loss in (0.5, 42.0, 420.0, 4200.0):  # all past the catalog's last bound (10): here in their own buckets

@@ -71,6 +71,19 @@ def test_instruments_made_before_and_after_init_show_on_metrics():
     assert kinds["test_latency"] == "histogram" and kinds["test_queue"] == "gauge"
 
 
+def test_names_and_keys_are_escaped_as_the_collector_escapes_them():
+    """A run of escaped characters in a name is one "_", one at the end is dropped, and a label key starting with a
+    digit gets "key_": what the collector 0.165 wrote to Prometheus (test_collector_e2e compares both paths)."""
+    handle = otel_rl.init_telemetry(LOCAL)
+    meter = metrics.get_meter("my.trainer")
+    meter.create_counter("test.odd..name-/x_total", unit="ms").add(2, {"0core": "a", "gpu..id": "b"})
+    meter.create_gauge("test.trailing.", unit="By").set(9.0, {"x.-y": "c"})
+    got = samples(handle)
+    handle.shutdown(timeout=2)
+    assert got[("test_odd_name_x_total", (("gpu__id", "b"), ("key_0core", "a")))] == 2.0
+    assert got[("test_trailing", (("x__y", "c"),))] == 9.0
+
+
 def test_instruments_follow_a_shutdown_and_a_new_init():
     """An instrument made once keeps exporting through the telemetry of a later init_telemetry, from zero; while
     no telemetry runs its measurements are dropped."""
