@@ -63,18 +63,20 @@ class _Scalar:
 
 _lock = threading.Lock()
 _scalars: dict[str, _Scalar] = {}
+#: The names record_scalar was called with -> their gauge (a name and its gauge's name can differ: eval/return).
+_by_name: dict[str, _Scalar] = {}
 _patterns: tuple[str, ...] = ()
 
 
 def _scalar(name: Any) -> _Scalar | None:
     """The gauge of ``name`` (made on first use), or None after counting a refused name."""
+    scalar = _by_name.get(name) if type(name) is str else None
+    if scalar is not None:  # the common case: a name seen before, without the two regular expressions below
+        return scalar
     if type(name) is not str or not name or len(name) > MAX_NAME_LENGTH or not _UNSAFE.sub("", name):
         REGISTRY.drop(REFUSED, BAD_NAME, name)
         return None
     full = metric_name(name)
-    scalar = _scalars.get(full)
-    if scalar is not None:
-        return scalar
     with _lock:
         scalar = _scalars.get(full)
         if scalar is None:
@@ -82,6 +84,8 @@ def _scalar(name: Any) -> _Scalar | None:
                 REGISTRY.drop(REFUSED, BAD_NAME, name)
                 return None
             scalar = _scalar_for(full)
+        if len(_by_name) < 4 * MAX_NAMES:  # bounded: many spellings of one gauge (a.b, a/b) take the slow path
+            _by_name[name] = scalar
     return scalar
 
 
