@@ -271,3 +271,29 @@ def test_a_failing_collection_of_your_instruments_leaves_otel_rl_series_on_the_s
         PullReader.collect = original
     assert 'rl_training_episodes_total{agent_id="a",algorithm="PPO"} 1.0' in text
     assert caplog.text.count("collecting the instruments of other meters failed") == 1
+
+
+def test_an_attribute_key_that_is_not_text_neither_breaks_the_scrape_nor_loses_the_series():
+    """An observable callback with a non-str attribute key (SDK 1.39 passes it through uncleaned) is on /metrics
+    with the key as text, as newer SDKs write it, and otel-rl's own series stay on the scrape (1.39 cleans no
+    attribute of an observation that has a None value among them)."""
+    handle = otel_rl.init_telemetry(LOCAL)
+    otel_rl.record_episode("PPO", "a", 1.0, 10)
+    metrics.get_meter("my.trainer").create_observable_gauge(
+        "test_int_key", [lambda options: [Observation(2.0, {2: "b", "n": None})]])  # type: ignore[dict-item]
+    got = samples(handle)
+    handle.shutdown(timeout=2)
+    assert got[("rl_training_episodes_total", (("agent_id", "a"), ("algorithm", "PPO")))] == 1.0
+    [(labels, value)] = [(dict(labels), value) for (name, labels), value in got.items() if name == "test_int_key"]
+    assert labels["key_2"] == "b" and value == 2.0, labels
+
+
+def test_rendering_a_point_with_a_non_text_attribute_key_names_its_label_as_text():
+    """families() itself, on data such as SDK 1.39 hands over: the key becomes text rather than a TypeError."""
+    from opentelemetry.sdk.metrics.export import Gauge, Metric, NumberDataPoint
+
+    from otel_rl._internal.exposition import _other_family
+
+    point = NumberDataPoint(attributes={7: "x"}, start_time_unix_nano=0, time_unix_nano=1, value=3.0)  # type: ignore[dict-item]
+    family = _other_family("test.gauge", Metric("test.gauge", "", "", Gauge(data_points=[point])))
+    assert [(s.name, s.labels, s.value) for s in family.samples] == [("test_gauge", {"key_7": "x"}, 3.0)]

@@ -123,7 +123,8 @@ def _labels(attributes: Any, escape: bool) -> dict[str, str]:
     written as the collector writes them."""
     if not escape:
         return dict(attributes)
-    return {prometheus_label(k): attribute_text(v) for k, v in attributes.items()}
+    # str(k): SDKs before 1.4x pass an observation's attributes on uncleaned, keys that are not text included
+    return {prometheus_label(k if type(k) is str else str(k)): attribute_text(v) for k, v in attributes.items()}
 
 
 def attribute_text(value: Any) -> str:
