@@ -123,8 +123,9 @@ def _labels(attributes: Any, escape: bool) -> dict[str, str]:
     written as the collector writes them."""
     if not escape:
         return dict(attributes)
-    # str(k): SDKs before 1.4x pass an observation's attributes on uncleaned, keys that are not text included
-    return {prometheus_label(k if type(k) is str else str(k)): attribute_text(v) for k, v in attributes.items()}
+    # SDKs before 1.4x pass an observation's attributes on uncleaned: a key that is not text, or a None value, is
+    # what the OTLP encoder leaves out (or sends empty, which the collector writes as no label), so it is left out.
+    return {prometheus_label(k): attribute_text(v) for k, v in attributes.items() if type(k) is str and v is not None}
 
 
 def attribute_text(value: Any) -> str:
