@@ -24,7 +24,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from otel_rl._internal.catalog import OVERFLOW_LABEL
 from otel_rl._internal.provider import PROXY
 from otel_rl._internal.results import _leaves
-from otel_rl._internal.store import BAD_LABELS, BAD_NAME, OVER_LIMIT, REGISTRY, _Reason, number
+from otel_rl._internal.store import BAD_LABELS, BAD_NAME, OVER_LIMIT, REGISTRY, _Reason, _utf8, describe, number
 
 PREFIX = "rl_training_custom_"
 #: Distinct custom names per process: a loop that formats a step number into the name must not grow without end.
@@ -116,6 +116,13 @@ def record_scalar(name: str, value: float, **labels: Any) -> None:
         REGISTRY.drop(scalar.name, BAD_LABELS, labels)
         return
     values = scalar.values
+    if key not in values:
+        clean = tuple((k, _utf8(v)) for k, v in key)
+        if clean != key:  # lone surrogates (os.fsdecode of bytes): no exporter can encode them; as the store does
+            REGISTRY.warn_once((scalar.name, "label_not_utf8"), "otel-rl: a label value of %s is not valid UTF-8 "
+                               "(%s); it is recorded with its lone surrogates backslash-escaped.", scalar.name,
+                               describe(labels))
+            key = clean
     if key not in values:
         hook = REGISTRY.new_series_hook
         if hook is not None:  # a worker's first record starts its telemetry from its parent's settings
