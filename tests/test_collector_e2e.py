@@ -366,6 +366,9 @@ def your_instruments() -> None:
     meter.create_gauge("app.trailing.", unit="By").set(9.0, {"x.-y": "c"})
     # A None attribute value: the OTLP encoder sends it empty (newer SDKs) or leaves it out (1.39); no label.
     meter.create_observable_gauge("app_none_attribute", [lambda options: [Observation(1, {"n": None, "k": "v"})]])
+    # Not UTF-8 (os.fsdecode of bytes): a gauge keeps it escaped, the encoder leaves a counter's attribute out.
+    meter.create_gauge("app_fs_gauge").set(1.0, {"run": os.fsdecode(b"run-\xff")})
+    meter.create_counter("app_fs_total").add(2, {"run": os.fsdecode(b"run-\xff"), "k": "v"})
     otel_rl.record_scalar("eval/success_rate", 0.8, algorithm="PPO", run_id="own")
     otel_rl.record_scalar("eval/success_rate", -1.5, algorithm="DQN", run_id="own")
     for loss in (0.5, 42.0, 420.0, 4200.0):  # all past the catalog's last bound (10): here in their own buckets

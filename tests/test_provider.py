@@ -300,3 +300,19 @@ def test_rendering_leaves_out_a_non_text_attribute_key_and_a_none_value():
     point = NumberDataPoint(attributes=attributes, start_time_unix_nano=0, time_unix_nano=1, value=3.0)  # type: ignore[arg-type]
     family = _other_family("test.gauge", Metric("test.gauge", "", "", Gauge(data_points=[point])))
     assert [(s.name, s.labels, s.value) for s in family.samples] == [("test_gauge", {"k": "v"}, 3.0)]
+
+
+def test_attribute_values_that_are_not_utf8_keep_the_scrape_working():
+    """Lone surrogates (os.fsdecode of bytes) in an attribute: a gauge keeps the value backslash-escaped, as the
+    store does; an SDK instrument's attribute is left out on /metrics, as the OTLP encoder leaves it out. Either
+    way otel-rl's series and the rest stay on the scrape."""
+    handle = otel_rl.init_telemetry(LOCAL)
+    otel_rl.record_episode("PPO", "a", 1.0, 10)
+    meter = metrics.get_meter("my.trainer")
+    meter.create_gauge("test_fs_gauge").set(1.0, {"run": os.fsdecode(b"run-\xff")})
+    meter.create_counter("test_fs_total").add(2, {"run": os.fsdecode(b"run-\xff"), "k": "v"})
+    got = samples(handle)
+    handle.shutdown(timeout=2)
+    assert got[("rl_training_episodes_total", (("agent_id", "a"), ("algorithm", "PPO")))] == 1.0
+    assert got[("test_fs_gauge", (("run", "run-\\udcff"),))] == 1.0
+    assert got[("test_fs_total", (("k", "v"),))] == 2.0

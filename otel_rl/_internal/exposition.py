@@ -36,6 +36,7 @@ from otel_rl._internal.resource_catalog import (
     prometheus_label,
     prometheus_name,
 )
+from otel_rl._internal.store import _utf8
 from otel_rl._internal.webconfig import WebConfig
 
 _logger = logging.getLogger("otel_rl")
@@ -124,8 +125,15 @@ def _labels(attributes: Any, escape: bool) -> dict[str, str]:
     if not escape:
         return dict(attributes)
     # SDKs before 1.4x pass an observation's attributes on uncleaned: a key that is not text, or a None value, is
-    # what the OTLP encoder leaves out (or sends empty, which the collector writes as no label), so it is left out.
-    return {prometheus_label(k): attribute_text(v) for k, v in attributes.items() if type(k) is str and v is not None}
+    # what the OTLP encoder leaves out (or sends empty, which the collector writes as no label), so it is left out;
+    # so is one that is not valid UTF-8 (lone surrogates), which the encoder refuses and the scrape could not write.
+    labels = {}
+    for key, value in attributes.items():
+        if type(key) is str and value is not None:
+            text = attribute_text(value)
+            if _utf8(key) is key and _utf8(text) is text:
+                labels[prometheus_label(key)] = text
+    return labels
 
 
 def attribute_text(value: Any) -> str:
