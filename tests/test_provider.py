@@ -142,9 +142,12 @@ def test_an_application_provider_set_first_is_named_with_what_to_do():
         assert metrics.get_meter_provider() is mine
         otel_rl.meter_provider().get_meter("x").create_counter("joined_total").add(2)
         print("TEXT:", [l for l in handle.metrics_text().decode().splitlines() if l.startswith("joined")])
+        handle.shutdown(timeout=2)
+        otel_rl.init_telemetry(config).shutdown(timeout=2)  # a re-init (a Tune trial, a notebook cell) again
     """
     result = run_python(code)
     assert result.returncode == 0, result.stderr
+    assert result.stderr.count("otel-rl: the OpenTelemetry global MeterProvider is already set") == 1, result.stderr
     assert "STRICT: config key 'global_provider' has value 'install', but the OpenTelemetry global " \
            "MeterProvider is already set (a opentelemetry.sdk.metrics" in result.stdout
     assert "TEXT: ['joined_total 2.0']" in result.stdout
