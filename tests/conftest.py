@@ -32,6 +32,7 @@ def _forget_instruments() -> None:
 
     provider.PROXY._meters.clear()
     scalars._scalars.clear()
+    scalars._by_name.clear()
 
 
 @pytest.fixture
