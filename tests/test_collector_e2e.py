@@ -367,6 +367,8 @@ def your_instruments() -> None:
     # A None attribute value: the OTLP encoder sends it empty (newer SDKs) or leaves it out (1.39); no label.
     meter.create_observable_gauge("app_none_attribute", [lambda options: [Observation(1, {"n": None, "k": "v"})]])
     # Not UTF-8 (os.fsdecode of bytes): a gauge keeps it escaped, the encoder leaves a counter's attribute out.
+    # Text in a sequence: Go's JSON keeps non-ASCII as it is and escapes <, > and &.
+    meter.create_gauge("app_json_text").set(1.0, {"names": ["é", "a<b&c>"]})
     meter.create_gauge("app_fs_gauge").set(1.0, {"run": os.fsdecode(b"run-\xff")})
     meter.create_counter("app_fs_total").add(2, {"run": os.fsdecode(b"run-\xff"), "k": "v"})
     otel_rl.record_scalar("eval/success_rate", 0.8, algorithm="PPO", run_id="own")

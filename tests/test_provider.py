@@ -319,3 +319,13 @@ def test_attribute_values_that_are_not_utf8_keep_the_scrape_working():
     assert got[("rl_training_episodes_total", (("agent_id", "a"), ("algorithm", "PPO")))] == 1.0
     assert got[("test_fs_gauge", (("run", "run-\\udcff"),))] == 1.0
     assert got[("test_fs_total", (("k", "v"),))] == 2.0
+
+
+def test_text_in_a_sequence_attribute_is_written_as_the_collector_writes_it():
+    """A sequence becomes compact JSON with non-ASCII kept and <, >, & not escaped: what the collector 0.165 wrote
+    to Prometheus (test_collector_e2e compares both paths)."""
+    handle = otel_rl.init_telemetry(LOCAL)
+    metrics.get_meter("my.trainer").create_gauge("test_json_text").set(1.0, {"names": ["é", "a<b&c>"]})
+    got = samples(handle)
+    handle.shutdown(timeout=2)
+    assert got[("test_json_text", (("names", '["é","a<b&c>"]'),))] == 1.0

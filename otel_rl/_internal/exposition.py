@@ -142,7 +142,9 @@ def attribute_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, (list, tuple)):
-        return "[" + ",".join(json.dumps(v) if isinstance(v, str) else attribute_text(v) for v in value) + "]"
+        # Text in a sequence as the collector's JSON writes it: non-ASCII kept as it is (``["é"]``, not ``\u00e9``)
+        return "[" + ",".join(json.dumps(v, ensure_ascii=False) if isinstance(v, str) else attribute_text(v)
+                              for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
