@@ -369,6 +369,9 @@ def your_instruments() -> None:
     # Not UTF-8 (os.fsdecode of bytes): a gauge keeps it escaped, the encoder leaves a counter's attribute out.
     # Text in a sequence: Go's JSON keeps non-ASCII as it is and escapes <, > and &.
     meter.create_gauge("app_json_text").set(1.0, {"names": ["é", "a<b&c>"]})
+    meter.create_gauge("app_float_text").set(1.0, {"small": 1.5e-7, "huge": 1e21, "seq": [1e-7, 1e21, 0.1, 5],
+                                                   "nan": float("nan"), "inf": float("-inf"), "pinf": float("inf"),
+                                                   "seq_nan": [1.0, float("nan")]})
     meter.create_gauge("app_fs_gauge").set(1.0, {"run": os.fsdecode(b"run-\xff")})
     meter.create_counter("app_fs_total").add(2, {"run": os.fsdecode(b"run-\xff"), "k": "v"})
     otel_rl.record_scalar("eval/success_rate", 0.8, algorithm="PPO", run_id="own")

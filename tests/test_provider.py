@@ -329,3 +329,14 @@ def test_text_in_a_sequence_attribute_is_written_as_the_collector_writes_it():
     got = samples(handle)
     handle.shutdown(timeout=2)
     assert got[("test_json_text", (("names", '["é","a<b&c>"]'),))] == 1.0
+
+
+def test_float_attributes_are_written_as_the_collector_writes_them():
+    """Floats as pdata writes them (JavaScript's number text): an exponent below 1e-6 and from 1e21, NaN and
+    +-Infinity; a sequence holding NaN, which JSON cannot write, gives no label. What the collector 0.165 wrote."""
+    from otel_rl._internal.exposition import attribute_text
+
+    written = [attribute_text(v) for v in (1.5e-7, 1e-6, 1e20, 1e21, -2.5e22, 0.1, 2.0, -0.0, float("nan"),
+                                           float("inf"), float("-inf"), [1e-7, 1e21, 0.1, 5], [1.0, float("nan")])]
+    assert written == ["1.5e-7", "0.000001", "100000000000000000000", "1e+21", "-2.5e+22", "0.1", "2", "-0", "NaN",
+                       "Infinity", "-Infinity", "[1e-7,1e+21,0.1,5]", ""]
