@@ -254,7 +254,7 @@ def test_sigterm_turned_into_an_exit_exports_your_instruments(handled):
     assert (proc.returncode, exported) == ((143, True) if handled else (-15, False)), (out[-2000:], err[-2000:])
 
 
-def test_a_failing_collection_of_your_instruments_leaves_otel_rl_series_on_the_scrape(caplog):
+def test_a_failing_collection_of_your_instruments_leaves_otel_rl_series_on_the_scrape(caplog, monkeypatch):
     """An observable callback whose attributes the SDK cannot take (a list, on SDKs before 1.4x) or that breaks
     the collection otherwise costs only your instruments on that scrape, logged once; otel-rl's series stay."""
     from otel_rl._internal.bridge import PullReader
@@ -265,13 +265,12 @@ def test_a_failing_collection_of_your_instruments_leaves_otel_rl_series_on_the_s
     def broken(self, *args, **kwargs):
         raise TypeError("unhashable type: 'list'")
 
-    original = PullReader.collect
-    PullReader.collect = broken  # what the SDK's collect raised on 1.39 for such an observation
-    try:
-        text = handle.metrics_text().decode()
-        handle.metrics_text()
-    finally:
-        PullReader.collect = original
+    # What the SDK's collect raised on 1.39 for such an observation. monkeypatch, not an assignment back: collect
+    # is the SDK's (inherited), and PullReader must not keep an override of it after this test.
+    monkeypatch.setattr(PullReader, "collect", broken)
+    text = handle.metrics_text().decode()
+    handle.metrics_text()
+    monkeypatch.undo()
     assert 'rl_training_episodes_total{agent_id="a",algorithm="PPO"} 1.0' in text
     assert caplog.text.count("collecting the instruments of other meters failed") == 1
 
