@@ -33,6 +33,7 @@ def _forget_instruments() -> None:
 
     provider.PROXY._meters.clear()
     scalars._scalars.clear()
+    scalars._by_name.clear()
 
 
 def _restore_store_settings() -> None:

@@ -360,6 +360,20 @@ def your_instruments() -> None:
     meter.create_observable_gauge("app_observed", [lambda options: [Observation(7, {"kind": "a"})]])
     meter.create_observable_counter("app_polled_total", [lambda options: [Observation(11)]])
     meter.create_observable_up_down_counter("app_level", [lambda options: [Observation(-4)]])
+    # Names and keys the collector's escaping does more to than replace a character: runs of characters it
+    # escapes become one "_", a trailing one is dropped, a label starting with a digit gets "key_".
+    meter.create_counter("app.odd..name-/x_total", unit="ms").add(2, {"0core": "a", "gpu..id": "b"})
+    meter.create_gauge("app.trailing.", unit="By").set(9.0, {"x.-y": "c"})
+    # A None attribute value: the OTLP encoder sends it empty (newer SDKs) or leaves it out (1.39); no label.
+    meter.create_observable_gauge("app_none_attribute", [lambda options: [Observation(1, {"n": None, "k": "v"})]])
+    # Not UTF-8 (os.fsdecode of bytes): a gauge keeps it escaped, the encoder leaves a counter's attribute out.
+    # Text in a sequence: Go's JSON keeps non-ASCII as it is and escapes <, > and &.
+    meter.create_gauge("app_json_text").set(1.0, {"names": ["é", "a<b&c>"]})
+    meter.create_gauge("app_float_text").set(1.0, {"small": 1.5e-7, "huge": 1e21, "seq": [1e-7, 1e21, 0.1, 5],
+                                                   "nan": float("nan"), "inf": float("-inf"), "pinf": float("inf"),
+                                                   "seq_nan": [1.0, float("nan")]})
+    meter.create_gauge("app_fs_gauge").set(1.0, {"run": os.fsdecode(b"run-\xff")})
+    meter.create_counter("app_fs_total").add(2, {"run": os.fsdecode(b"run-\xff"), "k": "v"})
     otel_rl.record_scalar("eval/success_rate", 0.8, algorithm="PPO", run_id="own")
     otel_rl.record_scalar("eval/success_rate", -1.5, algorithm="DQN", run_id="own")
     for loss in (0.5, 42.0, 420.0, 4200.0):  # all past the catalog's last bound (10): here in their own buckets

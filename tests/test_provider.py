@@ -71,6 +71,19 @@ def test_instruments_made_before_and_after_init_show_on_metrics():
     assert kinds["test_latency"] == "histogram" and kinds["test_queue"] == "gauge"
 
 
+def test_names_and_keys_are_escaped_as_the_collector_escapes_them():
+    """A run of escaped characters in a name is one "_", one at the end is dropped, and a label key starting with a
+    digit gets "key_": what the collector 0.165 wrote to Prometheus (test_collector_e2e compares both paths)."""
+    handle = otel_rl.init_telemetry(LOCAL)
+    meter = metrics.get_meter("my.trainer")
+    meter.create_counter("test.odd..name-/x_total", unit="ms").add(2, {"0core": "a", "gpu..id": "b"})
+    meter.create_gauge("test.trailing.", unit="By").set(9.0, {"x.-y": "c"})
+    got = samples(handle)
+    handle.shutdown(timeout=2)
+    assert got[("test_odd_name_x_total", (("gpu__id", "b"), ("key_0core", "a")))] == 2.0
+    assert got[("test_trailing", (("x__y", "c"),))] == 9.0
+
+
 def test_instruments_follow_a_shutdown_and_a_new_init():
     """An instrument made once keeps exporting through the telemetry of a later init_telemetry, from zero; while
     no telemetry runs its measurements are dropped."""
@@ -129,9 +142,12 @@ def test_an_application_provider_set_first_is_named_with_what_to_do():
         assert metrics.get_meter_provider() is mine
         otel_rl.meter_provider().get_meter("x").create_counter("joined_total").add(2)
         print("TEXT:", [l for l in handle.metrics_text().decode().splitlines() if l.startswith("joined")])
+        handle.shutdown(timeout=2)
+        otel_rl.init_telemetry(config).shutdown(timeout=2)  # a re-init (a Tune trial, a notebook cell) again
     """
     result = run_python(code)
     assert result.returncode == 0, result.stderr
+    assert result.stderr.count("otel-rl: the OpenTelemetry global MeterProvider is already set") == 1, result.stderr
     assert "STRICT: config key 'global_provider' has value 'install', but the OpenTelemetry global " \
            "MeterProvider is already set (a opentelemetry.sdk.metrics" in result.stdout
     assert "TEXT: ['joined_total 2.0']" in result.stdout
@@ -238,7 +254,7 @@ def test_sigterm_turned_into_an_exit_exports_your_instruments(handled):
     assert (proc.returncode, exported) == ((143, True) if handled else (-15, True)), (out[-2000:], err[-2000:])
 
 
-def test_a_failing_collection_of_your_instruments_leaves_otel_rl_series_on_the_scrape(caplog):
+def test_a_failing_collection_of_your_instruments_leaves_otel_rl_series_on_the_scrape(caplog, monkeypatch):
     """An observable callback whose attributes the SDK cannot take (a list, on SDKs before 1.4x) or that breaks
     the collection otherwise costs only your instruments on that scrape, logged once; otel-rl's series stay."""
     from otel_rl._internal.bridge import PullReader
@@ -249,12 +265,77 @@ def test_a_failing_collection_of_your_instruments_leaves_otel_rl_series_on_the_s
     def broken(self, *args, **kwargs):
         raise TypeError("unhashable type: 'list'")
 
-    original = PullReader.collect
-    PullReader.collect = broken  # what the SDK's collect raised on 1.39 for such an observation
-    try:
-        text = handle.metrics_text().decode()
-        handle.metrics_text()
-    finally:
-        PullReader.collect = original
+    # What the SDK's collect raised on 1.39 for such an observation. monkeypatch, not an assignment back: collect
+    # is the SDK's (inherited), and PullReader must not keep an override of it after this test.
+    monkeypatch.setattr(PullReader, "collect", broken)
+    text = handle.metrics_text().decode()
+    handle.metrics_text()
+    monkeypatch.undo()
     assert 'rl_training_episodes_total{agent_id="a",algorithm="PPO"} 1.0' in text
     assert caplog.text.count("collecting the instruments of other meters failed") == 1
+
+
+def test_attributes_the_push_path_leaves_out_neither_break_the_scrape_nor_show_on_it():
+    """An observable callback with a non-str attribute key or a None value (SDK 1.39 passes such attributes on
+    uncleaned) is on /metrics without them, as the OTLP encoder and the collector leave them out, and otel-rl's own
+    series stay on the scrape."""
+    handle = otel_rl.init_telemetry(LOCAL)
+    otel_rl.record_episode("PPO", "a", 1.0, 10)
+    metrics.get_meter("my.trainer").create_observable_gauge(
+        "test_odd_attributes", [lambda options: [Observation(2.0, {2: "b", "n": None, "k": "v"})]])  # type: ignore[dict-item]
+    got = samples(handle)
+    handle.shutdown(timeout=2)
+    assert got[("rl_training_episodes_total", (("agent_id", "a"), ("algorithm", "PPO")))] == 1.0
+    assert [(labels, value) for (name, labels), value in got.items() if name == "test_odd_attributes"] in (
+        [((("k", "v"),), 2.0)],  # SDK 1.39: what this test is about
+        [((("k", "v"), ("key_2", "b")), 2.0)],  # newer SDKs make the key the text "2" before otel-rl sees it
+    )
+
+
+def test_rendering_leaves_out_a_non_text_attribute_key_and_a_none_value():
+    """families() itself, on data such as SDK 1.39 hands over: no TypeError, and no label the push path lacks."""
+    from opentelemetry.sdk.metrics.export import Gauge, Metric, NumberDataPoint
+
+    from otel_rl._internal.exposition import _other_family
+
+    attributes = {7: "x", "n": None, "k": "v"}
+    point = NumberDataPoint(attributes=attributes, start_time_unix_nano=0, time_unix_nano=1, value=3.0)  # type: ignore[arg-type]
+    family = _other_family("test.gauge", Metric("test.gauge", "", "", Gauge(data_points=[point])))
+    assert [(s.name, s.labels, s.value) for s in family.samples] == [("test_gauge", {"k": "v"}, 3.0)]
+
+
+def test_attribute_values_that_are_not_utf8_keep_the_scrape_working():
+    """Lone surrogates (os.fsdecode of bytes) in an attribute: a gauge keeps the value backslash-escaped, as the
+    store does; an SDK instrument's attribute is left out on /metrics, as the OTLP encoder leaves it out. Either
+    way otel-rl's series and the rest stay on the scrape."""
+    handle = otel_rl.init_telemetry(LOCAL)
+    otel_rl.record_episode("PPO", "a", 1.0, 10)
+    meter = metrics.get_meter("my.trainer")
+    meter.create_gauge("test_fs_gauge").set(1.0, {"run": os.fsdecode(b"run-\xff")})
+    meter.create_counter("test_fs_total").add(2, {"run": os.fsdecode(b"run-\xff"), "k": "v"})
+    got = samples(handle)
+    handle.shutdown(timeout=2)
+    assert got[("rl_training_episodes_total", (("agent_id", "a"), ("algorithm", "PPO")))] == 1.0
+    assert got[("test_fs_gauge", (("run", "run-\\udcff"),))] == 1.0
+    assert got[("test_fs_total", (("k", "v"),))] == 2.0
+
+
+def test_text_in_a_sequence_attribute_is_written_as_the_collector_writes_it():
+    """A sequence becomes compact JSON with non-ASCII kept and <, >, & not escaped: what the collector 0.165 wrote
+    to Prometheus (test_collector_e2e compares both paths)."""
+    handle = otel_rl.init_telemetry(LOCAL)
+    metrics.get_meter("my.trainer").create_gauge("test_json_text").set(1.0, {"names": ["é", "a<b&c>"]})
+    got = samples(handle)
+    handle.shutdown(timeout=2)
+    assert got[("test_json_text", (("names", '["é","a<b&c>"]'),))] == 1.0
+
+
+def test_float_attributes_are_written_as_the_collector_writes_them():
+    """Floats as pdata writes them (JavaScript's number text): an exponent below 1e-6 and from 1e21, NaN and
+    +-Infinity; a sequence holding NaN, which JSON cannot write, gives no label. What the collector 0.165 wrote."""
+    from otel_rl._internal.exposition import attribute_text
+
+    written = [attribute_text(v) for v in (1.5e-7, 1e-6, 1e20, 1e21, -2.5e22, 0.1, 2.0, -0.0, float("nan"),
+                                           float("inf"), float("-inf"), [1e-7, 1e21, 0.1, 5], [1.0, float("nan")])]
+    assert written == ["1.5e-7", "0.000001", "100000000000000000000", "1e+21", "-2.5e+22", "0.1", "2", "-0", "NaN",
+                       "Infinity", "-Infinity", "[1e-7,1e+21,0.1,5]", ""]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -120,3 +121,15 @@ def test_extra_keys_setting_is_validated():
         otel_rl.load_settings({"extra_keys": [""]}, environ={})
     with pytest.raises(otel_rl.ConfigError, match="extra_keys"):
         otel_rl.load_settings({"extra_keys": 3}, environ={})
+
+
+def test_a_label_value_that_is_not_utf8_is_escaped_and_keeps_the_scrape_working():
+    """os.fsdecode of a byte name gives lone surrogates, which no exposition or OTLP encoder can write: the value is
+    recorded backslash-escaped (as the store records them) instead of breaking every scrape."""
+    handle = otel_rl.init_telemetry(LOCAL)
+    otel_rl.record_loss_metrics("PPO", value_loss=1.0)
+    for value in (1.0, 2.0):
+        otel_rl.record_scalar("surrogate", value, run=os.fsdecode(b"run-\xff"))
+    series = custom(handle)
+    assert series == {("rl_training_custom_surrogate", (("run", "run-\\udcff"),)): 2.0}, series
+    assert "rl_training_value_loss_count" in handle.metrics_text().decode()

@@ -15,6 +15,7 @@ import gzip
 import io
 import json
 import logging
+import math
 import re
 import resource
 import selectors
@@ -43,6 +44,7 @@ from otel_rl._internal.resource_catalog import (
     prometheus_label,
     prometheus_name,
 )
+from otel_rl._internal.store import _utf8
 from otel_rl._internal.webconfig import WebConfig
 
 _logger = logging.getLogger("otel_rl")
@@ -140,24 +142,52 @@ def _labels(attributes: Any, escape: bool) -> dict[str, str]:
     written as the collector writes them."""
     if not escape:
         return {k: label_value(v) for k, v in attributes.items()}
-    return {prometheus_label(k): label_value(attribute_text(v)) for k, v in attributes.items()}
+    # SDKs before 1.4x pass an observation's attributes on uncleaned: a key that is not text, or a None value, is
+    # what the OTLP encoder leaves out (or sends empty, which the collector writes as no label), so it is left out;
+    # so is one that is not valid UTF-8 (lone surrogates), which the encoder refuses and the scrape could not write.
+    labels = {}
+    for key, value in attributes.items():
+        if type(key) is str and value is not None:
+            text = attribute_text(value)
+            if text and _utf8(key) is key and _utf8(text) is text:
+                labels[prometheus_label(key)] = label_value(text)
+    return labels
 
 
 def attribute_text(value: Any) -> str:
     """An attribute value as the collector's remote-write exporter writes it as a label (pdata's ``AsString``):
-    ``true``, ``3``, ``0.5``, ``100000000000000000000``, and a sequence as compact JSON (``[1,2]``, ``["a"]``)."""
+    ``true``, ``3``, ``0.5``, ``1e-7``, ``NaN``, ``-Infinity``, and a sequence as compact JSON (``[1,2]``,
+    ``["é"]``); a sequence holding NaN or an infinity, which JSON cannot write, as "" (no label)."""
     if isinstance(value, str):
         return value
     if isinstance(value, (list, tuple)):
-        return "[" + ",".join(json.dumps(v) if isinstance(v, str) else attribute_text(v) for v in value) + "]"
+        if any(isinstance(v, float) and v - v != 0.0 for v in value):
+            return ""
+        # Text in a sequence as the collector's JSON writes it: non-ASCII kept as it is (``["é"]``, not ``\u00e9``)
+        return "[" + ",".join(json.dumps(v, ensure_ascii=False) if isinstance(v, str) else attribute_text(v)
+                              for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            return {"nan": "NaN", "inf": "+Inf", "-inf": "-Inf"}[repr(value)]
-        text = format(Decimal(repr(value)), "f")  # no exponent, as Go's FormatFloat(v, 'f', -1, 64)
-        return text[:-2] if text.endswith(".0") else text
+        return _float_text(value)
     return str(value)
+
+
+_SHORT_EXPONENT = re.compile(r"e-0(\d)$")
+
+
+def _float_text(value: float) -> str:
+    """A float as pdata writes it, which is how JavaScript and Go's encoding/json write numbers: plain digits,
+    except below 1e-6 and from 1e21 on, where the shortest digits take an exponent (``1.5e-7``, ``1e+21``)."""
+    if value != value:
+        return "NaN"
+    if value in (math.inf, -math.inf):
+        return "Infinity" if value > 0 else "-Infinity"
+    size = abs(value)
+    if size != 0.0 and (size < 1e-6 or size >= 1e21):
+        return _SHORT_EXPONENT.sub(r"e-\1", repr(value))  # Python's repr pads the exponent to two digits
+    text = format(Decimal(repr(value)), "f")  # no exponent, as Go's FormatFloat(v, 'f', -1, 64)
+    return text[:-2] if text.endswith(".0") else text
 
 
 class _Families(Collector):

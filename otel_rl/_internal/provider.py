@@ -34,7 +34,7 @@ from opentelemetry.metrics import (
 )
 
 from otel_rl._internal.catalog import OVERFLOW_LABEL
-from otel_rl._internal.store import BAD_LABELS, OVER_LIMIT, REGISTRY, number
+from otel_rl._internal.store import BAD_LABELS, OVER_LIMIT, REGISTRY, _utf8, number
 
 _logger = logging.getLogger("otel_rl")
 
@@ -85,6 +85,10 @@ class _Histogram(_Forwarding, Histogram):
             real.record(amount, *args, **kwargs)
 
 
+def _text(value: Any) -> Any:
+    return _utf8(value) if type(value) is str else value
+
+
 class _SyncGauge(_Forwarding, _Gauge):
     """A synchronous gauge whose last value per attribute set is kept here and reported by an observable gauge.
 
@@ -107,7 +111,9 @@ class _SyncGauge(_Forwarding, _Gauge):
         try:
             # Sequences as tuples, as the SDK keeps a synchronous instrument's attributes (SDKs before 1.4x do not
             # clean an observation's, and a list there breaks the whole collection).
-            cleaned = {k: tuple(v) if isinstance(v, list) else v for k, v in attributes.items()} if attributes else {}
+            # Lone surrogates (os.fsdecode of bytes) backslash-escaped, as the store keeps them: no encoder takes them.
+            cleaned = {_text(k): tuple(v) if isinstance(v, list) else _text(v)
+                       for k, v in attributes.items()} if attributes else {}
             key: Any = tuple(sorted(cleaned.items()))
             hash(key)
             observation = Observation(value, cleaned or None)

@@ -7,9 +7,10 @@ Beside the training catalog (:mod:`otel_rl._internal.catalog`) this table drives
 named after the torch functions that read them.
 
 On both export paths a name becomes its Prometheus name by the collector's ``UnderscoreEscapingWithoutSuffixes``
-translation: every character outside ``[a-zA-Z0-9_:]`` (label keys: ``[a-zA-Z0-9_]``) turns into ``_`` and no unit
-or ``_total`` suffix is added. Every instrument is a gauge or an up-down counter, so the Prometheus type is always
-``gauge`` and the two paths cannot disagree on a suffix.
+translation: characters outside ``[a-zA-Z0-9_:]`` (label keys: ``[a-zA-Z0-9_]``) turn into ``_`` (see
+:func:`prometheus_name` and :func:`prometheus_label` for the details) and no unit or ``_total`` suffix is added.
+Every instrument is a gauge or an up-down counter, so the Prometheus type is always ``gauge`` and the two paths
+cannot disagree on a suffix.
 """
 
 from __future__ import annotations
@@ -21,18 +22,24 @@ from typing import Literal
 Instrument = Literal["gauge", "updowncounter"]
 Source = Literal["process", "gpu", "torch"]
 
-_NAME_INVALID = re.compile(r"[^a-zA-Z0-9_:]")
+#: A run of characters the collector escapes in a metric name: the run becomes one "_" (Go's strings.FieldsFunc
+#: split on them, joined by "_"), and one at either end disappears. Underscores themselves are kept as they are.
+_NAME_INVALID_RUN = re.compile(r"[^a-zA-Z0-9_:]+")
 _LABEL_INVALID = re.compile(r"[^a-zA-Z0-9_]")
 
 
 def prometheus_name(otel_name: str) -> str:
-    """The Prometheus name of a metric, as the collector's underscore escaping writes it."""
-    return _NAME_INVALID.sub("_", otel_name)
+    """The Prometheus name of a metric, as the collector's underscore escaping writes it (prometheus/otlptranslator:
+    ``my.odd..name-`` -> ``my_odd_name``; a leading digit gets a ``_`` in front)."""
+    name = "_".join(part for part in _NAME_INVALID_RUN.split(otel_name) if part)
+    return "_" + name if name[:1].isdigit() else name
 
 
 def prometheus_label(key: str) -> str:
-    """The Prometheus label of an attribute key, as the collector's underscore escaping writes it."""
-    return _LABEL_INVALID.sub("_", key)
+    """The Prometheus label of an attribute key, as the collector's underscore escaping writes it: each escaped
+    character becomes ``_`` (``gpu..id`` -> ``gpu__id``), and a key starting with a digit gets ``key_`` in front."""
+    label = _LABEL_INVALID.sub("_", key)
+    return "key_" + label if label[:1].isdigit() else label
 
 
 @dataclass(frozen=True)

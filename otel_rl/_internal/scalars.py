@@ -24,7 +24,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from otel_rl._internal.catalog import OVERFLOW_LABEL
 from otel_rl._internal.provider import PROXY
 from otel_rl._internal.results import _leaves
-from otel_rl._internal.store import BAD_LABELS, BAD_NAME, OVER_LIMIT, REGISTRY, _Reason, number
+from otel_rl._internal.store import BAD_LABELS, BAD_NAME, OVER_LIMIT, REGISTRY, _Reason, _utf8, describe, number
 
 PREFIX = "rl_training_custom_"
 #: Distinct custom names per process: a loop that formats a step number into the name must not grow without end.
@@ -63,18 +63,20 @@ class _Scalar:
 
 _lock = threading.Lock()
 _scalars: dict[str, _Scalar] = {}
+#: The names record_scalar was called with -> their gauge (a name and its gauge's name can differ: eval/return).
+_by_name: dict[str, _Scalar] = {}
 _patterns: tuple[str, ...] = ()
 
 
 def _scalar(name: Any) -> _Scalar | None:
     """The gauge of ``name`` (made on first use), or None after counting a refused name."""
+    scalar = _by_name.get(name) if type(name) is str else None
+    if scalar is not None:  # the common case: a name seen before, without the two regular expressions below
+        return scalar
     if type(name) is not str or not name or len(name) > MAX_NAME_LENGTH or not _UNSAFE.sub("", name):
         REGISTRY.drop(REFUSED, BAD_NAME, name)
         return None
     full = metric_name(name)
-    scalar = _scalars.get(full)
-    if scalar is not None:
-        return scalar
     with _lock:
         scalar = _scalars.get(full)
         if scalar is None:
@@ -82,6 +84,8 @@ def _scalar(name: Any) -> _Scalar | None:
                 REGISTRY.drop(REFUSED, BAD_NAME, name)
                 return None
             scalar = _scalar_for(full)
+        if len(_by_name) < 4 * MAX_NAMES:  # bounded: many spellings of one gauge (a.b, a/b) take the slow path
+            _by_name[name] = scalar
     return scalar
 
 
@@ -112,6 +116,13 @@ def record_scalar(name: str, value: float, **labels: Any) -> None:
         REGISTRY.drop(scalar.name, BAD_LABELS, labels)
         return
     values = scalar.values
+    if key not in values:
+        clean = tuple((k, _utf8(v)) for k, v in key)
+        if clean != key:  # lone surrogates (os.fsdecode of bytes): no exporter can encode them; as the store does
+            REGISTRY.warn_once((scalar.name, "label_not_utf8"), "otel-rl: a label value of %s is not valid UTF-8 "
+                               "(%s); it is recorded with its lone surrogates backslash-escaped.", scalar.name,
+                               describe(labels))
+            key = clean
     if key not in values:
         hook = REGISTRY.new_series_hook
         if hook is not None:  # a worker's first record starts its telemetry from its parent's settings

@@ -55,7 +55,9 @@ class Telemetry:
                 if settings.strict:
                     raise ConfigError("config key 'global_provider' has value 'install', but "
                                       + provider.foreign_provider_message(foreign))
-                _logger.warning("otel-rl: %s", provider.foreign_provider_message(foreign))
+                # Once per process: each re-init (a Tune trial, a notebook cell) finds the same provider.
+                registry.warn_once(("otel_rl", "foreign_provider"), "otel-rl: %s",
+                                   provider.foreign_provider_message(foreign))
         _apply_buckets(settings, registry)
         registry.label_value_limit = settings.label_value_limit
         self.resource = _resource(settings)
