@@ -422,3 +422,24 @@ def test_learn_gets_the_callback_once() -> None:
     learn(object(), 10, callback=[other])
     added = seen.pop()
     assert added[0] is other and isinstance(added[1], OtelRLCallback)
+
+
+def test_descendants_import_otel_rl_only_with_a_framework(tmp_path: Path) -> None:
+    """A Python the script starts (pip, a helper, another interpreter) inherits the bootstrap: it imports otel_rl
+    (some 0.2 s, and a message on stderr where otel_rl is missing) only once it imports a framework to instrument."""
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent("""
+        import json, subprocess, sys
+        plain = subprocess.run([sys.executable, "-c", "import sys; print('otel_rl' in sys.modules)"],
+                               capture_output=True, text=True)
+        gym = subprocess.run([sys.executable, "-c", "import sys, gymnasium; "
+                              "print('otel_rl' in sys.modules, hasattr(gymnasium.make, '__wrapped__'))"],
+                             capture_output=True, text=True)
+        print(json.dumps({"plain": [plain.stdout.strip(), plain.stderr], "gym": [gym.stdout.strip(), gym.stderr]}))
+    """))
+    done = subprocess.run([PYTHON, "-m", "otel_rl", "run", "--", PYTHON, str(script)], capture_output=True,
+                          text=True, env=_env(free_port(), OTEL_RL_EXPORTERS="none"), timeout=180)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    assert figures["plain"] == ["False", ""]
+    assert figures["gym"] == ["True True", ""]  # gymnasium.make patched
