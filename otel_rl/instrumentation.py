@@ -338,12 +338,16 @@ def _learning(learn: Callable[..., Any]) -> Callable[..., Any]:
     def learn_recorded(self: Any, *args: Any, **kwargs: Any) -> Any:
         if getattr(_guard, "learning", False):
             return learn(self, *args, **kwargs)
+        from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
+
         from otel_rl.integrations.sb3 import OtelRLCallback
 
         try:
             given = kwargs["callback"] if "callback" in kwargs else (args[1] if len(args) > 1 else None)
             if not _has_callback(given, OtelRLCallback):
                 ours = _sb3_callback_class()()
+                if given is not None and not isinstance(given, (list, BaseCallback)):
+                    given = ConvertCallback(given)  # a function: SB3 converts it alone, not inside a list
                 added = ours if given is None else [*given, ours] if isinstance(given, list) else [given, ours]
                 if "callback" in kwargs or len(args) <= 1:
                     kwargs["callback"] = added

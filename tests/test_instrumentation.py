@@ -424,6 +424,28 @@ def test_learn_gets_the_callback_once() -> None:
     assert added[0] is other and isinstance(added[1], OtelRLCallback)
 
 
+def test_learn_keeps_a_function_callback() -> None:
+    """SB3 takes a plain function as callback (it wraps it in ConvertCallback); next to otel-rl's it must still be
+    one, not a bare function inside a CallbackList (which fails at learn's start)."""
+    from stable_baselines3 import PPO
+
+    from otel_rl.instrumentation import StableBaselines3Instrumentor
+
+    calls: list[int] = []
+
+    def every_step(locals_: dict, globals_: dict) -> bool:
+        calls.append(1)
+        return True
+
+    model = PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32, n_epochs=1, seed=0, device="cpu")
+    StableBaselines3Instrumentor().instrument()
+    try:
+        model.learn(32, callback=every_step)
+    finally:
+        StableBaselines3Instrumentor().uninstrument()
+    assert len(calls) == 32
+
+
 def test_descendants_import_otel_rl_only_with_a_framework(tmp_path: Path) -> None:
     """A Python the script starts (pip, a helper, another interpreter) inherits the bootstrap: it imports otel_rl
     (some 0.2 s, and a message on stderr where otel_rl is missing) only once it imports a framework to instrument."""
