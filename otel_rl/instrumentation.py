@@ -169,6 +169,24 @@ def _patch(owner: Any, name: str, make_wrapper: Callable[[Any], Any]) -> Callabl
 class _Instrumentor(_Base):
     """Patches applied when their module is imported (at once if it is already), undone by ``uninstrument()``."""
 
+    _instruments: tuple[str, ...] = ()  #: the framework's distribution and the versions otel-rl supports
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return self._instruments
+
+    @classmethod
+    def installed(cls) -> bool:
+        """Whether the framework's distribution is installed (at any version)."""
+        import importlib.metadata
+        import re
+
+        for requirement in cls._instruments:
+            try:
+                importlib.metadata.distribution(re.split(r"[\s<>=!~\[;]", requirement, maxsplit=1)[0])
+            except importlib.metadata.PackageNotFoundError:
+                return False
+        return True
+
     def _targets(self) -> dict[str, Callable[[Any], list[Callable[[], None]]]]:
         """Module name -> what patches it, returning what undoes the patches."""
         raise NotImplementedError
@@ -285,8 +303,7 @@ def _wrapping(make: Callable[..., Any], vector: bool) -> Callable[..., Any]:
 class GymnasiumInstrumentor(_Instrumentor):
     """Wraps what ``gymnasium.make`` and ``gymnasium.make_vec`` return with otel-rl's episode recorder."""
 
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return ("gymnasium >= 1.0",)
+    _instruments = ("gymnasium >= 1.0, < 2",)  # pyproject.toml's extras
 
     def _targets(self) -> dict[str, Callable[[Any], list[Callable[[], None]]]]:
         # Only the package's names: make_vec's own sub-environments (made by gymnasium.envs.registration.make)
@@ -367,8 +384,7 @@ def _learning(learn: Callable[..., Any]) -> Callable[..., Any]:
 class StableBaselines3Instrumentor(_Instrumentor):
     """Adds otel-rl's callback to every ``learn`` of a Stable-Baselines3 algorithm."""
 
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return ("stable-baselines3 >= 2.3",)
+    _instruments = ("stable-baselines3 >= 2.3, < 3",)
 
     def _targets(self) -> dict[str, Callable[[Any], list[Callable[[], None]]]]:
         # PPO.learn and friends call these through super(); BaseAlgorithm.learn is abstract.
@@ -428,8 +444,7 @@ def _setting_up(setup: Callable[..., Any]) -> Callable[..., Any]:
 class RLlibInstrumentor(_Instrumentor):
     """Adds otel-rl's callback to the callbacks of every RLlib algorithm that is set up."""
 
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return ("ray >= 2.60",)
+    _instruments = ("ray >= 2.60, < 3",)
 
     def _targets(self) -> dict[str, Callable[[Any], list[Callable[[], None]]]]:
         return {"ray.rllib.algorithms.algorithm": lambda module: [_patch(module.Algorithm, "setup", _setting_up)]}
@@ -523,9 +538,19 @@ def disabled() -> set[str]:
 def bootstrap() -> None:
     """What ``otel-rl run`` does in the script's interpreter: configure, then instrument what is not disabled."""
     configure()
+    instrument_installed()
+
+
+def instrument_installed() -> None:
+    """Instrument the installed frameworks that ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` leaves on.
+
+    A framework that is not installed is skipped quietly (opentelemetry-instrumentation's ``instrument()`` would
+    log it as an error, in every Python process the script starts); one at a version otel-rl does not support is
+    refused by that check, with its message.
+    """
     off = disabled()
     for name, instrumentor in INSTRUMENTORS.items():
-        if "*" in off or name in off:
+        if "*" in off or name in off or not instrumentor.installed():
             continue
         try:
             instrumentor().instrument()

@@ -465,3 +465,38 @@ def test_descendants_import_otel_rl_only_with_a_framework(tmp_path: Path) -> Non
     figures = json.loads(done.stdout)
     assert figures["plain"] == ["False", ""]
     assert figures["gym"] == ["True True", ""]  # gymnasium.make patched
+
+
+def test_instrumentation_dependencies_are_the_extras() -> None:
+    """Each instrumentor declares the versions pyproject.toml's extra supports, upper bound included (what
+    opentelemetry-instrumentation's dependency check compares with the installed distribution)."""
+    from packaging.requirements import Requirement
+
+    from otel_rl.instrumentation import INSTRUMENTORS
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    declared = {Requirement(r).name: Requirement(r).specifier for e in ("demo", "sb3", "rllib") for r in extras[e]}
+    for instrumentor in INSTRUMENTORS.values():
+        for dependency in instrumentor().instrumentation_dependencies():
+            requirement = Requirement(dependency)
+            assert requirement.specifier == declared[requirement.name], dependency
+
+
+def test_a_framework_that_is_not_installed_is_skipped_quietly(monkeypatch, caplog) -> None:
+    """Under ``otel-rl run`` with opentelemetry-instrumentation installed, a framework the environment lacks (Ray in
+    a Gymnasium-only venv) is not instrumented and logs no error (it would, in every Python the script starts)."""
+    import logging
+
+    from otel_rl.instrumentation import INSTRUMENTORS, RLlibInstrumentor, instrument_installed
+
+    monkeypatch.setattr(RLlibInstrumentor, "_instruments", ("otel-rl-no-such-framework >= 1",))
+    monkeypatch.setenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "gymnasium,stable_baselines3")
+    caplog.set_level(logging.DEBUG)
+    try:
+        instrument_installed()
+        assert not RLlibInstrumentor().is_instrumented_by_opentelemetry
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    finally:
+        for instrumentor in INSTRUMENTORS.values():
+            if instrumentor().is_instrumented_by_opentelemetry:
+                instrumentor().uninstrument()
