@@ -43,7 +43,7 @@ class _Deferred(importlib.abc.MetaPathFinder):
         self._lock = threading.Lock()
         self._done = False
 
-    def find_spec(self, name, path=None, target=None):  # type: ignore[no-untyped-def]
+    def find_spec(self, name, path=None, target=None):
         if self._done or name not in TRIGGERS:
             return None
         with self._lock:
