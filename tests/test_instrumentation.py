@@ -500,3 +500,19 @@ def test_a_framework_that_is_not_installed_is_skipped_quietly(monkeypatch, caplo
         for instrumentor in INSTRUMENTORS.values():
             if instrumentor().is_instrumented_by_opentelemetry:
                 instrumentor().uninstrument()
+
+
+def test_the_environments_own_sitecustomize_still_runs_and_is_the_module(tmp_path: Path) -> None:
+    """A sitecustomize the environment had (here on PYTHONPATH) runs once under ``otel-rl run`` and stays what
+    ``import sitecustomize`` gives: its names, and a function of it that pickles by reference."""
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "sitecustomize.py").write_text("import sys\nsys.own_runs = RUNS = getattr(sys, 'own_runs', 0) + 1\n\n\n"
+                                          "def hello():\n    return 'hello'\n")
+    code = ("import pickle, sys, sitecustomize; "
+            "print(sys.own_runs, sitecustomize.RUNS, pickle.loads(pickle.dumps(sitecustomize.hello))())")
+    env = _env(free_port(), OTEL_RL_EXPORTERS="none")
+    env["PYTHONPATH"] += os.pathsep + str(own)
+    done = subprocess.run([PYTHON, "-m", "otel_rl", "run", "--", PYTHON, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert (done.returncode, done.stdout.strip()) == (0, "1 1 hello"), done.stderr

@@ -58,17 +58,25 @@ class _Deferred(importlib.abc.MetaPathFinder):
 
 
 def _chain() -> None:
-    """Run the next ``sitecustomize`` on the path (a distribution's or a virtualenv's), as it would have run."""
+    """Run the next ``sitecustomize`` on the path (a distribution's or a virtualenv's), as it would have run.
+
+    It takes this module's place in ``sys.modules`` (the import of this one then returns it), so that
+    ``import sitecustomize`` and pickles of its functions find it as without ``otel-rl run``.
+    """
     here = os.path.dirname(os.path.abspath(__file__))
     rest = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    own = sys.modules.get(__name__)
     spec = None
     try:
         spec = importlib.machinery.PathFinder.find_spec("sitecustomize", rest)
         if spec is None or spec.loader is None:
             return
         module = importlib.util.module_from_spec(spec)
+        sys.modules[__name__] = module  # as an import does, before running the module
         spec.loader.exec_module(module)
     except Exception as exc:  # noqa: BLE001 (as Python's site module does: report and go on)
+        if own is not None:
+            sys.modules[__name__] = own
         print(f"otel-rl run: the sitecustomize at {spec.origin if spec else '?'} failed: {exc!r}", file=sys.stderr)
 
 
