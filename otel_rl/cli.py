@@ -128,7 +128,7 @@ def _stack(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     """Run a command with its Python interpreter instrumented (see otel_rl.instrumentation)."""
-    from otel_rl.instrumentation import SIGTERM_ENV
+    from otel_rl.instrumentation import ROOT_ENV, SIGTERM_ENV
 
     command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not command:
@@ -138,6 +138,7 @@ def _run(args: argparse.Namespace) -> int:
     env["PYTHONPATH"] = os.pathsep.join([bootstrap, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep)
                                                        if p and p != bootstrap]])
     env.setdefault(SIGTERM_ENV, "1")
+    env.pop(ROOT_ENV, None)  # run from a script that is itself under otel-rl run: this command is a root of its own
     if args.port is not None:
         env["OTEL_EXPORTER_PROMETHEUS_PORT"] = str(args.port)
     if args.exporter:

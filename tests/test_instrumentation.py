@@ -516,3 +516,13 @@ def test_the_environments_own_sitecustomize_still_runs_and_is_the_module(tmp_pat
     done = subprocess.run([PYTHON, "-m", "otel_rl", "run", "--", PYTHON, "-c", code], capture_output=True, text=True,
                           env=env, timeout=120)
     assert (done.returncode, done.stdout.strip()) == (0, "1 1 hello"), done.stderr
+
+
+def test_otel_rl_run_inside_a_zero_code_script_starts_its_own_telemetry() -> None:
+    """``otel-rl run`` started by a script that runs under zero-code itself (the variable marking the root is
+    inherited) asked for telemetry: its command is a root of its own, not a silent descendant."""
+    code = "import otel_rl; print(otel_rl.current() is not None)"
+    env = _env(free_port(), OTEL_RL_EXPORTERS="none", OTEL_RL_ZERO_CODE_ROOT="1")
+    done = subprocess.run([PYTHON, "-m", "otel_rl", "run", "--", PYTHON, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert (done.returncode, done.stdout.strip()) == (0, "True"), done.stderr
