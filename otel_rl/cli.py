@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="run a Python program with Gymnasium, Stable-Baselines3 and RLlib recorded, no code change",
         description="Run COMMAND (e.g. python train.py) with otel-rl's telemetry started from the OTEL_* "
                     "variables (default: /metrics on port 8011) and Gymnasium, Stable-Baselines3 and RLlib "
-                    "instrumented. See docs/zero-code.md.")
+                    "instrumented. See docs/opentelemetry.md (zero-code instrumentation).")
     run.add_argument("--port", type=int, default=None, help="Prometheus endpoint port (default 8011)")
     run.add_argument("--exporter", action="append", choices=[e for e in EXPORTERS if e != "none"],
                      help="repeatable; default prometheus, or OTEL_RL_EXPORTERS / OTEL_METRICS_EXPORTER")

@@ -14,7 +14,7 @@
 
 Nothing is counted twice: environments made by Stable-Baselines3 or RLlib themselves are left to their callback,
 a callback the script already passes is not added again, and the Gymnasium recorder of an environment handed to
-Stable-Baselines3 takes the algorithm's name. See docs/zero-code.md.
+Stable-Baselines3 takes the algorithm's name. See docs/opentelemetry.md (zero-code).
 """
 
 from __future__ import annotations
