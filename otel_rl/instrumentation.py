@@ -489,7 +489,10 @@ def configure() -> Any:
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
     # Python's default for SIGTERM ends the process without atexit: the last values would never be exported.
-    sys.exit(128 + signum)
+    # A record call the signal interrupted finishes first, so the final export never shows half of one.
+    from otel_rl._internal.sigterm import after_otel_rl
+
+    after_otel_rl(frame, lambda: sys.exit(128 + signum))
 
 
 def _set_global_provider(telemetry: Any) -> None:

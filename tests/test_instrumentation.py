@@ -526,3 +526,52 @@ def test_otel_rl_run_inside_a_zero_code_script_starts_its_own_telemetry() -> Non
     done = subprocess.run([PYTHON, "-m", "otel_rl", "run", "--", PYTHON, "-c", code], capture_output=True, text=True,
                           env=env, timeout=120)
     assert (done.returncode, done.stdout.strip()) == (0, "True"), done.stderr
+
+
+@pytest.mark.integration
+def test_sigterm_under_otel_rl_run_lets_a_record_call_finish(tmp_path: Path) -> None:
+    """A SIGTERM that lands inside record_episode (the episode counted, its reward and length not yet observed)
+    ends the script once that call returns: the final values show whole episodes, as otel-rl's own handler does.
+
+    The signal is sent from a stand-in for the reward histogram compiled under otel-rl's directory, so it counts
+    as otel-rl's code: deterministic, where a real SIGTERM lands there only sometimes."""
+    script = tmp_path / "record.py"
+    script.write_text(textwrap.dedent("""
+        import os
+        import otel_rl
+        from otel_rl._internal import recording
+
+        hook = '''
+        import os, signal
+
+        class Reward:
+            def __init__(self, real):
+                self.real = real
+
+            def observe(self, key, value):
+                os.kill(os.getpid(), signal.SIGTERM)
+                return self.real.observe(key, value)
+        '''
+        namespace = {}
+        exec(compile(hook, os.path.join(os.path.dirname(otel_rl.__file__), "_test_hook.py"), "exec"), namespace)
+        otel_rl.record_episode("PPO", "a", 1.0, 10)
+        otel_rl.record_episode("PPO", "a", 1.0, 10)
+        recording._episode_reward = namespace["Reward"](recording._episode_reward)
+        otel_rl.record_episode("PPO", "a", 1.0, 10)
+        print("not reached", flush=True)
+    """))
+    port = free_port()
+    process = subprocess.Popen([PYTHON, "-m", "otel_rl", "run", "--", PYTHON, str(script)], env=_env(port),
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_shutting_down(port)
+        scrape = Scrape(port)
+        figures = [scrape.value(name, algorithm="PPO", agent_id="a") for name in (
+            "rl_training_episodes_total", "rl_training_episode_reward_count", "rl_training_episode_length_count")]
+        assert figures == [3, 3, 3]
+        assert process.wait(timeout=60) == 128 + signal.SIGTERM
+        assert process.stdout is not None and process.stdout.read() == ""
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
