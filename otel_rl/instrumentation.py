@@ -191,9 +191,34 @@ class _Instrumentor(_Base):
         """Module name -> what patches it, returning what undoes the patches."""
         raise NotImplementedError
 
+    def _unsupported(self) -> str | None:
+        """Why the installed framework's version is not one otel-rl supports, or None (also when not installed).
+
+        opentelemetry-instrument does not ask instrumentation_dependencies() here: it checks a distribution's
+        ``instruments`` extra, which otel-rl (three frameworks, each optional) has not. So the instrumentor checks.
+        """
+        if not self.installed():
+            return None
+        try:
+            from packaging.requirements import Requirement
+        except ImportError:  # packaging comes with opentelemetry-instrumentation and pip's users; else no check
+            return None
+        import importlib.metadata
+
+        for dependency in self._instruments:
+            requirement = Requirement(dependency)
+            version = importlib.metadata.version(requirement.name)
+            if not requirement.specifier.contains(version, prereleases=True):
+                return f"{requirement.name} {version} is installed; otel-rl supports {requirement.specifier}"
+        return None
+
     def _instrument(self, **kwargs: Any) -> None:
         self._restore: list[Callable[[], None]] = []
         self._pending: list[Callable[[Any], None]] = []
+        unsupported = self._unsupported()
+        if unsupported is not None:
+            _logger.warning("otel-rl: %s; %s patches nothing", unsupported, type(self).__name__)
+            return
         for name, patch in self._targets().items():
             def hook(module: Any, patch: Any = patch) -> None:
                 self._restore.extend(patch(module))

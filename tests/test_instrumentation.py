@@ -575,3 +575,25 @@ def test_sigterm_under_otel_rl_run_lets_a_record_call_finish(tmp_path: Path) -> 
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_an_unsupported_framework_version_is_not_patched(monkeypatch, caplog) -> None:
+    """opentelemetry-instrument calls instrument(skip_dep_check=True) after checking only a distribution's
+    ``instruments`` extra (otel-rl has none): the instrumentor itself refuses a version outside its range, and says
+    so, rather than patch a Gymnasium it was not written for."""
+    import logging
+
+    import gymnasium
+
+    from otel_rl.instrumentation import GymnasiumInstrumentor
+
+    original = gymnasium.make
+    monkeypatch.setattr(GymnasiumInstrumentor, "_instruments", ("gymnasium >= 99, < 100",))
+    caplog.set_level(logging.WARNING, logger="otel_rl")
+    GymnasiumInstrumentor().instrument(skip_dep_check=True)
+    try:
+        assert gymnasium.make is original
+        assert any("otel-rl supports <100,>=99" in r.getMessage() for r in caplog.records), caplog.text
+    finally:
+        GymnasiumInstrumentor().uninstrument()
+    assert gymnasium.make is original
