@@ -597,3 +597,17 @@ def test_an_unsupported_framework_version_is_not_patched(monkeypatch, caplog) ->
     finally:
         GymnasiumInstrumentor().uninstrument()
     assert gymnasium.make is original
+
+
+def test_a_root_that_cannot_import_otel_rl_still_makes_its_children_descendants(tmp_path: Path) -> None:
+    """The script's interpreter cannot import otel_rl (here: a broken otel_rl earlier on its path): it says so,
+    and the Python processes it starts (which may be able to) still know they are not the root."""
+    broken = tmp_path / "broken" / "otel_rl"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('not this interpreter')\n")
+    env = _env(free_port(), OTEL_RL_EXPORTERS="none")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "otel_rl" / "_bootstrap"), str(broken.parent), str(ROOT)])
+    code = "import os; print(os.environ.get('OTEL_RL_ZERO_CODE_ROOT') == str(os.getpid()))"
+    done = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert done.stdout.strip() == "True", done.stderr
+    assert "cannot import otel_rl (not this interpreter)" in done.stderr

@@ -84,4 +84,7 @@ _chain()
 if os.environ.get(ROOT_ENV, "") not in ("", str(os.getpid())):
     sys.meta_path.insert(0, _Deferred())
 else:
+    # Marked before the import that may fail: the processes this one starts are descendants even then (one that
+    # can import otel_rl would otherwise start telemetry of its own, on the same port as its siblings).
+    os.environ[ROOT_ENV] = str(os.getpid())
     _instrument()
