@@ -59,6 +59,12 @@ _DEMO_DEFAULTS = (
 )
 
 
+def _resource_names_service(environ: Mapping[str, str]) -> bool:
+    """Whether OTEL_RESOURCE_ATTRIBUTES gives ``service.name`` (which a service_name setting would override)."""
+    pairs = environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(",")
+    return any(key.strip() == "service.name" for key, _, _ in (pair.partition("=") for pair in pairs))
+
+
 def _demo_config(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any]:
     """The demo's settings: its flags, then the OTEL_* variables, then the demo's defaults, then otel-rl's.
 
@@ -77,7 +83,8 @@ def _demo_config(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[s
     for key, default, variables in _DEMO_DEFAULTS:
         section, _, name = key.rpartition(".")
         target = prometheus if section == "prometheus" else config
-        if name not in target and not any(environ.get(v, "").strip() for v in variables):
+        if name not in target and not any(environ.get(v, "").strip() for v in variables) and \
+                not (name == "service_name" and _resource_names_service(environ)):
             target[name] = default
     if prometheus:
         config["prometheus"] = prometheus
@@ -182,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--otlp-endpoint", default=None, help="OTLP endpoint (with --exporter otlp)")
     demo.add_argument("--otlp-protocol", choices=PROTOCOLS, default=None)
     demo.add_argument("--export-interval", type=float, default=None, help="OTLP export interval in seconds")
-    demo.add_argument("--service-name", default=None, help="default OTEL_SERVICE_NAME, else otel-rl-demo")
+    demo.add_argument("--service-name", default=None,
+                      help="default OTEL_SERVICE_NAME or service.name of OTEL_RESOURCE_ATTRIBUTES, else otel-rl-demo")
     demo.add_argument("--inject-failure", action="store_true", help="fail one train step (retried)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)
