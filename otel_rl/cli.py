@@ -59,6 +59,12 @@ _DEMO_DEFAULTS = (
 )
 
 
+def _resource_names_service(environ: Mapping[str, str]) -> bool:
+    """Whether OTEL_RESOURCE_ATTRIBUTES gives ``service.name`` (which a service_name setting would override)."""
+    pairs = environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(",")
+    return any(key.strip() == "service.name" for key, _, _ in (pair.partition("=") for pair in pairs))
+
+
 def _demo_config(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any]:
     """The demo's settings: its flags, then the OTEL_* variables, then the demo's defaults, then otel-rl's.
 
@@ -77,7 +83,8 @@ def _demo_config(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[s
     for key, default, variables in _DEMO_DEFAULTS:
         section, _, name = key.rpartition(".")
         target = prometheus if section == "prometheus" else config
-        if name not in target and not any(environ.get(v, "").strip() for v in variables):
+        if name not in target and not any(environ.get(v, "").strip() for v in variables) and \
+                not (name == "service_name" and _resource_names_service(environ)):
             target[name] = default
     if prometheus:
         config["prometheus"] = prometheus
@@ -128,7 +135,7 @@ def _stack(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     """Run a command with its Python interpreter instrumented (see otel_rl.instrumentation)."""
-    from otel_rl.instrumentation import SIGTERM_ENV
+    from otel_rl.instrumentation import ROOT_ENV, SIGTERM_ENV
 
     command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not command:
@@ -138,6 +145,7 @@ def _run(args: argparse.Namespace) -> int:
     env["PYTHONPATH"] = os.pathsep.join([bootstrap, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep)
                                                        if p and p != bootstrap]])
     env.setdefault(SIGTERM_ENV, "1")
+    env.pop(ROOT_ENV, None)  # run from a script that is itself under otel-rl run: this command is a root of its own
     if args.port is not None:
         env["OTEL_EXPORTER_PROMETHEUS_PORT"] = str(args.port)
     if args.exporter:
@@ -181,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--otlp-endpoint", default=None, help="OTLP endpoint (with --exporter otlp)")
     demo.add_argument("--otlp-protocol", choices=PROTOCOLS, default=None)
     demo.add_argument("--export-interval", type=float, default=None, help="OTLP export interval in seconds")
-    demo.add_argument("--service-name", default=None, help="default OTEL_SERVICE_NAME, else otel-rl-demo")
+    demo.add_argument("--service-name", default=None,
+                      help="default OTEL_SERVICE_NAME or service.name of OTEL_RESOURCE_ATTRIBUTES, else otel-rl-demo")
     demo.add_argument("--inject-failure", action="store_true", help="fail one train step (retried)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)
@@ -217,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="run a Python program with Gymnasium, Stable-Baselines3 and RLlib recorded, no code change",
         description="Run COMMAND (e.g. python train.py) with otel-rl's telemetry started from the OTEL_* "
                     "variables (default: /metrics on port 8011) and Gymnasium, Stable-Baselines3 and RLlib "
-                    "instrumented. See docs/zero-code.md.")
+                    "instrumented. See docs/opentelemetry.md (zero-code instrumentation).")
     run.add_argument("--port", type=int, default=None, help="Prometheus endpoint port (default 8011)")
     run.add_argument("--exporter", action="append", choices=[e for e in EXPORTERS if e != "none"],
                      help="repeatable; default prometheus, or OTEL_RL_EXPORTERS / OTEL_METRICS_EXPORTER")

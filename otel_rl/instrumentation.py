@@ -14,7 +14,7 @@
 
 Nothing is counted twice: environments made by Stable-Baselines3 or RLlib themselves are left to their callback,
 a callback the script already passes is not added again, and the Gymnasium recorder of an environment handed to
-Stable-Baselines3 takes the algorithm's name. See docs/zero-code.md.
+Stable-Baselines3 takes the algorithm's name. See docs/opentelemetry.md (zero-code).
 """
 
 from __future__ import annotations
@@ -169,13 +169,56 @@ def _patch(owner: Any, name: str, make_wrapper: Callable[[Any], Any]) -> Callabl
 class _Instrumentor(_Base):
     """Patches applied when their module is imported (at once if it is already), undone by ``uninstrument()``."""
 
+    _instruments: tuple[str, ...] = ()  #: the framework's distribution and the versions otel-rl supports
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return self._instruments
+
+    @classmethod
+    def installed(cls) -> bool:
+        """Whether the framework's distribution is installed (at any version)."""
+        import importlib.metadata
+        import re
+
+        for requirement in cls._instruments:
+            try:
+                importlib.metadata.distribution(re.split(r"[\s<>=!~\[;]", requirement, maxsplit=1)[0])
+            except importlib.metadata.PackageNotFoundError:
+                return False
+        return True
+
     def _targets(self) -> dict[str, Callable[[Any], list[Callable[[], None]]]]:
         """Module name -> what patches it, returning what undoes the patches."""
         raise NotImplementedError
 
+    def _unsupported(self) -> str | None:
+        """Why the installed framework's version is not one otel-rl supports, or None (also when not installed).
+
+        opentelemetry-instrument does not ask instrumentation_dependencies() here: it checks a distribution's
+        ``instruments`` extra, which otel-rl (three frameworks, each optional) has not. So the instrumentor checks.
+        """
+        if not self.installed():
+            return None
+        try:
+            from packaging.requirements import Requirement
+        except ImportError:  # packaging comes with opentelemetry-instrumentation and pip's users; else no check
+            return None
+        import importlib.metadata
+
+        for dependency in self._instruments:
+            requirement = Requirement(dependency)
+            version = importlib.metadata.version(requirement.name)
+            if not requirement.specifier.contains(version, prereleases=True):
+                return f"{requirement.name} {version} is installed; otel-rl supports {requirement.specifier}"
+        return None
+
     def _instrument(self, **kwargs: Any) -> None:
         self._restore: list[Callable[[], None]] = []
         self._pending: list[Callable[[Any], None]] = []
+        unsupported = self._unsupported()
+        if unsupported is not None:
+            _logger.warning("otel-rl: %s; %s patches nothing", unsupported, type(self).__name__)
+            return
         for name, patch in self._targets().items():
             def hook(module: Any, patch: Any = patch) -> None:
                 self._restore.extend(patch(module))
@@ -285,8 +328,7 @@ def _wrapping(make: Callable[..., Any], vector: bool) -> Callable[..., Any]:
 class GymnasiumInstrumentor(_Instrumentor):
     """Wraps what ``gymnasium.make`` and ``gymnasium.make_vec`` return with otel-rl's episode recorder."""
 
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return ("gymnasium >= 1.0",)
+    _instruments = ("gymnasium >= 1.0, < 2",)  # pyproject.toml's extras
 
     def _targets(self) -> dict[str, Callable[[Any], list[Callable[[], None]]]]:
         # Only the package's names: make_vec's own sub-environments (made by gymnasium.envs.registration.make)
@@ -338,12 +380,16 @@ def _learning(learn: Callable[..., Any]) -> Callable[..., Any]:
     def learn_recorded(self: Any, *args: Any, **kwargs: Any) -> Any:
         if getattr(_guard, "learning", False):
             return learn(self, *args, **kwargs)
+        from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
+
         from otel_rl.integrations.sb3 import OtelRLCallback
 
         try:
             given = kwargs["callback"] if "callback" in kwargs else (args[1] if len(args) > 1 else None)
             if not _has_callback(given, OtelRLCallback):
                 ours = _sb3_callback_class()()
+                if given is not None and not isinstance(given, (list, BaseCallback)):
+                    given = ConvertCallback(given)  # a function: SB3 converts it alone, not inside a list
                 added = ours if given is None else [*given, ours] if isinstance(given, list) else [given, ours]
                 if "callback" in kwargs or len(args) <= 1:
                     kwargs["callback"] = added
@@ -363,8 +409,7 @@ def _learning(learn: Callable[..., Any]) -> Callable[..., Any]:
 class StableBaselines3Instrumentor(_Instrumentor):
     """Adds otel-rl's callback to every ``learn`` of a Stable-Baselines3 algorithm."""
 
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return ("stable-baselines3 >= 2.3",)
+    _instruments = ("stable-baselines3 >= 2.3, < 3",)
 
     def _targets(self) -> dict[str, Callable[[Any], list[Callable[[], None]]]]:
         # PPO.learn and friends call these through super(); BaseAlgorithm.learn is abstract.
@@ -424,8 +469,7 @@ def _setting_up(setup: Callable[..., Any]) -> Callable[..., Any]:
 class RLlibInstrumentor(_Instrumentor):
     """Adds otel-rl's callback to the callbacks of every RLlib algorithm that is set up."""
 
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return ("ray >= 2.60",)
+    _instruments = ("ray >= 2.60, < 3",)
 
     def _targets(self) -> dict[str, Callable[[Any], list[Callable[[], None]]]]:
         return {"ray.rllib.algorithms.algorithm": lambda module: [_patch(module.Algorithm, "setup", _setting_up)]}
@@ -470,7 +514,10 @@ def configure() -> Any:
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
     # Python's default for SIGTERM ends the process without atexit: the last values would never be exported.
-    sys.exit(128 + signum)
+    # A record call the signal interrupted finishes first, so the final export never shows half of one.
+    from otel_rl._internal.sigterm import after_otel_rl
+
+    after_otel_rl(frame, lambda: sys.exit(128 + signum))
 
 
 def _set_global_provider(telemetry: Any) -> None:
@@ -519,9 +566,19 @@ def disabled() -> set[str]:
 def bootstrap() -> None:
     """What ``otel-rl run`` does in the script's interpreter: configure, then instrument what is not disabled."""
     configure()
+    instrument_installed()
+
+
+def instrument_installed() -> None:
+    """Instrument the installed frameworks that ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` leaves on.
+
+    A framework that is not installed is skipped quietly (opentelemetry-instrumentation's ``instrument()`` would
+    log it as an error, in every Python process the script starts); one at a version otel-rl does not support is
+    refused by that check, with its message.
+    """
     off = disabled()
     for name, instrumentor in INSTRUMENTORS.items():
-        if "*" in off or name in off:
+        if "*" in off or name in off or not instrumentor.installed():
             continue
         try:
             instrumentor().instrument()

@@ -116,3 +116,20 @@ def test_demo_pushes_when_the_environment_says_otlp():
             return result and float(result[0]["value"][1]) == 6
 
         wait_until(episodes, 60, what="the demo's 6 episodes in Prometheus")
+
+
+def test_demo_keeps_the_service_name_of_otel_resource_attributes():
+    """``OTEL_RESOURCE_ATTRIBUTES=service.name=...`` names the demo's service, as for any program: the demo's own
+    default (otel-rl-demo) applies only when no variable names it (a service_name setting would override it)."""
+    from otel_rl._internal.config import load_settings
+    from otel_rl._internal.telemetry import _resource
+    from otel_rl.cli import _demo_config, build_parser
+
+    args = build_parser().parse_args(["demo"])
+    environ = {"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=dev, service.name=mine"}
+    resource = _resource(load_settings(_demo_config(args, environ), environ))
+    assert resource.attributes["service.name"] == "mine"
+    assert _demo_config(args, {"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=dev"})["service_name"] == \
+        "otel-rl-demo"
+    assert _demo_config(build_parser().parse_args(["demo", "--service-name", "flag"]), environ)["service_name"] == \
+        "flag"

@@ -422,3 +422,192 @@ def test_learn_gets_the_callback_once() -> None:
     learn(object(), 10, callback=[other])
     added = seen.pop()
     assert added[0] is other and isinstance(added[1], OtelRLCallback)
+
+
+def test_learn_keeps_a_function_callback() -> None:
+    """SB3 takes a plain function as callback (it wraps it in ConvertCallback); next to otel-rl's it must still be
+    one, not a bare function inside a CallbackList (which fails at learn's start)."""
+    from stable_baselines3 import PPO
+
+    from otel_rl.instrumentation import StableBaselines3Instrumentor
+
+    calls: list[int] = []
+
+    def every_step(locals_: dict, globals_: dict) -> bool:
+        calls.append(1)
+        return True
+
+    model = PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32, n_epochs=1, seed=0, device="cpu")
+    StableBaselines3Instrumentor().instrument()
+    try:
+        model.learn(32, callback=every_step)
+    finally:
+        StableBaselines3Instrumentor().uninstrument()
+    assert len(calls) == 32
+
+
+def test_descendants_import_otel_rl_only_with_a_framework(tmp_path: Path) -> None:
+    """A Python the script starts (pip, a helper, another interpreter) inherits the bootstrap: it imports otel_rl
+    (some 0.2 s, and a message on stderr where otel_rl is missing) only once it imports a framework to instrument."""
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent("""
+        import json, subprocess, sys
+        plain = subprocess.run([sys.executable, "-c", "import sys; print('otel_rl' in sys.modules)"],
+                               capture_output=True, text=True)
+        gym = subprocess.run([sys.executable, "-c", "import sys, gymnasium; "
+                              "print('otel_rl' in sys.modules, hasattr(gymnasium.make, '__wrapped__'))"],
+                             capture_output=True, text=True)
+        print(json.dumps({"plain": [plain.stdout.strip(), plain.stderr], "gym": [gym.stdout.strip(), gym.stderr]}))
+    """))
+    done = subprocess.run([PYTHON, "-m", "otel_rl", "run", "--", PYTHON, str(script)], capture_output=True,
+                          text=True, env=_env(free_port(), OTEL_RL_EXPORTERS="none"), timeout=180)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    assert figures["plain"] == ["False", ""]
+    assert figures["gym"] == ["True True", ""]  # gymnasium.make patched
+
+
+def test_instrumentation_dependencies_are_the_extras() -> None:
+    """Each instrumentor declares the versions pyproject.toml's extra supports, upper bound included (what
+    opentelemetry-instrumentation's dependency check compares with the installed distribution)."""
+    from packaging.requirements import Requirement
+
+    from otel_rl.instrumentation import INSTRUMENTORS
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    declared = {Requirement(r).name: Requirement(r).specifier for e in ("demo", "sb3", "rllib") for r in extras[e]}
+    for instrumentor in INSTRUMENTORS.values():
+        for dependency in instrumentor().instrumentation_dependencies():
+            requirement = Requirement(dependency)
+            assert requirement.specifier == declared[requirement.name], dependency
+
+
+def test_a_framework_that_is_not_installed_is_skipped_quietly(monkeypatch, caplog) -> None:
+    """Under ``otel-rl run`` with opentelemetry-instrumentation installed, a framework the environment lacks (Ray in
+    a Gymnasium-only venv) is not instrumented and logs no error (it would, in every Python the script starts)."""
+    import logging
+
+    from otel_rl.instrumentation import INSTRUMENTORS, RLlibInstrumentor, instrument_installed
+
+    monkeypatch.setattr(RLlibInstrumentor, "_instruments", ("otel-rl-no-such-framework >= 1",))
+    monkeypatch.setenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "gymnasium,stable_baselines3")
+    caplog.set_level(logging.DEBUG)
+    try:
+        instrument_installed()
+        assert not RLlibInstrumentor().is_instrumented_by_opentelemetry
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    finally:
+        for instrumentor in INSTRUMENTORS.values():
+            if instrumentor().is_instrumented_by_opentelemetry:
+                instrumentor().uninstrument()
+
+
+def test_the_environments_own_sitecustomize_still_runs_and_is_the_module(tmp_path: Path) -> None:
+    """A sitecustomize the environment had (here on PYTHONPATH) runs once under ``otel-rl run`` and stays what
+    ``import sitecustomize`` gives: its names, and a function of it that pickles by reference."""
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "sitecustomize.py").write_text("import sys\nsys.own_runs = RUNS = getattr(sys, 'own_runs', 0) + 1\n\n\n"
+                                          "def hello():\n    return 'hello'\n")
+    code = ("import pickle, sys, sitecustomize; "
+            "print(sys.own_runs, sitecustomize.RUNS, pickle.loads(pickle.dumps(sitecustomize.hello))())")
+    env = _env(free_port(), OTEL_RL_EXPORTERS="none")
+    env["PYTHONPATH"] += os.pathsep + str(own)
+    done = subprocess.run([PYTHON, "-m", "otel_rl", "run", "--", PYTHON, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert (done.returncode, done.stdout.strip()) == (0, "1 1 hello"), done.stderr
+
+
+def test_otel_rl_run_inside_a_zero_code_script_starts_its_own_telemetry() -> None:
+    """``otel-rl run`` started by a script that runs under zero-code itself (the variable marking the root is
+    inherited) asked for telemetry: its command is a root of its own, not a silent descendant."""
+    code = "import otel_rl; print(otel_rl.current() is not None)"
+    env = _env(free_port(), OTEL_RL_EXPORTERS="none", OTEL_RL_ZERO_CODE_ROOT="1")
+    done = subprocess.run([PYTHON, "-m", "otel_rl", "run", "--", PYTHON, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert (done.returncode, done.stdout.strip()) == (0, "True"), done.stderr
+
+
+@pytest.mark.integration
+def test_sigterm_under_otel_rl_run_lets_a_record_call_finish(tmp_path: Path) -> None:
+    """A SIGTERM that lands inside record_episode (the episode counted, its reward and length not yet observed)
+    ends the script once that call returns: the final values show whole episodes, as otel-rl's own handler does.
+
+    The signal is sent from a stand-in for the reward histogram compiled under otel-rl's directory, so it counts
+    as otel-rl's code: deterministic, where a real SIGTERM lands there only sometimes."""
+    script = tmp_path / "record.py"
+    script.write_text(textwrap.dedent("""
+        import os
+        import otel_rl
+        from otel_rl._internal import recording
+
+        hook = '''
+        import os, signal
+
+        class Reward:
+            def __init__(self, real):
+                self.real = real
+
+            def observe(self, key, value):
+                os.kill(os.getpid(), signal.SIGTERM)
+                return self.real.observe(key, value)
+        '''
+        namespace = {}
+        exec(compile(hook, os.path.join(os.path.dirname(otel_rl.__file__), "_test_hook.py"), "exec"), namespace)
+        otel_rl.record_episode("PPO", "a", 1.0, 10)
+        otel_rl.record_episode("PPO", "a", 1.0, 10)
+        recording._episode_reward = namespace["Reward"](recording._episode_reward)
+        otel_rl.record_episode("PPO", "a", 1.0, 10)
+        print("not reached", flush=True)
+    """))
+    port = free_port()
+    process = subprocess.Popen([PYTHON, "-m", "otel_rl", "run", "--", PYTHON, str(script)], env=_env(port),
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_shutting_down(port)
+        scrape = Scrape(port)
+        figures = [scrape.value(name, algorithm="PPO", agent_id="a") for name in (
+            "rl_training_episodes_total", "rl_training_episode_reward_count", "rl_training_episode_length_count")]
+        assert figures == [3, 3, 3]
+        assert process.wait(timeout=60) == 128 + signal.SIGTERM
+        assert process.stdout is not None and process.stdout.read() == ""
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_an_unsupported_framework_version_is_not_patched(monkeypatch, caplog) -> None:
+    """opentelemetry-instrument calls instrument(skip_dep_check=True) after checking only a distribution's
+    ``instruments`` extra (otel-rl has none): the instrumentor itself refuses a version outside its range, and says
+    so, rather than patch a Gymnasium it was not written for."""
+    import logging
+
+    import gymnasium
+
+    from otel_rl.instrumentation import GymnasiumInstrumentor
+
+    original = gymnasium.make
+    monkeypatch.setattr(GymnasiumInstrumentor, "_instruments", ("gymnasium >= 99, < 100",))
+    caplog.set_level(logging.WARNING, logger="otel_rl")
+    GymnasiumInstrumentor().instrument(skip_dep_check=True)
+    try:
+        assert gymnasium.make is original
+        assert any("otel-rl supports <100,>=99" in r.getMessage() for r in caplog.records), caplog.text
+    finally:
+        GymnasiumInstrumentor().uninstrument()
+    assert gymnasium.make is original
+
+
+def test_a_root_that_cannot_import_otel_rl_still_makes_its_children_descendants(tmp_path: Path) -> None:
+    """The script's interpreter cannot import otel_rl (here: a broken otel_rl earlier on its path): it says so,
+    and the Python processes it starts (which may be able to) still know they are not the root."""
+    broken = tmp_path / "broken" / "otel_rl"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('not this interpreter')\n")
+    env = _env(free_port(), OTEL_RL_EXPORTERS="none")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "otel_rl" / "_bootstrap"), str(broken.parent), str(ROOT)])
+    code = "import os; print(os.environ.get('OTEL_RL_ZERO_CODE_ROOT') == str(os.getpid()))"
+    done = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert done.stdout.strip() == "True", done.stderr
+    assert "cannot import otel_rl (not this interpreter)" in done.stderr

@@ -13,11 +13,16 @@ BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.
 
 
 def test_the_page_has_its_examples():
-    """The page shows your instruments, the off switch, record_scalar, extra_keys, strict mode and buckets."""
+    """The page shows your instruments, the off switch, record_scalar, extra_keys, strict mode, buckets and the
+    zero-code commands and instrumentors."""
     joined = "\n".join(BLOCKS)
     for needle in ("create_counter", '"global_provider": "off"', "record_scalar", "extra_keys", '"strict": True',
-                   '"buckets"'):
+                   '"buckets"', "GymnasiumInstrumentor().uninstrument()"):
         assert needle in joined, needle
+    page = DOC.read_text(encoding="utf-8")
+    for needle in ("otel-rl run -- python train.py", "opentelemetry-instrument python train.py",
+                   "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="):
+        assert needle in page, needle
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))

@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 _logger = logging.getLogger("otel_rl")
@@ -93,16 +94,24 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     if _handling:  # a second SIGTERM while the final export runs: that export goes on
         return
     _handling = True
+    after_otel_rl(frame, lambda: _export_and_die(signum))
+
+
+def after_otel_rl(frame: FrameType | None, action: Callable[[], object]) -> None:
+    """Run ``action`` now, or, when a signal interrupted otel-rl's or the SDK's code, once that call returns.
+
+    The interrupted call may hold a lock the export needs, or be half-way through a record (the episode counted,
+    its reward not yet observed): it finishes first. ``otel-rl run``'s SIGTERM exit uses this too.
+    """
     target = _frame_to_finish(frame)
     if target is None or sys.gettrace() is not None:  # a debugger's or coverage's tracer is left alone
-        _export_and_die(signum)
+        action()
         return
 
-    # The interrupted call may hold a lock the export needs: let it finish, and export when its frame returns.
     def on_return(traced: FrameType, event: str, arg: object):
         if event == "return" and traced is target:
             sys.settrace(None)
-            _export_and_die(signum)
+            action()  # an exception it raises (SystemExit) leaves from the finished frame, to its caller
         return on_return
 
     target.f_trace = on_return
