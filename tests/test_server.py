@@ -61,6 +61,7 @@ def test_idle_and_slowloris_floods_do_not_block_scrapes():
     (the old server served connections in accept order behind 32 slots, so a scrape waited for the flood)."""
     _raise_fd_limit(4096)  # both ends of 1,300 connections; the endpoint may then hold 2,048
     handle, url = _start()
+    assert handle.server is not None
     otel_rl.record_episode("PPO", "run-1", 1.5, 10)
     address = ("127.0.0.1", handle.prometheus_port)
     idle = [socket.create_connection(address, timeout=10) for _ in range(1000)]
@@ -79,10 +80,15 @@ def test_idle_and_slowloris_floods_do_not_block_scrapes():
     trickler = threading.Thread(target=trickle, daemon=True)
     trickler.start()
     try:
-        time.sleep(0.5)  # the flood is established: every connection accepted or in the backlog
+        # The flood is established: every connection accepted and still sending its headers (a fixed sleep let the
+        # scrapes run before the loop had taken the flood, when it proved nothing).
+        deadline = time.monotonic() + 10
+        while len(handle.server._pending) < 1300 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(handle.server._pending) >= 1300, len(handle.server._pending)
         latencies = [_timed_scrape(url) for _ in range(10)]
         assert max(latencies) < 1.0, latencies
-        assert handle.server is not None and len(handle.server._pending) >= 1000  # the flood is still open
+        assert len(handle.server._pending) >= 1000  # the flood is still open
     finally:
         stop.set()
         trickler.join(10)
