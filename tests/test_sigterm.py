@@ -225,3 +225,50 @@ def test_shutdown_puts_sigterm_back_to_its_default():
         assert signal.getsignal(signal.SIGTERM) is mine
 
     _fresh_sigterm(check)
+
+
+#: A record call that never returns (a tracer stands in for, say, a logging handler stuck on the network), under way
+#: when SIGTERM comes: the handler waits for it, and says so on stdout.
+STUCK_CHILD = textwrap.dedent("""
+    import faulthandler, os, signal, sys, time
+    import otel_rl
+
+    faulthandler.dump_traceback_later(40, exit=True)
+
+    otel_rl.init_telemetry({"service_name": "sigterm-test", "exporters": ["otlp"], "shutdown_timeout": 2,
+                            "otlp": {"endpoint": sys.argv[1], "protocol": "grpc", "export_interval": 3600}})
+
+    def local(frame, event, arg):
+        lock = getattr(frame.f_locals.get("self"), "_lock", None)
+        if event == "line" and lock is not None and lock.locked():
+            print("stuck", flush=True)
+            while sys.gettrace() is tracer:  # until the handler puts its own tracer on, waiting for this call
+                time.sleep(0.01)
+            print("waiting", flush=True)
+            while True:
+                time.sleep(0.01)
+        return local
+
+    def tracer(frame, event, arg):
+        return local if frame.f_code.co_filename.endswith("store.py") else None
+
+    sys.settrace(tracer)
+    otel_rl.record_episode("PPO", "stuck", 1.5, 1)
+""")
+
+
+def test_a_second_sigterm_ends_a_process_whose_interrupted_call_never_returns():
+    """The handler waits for the interrupted record call; if that call never returns, a second SIGTERM exports at
+    once (within shutdown_timeout) and the process dies of SIGTERM: it was ignored, the process deaf to SIGTERM."""
+    child = subprocess.Popen([sys.executable, "-c", STUCK_CHILD, f"127.0.0.1:{procs.free_port()}"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "stuck\n"
+        child.send_signal(signal.SIGTERM)
+        assert child.stdout.readline() == "waiting\n"
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=30)
+    finally:
+        child.kill()
+    assert child.returncode == -signal.SIGTERM, (child.returncode, err[-3000:])

@@ -12,7 +12,8 @@ The handler runs in the main thread between two bytecodes of whatever it interru
 the OpenTelemetry SDK's own code, a lock the export needs may be held by the interrupted frame; the handler then
 lets that call finish (microseconds for a record call) and exports when its frame returns (a trace function on
 that one frame; a tracer already set, such as coverage's or a debugger's, is suspended for that call and put back
-before the export). The totals exported are therefore exactly those of the record calls that returned.
+before the export). The totals exported are therefore exactly those of the record calls that returned. A second
+SIGTERM while that call has not returned (it never should) exports at once; during the export it is ignored.
 
 ``shutdown()`` puts SIGTERM back to its default when this handler is still the one installed (a Python handler
 delays SIGTERM until the main thread runs Python code again); the next ``init_telemetry`` installs it again.
@@ -25,6 +26,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 _logger = logging.getLogger("otel_rl")
@@ -50,6 +52,9 @@ except ImportError:  # pragma: no cover (a dependency of otel-rl)
     pass
 
 _handling = False
+#: While the handler waits for the interrupted call to return: what makes the export then (a second SIGTERM makes
+#: it at once, so a call that never returns cannot leave the process deaf to SIGTERM).
+_waiting: Callable[[], None] | None = None
 
 
 def install() -> bool:
@@ -106,8 +111,10 @@ def _frame_to_finish(frame: FrameType | None) -> FrameType | None:
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    global _handling
-    if _handling:  # a second SIGTERM while the final export runs: that export goes on
+    global _handling, _waiting
+    if _handling:  # a second SIGTERM: the final export goes on, or starts now if it was waiting for a call
+        if _waiting is not None:
+            _waiting()
         return
     _handling = True
     target = _frame_to_finish(frame)
@@ -121,9 +128,11 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     done = False
 
     def finish() -> None:
+        global _waiting
         nonlocal done
         if not done:
             done = True
+            _waiting = None
             sys.settrace(previous)
             _export_and_die(signum)
 
@@ -141,6 +150,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     target.f_trace = on_return
     target.f_trace_lines = False
     sys.settrace(on_call)  # a frame's f_trace is only called while the thread has a tracer
+    _waiting = finish
 
 
 def _on_stack(target: FrameType, frame: FrameType | None) -> bool:
