@@ -224,8 +224,9 @@ class Collector:
     """The otel-rl collector build with ``collector/otelcol-config.yaml``, on free loopback ports."""
 
     def __init__(self, workdir: Path, remote_write_url: str, config: str = "otelcol-config.yaml",
-                 env: dict[str, str] | None = None) -> None:
-        """``config`` names a file in ``collector/``; ``env`` adds the variables it reads."""
+                 env: dict[str, str] | None = None, settings: tuple[str, ...] = ()) -> None:
+        """``config`` names a file in ``collector/``; ``env`` adds the variables it reads; ``settings`` overrides
+        its values (the collector's ``--set``, e.g. ``exporters::debug::verbosity=basic``)."""
         self.grpc_port, self.http_port, self.health_port = free_port(), free_port(), free_port()
         self.workdir = workdir
         self.config = config
@@ -238,6 +239,7 @@ class Collector:
             "OTELCOL_WAL_DIRECTORY": str(workdir / f"collector-wal-{self.grpc_port}"),
             **(env or {}),
         }
+        self.settings = settings
         self.process: Process | None = None
         self.starts = 0
 
@@ -251,7 +253,8 @@ class Collector:
 
     def start(self) -> Collector:
         self.starts += 1
-        self.process = Process([collector_binary(), f"--config={ROOT / 'collector' / self.config}"],
+        self.process = Process([collector_binary(), f"--config={ROOT / 'collector' / self.config}",
+                                *(f"--set={setting}" for setting in self.settings)],
                                self.workdir / f"collector-{self.grpc_port}-{self.starts}.log", self.env)
         wait_until(lambda: http_get(f"http://127.0.0.1:{self.health_port}/", 2) is not None, 60,
                    what=f"collector healthy ({self.process.output()})")

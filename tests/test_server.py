@@ -10,10 +10,13 @@ import os
 import resource
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -58,6 +61,7 @@ def test_idle_and_slowloris_floods_do_not_block_scrapes():
     (the old server served connections in accept order behind 32 slots, so a scrape waited for the flood)."""
     _raise_fd_limit(4096)  # both ends of 1,300 connections; the endpoint may then hold 2,048
     handle, url = _start()
+    assert handle.server is not None
     otel_rl.record_episode("PPO", "run-1", 1.5, 10)
     address = ("127.0.0.1", handle.prometheus_port)
     idle = [socket.create_connection(address, timeout=10) for _ in range(1000)]
@@ -76,10 +80,15 @@ def test_idle_and_slowloris_floods_do_not_block_scrapes():
     trickler = threading.Thread(target=trickle, daemon=True)
     trickler.start()
     try:
-        time.sleep(0.5)  # the flood is established: every connection accepted or in the backlog
+        # The flood is established: every connection accepted and still sending its headers (a fixed sleep let the
+        # scrapes run before the loop had taken the flood, when it proved nothing).
+        deadline = time.monotonic() + 10
+        while len(handle.server._pending) < 1300 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(handle.server._pending) >= 1300, len(handle.server._pending)
         latencies = [_timed_scrape(url) for _ in range(10)]
         assert max(latencies) < 1.0, latencies
-        assert handle.server is not None and len(handle.server._pending) >= 1000  # the flood is still open
+        assert len(handle.server._pending) >= 1000  # the flood is still open
     finally:
         stop.set()
         trickler.join(10)
@@ -333,3 +342,55 @@ def test_bind_failure_without_strict_logs_and_goes_on(caplog):
     handle = otel_rl.init_telemetry({"prometheus": {"host": "no-such-host.invalid", "port": 0}})
     assert handle.prometheus_port is None
     assert "cannot be resolved" in caplog.text and "Traceback" not in caplog.text
+
+
+#: A process whose descriptors are all in use (by the application) while a client waits in the listen backlog.
+_OUT_OF_DESCRIPTORS = """
+import os, resource, sys, time
+import otel_rl
+
+handle = otel_rl.init_telemetry({"exporters": ["prometheus"], "prometheus": {"host": "127.0.0.1", "port": 0}})
+print(handle.prometheus_port, flush=True)
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 4, hard))
+held = []
+try:
+    while True:
+        held.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+print("full", flush=True)
+sys.stdin.readline()  # the client has connected
+started = time.process_time()
+time.sleep(3)  # the measurement window: CPU time the process spends while it cannot accept
+used = time.process_time() - started
+for fd in held:
+    os.close(fd)
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+print(used, flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_out_of_descriptors_the_server_does_not_spin_and_serves_once_some_are_free():
+    """accept() failing with EMFILE while nothing can be closed left the listening socket ready: the connection
+    loop retried at once, a core busy (holding the GIL) for as long as descriptors ran out. It now pauses between
+    tries, and serves the waiting client once descriptors are free."""
+    root = Path(__file__).resolve().parent.parent
+    child = subprocess.Popen([sys.executable, "-c", _OUT_OF_DESCRIPTORS], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(root)})
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        port = int(child.stdout.readline())
+        assert child.stdout.readline() == "full\n"
+        client = socket.create_connection(("127.0.0.1", port), timeout=30)
+        with client:
+            client.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+            child.stdin.write("connected\n")
+            child.stdin.flush()
+            used = float(child.stdout.readline())
+            assert used < 0.5, f"{used:.2f} s of CPU in 3 s while out of descriptors"
+            assert client.recv(64).startswith(b"HTTP/1.0 200")
+    finally:
+        child.kill()
+        child.wait()

@@ -148,3 +148,127 @@ def test_no_handler_from_another_thread():
 
     _fresh_sigterm(check)
     assert result == [False]
+
+
+#: A loop under a Python tracer (as coverage or a debugger sets one) that sends itself SIGTERM from inside a record
+#: call, while that call holds its metric's lock: the final export needs that lock.
+TRACED_CHILD = textwrap.dedent("""
+    import faulthandler, os, signal, sys
+    import otel_rl
+
+    faulthandler.dump_traceback_later(45, exit=True)
+
+    endpoint, run, report = sys.argv[1:4]
+    otel_rl.init_telemetry({"service_name": "sigterm-test", "exporters": ["otlp"], "shutdown_timeout": 20,
+                            "otlp": {"endpoint": endpoint, "protocol": "grpc", "export_interval": 3600}})
+    n = 0
+    sent = False
+
+    def local(frame, event, arg):
+        global sent
+        lock = getattr(frame.f_locals.get("self"), "_lock", None)
+        if event == "line" and n >= 1000 and not sent and lock is not None and lock.locked():
+            sent = True
+            with open(report, "w") as f:
+                f.write(str(n))
+            os.kill(os.getpid(), signal.SIGTERM)
+        return local
+
+    def tracer(frame, event, arg):
+        return local if frame.f_code.co_filename.endswith(os.path.join("_internal", "store.py")) else None
+
+    sys.settrace(tracer)
+    while True:
+        otel_rl.record_episode("PPO", run, 1.5, n := n + 1)
+""")
+
+
+@pytest.mark.integration
+def test_sigterm_under_a_tracer_inside_a_record_call_exports_exact_totals(tmp_path):
+    """Under a tracer (coverage, a debugger), a SIGTERM inside a record call waits for that call as without one:
+    exporting at once waited on the lock the interrupted call held, for the whole shutdown_timeout, and lost the
+    final export."""
+    with procs.push_stack() as (_, prom, collector):
+        report = tmp_path / "count"
+        child = subprocess.Popen([sys.executable, "-c", TRACED_CHILD, collector.grpc_endpoint, "traced", str(report)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
+        try:
+            _, err = child.communicate(timeout=60)
+        finally:
+            child.kill()
+        assert child.returncode == -signal.SIGTERM, (child.returncode, err[-3000:])
+        assert "did not succeed" not in err, err[-3000:]
+        recorded = float(report.read_text())
+        seen = procs.wait_until(lambda: _episodes(prom, "traced") == recorded and recorded, 60,
+                                what=f"{recorded:g} episodes in Prometheus (last seen {_episodes(prom, 'traced')}; "
+                                     f"the process' log: {err[-3000:]})")
+        assert seen == recorded
+
+
+def test_shutdown_puts_sigterm_back_to_its_default():
+    """After shutdown() SIGTERM is at its default again (a Python handler delays SIGTERM until the main thread runs
+    Python code, and a library that installs its own only over the default would step aside for nothing); a later
+    init_telemetry installs the handler again. A handler installed after otel-rl's is left in place."""
+    def mine(signum, frame):  # pragma: no cover (never called)
+        pass
+
+    def check():
+        handle = otel_rl.init_telemetry({"exporters": ["none"]})
+        assert signal.getsignal(signal.SIGTERM) is sigterm._on_sigterm
+        handle.shutdown()
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        handle = otel_rl.init_telemetry({"exporters": ["none"]})
+        assert signal.getsignal(signal.SIGTERM) is sigterm._on_sigterm
+        signal.signal(signal.SIGTERM, mine)
+        handle.shutdown()
+        assert signal.getsignal(signal.SIGTERM) is mine
+
+    _fresh_sigterm(check)
+
+
+#: A record call that never returns (a tracer stands in for, say, a logging handler stuck on the network), under way
+#: when SIGTERM comes: the handler waits for it, and says so on stdout.
+STUCK_CHILD = textwrap.dedent("""
+    import faulthandler, os, signal, sys, time
+    import otel_rl
+
+    faulthandler.dump_traceback_later(40, exit=True)
+
+    otel_rl.init_telemetry({"service_name": "sigterm-test", "exporters": ["otlp"], "shutdown_timeout": 2,
+                            "otlp": {"endpoint": sys.argv[1], "protocol": "grpc", "export_interval": 3600}})
+
+    def local(frame, event, arg):
+        lock = getattr(frame.f_locals.get("self"), "_lock", None)
+        if event == "line" and lock is not None and lock.locked():
+            print("stuck", flush=True)
+            while sys.gettrace() is tracer:  # until the handler puts its own tracer on, waiting for this call
+                time.sleep(0.01)
+            print("waiting", flush=True)
+            while True:
+                time.sleep(0.01)
+        return local
+
+    def tracer(frame, event, arg):
+        return local if frame.f_code.co_filename.endswith("store.py") else None
+
+    sys.settrace(tracer)
+    otel_rl.record_episode("PPO", "stuck", 1.5, 1)
+""")
+
+
+def test_a_second_sigterm_ends_a_process_whose_interrupted_call_never_returns():
+    """The handler waits for the interrupted record call; if that call never returns, a second SIGTERM exports at
+    once (within shutdown_timeout) and the process dies of SIGTERM: it was ignored, the process deaf to SIGTERM."""
+    child = subprocess.Popen([sys.executable, "-c", STUCK_CHILD, f"127.0.0.1:{procs.free_port()}"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "stuck\n"
+        child.send_signal(signal.SIGTERM)
+        assert child.stdout.readline() == "waiting\n"
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=30)
+    finally:
+        child.kill()
+    assert child.returncode == -signal.SIGTERM, (child.returncode, err[-3000:])

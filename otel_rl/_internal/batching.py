@@ -32,11 +32,16 @@ _POINT_FIXED = 48  #: timestamps, value, field tags and lengths of one point
 _ATTRIBUTE_FIXED = 8  #: tags and lengths of one key-value attribute
 
 
+def _text_size(text: str) -> int:
+    """The UTF-8 length of ``text``: a character outside ASCII takes 2 to 4 bytes on the wire."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
 def _attributes_size(attributes: Any) -> int:
     if not attributes:
         return 0
-    return sum(len(key) + len(value) + _ATTRIBUTE_FIXED if type(value) is str
-               else len(key) + len(str(value)) + _ATTRIBUTE_FIXED for key, value in attributes.items())
+    return sum(_text_size(key) + _text_size(value if type(value) is str else str(value)) + _ATTRIBUTE_FIXED
+               for key, value in attributes.items())
 
 
 def _point_sizes(metric: Metric) -> list[int]:
@@ -55,7 +60,7 @@ def _point_sizes(metric: Metric) -> list[int]:
 
 
 def _metric_size(metric: Metric) -> int:
-    return len(metric.name) + len(metric.description or "") + len(metric.unit or "") + 16
+    return _text_size(metric.name) + _text_size(metric.description or "") + _text_size(metric.unit or "") + 16
 
 
 def split(data: MetricsData, budget: int = EXPORT_BYTES) -> list[MetricsData]:
@@ -79,7 +84,7 @@ def split(data: MetricsData, budget: int = EXPORT_BYTES) -> list[MetricsData]:
     for rm in data.resource_metrics:
         rm_fixed = _attributes_size(rm.resource.attributes) + 16
         for sm in rm.scope_metrics:
-            sm_fixed = len(sm.scope.name) + len(sm.scope.version or "") + 16
+            sm_fixed = _text_size(sm.scope.name) + _text_size(sm.scope.version or "") + 16
             for metric in sm.metrics:
                 points: list[Any] = []
                 fixed = rm_fixed + sm_fixed + _metric_size(metric)

@@ -50,6 +50,8 @@ from otel_rl._internal.webconfig import WebConfig
 _logger = logging.getLogger("otel_rl")
 #: Seconds between the connection loop's checks for a shutdown request (the standard library's default is 0.5).
 _POLL_INTERVAL = 0.02
+#: Seconds between accept() tries while the process is out of file descriptors and no connection can be closed.
+_ACCEPT_PAUSE = 0.25
 
 
 def label_value(value: Any) -> Any:
@@ -476,6 +478,7 @@ class MetricsServer(socketserver.TCPServer):
         self._served = 0  #: the highest number of a scrape whose response was sent
         self._scrape_event = threading.Condition()
         self.open_limit = open_limit()
+        self._accept_after = 0.0  #: monotonic time before which accept() is not tried (after EMFILE)
         self._pending: dict[socket.socket, _Pending] = {}  #: insertion order is accept order: oldest first
         self._ready: collections.deque[tuple[_Ready, Any]] = collections.deque()
         self._workers = 0  #: serving threads running (at most MAX_CONNECTIONS)
@@ -515,7 +518,7 @@ class MetricsServer(socketserver.TCPServer):
                 _logger.debug("otel-rl metrics server: closing %s, no request within %.0f s", oldest.address,
                               self.header_timeout)
                 self._drop(oldest.sock)
-            want = self._open() < self.open_limit or bool(self._pending)
+            want = (self._open() < self.open_limit or bool(self._pending)) and now >= self._accept_after
             if want != accepting:  # at the limit with nothing to evict: leave new clients in the listen backlog
                 if want:
                     self._selector.register(self.socket, selectors.EVENT_READ)
@@ -562,6 +565,8 @@ class MetricsServer(socketserver.TCPServer):
                 _logger.debug("otel-rl metrics server: accept failed: %r", exc)
                 if self._pending:
                     self._drop(next(iter(self._pending)))
+                else:  # the application holds them all: the backlog stays ready, retrying at once would spin
+                    self._accept_after = time.monotonic() + _ACCEPT_PAUSE
                 return
             sock.setblocking(False)
             tls = self.web_config.ssl_context if self.web_config is not None else None

@@ -11,7 +11,12 @@ the final export. A handler installed later that calls the previous one (the usu
 The handler runs in the main thread between two bytecodes of whatever it interrupted. When that is otel-rl's or
 the OpenTelemetry SDK's own code, a lock the export needs may be held by the interrupted frame; the handler then
 lets that call finish (microseconds for a record call) and exports when its frame returns (a trace function on
-that one frame). The totals exported are therefore exactly those of the record calls that returned.
+that one frame; a tracer already set, such as coverage's or a debugger's, is suspended for that call and put back
+before the export). The totals exported are therefore exactly those of the record calls that returned. A second
+SIGTERM while that call has not returned (it never should) exports at once; during the export it is ignored.
+
+``shutdown()`` puts SIGTERM back to its default when this handler is still the one installed (a Python handler
+delays SIGTERM until the main thread runs Python code again); the next ``init_telemetry`` installs it again.
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ except ImportError:  # pragma: no cover (a dependency of otel-rl)
     pass
 
 _handling = False
+#: While the handler waits for the interrupted call to return: what makes the export then (a second SIGTERM makes
+#: it at once, so a call that never returns cannot leave the process deaf to SIGTERM).
+_waiting: Callable[[], None] | None = None
 
 
 def install() -> bool:
@@ -71,6 +79,19 @@ def install() -> bool:
     return True
 
 
+def uninstall() -> None:
+    """Put SIGTERM back to its default if this module's handler is the one installed (on the main thread only).
+
+    A handler installed after it (which may chain to it) is left in place."""
+    if threading.current_thread() is not threading.main_thread() or _handling:
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except ValueError:  # pragma: no cover (not the main interpreter: install() set nothing)
+        pass
+
+
 def _frame_to_finish(frame: FrameType | None) -> FrameType | None:
     """The outermost frame of otel-rl's or the SDK's code that the signal interrupted, or None.
 
@@ -90,8 +111,10 @@ def _frame_to_finish(frame: FrameType | None) -> FrameType | None:
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    global _handling
-    if _handling:  # a second SIGTERM while the final export runs: that export goes on
+    global _handling, _waiting
+    if _handling:  # a second SIGTERM: the final export goes on, or starts now if it was waiting for a call
+        if _waiting is not None:
+            _waiting()
         return
     _handling = True
     after_otel_rl(frame, lambda: _export_and_die(signum))
@@ -103,24 +126,49 @@ def after_otel_rl(frame: FrameType | None, action: Callable[[], object]) -> None
     The interrupted call may hold a lock the export needs, or be half-way through a record (the episode counted,
     its reward not yet observed): it finishes first. ``otel-rl run``'s SIGTERM exit uses this too.
     """
+    global _waiting
     target = _frame_to_finish(frame)
-    if target is None or sys.gettrace() is not None:  # a debugger's or coverage's tracer is left alone
+    if target is None:
         action()
         return
+    # The interrupted call may hold a lock the export needs: let it finish, and export when its frame returns. A
+    # tracer already there (coverage, a debugger) steps aside for that call and is put back before the export:
+    # exporting at once under it waited on that lock for the whole shutdown_timeout and lost the final export.
+    previous = sys.gettrace()
+    done = False
+
+    def finish() -> None:
+        global _waiting
+        nonlocal done
+        if not done:
+            done = True
+            _waiting = None
+            sys.settrace(previous)
+            action()
 
     def on_return(traced: FrameType, event: str, arg: object):
         if event == "return" and traced is target:
-            sys.settrace(None)
-            action()  # an exception it raises (SystemExit) leaves from the finished frame, to its caller
+            finish()  # an exception the action raises (SystemExit) leaves from the finished frame
         return on_return
+
+    def on_call(called: FrameType, event: str, arg: object) -> None:
+        # The frame's own trace function may be replaced (a Python tracer interrupted by the signal sets the one it
+        # returns when it resumes): the first call made after the target returned exports all the same.
+        if event == "call" and not _on_stack(target, called.f_back):
+            finish()
 
     target.f_trace = on_return
     target.f_trace_lines = False
-    sys.settrace(_no_new_frames)  # a frame's f_trace is only called while the thread has a tracer
+    sys.settrace(on_call)  # a frame's f_trace is only called while the thread has a tracer
+    _waiting = finish
 
 
-def _no_new_frames(frame: FrameType, event: str, arg: object) -> None:
-    return None
+def _on_stack(target: FrameType, frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame is target:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _export_and_die(signum: int) -> None:

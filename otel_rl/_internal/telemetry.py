@@ -312,6 +312,7 @@ class Telemetry:
             if _current is self:
                 _current = None
                 processes.withdraw()
+                sigterm.uninstall()
                 scalars.set_patterns(())
                 self.registry.strict = strict_from_environment()
         if not flushed:
