@@ -78,8 +78,10 @@ def test_an_interrupted_run_keeps_the_logs_it_points_to():
                OTELCOL_HEALTH_ENDPOINT=f"127.0.0.1:{free_port()}")
     process = subprocess.Popen([sys.executable, "-m", "otel_rl", "stack", "--iterations", "100000",
                                 "--prometheus-port", str(free_port()), "--alertmanager-port", str(free_port())],
-                               env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               # A suite started in the background (`make test &`) ignores SIGINT, and so would the
+                               # stack it starts: give it Ctrl-C's default, as in a terminal.
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert process.stderr is not None
         logs = None

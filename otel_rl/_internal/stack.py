@@ -195,6 +195,9 @@ def run_stack(iterations: int = 60, seed: int = 0, protocol: str = "grpc", prome
                 time.sleep(3600)
         return 0 if succeeded else 1
     except KeyboardInterrupt:
+        running = current()
+        if running is not None:  # the final export, while the collector still runs (not at exit, after it)
+            running.shutdown()
         return 130
     finally:
         stack.close()
