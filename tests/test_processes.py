@@ -618,3 +618,16 @@ def test_worker_config_hands_on_extra_keys_buckets_global_provider_and_strict() 
         (settings.extra_keys, settings.buckets, "off", True)
     plain = processes.worker_config(load_settings({"exporters": ["otlp"]}, environ={}))
     assert plain is not None and not {"extra_keys", "buckets", "global_provider", "strict"} & set(plain)
+
+
+def test_worker_config_hands_on_label_value_limit_per_run_series_and_flush_on_sigterm() -> None:
+    """A worker cuts labels, labels its series with run_id and treats SIGTERM as its parent does: with
+    flush_on_sigterm off in the parent's config, a worker must not install otel-rl's SIGTERM handler."""
+    settings = load_settings({"exporters": ["otlp"], "label_value_limit": 64, "per_run_series": True,
+                              "flush_on_sigterm": False}, environ={})
+    config = processes.worker_config(settings)
+    assert config is not None
+    again = load_settings(json.loads(json.dumps(config)), environ={})
+    assert (again.label_value_limit, again.per_run_series, again.flush_on_sigterm) == (64, True, False)
+    plain = processes.worker_config(load_settings({"exporters": ["otlp"]}, environ={}))
+    assert plain is not None and not {"per_run_series", "flush_on_sigterm"} & set(plain)

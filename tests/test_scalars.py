@@ -133,3 +133,13 @@ def test_a_label_value_that_is_not_utf8_is_escaped_and_keeps_the_scrape_working(
     series = custom(handle)
     assert series == {("rl_training_custom_surrogate", (("run", "run-\\udcff"),)): 2.0}, series
     assert "rl_training_value_loss_count" in handle.metrics_text().decode()
+
+
+def test_a_label_value_longer_than_label_value_limit_is_cut_as_the_store_cuts_it():
+    """record_scalar's labels obey label_value_limit like the catalog's: a megabyte label value would otherwise make
+    a single series too large for any collector. The value is kept under the cut label, and the cut is counted."""
+    handle = otel_rl.init_telemetry({**LOCAL, "label_value_limit": 16})
+    for value in (1.0, 2.0):
+        otel_rl.record_scalar("long", value, run="r" * 100_000)
+    assert custom(handle) == {("rl_training_custom_long", (("run", "r" * 16),)): 2.0}
+    assert testing.dropped("rl_training_custom_long", "label_too_long") == 2

@@ -595,3 +595,15 @@ def test_label_value_limit_setting_applies_to_the_store():
     finally:
         handle.shutdown()
         REGISTRY.label_value_limit = store.DEFAULT_LABEL_VALUE_LIMIT
+
+
+def test_a_small_label_value_limit_leaves_the_dropped_counter_s_metric_names_whole():
+    """otel_rl_dropped_values_total{metric} names the metric that dropped: with label_value_limit 16 it was cut to
+    "rl_training_erro", and the cut itself was counted as a drop of otel_rl_dropped_values_total."""
+    handle = otel_rl.init_telemetry({"exporters": ["none"], "label_value_limit": 16})
+    try:
+        otel_rl.record_training_error("0123456789abcdefXYZ")
+        assert dict(REGISTRY.dropped.snapshot()) == {("rl_training_errors_total", "label_too_long"): 1.0}
+    finally:
+        handle.shutdown()
+        REGISTRY.label_value_limit = store.DEFAULT_LABEL_VALUE_LIMIT

@@ -206,6 +206,8 @@ def worker_config(settings: Any) -> dict[str, Any] | None:
         config["global_provider"] = settings.global_provider
     if settings.strict:
         config["strict"] = True
+    if not settings.flush_on_sigterm:  # a parent that leaves SIGTERM alone means its workers too
+        config["flush_on_sigterm"] = False
     if "prometheus" in exporters:
         prometheus["port"] = 0  # every worker on a free port of its own, listed in the target file
         config["prometheus"] = {k: v for k, v in prometheus.items() if v is not None}

@@ -24,7 +24,17 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from otel_rl._internal.catalog import OVERFLOW_LABEL
 from otel_rl._internal.provider import PROXY
 from otel_rl._internal.results import _leaves
-from otel_rl._internal.store import BAD_LABELS, BAD_NAME, OVER_LIMIT, REGISTRY, _Reason, _utf8, describe, number
+from otel_rl._internal.store import (
+    BAD_LABELS,
+    BAD_NAME,
+    LABEL_TOO_LONG,
+    OVER_LIMIT,
+    REGISTRY,
+    _Reason,
+    _utf8,
+    describe,
+    number,
+)
 
 PREFIX = "rl_training_custom_"
 #: Distinct custom names per process: a loop that formats a step number into the name must not grow without end.
@@ -123,6 +133,10 @@ def record_scalar(name: str, value: float, **labels: Any) -> None:
                                "(%s); it is recorded with its lone surrogates backslash-escaped.", scalar.name,
                                describe(labels))
             key = clean
+        limit = REGISTRY.label_value_limit
+        if any(len(v) > limit for _, v in key):  # cut as the store cuts its labels, so every export stays small
+            REGISTRY.drop(scalar.name, LABEL_TOO_LONG, labels)
+            key = tuple((k, v[:limit]) for k, v in key)
     if key not in values:
         hook = REGISTRY.new_series_hook
         if hook is not None:  # a worker's first record starts its telemetry from its parent's settings

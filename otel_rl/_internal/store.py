@@ -448,7 +448,9 @@ class Metric:
         Only new keys come here (:meth:`_admit`), so it costs nothing on the record path; a record call with a
         label that is too long takes this path every time and is counted every time."""
         limit = self._registry.label_value_limit
-        if all(len(value) <= limit for value in key):
+        # The dropped-values counter is exempt: its labels are metric names (longer than the smallest limit, 16)
+        # and reasons, bounded and needed whole to say which metric dropped what.
+        if self is self._registry.dropped or all(len(value) <= limit for value in key):
             return key
         self._registry.drop(self.name, LABEL_TOO_LONG, key)
         return tuple(value[:limit] for value in key)
