@@ -92,17 +92,10 @@ print(json.dumps({"latencies": latencies, "flood_requests": floods[0],
 
 
 def _train(seconds: float) -> float:
-    import otel_rl
+    """Iterations per second of scrape_storm's recording loop, over 50 series."""
+    from scrape_storm import train_recording  # imports otel_rl: only in the process that trains
 
-    """Iterations per second of a loop that does some Python work and records one episode per iteration."""
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        total = 0.0
-        for i in range(2000):
-            total += i * 0.5
-        otel_rl.record_episode("PPO", f"run-{done % 50}", total % 100.0, 10)
-        done += 1
-    return done / (time.perf_counter() - start)
+    return train_recording(seconds, 50)
 
 
 def _phase(port: int, mode: str, clients: int, password: str, seconds: float) -> tuple[float, list[float], int,

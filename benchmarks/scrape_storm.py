@@ -37,7 +37,7 @@ sys.stdin.read()
 """
 
 
-def _train(seconds: float, series: int) -> float:
+def train_recording(seconds: float, series: int) -> float:
     """Iterations per second of a loop that does some Python work and records one episode per iteration."""
     done, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -71,10 +71,10 @@ def main() -> None:
 
     handle.exposition.render = counted  # type: ignore[method-assign]
     while len(handle.metrics_text()) < args.series * 100:  # warm up: every series exists before measuring
-        _train(0.5, args.series)
+        train_recording(0.5, args.series)
     quiet, storm = [], []
     for _ in range(args.reps):
-        quiet.append(_train(args.seconds, args.series))
+        quiet.append(train_recording(args.seconds, args.series))
         scrapers = subprocess.Popen([sys.executable, "-c", SCRAPERS, url, str(args.clients)],
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
@@ -82,7 +82,7 @@ def main() -> None:
             time.sleep(0.5)
             scrapes_before = handle.server.scrapes if handle.server else 0
             renders_before = renders[0]
-            storm.append(_train(args.seconds, args.series))
+            storm.append(train_recording(args.seconds, args.series))
             scrapes = (handle.server.scrapes if handle.server else 0) - scrapes_before
             rendered = renders[0] - renders_before
         finally:
