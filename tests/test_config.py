@@ -599,6 +599,17 @@ def test_deeply_nested_yaml_raises_config_error(tmp_path):
     assert str(path) in _error(path)
 
 
+def test_nesting_is_checked_before_the_parser_recurses(tmp_path):
+    """Nesting past 100 levels is refused from the tokens, before PyYAML composes the document recursively (near
+    the recursion limit, any finalizer that happened to run failed as well); 97 levels are parsed."""
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("resource_attributes: {a: " + "[" * 150 + "]" * 150 + "}\n")  # PyYAML alone would parse it
+    assert "at most 100 levels deep" in _error(deep)
+    parsed = tmp_path / "parsed.yaml"
+    parsed.write_text("resource_attributes: {a: " + "[" * 97 + "]" * 97 + "}\n")
+    assert "levels deep" not in _error(parsed)  # refused for its value, not its depth
+
+
 def test_yaml_alias_bomb_is_refused_quickly(tmp_path):
     """A few hundred bytes of nested aliases (billions of nodes) is refused at once with a short message."""
     lines = ['a: &a ["x","x","x","x","x","x","x","x","x"]']

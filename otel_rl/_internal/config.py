@@ -194,6 +194,9 @@ MAX_CARDINALITY_LIMIT = 1_000_000
 LABEL_VALUE_LIMIT_BOUNDS = (16, 65536)
 #: Most YAML nodes a config file may expand to: an "alias bomb" of a few hundred bytes expands to billions.
 MAX_YAML_NODES = 100_000
+#: How deep a config file may nest collections. PyYAML composes recursively: checked on its tokens first, a deep
+#: document never reaches the recursion limit, where any finalizer that runs would fail too.
+MAX_YAML_DEPTH = 100
 
 
 
@@ -607,6 +610,21 @@ def read_config(config: Mapping[str, Any] | str | os.PathLike[str] | None) -> di
     return _flatten(config)
 
 
+def _nesting(yaml: Any, text: str) -> int:
+    """The deepest nesting of collections in the YAML ``text``, read from its tokens (the scanner does not recurse)."""
+    opening = (yaml.FlowSequenceStartToken, yaml.FlowMappingStartToken, yaml.BlockSequenceStartToken,
+               yaml.BlockMappingStartToken)
+    closing = (yaml.FlowSequenceEndToken, yaml.FlowMappingEndToken, yaml.BlockEndToken)
+    depth = deepest = 0
+    for token in yaml.scan(text, Loader=yaml.SafeLoader):
+        if isinstance(token, opening):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif isinstance(token, closing):
+            depth -= 1
+    return deepest
+
+
 def _load_yaml(text: str, shown_path: str) -> Any:
     """``yaml.safe_load`` with bounded work: the document, with its aliases expanded, may hold at most
     :data:`MAX_YAML_NODES` nodes (an alias bomb of a few hundred bytes holds billions), and a nesting too deep
@@ -615,6 +633,8 @@ def _load_yaml(text: str, shown_path: str) -> Any:
 
     loader = None
     try:
+        if _nesting(yaml, text) > MAX_YAML_DEPTH:
+            raise RecursionError
         loader = yaml.SafeLoader(text)
         node = loader.get_single_node()
         if node is None:
@@ -629,8 +649,8 @@ def _load_yaml(text: str, shown_path: str) -> Any:
         raise ConfigError(f"config file {shown_path} is not valid YAML: "
                           f"{getattr(exc, 'problem', None) or type(exc).__name__}{where}") from None
     except RecursionError:
-        raise ConfigError(f"config file {shown_path} nests too deeply; allowed: a YAML mapping a few levels "
-                          "deep") from None
+        raise ConfigError(f"config file {shown_path} nests too deeply; allowed: collections at most "
+                          f"{MAX_YAML_DEPTH} levels deep") from None
     finally:
         if loader is not None:
             loader.dispose()
