@@ -47,12 +47,9 @@ def _count_text(count: int) -> str:
 
 
 def _clean(value: str) -> str:
-    """``value`` escaped as a Prometheus label value (it is valid UTF-8: the store escapes lone surrogates).
-
-    A carriage return becomes the two characters ``\\r`` (written ``\\\\r``): the formats have no escape for it
-    (promtool refuses ``\\r``), and a raw one splits the line for readers with universal newlines (Python text
-    files, ``str.splitlines``), which then fail to parse the exposition. See :func:`exposition.label_value`."""
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"").replace("\r", r"\\r")
+    """``value`` escaped as a Prometheus label value. The store keeps it valid UTF-8 without a carriage return
+    (lone surrogates and carriage returns are stored backslash-escaped, the same text on both paths)."""
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
 def _label_text(labels: dict[str, str]) -> str:
