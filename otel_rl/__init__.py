@@ -6,7 +6,7 @@ Call :func:`init_telemetry` once, decorate the train step, and the 21 ``rl_train
 """
 
 from otel_rl._internal.catalog import ALL_METRICS, CATALOG, SIGNALS, MetricSpec
-from otel_rl._internal.config import ConfigError, Settings, load_settings
+from otel_rl._internal.config import Settings, load_settings
 from otel_rl._internal.decorators import (
     RunContext,
     current_run,
@@ -15,6 +15,7 @@ from otel_rl._internal.decorators import (
     train_step,
     training_run,
 )
+from otel_rl._internal.errors import ConfigError, StrictModeError
 from otel_rl._internal.processes import worker_env
 from otel_rl._internal.provider import meter_provider
 from otel_rl._internal.recording import (
@@ -32,7 +33,6 @@ from otel_rl._internal.recording import (
     record_training_start,
 )
 from otel_rl._internal.scalars import record_scalar
-from otel_rl._internal.store import StrictModeError
 from otel_rl._internal.telemetry import Telemetry, current, init_telemetry
 from otel_rl._version import __version__
 

@@ -18,17 +18,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from otel_rl._internal.store import DEFAULT_LABEL_VALUE_LIMIT, describe
+from otel_rl._internal.errors import ConfigError, describe
+from otel_rl._internal.store import DEFAULT_LABEL_VALUE_LIMIT
 
 _logger = logging.getLogger("otel_rl")
 
 EXPORTERS = ("prometheus", "otlp", "console", "none")
 PROTOCOLS = ("grpc", "http/protobuf")
 COMPRESSIONS = ("none", "gzip", "deflate")
-
-
-class ConfigError(ValueError):
-    """A setting is unknown or has a value that is not allowed."""
 
 
 def sdk_disabled(environ: Mapping[str, str] | None = None) -> bool:

@@ -21,9 +21,10 @@ from typing import Any, TypeVar, overload
 
 from otel_rl._internal import processes
 from otel_rl._internal import recording as rec
+from otel_rl._internal.errors import StrictModeError
 from otel_rl._internal.results import RECORDED_KEY, parse_result
 from otel_rl._internal.scalars import record_extra_result
-from otel_rl._internal.store import BAD_LABELS, REGISTRY, UNREADABLE, StrictModeError, number
+from otel_rl._internal.store import BAD_LABELS, REGISTRY, UNREADABLE, number
 
 _logger = logging.getLogger("otel_rl")
 F = TypeVar("F", bound=Callable[..., Any])

@@ -37,7 +37,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from otel_rl._internal.catalog import ALL_METRICS, BY_NAME
-from otel_rl._internal.config import ConfigError
+from otel_rl._internal.errors import ConfigError
 from otel_rl._internal.resource_catalog import (
     RESOURCE_BY_OTEL_NAME,
     RESOURCE_METRICS,

@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from otel_rl._internal.catalog import CATALOG, SIGNAL_NAMES
-from otel_rl._internal.store import BAD_LABELS, NONE, REGISTRY, WRONG_TYPE, StrictModeError, set_gauges
+from otel_rl._internal.errors import StrictModeError
+from otel_rl._internal.store import BAD_LABELS, NONE, REGISTRY, WRONG_TYPE, set_gauges
 
 _logger = logging.getLogger("otel_rl")
 F = TypeVar("F", bound=Callable[..., Any])

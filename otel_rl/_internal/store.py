@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import reprlib
 import threading
 import time
 import weakref
@@ -20,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, TypeVar
 
 from otel_rl._internal.catalog import ALL_METRICS, CATALOG, DROPPED_VALUES, OVERFLOW_LABEL, MetricSpec
+from otel_rl._internal.errors import TENSOR_MODULES, StrictModeError, describe
 
 _logger = logging.getLogger("otel_rl")
 
@@ -32,10 +32,6 @@ DEFAULT_LABEL_VALUE_LIMIT = 2048
 OVERFLOW_KEY: tuple[str, ...] = ("\x00overflow",)
 _OVERFLOW_ATTRIBUTES = {OVERFLOW_LABEL: "true"}
 _INF = math.inf
-
-
-class StrictModeError(ValueError):
-    """Misuse that strict mode (``strict: true`` or ``OTEL_RL_STRICT=1``) raises instead of dropping and counting."""
 
 
 def strict_from_environment() -> bool:
@@ -76,10 +72,6 @@ _HINTS = {
 }
 
 
-#: Modules whose values are tensors: never read implicitly (``float()`` on a CUDA or cupy value syncs the device).
-_TENSOR_MODULES = ("torch", "tensorflow", "jax", "cupy")
-
-
 def _to_number(value: Any) -> float | _Reason:
     """Return ``value`` as a finite float, or the reason it cannot be recorded."""
     if value is None:
@@ -87,7 +79,7 @@ def _to_number(value: Any) -> float | _Reason:
     if isinstance(value, (str, bytes)):
         return WRONG_TYPE
     module = type(value).__module__
-    if module.startswith(_TENSOR_MODULES):
+    if module.startswith(TENSOR_MODULES):
         return TENSOR
     if module == "numpy" and getattr(value, "shape", None) not in (None, ()):
         return WRONG_TYPE
@@ -114,36 +106,6 @@ def number(value: Any) -> float | _Reason:
         except OverflowError:  # 10**400
             return INF
     return _to_number(value)
-
-
-_repr = reprlib.Repr()
-_repr.maxstring = _repr.maxother = 80
-
-
-def describe(value: Any) -> str:
-    """A short, safe description of a value for a log line.
-
-    Never reads a tensor's data (a CUDA tensor's repr forces a device sync): tensors and arrays are described by
-    type, shape, dtype and device. Other values get a truncated repr; a repr that raises (or an int too long to
-    print) is described by its type. The result is always valid UTF-8 (lone surrogates are backslash-escaped).
-    """
-    cls = type(value)
-    module = cls.__module__
-    if module.startswith(_TENSOR_MODULES):
-        parts = [f"{module.split('.')[0]}.{cls.__qualname__}"]
-        for attr in ("shape", "dtype", "device"):
-            try:
-                parts.append(f"{attr}={tuple(getattr(value, attr)) if attr == 'shape' else getattr(value, attr)}")
-            except Exception:  # noqa: BLE001 (recording never raises)
-                pass
-        return "<" + " ".join(parts) + ">"
-    if cls is int and value.bit_length() > 256:
-        return f"<int of {value.bit_length()} bits>"
-    try:
-        text = _repr.repr(value)
-    except Exception:  # noqa: BLE001 (recording never raises)
-        text = f"<{cls.__qualname__} object (repr failed)>"
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _utf8(value: str) -> str:

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from otel_rl._internal.config import MAX_FILE_BYTES, ConfigError, read_small_file
+from otel_rl._internal.config import MAX_FILE_BYTES, read_small_file
+from otel_rl._internal.errors import ConfigError, describe
 from otel_rl._internal.hints import install_hint
-from otel_rl._internal.store import describe
 
 #: exporter-toolkit ``client_auth_type`` values Python's ssl module can enforce, and how.
 CLIENT_AUTH = {

@@ -40,6 +40,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from otel_rl._internal import recording as _rec
 from otel_rl._internal import store as _store
+from otel_rl._internal.errors import describe
 from otel_rl._internal.store import REGISTRY as _REGISTRY
 
 __all__ = ["RecordEpisodeMetrics", "RecordVectorEpisodeMetrics", "wrap"]
@@ -351,4 +352,4 @@ def _malformed(wrapper: Any, what: Any) -> None:
         (type(wrapper).__name__, "malformed_step"),
         "otel-rl: %s got a step result or info it cannot read (%s); the step is passed on unchanged and the "
         "wrapper's own episode figures are used where it can. Logged once.", type(wrapper).__name__,
-        _store.describe(what))
+        describe(what))

@@ -33,8 +33,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from otel_rl._internal import processes
 from otel_rl._internal.decorators import _StepRecorder, current_run
+from otel_rl._internal.errors import StrictModeError
 from otel_rl._internal.results import AGENT_EPISODES_KEY, EPISODES_KEY, RECORDED_KEY
-from otel_rl._internal.store import REGISTRY, UNREADABLE, StrictModeError
+from otel_rl._internal.store import REGISTRY, UNREADABLE
 
 __all__ = ["OtelRLCallback"]
 
