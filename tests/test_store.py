@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 import numpy
@@ -607,3 +608,57 @@ def test_a_small_label_value_limit_leaves_the_dropped_counter_s_metric_names_who
     finally:
         handle.shutdown()
         REGISTRY.label_value_limit = store.DEFAULT_LABEL_VALUE_LIMIT
+
+
+@pytest.mark.parametrize("record", ["counter", "gauge", "histogram"])
+def test_the_new_series_hook_runs_with_no_metric_lock_held(monkeypatch, record):
+    """The hook may start a worker's telemetry, which re-keys the store under the metric locks: it must run with
+    none of them held, or the first labelled record in such a worker deadlocks."""
+    metric = {"counter": REGISTRY.counter("rl_training_episodes_total"),
+              "gauge": REGISTRY.gauge("rl_training_win_rate"),
+              "histogram": REGISTRY.histogram("rl_training_episode_length")}[record]
+    free = []
+
+    def hook() -> None:
+        got = metric._lock.acquire(blocking=False)
+        if got:
+            metric._lock.release()
+        free.append(got)
+
+    monkeypatch.setattr(REGISTRY, "new_series_hook", hook)
+    key = ("PPO", "hook-lock")[:len(metric.label_keys)]
+    getattr(metric, {"counter": "add", "gauge": "set", "histogram": "observe"}[record])(key, 1.0)
+    assert free and all(free)
+
+
+def test_a_worker_with_inherited_per_run_series_records_without_hanging():
+    """A worker whose parent published per_run_series starts telemetry from its first record; that re-keys the
+    store, which deadlocked when the hook ran under the metric lock."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from otel_rl._internal import processes
+
+    root = Path(__file__).resolve().parent.parent
+    body = """
+import json, os
+import otel_rl
+from otel_rl._internal import processes
+os.environ[processes.WORKER_CONFIG_ENV] = json.dumps(
+    {"parent": os.getppid(), "config": {"exporters": ["otlp"], "shutdown_timeout": 1, "per_run_series": True,
+                                        "buckets": {"rl_training_episode_length": [1, 10, 100]},
+                                        "otlp": {"endpoint": "http://127.0.0.1:9"}}})
+otel_rl.record_episode("PPO", "w", 1.0, 10)
+handle = otel_rl.current()
+print(json.dumps({"started": handle is not None, "per_run": handle is not None and handle.settings.per_run_series}))
+handle.shutdown(timeout=1)
+"""
+    path = os.environ.get("PYTHONPATH")
+    env = {**os.environ, "PYTHONPATH": str(root) + (os.pathsep + path if path else "")}
+    env.pop(processes.WORKER_CONFIG_ENV, None)
+    proc = subprocess.run([sys.executable, "-c", body], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"started": True, "per_run": True}

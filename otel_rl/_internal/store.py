@@ -364,6 +364,9 @@ class Metric:
     def _admit(self, key: tuple[str, ...]) -> tuple[str, ...]:
         """Called under the lock for a key not yet seen: the key itself, or the overflow key past the limit.
 
+        The caller runs :meth:`_new_series_hook` first, with no lock held, and reads ``_series`` again under the
+        lock afterwards: the hook may start telemetry, which re-keys this metric under its lock.
+
         With ``per_run_series`` on, a key one label short (recorded without ``run_id``) gets the current run's."""
         registry = self._registry
         if len(key) + 1 == len(self.label_keys) and self._run_implied():
@@ -372,13 +375,6 @@ class Metric:
             key = key + (run_of(algorithm) if run_of is not None else "default",)
             if key in self._series:
                 return key
-        hook = self._registry.new_series_hook
-        if hook is not None:
-            try:
-                hook()
-            except Exception:  # noqa: BLE001 (a record call never raises; the value is still recorded)
-                self._registry.warn_once(("otel_rl", "new_series_hook"), "otel-rl: starting this process' "
-                                         "telemetry on its first record failed; the value is recorded", exc_info=True)
         if self._registry.strict and self is not self._registry.dropped:
             self._registry.check_running(self.name)
         clean = _clean_key(key)
@@ -403,6 +399,19 @@ class Metric:
             self._registry.drop(self.name, OVER_LIMIT, key)
             return OVERFLOW_KEY
         return key
+
+    def _new_series_hook(self) -> None:
+        """Run the registry's new-series hook (starting a worker's telemetry), never under a metric lock.
+
+        Called on the slow path of a record with a key not yet seen, before taking the lock: the hook may call
+        ``init_telemetry``, which re-keys the store under the metric locks."""
+        hook = self._registry.new_series_hook
+        if hook is not None:
+            try:
+                hook()
+            except Exception:  # noqa: BLE001 (a record call never raises; the value is still recorded)
+                self._registry.warn_once(("otel_rl", "new_series_hook"), "otel-rl: starting this process' "
+                                         "telemetry on its first record failed; the value is recorded", exc_info=True)
 
     def _cut(self, key: tuple[str, ...]) -> tuple[str, ...]:
         """``key`` with every label value cut to ``label_value_limit`` characters (counted as ``label_too_long``).
@@ -488,16 +497,31 @@ class Counter(Metric):
             series = self._series  # read under the lock: an add racing clear() lands in the new dict
             if key in series:
                 total = series[key] + amount
+                if total != _INF:
+                    series[key] = total
+                    return
             else:
+                total = 0.0  # a key not seen yet: admitted by _add_new, outside this lock
+        if total != _INF:
+            self._add_new(key, amount)
+            return
+        # Past the largest float the total would be +Inf for good: the increment is dropped instead, so the
+        # counter keeps its last finite value and stays a usable (monotonic) series.
+        self._registry.drop(self.name, INF, amount)
+
+    def _add_new(self, key: tuple[str, ...], amount: float) -> None:
+        """The slow path of :meth:`add` for a key not seen yet: the hook first, with no lock held."""
+        self._new_series_hook()
+        with self._lock:
+            series = self._series
+            if key not in series:
                 key = self._admit(key)
                 if key not in series:
                     self.created_ns[key] = time.time_ns()
-                total = series.get(key, 0.0) + amount
+            total = series.get(key, 0.0) + amount
             if total != _INF:
                 series[key] = total
                 return
-        # Past the largest float the total would be +Inf for good: the increment is dropped instead, so the
-        # counter keeps its last finite value and stays a usable (monotonic) series.
         self._registry.drop(self.name, INF, amount)
 
     def snapshot(self) -> list[tuple[tuple[str, ...], float]]:
@@ -525,7 +549,9 @@ class Gauge(Metric):
             # in the old dict, as if it came before. Neither is worth a lock on every set.
             series[key] = value
             return
+        self._new_series_hook()
         with self._lock:
+            series = self._series  # again: the hook may have re-keyed the metric
             if key not in series:
                 key = self._admit(key)
             series[key] = value
@@ -536,6 +562,8 @@ class Gauge(Metric):
             amount = self._checked(amount)
             if amount is None:
                 return
+        if key not in self._series:
+            self._new_series_hook()
         with self._lock:
             if key not in self._series:
                 key = self._admit(key)
@@ -660,6 +688,7 @@ class Histogram(Metric):
 
     def _series_for(self, key: tuple[str, ...]) -> HistogramSeries:
         """The series of a key not seen yet (or the overflow series past the cardinality limit)."""
+        self._new_series_hook()
         with self._lock:
             series = self._series.get(key)
             if series is None:
