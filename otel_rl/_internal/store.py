@@ -327,26 +327,6 @@ class Metric:
         """Whether a key may leave out ``run_id``, which the current run fills in (``per_run_series``)."""
         return self._registry.per_run and self.label_keys[-1:] == ("run_id",) and "run_id" not in self.spec.labels
 
-    def key(self, labels: tuple[Any, ...]) -> tuple[str, ...] | None:
-        """Turn label values into a series key, or None when they do not fit the label keys."""
-        if len(labels) != len(self.label_keys) and not (len(labels) == len(self.spec.labels) and self._run_implied()):
-            self._registry.drop(self.name, BAD_LABELS, labels)
-            return None
-        key = label_strings(labels)
-        if key is None:  # a label whose __str__ raises
-            self._registry.drop(self.name, BAD_LABELS, labels)
-        return key
-
-    def labels(self, *values: Any, **kwargs: Any) -> Child:
-        """A handle bound to one label set, like prometheus_client's ``labels()``: cheap repeated records."""
-        keys = self.spec.labels if self._run_implied() and "run_id" not in kwargs and \
-            len(values) != len(self.label_keys) else self.label_keys
-        if kwargs:
-            if values or set(kwargs) != set(keys):
-                return Child(self, None)  # a None key drops as BAD_LABELS on use
-            values = tuple(kwargs[k] for k in keys)
-        return Child(self, label_strings(values) if len(values) == len(keys) else None)
-
     def _checked(self, value: Any) -> float | None:
         """The slow path of a record call: ``value`` as a finite float, or None after counting the drop."""
         if type(value) is int:  # an iteration or a step count: the common case of this path
@@ -620,13 +600,6 @@ class HistogramSeries:
         """How many values were observed."""
         return sum(self.counts)
 
-    def copy(self) -> HistogramSeries:
-        clone = HistogramSeries.__new__(HistogramSeries)
-        clone.counts = list(self.counts)
-        clone.sum, clone.min, clone.max = self.sum, self.min, self.max
-        clone.created_ns = self.created_ns
-        return clone
-
 
 class Histogram(Metric):
     """Explicit-bucket histogram that, unlike the OTel SDK's, keeps negative observations."""
@@ -719,35 +692,6 @@ class Histogram(Metric):
 
 
 _SNAPSHOT_CHUNK = 256
-
-
-class Child:
-    """A metric bound to one label set (see :meth:`Metric.labels`)."""
-
-    __slots__ = ("_metric", "_key")
-
-    def __init__(self, metric: Metric, key: tuple[str, ...] | None) -> None:
-        self._metric = metric
-        self._key = key
-
-    def _bad(self) -> None:
-        self._metric._registry.drop(self._metric.name, BAD_LABELS)
-
-    def inc(self, amount: Any = 1.0) -> None:
-        """Add to a counter or a gauge (prometheus_client's gauges take ``inc`` too)."""
-        if self._key is None or not isinstance(self._metric, (Counter, Gauge)):
-            return self._bad()
-        self._metric.add(self._key, amount)
-
-    def set(self, value: Any) -> None:
-        if self._key is None or not isinstance(self._metric, Gauge):
-            return self._bad()
-        self._metric.set(self._key, value)
-
-    def observe(self, value: Any) -> None:
-        if self._key is None or not isinstance(self._metric, Histogram):
-            return self._bad()
-        self._metric.observe(self._key, value)
 
 
 class _Flushable(Protocol):
