@@ -20,7 +20,8 @@ from typing import Any
 
 from otel_rl._internal import scalars
 from otel_rl._internal.catalog import DROPPED_VALUES
-from otel_rl._internal.store import REGISTRY, HistogramSeries, flush_held_back
+from otel_rl._internal.held_back import flush_held_back
+from otel_rl._internal.store import REGISTRY, HistogramSeries
 
 
 def reset() -> None:

@@ -319,14 +319,14 @@ def test_steps_are_in_the_final_values_after_shutdown_without_close():
 def _flushing_all_the_time() -> Iterator[list[int]]:
     """A collection thread calling flush_held_back() in a loop for the duration of the block, then one last
     flush; yields the number of flushes it made (a one-element list, filled in as it goes)."""
-    from otel_rl._internal import store
+    from otel_rl._internal import held_back
 
     stop = threading.Event()
     flushes = [0]
 
     def collect() -> None:
         while not stop.is_set():
-            store.flush_held_back()
+            held_back.flush_held_back()
             flushes[0] += 1
 
     thread = threading.Thread(target=collect)
@@ -336,7 +336,7 @@ def _flushing_all_the_time() -> Iterator[list[int]]:
     finally:
         stop.set()
         thread.join()
-    store.flush_held_back()
+    held_back.flush_held_back()
 
 
 @pytest.mark.parametrize("vector", [False, True], ids=["single", "vector"])

@@ -53,7 +53,8 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from otel_rl._internal import batching
 from otel_rl._internal.catalog import ALL_METRICS, MetricSpec
 from otel_rl._internal.config import sdk_disabled
-from otel_rl._internal.store import Registry, flush_held_back
+from otel_rl._internal.held_back import flush_held_back
+from otel_rl._internal.store import Registry
 
 SCOPE_NAME = "otel_rl"
 #: An observable gauge that always has one point, so that the SDK hands every collection to ``_receive_metrics``

@@ -29,7 +29,8 @@ from prometheus_client.metrics_core import Metric as PromMetric
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.utils import floatToGoString
 
-from otel_rl._internal.store import Histogram, Metric, Registry, flush_held_back
+from otel_rl._internal.held_back import flush_held_back
+from otel_rl._internal.store import Histogram, Metric, Registry
 
 _CHUNK = 64  # histogram series read per lock acquisition (and encoded at once)
 _COUNT_TEXT = [f"{i}.0" for i in range(1024)]  # floatToGoString of small integer counts

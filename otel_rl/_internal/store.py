@@ -13,10 +13,9 @@ import math
 import os
 import threading
 import time
-import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from otel_rl._internal.catalog import ALL_METRICS, CATALOG, DROPPED_VALUES, OVERFLOW_LABEL, MetricSpec
 from otel_rl._internal.errors import TENSOR_MODULES, StrictModeError, describe
@@ -692,50 +691,6 @@ class Histogram(Metric):
 
 
 _SNAPSHOT_CHUNK = 256
-
-
-class _Flushable(Protocol):
-    """What :func:`hold_back` takes: an object with a ``flush()`` that hands held-back values to the store."""
-
-    def flush(self) -> None: ...
-
-
-#: Live objects that hold values back from the store (the Gymnasium wrappers count steps in an integer).
-_holders: weakref.WeakSet[Any] = weakref.WeakSet()
-#: Guards ``_holders`` and is the lock their ``flush()`` takes, so a flush before a collection and one in the
-#: stepping thread never hand the same steps over twice.
-flush_lock = threading.Lock()
-
-
-def hold_back(holder: _Flushable) -> None:
-    """Register ``holder``: :func:`flush_held_back` calls its ``flush()`` before each collection, so its values
-    reach a scrape, an export and the final export at shutdown even when ``flush``/``close`` is never called."""
-    with flush_lock:
-        _holders.add(holder)
-
-
-def flush_held_back() -> None:
-    """Flush every registered holder (before a collection). An error is logged once, never raised."""
-    if not _holders:
-        return
-    with flush_lock:
-        holders = list(_holders)
-    for holder in holders:
-        try:
-            holder.flush()
-        except Exception:  # noqa: BLE001 (a collection never fails for a holder)
-            REGISTRY.warn_once(("otel_rl", "flush_failed"), "otel-rl could not flush %s before a collection",
-                               type(holder).__qualname__, exc_info=True)
-
-
-def _new_flush_lock() -> None:
-    # A forked child: the parent's collection thread may have held the lock at fork, and it is gone in the child.
-    global flush_lock
-    flush_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_flush_lock)
 
 
 _M = TypeVar("_M", bound="Metric")

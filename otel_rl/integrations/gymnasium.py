@@ -38,6 +38,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         f"otel_rl.integrations.gymnasium needs Gymnasium and NumPy: {install_hint('gym')}") from exc
 
+from otel_rl._internal import held_back as _held_back
 from otel_rl._internal import recording as _rec
 from otel_rl._internal import store as _store
 from otel_rl._internal.errors import describe
@@ -68,7 +69,7 @@ class RecordEpisodeMetrics(gym.Wrapper):
         self._flushed = 0
         self._next_flush = flush_every
         self._start_episode()
-        _store.hold_back(self)
+        _held_back.hold_back(self)
 
     def _start_episode(self) -> None:
         self._return = 0.0
@@ -117,7 +118,7 @@ class RecordEpisodeMetrics(gym.Wrapper):
 
     def flush(self) -> None:
         """Hand the steps counted so far to ``rl_training_environment_steps_total`` (safe from any thread)."""
-        with _store.flush_lock:
+        with _held_back.flush_lock:
             steps = self._steps
             pending = steps - self._flushed
             if pending:
@@ -176,7 +177,7 @@ class RecordVectorEpisodeMetrics(VectorWrapper):
         self._steps_flushed = 0
         self._flush_interval = -(-flush_every // max(self._n, 1))  # vector steps of up to flush_every steps
         self._flush_t = self._flush_interval
-        _store.hold_back(self)
+        _held_back.hold_back(self)
 
     def step(self, actions: Any):
         # The hot path: one in-place add, the done arrays' bytes compared with zeros and one integer increment;
@@ -287,7 +288,7 @@ class RecordVectorEpisodeMetrics(VectorWrapper):
 
     def flush(self) -> None:
         """Hand the steps counted so far to ``rl_training_environment_steps_total`` (safe from any thread)."""
-        with _store.flush_lock:
+        with _held_back.flush_lock:
             t = self._t  # read before _resets: slots counted for a later step only lower the figure
             resets, ended_at, pending = self._resets
             steps = self._n * t - resets + (len(pending) if ended_at == t else 0)
