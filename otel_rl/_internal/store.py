@@ -18,7 +18,28 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from otel_rl._internal.catalog import ALL_METRICS, CATALOG, DROPPED_VALUES, OVERFLOW_LABEL, MetricSpec
-from otel_rl._internal.errors import TENSOR_MODULES, StrictModeError, describe
+from otel_rl._internal.errors import StrictModeError, describe
+from otel_rl._internal.values import (  # noqa: F401 (re-exported: the record helpers and readers import them here)
+    _HINTS,
+    BAD_LABELS,
+    BAD_NAME,
+    INF,
+    LABEL_TOO_LONG,
+    NAN,
+    NEGATIVE,
+    NONE,
+    OVER_LIMIT,
+    TENSOR,
+    UNREADABLE,
+    WRONG_TYPE,
+    _clean_key,
+    _Reason,
+    _to_number,
+    _utf8,
+    label_strings,
+    number,
+    strict_from_environment,
+)
 
 _logger = logging.getLogger("otel_rl")
 
@@ -31,116 +52,6 @@ DEFAULT_LABEL_VALUE_LIMIT = 2048
 OVERFLOW_KEY: tuple[str, ...] = ("\x00overflow",)
 _OVERFLOW_ATTRIBUTES = {OVERFLOW_LABEL: "true"}
 _INF = math.inf
-
-
-def strict_from_environment() -> bool:
-    """Whether ``OTEL_RL_STRICT`` turns strict mode on before (or without) ``init_telemetry``."""
-    return os.environ.get("OTEL_RL_STRICT", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-class _Reason(str):
-    """Why a value was dropped; the string is the ``reason`` label."""
-
-
-NONE = _Reason("none")
-NAN = _Reason("nan")
-INF = _Reason("inf")
-WRONG_TYPE = _Reason("wrong_type")
-TENSOR = _Reason("tensor")
-NEGATIVE = _Reason("negative")
-OVER_LIMIT = _Reason("cardinality_limit")
-BAD_LABELS = _Reason("bad_labels")
-BAD_NAME = _Reason("bad_name")
-UNREADABLE = _Reason("unreadable_result")
-LABEL_TOO_LONG = _Reason("label_too_long")
-
-_HINTS = {
-    NONE: "None is not a number",
-    NAN: "NaN is not recorded",
-    INF: "infinite values are not recorded",
-    WRONG_TYPE: "expected an int, a float or a numpy scalar",
-    TENSOR: "tensors are not read implicitly (that could force a device sync); pass tensor.item()",
-    NEGATIVE: "counters only go up",
-    OVER_LIMIT: "more label sets than the cardinality limit; the value went to the overflow series",
-    BAD_LABELS: "the label values do not match the metric's label keys, or one cannot be made a string",
-    BAD_NAME: "a name must be a non-empty string of at most 200 characters, and at most 256 names are recorded",
-    UNREADABLE: "a train step's result dict could not be read, so its iteration was not recorded (the first "
-                "failure's traceback is logged)",
-    LABEL_TOO_LONG: "a label value longer than label_value_limit characters was cut to that length; the value "
-                    "itself was recorded, under the cut label",
-}
-
-
-def _to_number(value: Any) -> float | _Reason:
-    """Return ``value`` as a finite float, or the reason it cannot be recorded."""
-    if value is None:
-        return NONE
-    if isinstance(value, (str, bytes)):
-        return WRONG_TYPE
-    module = type(value).__module__
-    if module.startswith(TENSOR_MODULES):
-        return TENSOR
-    if module == "numpy" and getattr(value, "shape", None) not in (None, ()):
-        return WRONG_TYPE
-    try:
-        number = float(value)  # int, bool, float subclasses, numpy scalars and 0-d arrays, Fraction, Decimal
-    except OverflowError:  # an int or Fraction beyond the float range (10**400)
-        return INF
-    except Exception:  # noqa: BLE001 (TypeError, ValueError, or whatever a user's __float__ raises)
-        return WRONG_TYPE
-    if number != number:
-        return NAN
-    if number in (math.inf, -math.inf):
-        return INF
-    return number
-
-
-def number(value: Any) -> float | _Reason:
-    """Fast path for the common case; everything else goes through :func:`_to_number`."""
-    if type(value) is float:
-        return value if value - value == 0.0 else (NAN if value != value else INF)
-    if type(value) is int:
-        try:
-            return float(value)
-        except OverflowError:  # 10**400
-            return INF
-    return _to_number(value)
-
-
-def _utf8(value: str) -> str:
-    """``value`` if it is valid UTF-8 text, else with its lone surrogates backslash-escaped (``\\udcff``)."""
-    try:
-        value.encode("utf-8")
-        return value
-    except UnicodeEncodeError:
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _clean_key(key: tuple[str, ...]) -> tuple[str, ...]:
-    """``key`` itself when every value is valid UTF-8 without a carriage return, else a new key with lone
-    surrogates backslash-escaped and each carriage return written as the two characters ``\\r``.
-
-    The exposition formats escape only backslash, quote and line feed: a raw carriage return ends the line for a
-    reader with universal newlines, and ``\\r`` is an invalid escape for Prometheus. Stored so, the pull and the
-    push path carry the same label."""
-    try:
-        text = "".join(key)
-        text.encode("utf-8")
-        if "\r" not in text:
-            return key
-        return tuple(v.replace("\r", "\\r") for v in key)
-    except UnicodeEncodeError:
-        return tuple(_utf8(v).replace("\r", "\\r") for v in key)
-    except Exception:  # noqa: BLE001 (a key that is not a tuple of str: left as it is)
-        return key
-
-
-def label_strings(labels: tuple[Any, ...]) -> tuple[str, ...] | None:
-    """Label values as strings, or None when one cannot be made a string (its ``__str__`` raises)."""
-    try:
-        return tuple(v if type(v) is str else str(v) for v in labels)
-    except Exception:  # noqa: BLE001 (recording never raises)
-        return None
 
 
 class Registry:
