@@ -11,13 +11,13 @@ import ipaddress
 import logging
 import os
 import re
-import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from otel_rl._internal.config_files import MAX_FILE_BYTES, read_small_file
 from otel_rl._internal.errors import ConfigError, describe
 from otel_rl._internal.store import DEFAULT_LABEL_VALUE_LIMIT
 
@@ -194,35 +194,6 @@ MAX_YAML_NODES = 100_000
 #: How deep a config file may nest collections. PyYAML composes recursively: checked on its tokens first, a deep
 #: document never reaches the recursion limit, where any finalizer that runs would fail too.
 MAX_YAML_DEPTH = 100
-
-
-
-#: Most bytes a config or web config file may have (a real one has a few hundred): ``/dev/zero`` is not read forever.
-MAX_FILE_BYTES = 1 << 20
-
-
-def read_small_file(path: str | os.PathLike[str], limit: int = MAX_FILE_BYTES) -> str:
-    """The UTF-8 text of a regular file of at most ``limit`` bytes; raises ValueError saying why not.
-
-    Opened without blocking and checked on the open descriptor: a FIFO would block ``open`` until a writer came, a
-    device such as ``/dev/zero`` never ends."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise ValueError(exc.strerror or str(exc)) from None
-    with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
-                "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket"
-            raise ValueError(f"it is {kind}, not a regular file")
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise ValueError(f"it is larger than {limit:_} bytes")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValueError("it is not UTF-8 text") from None
 
 
 def _show(value: Any) -> str:
