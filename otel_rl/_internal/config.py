@@ -11,14 +11,15 @@ import ipaddress
 import logging
 import os
 import re
-import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from otel_rl._internal.config_files import MAX_FILE_BYTES, read_small_file
 from otel_rl._internal.errors import ConfigError, describe
+from otel_rl._internal.redaction import REDACTED, redact, section_is_secret, shown_unknown
 from otel_rl._internal.store import DEFAULT_LABEL_VALUE_LIMIT
 
 _logger = logging.getLogger("otel_rl")
@@ -111,69 +112,6 @@ class Settings:
     flush_on_sigterm: bool = True
 
 
-# -- secrets -------------------------------------------------------------------------------------------------------
-
-REDACTED = "<redacted>"
-#: Keys whose values are secret as a whole (an OTLP header value is a token or an API key).
-SECRET_KEYS = frozenset({"otlp.headers"})
-
-
-#: Keys whose values are URLs, so credentials may sit in them with or without a scheme (``user:pw@host:4317``).
-URL_KEYS = frozenset({"otlp.endpoint"})
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-def redact(key: str, value: Any) -> str:
-    """``repr(value)`` as otel-rl may print it for ``key``: header values and URL credentials replaced."""
-    if key in SECRET_KEYS:
-        if isinstance(value, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in value):
-            return repr(tuple((k, REDACTED) for k, _ in value))
-        if isinstance(value, Mapping):
-            return repr({k: REDACTED for k in value})
-        return repr(REDACTED) if value else repr(value)
-    if isinstance(value, str) and any(c in value for c in "@?#") and (key in URL_KEYS or "://" in value):
-        return _show(redact_url(value))
-    return _show(value)
-
-
-def redact_url(text: str) -> str:
-    """``text`` with what may be a credential in a URL replaced: all the user info before the ``@`` (a user name
-    cannot be told from a token: ``https://TOKEN@host``, ``TOKEN:@host``), and any query or fragment.
-
-    Deliberately textual, not ``urlsplit``: a password with ``/`` or ``#`` in it would move the split and show.
-    When an ``@`` follows a ``?`` or ``#``, which part is the secret is ambiguous, and only the scheme is shown."""
-    scheme = _SCHEME.match(text)
-    prefix = scheme.group(0) if scheme else ""
-    rest = text[len(prefix):]
-    at = rest.rfind("@")
-    query = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=-1)
-    if at >= 0 and 0 <= query < at:
-        return prefix + REDACTED
-    if at >= 0:
-        prefix += REDACTED + "@"
-        rest = rest[at + 1:]
-        query = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=-1)
-    if query >= 0:  # a query or fragment may be a token (``?access_token=...``, or the bare token)
-        rest = rest[:query] + rest[query] + REDACTED
-    return prefix + rest
-
-
-def _section_is_secret(key: str) -> bool:
-    """Values next to a secret key may be a misspelling of it, so unknown keys there are never shown."""
-    return any(secret.startswith(key.split(".")[0] + ".") for secret in SECRET_KEYS)
-
-
-def _shown_unknown(value: Any) -> str:
-    """An unknown key's value as an error shows it: a number or a boolean as is, anything else only by its type.
-
-    The key may be a misspelled secret (``otlp.hedaers``, ``headers`` outside its section), and a string or mapping
-    under it may hold a token; the key's name is what the user needs to fix it.
-    """
-    if value is None or isinstance(value, (bool, int, float)):
-        return f"value {_show(value)}"
-    return f"a {type(value).__name__} value, not shown"
-
-
 # -- value parsers: each returns the parsed value or raises _Invalid(what is allowed) ------------------------------
 
 
@@ -194,35 +132,6 @@ MAX_YAML_NODES = 100_000
 #: How deep a config file may nest collections. PyYAML composes recursively: checked on its tokens first, a deep
 #: document never reaches the recursion limit, where any finalizer that runs would fail too.
 MAX_YAML_DEPTH = 100
-
-
-
-#: Most bytes a config or web config file may have (a real one has a few hundred): ``/dev/zero`` is not read forever.
-MAX_FILE_BYTES = 1 << 20
-
-
-def read_small_file(path: str | os.PathLike[str], limit: int = MAX_FILE_BYTES) -> str:
-    """The UTF-8 text of a regular file of at most ``limit`` bytes; raises ValueError saying why not.
-
-    Opened without blocking and checked on the open descriptor: a FIFO would block ``open`` until a writer came, a
-    device such as ``/dev/zero`` never ends."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise ValueError(exc.strerror or str(exc)) from None
-    with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
-                "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket"
-            raise ValueError(f"it is {kind}, not a regular file")
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise ValueError(f"it is larger than {limit:_} bytes")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValueError("it is not UTF-8 text") from None
 
 
 def _show(value: Any) -> str:
@@ -548,7 +457,7 @@ def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
             if value is None:
                 continue
             if not isinstance(value, Mapping):
-                shown = repr(REDACTED) if _section_is_secret(dotted + ".") else _show(value)
+                shown = repr(REDACTED) if section_is_secret(dotted + ".") else _show(value)
                 raise ConfigError(f"config key {dotted!r} has value {shown}; allowed: a mapping of "
                                   + ", ".join(k for k in _BY_KEY if k.startswith(key + ".")))
             flat.update(_flatten(value, dotted + "."))
@@ -556,7 +465,7 @@ def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         dotted = _ALIASES.get(dotted, dotted) if not prefix else dotted
         if dotted not in _BY_KEY:
             # Not shown where it may be a misspelled secret ("otlp.hedaers", "headers" outside its section).
-            raise ConfigError(f"unknown config key {_show(dotted)} ({_shown_unknown(value)}); allowed keys: "
+            raise ConfigError(f"unknown config key {_show(dotted)} ({shown_unknown(value)}); allowed keys: "
                               + ", ".join(list(_BY_KEY) + list(_ALIASES)))
         flat[dotted] = value
     return flat

@@ -19,9 +19,10 @@ from opentelemetry.sdk.resources import Resource
 from otel_rl._internal import file_sd, processes, provider, scalars, sigterm
 from otel_rl._internal.bridge import Bridge, PeriodicReader, PullReader, cumulative_temporality, without_store
 from otel_rl._internal.catalog import BY_NAME
-from otel_rl._internal.config import Settings, load_settings, redact, sdk_disabled
+from otel_rl._internal.config import Settings, load_settings, sdk_disabled
 from otel_rl._internal.errors import ConfigError
 from otel_rl._internal.exposition import Exposition, MetricsServer, bind_server, families
+from otel_rl._internal.redaction import redact
 from otel_rl._internal.render import StoreRenderer
 from otel_rl._internal.store import REGISTRY, Histogram, Registry, strict_from_environment
 from otel_rl._version import __version__

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from otel_rl._internal.config import MAX_FILE_BYTES, read_small_file
+from otel_rl._internal.config_files import MAX_FILE_BYTES, read_small_file
 from otel_rl._internal.errors import ConfigError, describe
 from otel_rl._internal.hints import install_hint
 
