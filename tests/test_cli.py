@@ -59,7 +59,8 @@ def test_a_bad_setting_is_one_error_line_not_a_traceback():
 
 
 def test_export_interval_zero_is_refused_not_ignored():
-    """`--export-interval 0` reaches validation (it used to be dropped as falsy and the 10 s default used)."""
+    """`--export-interval 0` reaches validation: 0 is a value to check, not an unset
+    option that falls back to the 10 s default."""
     done = _cli("demo", "--exporter", "otlp", "--export-interval", "0", "--iterations", "1", "--no-progress")
     assert done.returncode == 2 and "otlp.export_interval" in done.stderr, done.stderr
 
@@ -100,7 +101,7 @@ def test_demo_serves_on_the_port_of_the_environment():
 @pytest.mark.integration
 def test_demo_pushes_when_the_environment_says_otlp():
     """docs/collector.md's `OTEL_RL_EXPORTERS=otlp otel-rl demo` pushes through a real collector into Prometheus
-    (it used to serve /metrics instead): every episode of the run arrives, and no endpoint is served."""
+    rather than serving /metrics: every episode of the run arrives, and no endpoint is served."""
     from procs import push_stack, wait_until
 
     with push_stack() as (_, prom, collector):

@@ -134,7 +134,7 @@ def await_values(prom: procs.Prometheus, expected: Mapping[Key, float], what: st
             extra = f"\n--- logs ---\n{logs()}" if logs else ""
             raise AssertionError(f"{what}: after {timeout:.0f} s Prometheus ({match}) differs from the SDK's "
                                  f"values in {len(diff)} series:\n  " + "\n  ".join(diff[:60]) + extra)
-        time.sleep(0.25)
+        time.sleep(0.25)  # poll interval of this wait on Prometheus's values
 
 
 # -- processes -------------------------------------------------------------------------------------------------------
@@ -266,7 +266,7 @@ def training_loop(seconds: float, start: int = 1, step: Callable[[int], None] = 
         step(i)
         durations.append(time.perf_counter() - t)
         i += 1
-        time.sleep(pause)
+        time.sleep(pause)  # a training step's pace: periodic exports happen between steps
         elapsed = time.monotonic() - started
         if (on_tick(elapsed) if on_tick else False) or elapsed >= seconds:
             return i, durations
@@ -520,7 +520,7 @@ def test_prometheus_down_then_back_final_values_arrive_from_collector_queue(stac
     expected = truth(handle)
     # The SDK goes away: from here on the final values exist only in the collector's retry queue.
     assert handle.shutdown(timeout=10), "the collector did not accept the final export"
-    time.sleep(1.0)
+    time.sleep(1.0)  # time passes with the final values only in the collector's retry queue
     prom.start()  # same port, configuration and TSDB directory
     await_values(prom, expected, "after Prometheus came back", timeout=40, logs=stack.logs, job="e2e-promdown")
     assert collector.process is not None and collector.process.alive()
@@ -699,7 +699,7 @@ def test_shutdown_with_unreachable_collector_returns_within_timeout(tmp_path: Pa
                 proc.wait()
             deadline = time.monotonic() + 5
             while "exited" not in times and time.monotonic() < deadline:
-                time.sleep(0.01)
+                time.sleep(0.01)  # poll interval of the wait for the child's exit line
             label = f"{case[0]} {case[1]} ({case[3]} shutdown)"
             if not times.get("line"):
                 failures.append(f"{label}: printed nothing, rc={proc.returncode}: {proc.stderr.read()[-2000:]}")
@@ -775,7 +775,7 @@ def test_final_values_arrive_when_the_sdks_last_collection_overruns_the_interval
 
     def slow(options):
         if slowed.is_set():
-            time.sleep(0.4)
+            time.sleep(0.4)  # the slow callback under test
         return [Observation(1.0)]
 
     meter = handle.bridge.provider.get_meter("test.slow")
@@ -833,7 +833,7 @@ _TRAINER_SCRIPT = textwrap.dedent("""
               "otlp": {"endpoint": endpoint, "protocol": "grpc", "export_interval": 1, "timeout": 5}}
     began = time.time()
     run_demo(iterations=6, episodes_per_iter=5, seed=seed, run_id=run_id, config=config, progress=False,
-             shutdown=False, on_iteration=lambda i, outcome: time.sleep(0.3))
+             shutdown=False, on_iteration=lambda i, outcome: time.sleep(0.3))  # paced: exports between iterations
     handle = otel_rl.current()
     print(json.dumps({"pid": os.getpid(), "instance": handle.resource.attributes["service.instance.id"],
                       "began": began, "ended": time.time(), "exposition": handle.metrics_text().decode()}),

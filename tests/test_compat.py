@@ -118,11 +118,11 @@ def test_set_to_current_time_and_time_as_context_manager_and_decorator():
     assert before <= testing.value("rl_training_start_timestamp", algorithm="PPO", run_id="r1") <= time.time()
 
     with compat.DATA_LOAD_TIME.time():
-        time.sleep(0.02)
+        time.sleep(0.02)  # the elapsed time the timer must observe
 
     @compat.TRAINING_DURATION.labels("PPO").time()
     def train() -> str:
-        time.sleep(0.01)
+        time.sleep(0.01)  # the elapsed time the timer must observe
         return "done"
 
     assert train() == "done" and train.__name__ == "train"
@@ -133,7 +133,7 @@ def test_set_to_current_time_and_time_as_context_manager_and_decorator():
     assert durations.count == 2 and 0.02 <= durations.sum < 5
 
     with compat.TRAINING_ACTIVE.labels("PPO").time():
-        time.sleep(0.01)
+        time.sleep(0.01)  # the elapsed time the gauge must be set to
     assert 0.01 <= testing.value("rl_training_active", algorithm="PPO") < 5
     with compat.TRAINING_ACTIVE.labels("SAC").track_inprogress():
         assert testing.value("rl_training_active", algorithm="SAC") == 1.0

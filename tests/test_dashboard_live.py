@@ -75,7 +75,7 @@ def landed_run(request):
                        what="the first scrape of the endpoint")
             started = time.time()
             result = run_demo(iterations=12, episodes_per_iter=10, seed=0, inject_failure=True, progress=False,
-                              on_iteration=lambda i, outcome: time.sleep(0.4), shutdown=False)
+                              on_iteration=lambda i, outcome: time.sleep(0.4), shutdown=False)  # paced for scrapes
             # The demo's single policy is no learner module: one RLlib-shaped module's losses for that panel.
             set_module_losses(("PG", "cartpole-seed0", "agent_0"), (0.5, 0.25, 0.7))
             otel_rl.record_loss_metrics("PG", entropy=float("nan"))  # counted as dropped, reason nan
@@ -88,7 +88,7 @@ def landed_run(request):
             with pytest.raises(RuntimeError):
                 with otel_rl.training_run(algorithm="PG", run_id="failing-run"):
                     raise RuntimeError("a failed run, for the error panels")
-            time.sleep(2.5)  # a few scrapes of the final state
+            time.sleep(2.5)  # time for a few scrapes of the final state, so rate() panels have points
             telemetry.shutdown()  # lingers until one last scrape
             wait_until(lambda: prometheus.query('rl_training_runs_total{status="failed"}'), 30,
                        what="the failed run in Prometheus")

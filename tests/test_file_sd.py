@@ -29,7 +29,7 @@ def worker(stop):
     for _ in range(3):
         otel_rl.record_episode("PPO", "worker", 1.0, 10)   # starts the worker's own endpoint (published settings)
     while not Path(stop).exists():
-        time.sleep(0.1)
+        time.sleep(0.1)  # poll interval of the wait for the stop file
     # leaving: lingers for a last scrape, then removes its target (multiprocessing's finalizer)
 
 if __name__ == "__main__":

@@ -237,7 +237,7 @@ def test_sigterm_turned_into_an_exit_exports_your_instruments(handled):
         metrics.get_meter("x").create_counter("sigterm_updates_total").add(7)
         otel_rl.record_scalar("sigterm_scalar", 2.5)
         print("READY", flush=True)
-        time.sleep(60)
+        time.sleep(60)  # waits to be ended by the SIGTERM under test
     """
     path = os.environ.get("PYTHONPATH")
     env = {**os.environ, "PYTHONPATH": str(ROOT) + (os.pathsep + path if path else "")}

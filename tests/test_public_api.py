@@ -50,13 +50,25 @@ def test_all_lists_exactly_the_public_names():
     assert set(otel_rl.__all__) == PUBLIC
 
 
-def test_every_public_name_is_importable():
-    """Each name in __all__ is an attribute of otel_rl and `from otel_rl import *` brings exactly those."""
-    for name in otel_rl.__all__:
-        assert getattr(otel_rl, name) is not None, name
-    namespace: dict = {}
-    exec("from otel_rl import *", namespace)
-    assert set(namespace) - {"__builtins__"} == set(otel_rl.__all__)
+def test_a_fresh_interpreter_imports_exactly_the_public_names():
+    """In a fresh interpreter (no other test's imports or patches), `from otel_rl import *` binds exactly the
+    documented public names, each to a real object, and `otel_rl.__all__` lists exactly those."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, otel_rl\n"
+            "namespace = {}\n"
+            "exec('from otel_rl import *', namespace)\n"
+            "namespace.pop('__builtins__')\n"
+            "print(json.dumps({'all': list(otel_rl.__all__), 'star': sorted(namespace),\n"
+            "                  'none': sorted(n for n, v in namespace.items() if v is None)}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=str(Path(__file__).resolve().parent.parent))
+    found = json.loads(out.stdout)
+    assert sorted(found["all"]) == sorted(PUBLIC)
+    assert found["star"] == sorted(PUBLIC)
+    assert found["none"] == []
 
 
 def test_no_undeclared_public_attributes():

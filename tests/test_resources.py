@@ -131,7 +131,7 @@ def test_cpu_utilisation_follows_work_and_is_bounded():
         return _families(handle)["process_cpu_utilization"].samples[0].value
 
     cpu()
-    time.sleep(1.05)
+    time.sleep(1.05)  # lets CPU_MIN_INTERVAL_S pass, so the next read starts a new interval
     idle = cpu()
     assert cpu() == idle  # within CPU_MIN_INTERVAL_S: a second reader does not reset the interval
     started, cpu_started = time.monotonic(), time.process_time()

@@ -149,7 +149,8 @@ SIGNALS: tuple[MetricSpec, ...] = (
 #: run alone (a per-reward-function gauge has one more label and its own setter).
 SIGNAL_NAMES: tuple[str, ...] = tuple(spec.name[len("rl_training_"):] for spec in SIGNALS if spec.labels == _AR)
 
-#: otel-rl's own health metric: values the SDK refused to record, by metric and reason.
+#: otel-rl's own health metric: values otel-rl's recording dropped (None, NaN, inf, wrong type, tensor, negative
+#: counter increment, over the cardinality limit, bad labels or name), by metric and reason.
 DROPPED_VALUES = MetricSpec(
     "otel_rl_dropped_values_total", "counter", ("metric", "reason"),
     "Values otel-rl dropped instead of recording (non-finite, wrong type, over the cardinality limit)",

@@ -261,8 +261,9 @@ def rows() -> list[tuple[str, list[Panel]]]:
                                                             "renameByName": {"Value": "Errors"}}}]),
         Panel("Values dropped by otel-rl", "table", [
             Target(range_total(dropped, ("metric", "reason")), instant=True, fmt="table"),
-        ], "Values the SDK refused to record over the dashboard range, by metric and reason "
-           "(`otel_rl_dropped_values_total`: nan, inf, wrong_type, cardinality_limit, ...).", width=6,
+        ], "Values otel-rl's recording dropped instead of recording, over the dashboard range, by metric and "
+           "reason (`otel_rl_dropped_values_total`: none, nan, inf, wrong_type, tensor, negative counter "
+           "increments, cardinality_limit, bad_labels, bad_name, label_too_long, unreadable_result).", width=6,
             transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True},
                                                             "renameByName": {"Value": "Dropped"}}}]),
     ]
