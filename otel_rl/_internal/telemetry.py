@@ -17,10 +17,11 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 
 from otel_rl._internal import file_sd, processes, provider, scalars, sigterm
-from otel_rl._internal.bridge import Bridge, PeriodicReader, PullReader, cumulative_temporality, without_store
+from otel_rl._internal.bridge import Bridge, PeriodicReader, PullReader, without_store
 from otel_rl._internal.catalog import BY_NAME
 from otel_rl._internal.config import Settings, load_settings, redact, sdk_disabled
 from otel_rl._internal.errors import ConfigError
+from otel_rl._internal.exporters import console_exporter, otlp_exporter
 from otel_rl._internal.exposition import Exposition, MetricsServer, bind_server, families
 from otel_rl._internal.render import StoreRenderer
 from otel_rl._internal.store import REGISTRY, Histogram, Registry, strict_from_environment
@@ -80,7 +81,7 @@ class Telemetry:
         try:
             for name in self.exporters:
                 if name in ("otlp", "console"):
-                    exporter = _otlp_exporter(settings) if name == "otlp" else _console_exporter()
+                    exporter = otlp_exporter(settings.otlp) if name == "otlp" else console_exporter()
                     readers.append(PeriodicReader(exporter, settings.otlp.export_interval, settings.otlp.timeout,
                                                   settings.cardinality_limit))
             self.readers = readers
@@ -423,70 +424,6 @@ def _resource_metrics(settings: Settings, bridge: Bridge):
     from otel_rl._internal.resources import ResourceMetrics
 
     return ResourceMetrics(bridge.provider, __version__)
-
-
-def _otlp_exporter(settings: Settings):
-    otlp = settings.otlp
-    endpoint = otlp.resolved_endpoint()
-    headers = dict(otlp.headers) or None
-    temporality = cumulative_temporality()
-    if otlp.protocol == "grpc":
-        from grpc import Compression
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-
-        insecure = otlp.insecure if otlp.insecure is not None else endpoint.startswith("http://")
-        # gRPC metadata keys must be lowercase: "Authorization" would fail every export ("Illegal header key").
-        headers = {key.lower(): value for key, value in otlp.headers} or None
-        credentials = None
-        if otlp.certificate or otlp.client_certificate:
-            import grpc
-
-            def read(path: str | None) -> bytes | None:
-                if not path:
-                    return None
-                with open(path, "rb") as f:
-                    return f.read()
-
-            credentials = grpc.ssl_channel_credentials(read(otlp.certificate), read(otlp.client_key),
-                                                       read(otlp.client_certificate))
-        compression = {"none": Compression.NoCompression, "gzip": Compression.Gzip,
-                       "deflate": Compression.Deflate}[otlp.compression]
-        return OTLPMetricExporter(endpoint=endpoint, insecure=insecure, credentials=credentials, headers=headers,
-                                  timeout=otlp.timeout, compression=compression,
-                                  preferred_temporality=temporality)
-    from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpExporter
-
-    compression = {"none": HttpCompression.NoCompression, "gzip": HttpCompression.Gzip,
-                   "deflate": HttpCompression.Deflate}[otlp.compression]
-    return HttpExporter(endpoint=endpoint, certificate_file=otlp.certificate or None,
-                        client_certificate_file=otlp.client_certificate, client_key_file=otlp.client_key,
-                        session=_session_keeping_ca() if otlp.certificate else None, headers=headers,
-                        timeout=otlp.timeout, compression=compression, preferred_temporality=temporality)
-
-
-def _session_keeping_ca():
-    """A requests session whose CA file (otlp.certificate) is not replaced by REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE.
-
-    requests lets those variables override a session's ``verify`` path (psf/requests#3829), so a machine that sets
-    them (many do) would verify the collector against the system CAs and fail every export.
-    """
-    import requests
-
-    class Session(requests.Session):
-        def merge_environment_settings(self, url, proxies, stream, verify, cert):
-            settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
-            if verify is None and isinstance(self.verify, str):
-                settings["verify"] = self.verify
-            return settings
-
-    return Session()
-
-
-def _console_exporter():
-    from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
-
-    return ConsoleMetricExporter(preferred_temporality=cumulative_temporality())
 
 
 def init_telemetry(config: Settings | Mapping[str, Any] | str | os.PathLike[str] | None = None) -> Telemetry:
