@@ -107,7 +107,7 @@ if pid == 0:
     otel_rl.record_episode("PPO", "child", 2.0, 10)
     text = handle.metrics_text()   # the parent's handle shows this process' values
     ok = b'agent_id="child"' in text and b'agent_id="main"' not in text
-    sys.exit(0 if ok else 5)       # atexit runs the shutdown that used to hang
+    sys.exit(0 if ok else 5)       # atexit shuts down the parent's inherited handle: it must not hang
 started = time.monotonic()
 code = wait_child(pid, 30)
 elapsed = time.monotonic() - started
