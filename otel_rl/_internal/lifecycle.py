@@ -14,8 +14,9 @@ the exit and SIGTERM flushes, and what a forked child does with its parent's tel
   freed when the parent stops); the store, the decorators and the other modules reset their own state in their own
   fork handlers.
 
-The top of the lifecycle: imports telemetry and the plain modules below it; nothing of ours imports it but the
-public API (``otel_rl``), the decorators' worker flush, the integrations and the command-line tools.
+Imports telemetry and the plain modules below it. Only modules above it import it: the public API (``otel_rl``),
+the decorators (the worker flush), the integrations, ``compat``, ``instrumentation`` and the ``stack`` command;
+``tests/test_architecture.py`` checks that none below does.
 """
 
 from __future__ import annotations
