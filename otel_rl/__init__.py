@@ -16,7 +16,8 @@ from otel_rl._internal.decorators import (
     training_run,
 )
 from otel_rl._internal.errors import ConfigError, StrictModeError
-from otel_rl._internal.processes import worker_env
+from otel_rl._internal.lifecycle import init_telemetry
+from otel_rl._internal.lifecycle import running_telemetry as current
 from otel_rl._internal.provider import meter_provider
 from otel_rl._internal.recording import (
     record_data_load_time,
@@ -33,7 +34,8 @@ from otel_rl._internal.recording import (
     record_training_start,
 )
 from otel_rl._internal.scalars import record_scalar
-from otel_rl._internal.telemetry import Telemetry, current, init_telemetry
+from otel_rl._internal.telemetry import Telemetry
+from otel_rl._internal.worker_settings import worker_env
 from otel_rl._version import __version__
 
 __all__ = [

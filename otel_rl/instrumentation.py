@@ -498,7 +498,7 @@ def configure() -> Any:
     if root and root != str(os.getpid()):
         return None
     os.environ[ROOT_ENV] = str(os.getpid())
-    from otel_rl._internal.telemetry import init_telemetry
+    from otel_rl._internal import lifecycle
 
     # Before init_telemetry, whose own SIGTERM handler (final export, then death by SIGTERM) steps aside for it:
     # sys.exit also runs the script's finally blocks and records an interrupted training_run as failed.
@@ -506,8 +506,7 @@ def configure() -> Any:
             threading.current_thread() is threading.main_thread() and \
             signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    telemetry = init_telemetry()
-    telemetry._automatic = True
+    telemetry = lifecycle.start(automatic=True)
     _set_global_provider(telemetry)
     return telemetry
 

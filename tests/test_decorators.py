@@ -515,10 +515,10 @@ def test_a_label_whose_str_raises_never_raises_from_training_run_or_train_step(c
 async def test_flush_on_return_flushes_after_each_call_also_on_error(monkeypatch):
     """``flush_on_return`` (bare, called, on a coroutine function, as a ``with`` block) exports the worker's values
     once per call when it ends, also when it raises, and returns or raises what the function does."""
-    from otel_rl._internal import processes
+    from otel_rl._internal import lifecycle
 
     flushes = []
-    monkeypatch.setattr(processes, "flush_worker", lambda: flushes.append(1) or True)
+    monkeypatch.setattr(lifecycle, "flush_worker", lambda: flushes.append(1) or True)
 
     @otel_rl.flush_on_return
     def task(n):
@@ -590,10 +590,10 @@ def test_flush_on_return_holds_up_one_task_not_every_task_when_the_collector_is_
 async def test_flush_on_return_on_a_generator_flushes_when_it_ends_not_when_it_is_created(monkeypatch):
     """A streaming Ray task is a generator function: its values are recorded while it is iterated, so the flush
     comes when the generator is exhausted (sync and async), not when calling it creates the generator."""
-    from otel_rl._internal import processes
+    from otel_rl._internal import lifecycle
 
     flushes = []
-    monkeypatch.setattr(processes, "flush_worker", lambda: flushes.append(1) or True)
+    monkeypatch.setattr(lifecycle, "flush_worker", lambda: flushes.append(1) or True)
 
     @otel_rl.flush_on_return
     def stream(n):

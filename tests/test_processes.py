@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from otel_rl._internal import processes
+from otel_rl._internal import identity, worker_settings
 from otel_rl._internal.config import load_settings
 
 import procs
@@ -30,7 +30,7 @@ def run_script(body: str, *args: str, timeout: float = 90, env: dict[str, str] |
     """Run ``body`` in a new interpreter; return the JSON it prints last and its stderr."""
     path = os.environ.get("PYTHONPATH")
     environ = {**os.environ, "PYTHONPATH": str(ROOT) + (os.pathsep + path if path else ""), **(env or {})}
-    environ.pop(processes.WORKER_CONFIG_ENV, None)
+    environ.pop(worker_settings.WORKER_CONFIG_ENV, None)
     with procs.workdir() as wd:  # a file, not -c: spawn and forkserver workers import the script's functions
         script = wd / "scenario.py"
         script.write_text(textwrap.dedent(body))
@@ -107,7 +107,7 @@ if pid == 0:
     otel_rl.record_episode("PPO", "child", 2.0, 10)
     text = handle.metrics_text()   # the parent's handle shows this process' values
     ok = b'agent_id="child"' in text and b'agent_id="main"' not in text
-    sys.exit(0 if ok else 5)       # atexit runs the shutdown that used to hang
+    sys.exit(0 if ok else 5)       # atexit shuts down the parent's inherited handle: it must not hang
 started = time.monotonic()
 code = wait_child(pid, 30)
 elapsed = time.monotonic() - started
@@ -348,7 +348,7 @@ def test_worker_env_leaves_secrets_out_and_a_worker_without_headers_says_what_to
     result, _ = run_script("""
 import json, os, subprocess, sys
 import otel_rl
-from otel_rl._internal.processes import WORKER_CONFIG_ENV
+from otel_rl._internal.worker_settings import WORKER_CONFIG_ENV
 handle = otel_rl.init_telemetry({"exporters": ["otlp"], "otlp": {
     "endpoint": "http://writer:s3cretPW@127.0.0.1:9/v1/metrics", "protocol": "http/protobuf",
     "headers": {"authorization": "Bearer s3cretTOKEN"}, "export_interval": 3600, "timeout": 1}})
@@ -388,35 +388,35 @@ def test_worker_config_keeps_push_and_drops_the_fixed_port() -> None:
                               "otlp": {"endpoint": "http://collector:4317", "export_interval": 2},
                               "resource_attributes": {"team": "rl", "service.instance.id": "fixed"}},
                              environ={})
-    config = processes.worker_config(settings)
+    config = worker_settings.worker_config(settings)
     assert config is not None and config["exporters"] == ["otlp"]
     assert config["resource_attributes"] == {"team": "rl"}   # each worker gets its own instance id
     again = load_settings(config, environ={})
     assert again.otlp == settings.otlp and again.service_name == "svc" and again.exporters == ("otlp",)
-    assert processes.worker_config(load_settings({"exporters": ["prometheus"]}, environ={})) is None
+    assert worker_settings.worker_config(load_settings({"exporters": ["prometheus"]}, environ={})) is None
 
 
 def test_process_attributes_name_the_rank(monkeypatch) -> None:
     monkeypatch.setenv("RANK", "3")
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "8")
-    attrs = processes.process_attributes()
+    attrs = identity.process_attributes()
     assert attrs["rl.rank"] == "3" and attrs["rl.local_rank"] == "1" and attrs["rl.world_size"] == "8"
     assert attrs["rl.process.role"] == "rank" and attrs["process.pid"] == str(os.getpid())
     monkeypatch.setenv("RANK", "not-a-number")
-    assert "rl.rank" not in processes.process_attributes()
+    assert "rl.rank" not in identity.process_attributes()
 
 
 def test_published_settings_are_not_picked_up_by_the_publisher_itself(monkeypatch) -> None:
-    monkeypatch.setenv(processes.WORKER_CONFIG_ENV, json.dumps({"parent": os.getpid(), "config": {"a": 1}}))
-    assert processes.inherited_config() is None
-    monkeypatch.setenv(processes.WORKER_CONFIG_ENV, json.dumps({"parent": os.getpid() + 1, "config": {"a": 1}}))
-    assert processes.inherited_config() == {"a": 1}
+    monkeypatch.setenv(worker_settings.WORKER_CONFIG_ENV, json.dumps({"parent": os.getpid(), "config": {"a": 1}}))
+    assert worker_settings.inherited_config() is None
+    monkeypatch.setenv(worker_settings.WORKER_CONFIG_ENV, json.dumps({"parent": os.getpid() + 1, "config": {"a": 1}}))
+    assert worker_settings.inherited_config() == {"a": 1}
     other_host = {"parent": os.getpid(), "host": "elsewhere", "config": {"b": 2}}   # a remote Ray node
-    monkeypatch.setenv(processes.WORKER_CONFIG_ENV, json.dumps(other_host))
-    assert processes.inherited_config() == {"b": 2}
-    monkeypatch.setenv(processes.WORKER_CONFIG_ENV, "{not json")
-    assert processes.inherited_config() is None
+    monkeypatch.setenv(worker_settings.WORKER_CONFIG_ENV, json.dumps(other_host))
+    assert worker_settings.inherited_config() == {"b": 2}
+    monkeypatch.setenv(worker_settings.WORKER_CONFIG_ENV, "{not json")
+    assert worker_settings.inherited_config() is None
 
 
 
@@ -424,8 +424,8 @@ def test_a_worker_that_calls_init_telemetry_after_recording_gets_the_settings_it
     result, _ = run_script("""
 import json, os, sys
 import otel_rl
-from otel_rl._internal import processes
-os.environ[processes.WORKER_CONFIG_ENV] = json.dumps(
+from otel_rl._internal import worker_settings
+os.environ[worker_settings.WORKER_CONFIG_ENV] = json.dumps(
     {"parent": os.getppid(), "config": {"exporters": ["otlp"], "shutdown_timeout": 1,
                                         "otlp": {"endpoint": "http://127.0.0.1:9"}}})
 otel_rl.record_episode("PPO", "w", 1.0, 10)           # starts push telemetry from the published settings
@@ -611,12 +611,12 @@ def test_worker_config_hands_on_extra_keys_buckets_global_provider_and_strict() 
     settings = load_settings({"exporters": ["otlp"], "extra_keys": ["eval/*"], "strict": True,
                               "buckets": {"rl_training_value_loss": [1, 10]}, "global_provider": "off"},
                              environ={})
-    config = processes.worker_config(settings)
+    config = worker_settings.worker_config(settings)
     assert config is not None
     again = load_settings(json.loads(json.dumps(config)), environ={})
     assert (again.extra_keys, again.buckets, again.global_provider, again.strict) == \
         (settings.extra_keys, settings.buckets, "off", True)
-    plain = processes.worker_config(load_settings({"exporters": ["otlp"]}, environ={}))
+    plain = worker_settings.worker_config(load_settings({"exporters": ["otlp"]}, environ={}))
     assert plain is not None and not {"extra_keys", "buckets", "global_provider", "strict"} & set(plain)
 
 
@@ -625,9 +625,9 @@ def test_worker_config_hands_on_label_value_limit_per_run_series_and_flush_on_si
     flush_on_sigterm off in the parent's config, a worker must not install otel-rl's SIGTERM handler."""
     settings = load_settings({"exporters": ["otlp"], "label_value_limit": 64, "per_run_series": True,
                               "flush_on_sigterm": False}, environ={})
-    config = processes.worker_config(settings)
+    config = worker_settings.worker_config(settings)
     assert config is not None
     again = load_settings(json.loads(json.dumps(config)), environ={})
     assert (again.label_value_limit, again.per_run_series, again.flush_on_sigterm) == (64, True, False)
-    plain = processes.worker_config(load_settings({"exporters": ["otlp"]}, environ={}))
+    plain = worker_settings.worker_config(load_settings({"exporters": ["otlp"]}, environ={}))
     assert plain is not None and not {"per_run_series", "flush_on_sigterm"} & set(plain)

@@ -284,10 +284,10 @@ def test_dqn_and_sac_losses_match_rllib(telemetry, algo_name):
 def test_a_failed_flush_stops_the_per_result_flushes(telemetry, monkeypatch, caplog):
     """When the export at the end of a result fails (an unreachable collector), the callback warns once and stops
     flushing per result, so training is held up once, not at every iteration; results are still recorded."""
-    from otel_rl._internal import processes
+    from otel_rl._internal import lifecycle
 
     flushes = []
-    monkeypatch.setattr(processes, "flush_worker", lambda: flushes.append(1) or False)
+    monkeypatch.setattr(lifecycle, "flush_worker", lambda: flushes.append(1) or False)
     callback = OtelRLCallback.configured(algorithm="PPO")()
     with caplog.at_level(logging.WARNING, logger="otel_rl"):
         for i in range(3):

@@ -141,7 +141,7 @@ def test_no_handler_from_another_thread():
     result: list[bool] = []
 
     def check():
-        thread = threading.Thread(target=lambda: result.append(sigterm.install()))
+        thread = threading.Thread(target=lambda: result.append(sigterm.install(lambda: None)))
         thread.start()
         thread.join()
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

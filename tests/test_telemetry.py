@@ -386,7 +386,7 @@ def test_resource_comes_from_the_sdk_with_the_service_on_top(monkeypatch):
     assert attributes["service.name"] == "trainer-y"
     assert attributes["team"] == "rl"
     assert attributes["service.instance.id"].endswith(f"-{os.getpid()}")
-# -- lifecycle edge cases (issue 10) ----------------------------------------------------------------------------------
+# -- lifecycle edge cases ---------------------------------------------------------------------------------------------
 
 
 def test_second_shutdown_after_a_failed_first_returns_false():

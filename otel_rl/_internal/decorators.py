@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
-from otel_rl._internal import processes
+from otel_rl._internal import identity, lifecycle
 from otel_rl._internal import recording as rec
 from otel_rl._internal.errors import StrictModeError
 from otel_rl._internal.results import RECORDED_KEY, parse_result
@@ -83,7 +83,7 @@ class training_run:  # noqa: N801 (a decorator and context manager, named like o
 
     def _start(self) -> tuple[float, contextvars.Token, str]:
         # Inside a Ray Tune trial the default run_id is the trial id, so trials never share series.
-        run_id = self.run_id if self.run_id != "default" else (processes.ray_trial() or ("default",))[0]
+        run_id = self.run_id if self.run_id != "default" else (identity.ray_trial() or ("default",))[0]
         token = _current_run.set(RunContext(self.algorithm, run_id))
         rec.record_training_start(self.algorithm, run_id)
         return time.monotonic(), token, run_id
@@ -232,7 +232,7 @@ def flush_on_return(func: Callable[..., Any] | None = None) -> Any:
 
 def _flush_worker() -> bool:
     try:
-        return processes.flush_worker()
+        return lifecycle.flush_worker()
     except Exception:  # noqa: BLE001 (never raises into the task)
         _logger.exception("otel-rl: could not flush the worker's values")
         return False
@@ -258,6 +258,10 @@ _RECORDERS: weakref.WeakSet[_StepRecorder] = weakref.WeakSet()
 def _after_fork_in_child() -> None:
     for recorder in list(_RECORDERS):
         recorder.after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _StepRecorder:

@@ -2,11 +2,12 @@
 
 A SIGTERM at its default disposition kills the process without running ``atexit``, so the values recorded since
 the last periodic export never left it. While SIGTERM is at that default, :func:`install` (called by
-``init_telemetry`` on the main thread, unless ``flush_on_sigterm`` is off) puts a handler in its place that shuts
-the running telemetry down (the final export, within ``shutdown_timeout``) and then dies of SIGTERM as it would
-have (the parent sees ``-SIGTERM``, a shell exit status 143). A handler that is not the default (the user's, Ray's,
-a framework's) is never replaced; such handlers usually exit through ``SystemExit``, which runs ``atexit`` and so
-the final export. A handler installed later that calls the previous one (the usual way to chain) reaches this one.
+``init_telemetry`` on the main thread, unless ``flush_on_sigterm`` is off) puts a handler in its place that makes
+the final export it is given (lifecycle's: shut the running telemetry down within ``shutdown_timeout``) and then
+dies of SIGTERM as it would have (the parent sees ``-SIGTERM``, a shell exit status 143). A handler that is not
+the default (the user's, Ray's, a framework's) is never replaced; such handlers usually exit through
+``SystemExit``, which runs ``atexit`` and so the final export. A handler installed later that calls the previous
+one (the usual way to chain) reaches this one.
 
 The handler runs in the main thread between two bytecodes of whatever it interrupted. When that is otel-rl's or
 the OpenTelemetry SDK's own code, a lock the export needs may be held by the interrupted frame; the handler then
@@ -17,6 +18,8 @@ SIGTERM while that call has not returned (it never should) exports at once; duri
 
 ``shutdown()`` puts SIGTERM back to its default when this handler is still the one installed (a Python handler
 delays SIGTERM until the main thread runs Python code again); the next ``init_telemetry`` installs it again.
+
+Imports nothing of otel-rl's: the final export is a callable handed to :func:`install`.
 """
 
 from __future__ import annotations
@@ -52,26 +55,32 @@ except ImportError:  # pragma: no cover (a dependency of otel-rl)
     pass
 
 _handling = False
+#: What the handler exports before the process dies (given to :func:`install`).
+_final_export: Callable[[], object] | None = None
 #: While the handler waits for the interrupted call to return: what makes the export then (a second SIGTERM makes
 #: it at once, so a call that never returns cannot leave the process deaf to SIGTERM).
 _waiting: Callable[[], None] | None = None
 
 
-def install() -> bool:
-    """Put the final-export handler on SIGTERM when SIGTERM is at its default; returns whether it is there.
+def install(final_export: Callable[[], object]) -> bool:
+    """Put the handler that calls ``final_export`` and then dies on SIGTERM, when SIGTERM is at its default; returns
+    whether it is there.
 
     Only the main thread of the main interpreter may set a handler; elsewhere this does nothing (and says why at
     debug level)."""
+    global _final_export
     if threading.current_thread() is not threading.main_thread():
         _logger.debug("otel-rl: no SIGTERM handler: init_telemetry was not called on the main thread")
         return False
     try:
         current = signal.getsignal(signal.SIGTERM)
         if current is _on_sigterm:
+            _final_export = final_export
             return True
         if current is not signal.SIG_DFL:
             _logger.debug("otel-rl: SIGTERM already has a handler (%r); it is left as it is", current)
             return False
+        _final_export = final_export
         signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main interpreter (a subinterpreter): signal.signal is refused
         _logger.debug("otel-rl: no SIGTERM handler in a subinterpreter")
@@ -133,7 +142,7 @@ def after_otel_rl(frame: FrameType | None, action: Callable[[], object]) -> None
         return
     # The interrupted call may hold a lock the export needs: let it finish, and export when its frame returns. A
     # tracer already there (coverage, a debugger) steps aside for that call and is put back before the export:
-    # exporting at once under it waited on that lock for the whole shutdown_timeout and lost the final export.
+    # exporting at once under it would wait on that lock for the whole shutdown_timeout and lose the final export.
     previous = sys.gettrace()
     done = False
 
@@ -172,12 +181,10 @@ def _on_stack(target: FrameType, frame: FrameType | None) -> bool:
 
 
 def _export_and_die(signum: int) -> None:
-    from otel_rl._internal import telemetry
-
-    running = telemetry.current()
-    if running is not None:
+    final_export = _final_export
+    if final_export is not None:
         try:
-            running.shutdown()
+            final_export()
         except Exception:  # noqa: BLE001 (the process dies of SIGTERM whatever the export does)
             _logger.exception("otel-rl: the final export on SIGTERM failed")
     die_of(signum)

@@ -117,9 +117,9 @@ def run_stack(iterations: int = 60, seed: int = 0, protocol: str = "grpc", prome
     The collector's listen addresses come from the same variables its config reads (``OTELCOL_OTLP_GRPC_ENDPOINT``,
     ``OTELCOL_OTLP_HTTP_ENDPOINT``, ``OTELCOL_HEALTH_ENDPOINT``). With ``keep`` everything runs until Ctrl-C.
     """
+    from otel_rl._internal.lifecycle import running_telemetry
     from otel_rl._internal.rules import write_rules
     from otel_rl._internal.store import REGISTRY
-    from otel_rl._internal.telemetry import current
     from otel_rl.demo.run import run_demo
 
     prometheus = shutil.which("prometheus")
@@ -177,7 +177,7 @@ def run_stack(iterations: int = 60, seed: int = 0, protocol: str = "grpc", prome
             "service_name": "otel-rl-demo", "exporters": ["otlp"],
             "otlp": {"endpoint": endpoint, "protocol": protocol, "export_interval": 2.0}})
         recorded = sum(value for _, value in REGISTRY.counter("rl_training_episodes_total").snapshot())
-        telemetry = current()
+        telemetry = running_telemetry()
         flushed = telemetry.shutdown() if telemetry is not None else False  # the final export, with its timeout
         episodes = wait_for_count(prom_url, recorded, timeout=30.0)
         print(f"otel-rl stack: {result.iterations} iterations in {result.seconds:.1f} s; this run recorded "
@@ -195,7 +195,7 @@ def run_stack(iterations: int = 60, seed: int = 0, protocol: str = "grpc", prome
                 time.sleep(3600)
         return 0 if succeeded else 1
     except KeyboardInterrupt:
-        running = current()
+        running = running_telemetry()
         if running is not None:  # the final export, while the collector still runs (not at exit, after it)
             running.shutdown()
         return 130

@@ -58,14 +58,14 @@ class Registry:
     """All metric state of a process, keyed by metric name."""
 
     #: Called (under a metric's lock, so it must not record) when a series is created; see
-    #: :mod:`otel_rl._internal.processes`, which uses it once per process to find out that it records.
+    #: :mod:`otel_rl._internal.lifecycle`, which uses it once per process to find out that it records.
     new_series_hook: Callable[[], None] | None = None
     #: Whether the original series without ``run_id`` carry one (the ``per_run_series`` setting, off by default so
     #: the original module's label sets stay exact); see :meth:`set_per_run`.
     per_run: bool = False
     #: The run_id a value belongs to, given its algorithm (None for series without one); set by recording.
     run_of: Callable[[str | None], str] | None = None
-    #: Whether telemetry runs in this process (set by :mod:`otel_rl._internal.telemetry`); strict mode asks it.
+    #: Whether telemetry runs in this process (set by :mod:`otel_rl._internal.lifecycle`); strict mode asks it.
     running: Callable[[], bool] | None = None
 
     def __init__(self, specs: Iterable[MetricSpec] = ALL_METRICS,
@@ -617,3 +617,5 @@ _KINDS: dict[str, type[Metric]] = {"counter": Counter, "gauge": Gauge, "histogra
 
 #: The process-wide registry that the record helpers, decorators and readers share.
 REGISTRY = Registry()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=REGISTRY.after_fork_in_child)

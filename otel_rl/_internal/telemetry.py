@@ -1,42 +1,49 @@
-"""``init_telemetry``: builds the readers from settings and wires them to the shared metric state."""
+"""The running telemetry of a process: its readers, its ``/metrics`` endpoint, its flush and its shutdown.
+
+:class:`Telemetry` builds the readers from settings and wires them to the store; :mod:`otel_rl._internal.lifecycle`
+decides when one starts and stops and which one is running. This module imports nothing above it (not lifecycle):
+what it needs from there (the running telemetry of a forked child, what to undo when it stops) it is handed.
+"""
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import fields, is_dataclass
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider, MetricsTimeoutError
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 
-from otel_rl._internal import file_sd, processes, provider, scalars, sigterm
-from otel_rl._internal.bridge import Bridge, PeriodicReader, PullReader, cumulative_temporality, without_store
+from otel_rl._internal import file_sd, identity, provider, scalars
+from otel_rl._internal.bridge import Bridge, PeriodicReader, PullReader, without_store
 from otel_rl._internal.catalog import BY_NAME
-from otel_rl._internal.config import Settings, load_settings, sdk_disabled
+from otel_rl._internal.config import Settings, sdk_disabled
 from otel_rl._internal.errors import ConfigError
+from otel_rl._internal.exporters import console_exporter, otlp_exporter
 from otel_rl._internal.exposition import Exposition, MetricsServer, bind_server, families
-from otel_rl._internal.redaction import redact
 from otel_rl._internal.render import StoreRenderer
-from otel_rl._internal.store import REGISTRY, Histogram, Registry, strict_from_environment
+from otel_rl._internal.store import REGISTRY, Histogram, Registry
 from otel_rl._version import __version__
 
 _logger = logging.getLogger("otel_rl")
 
-_lock = threading.Lock()
-_current: Telemetry | None = None
+#: What a telemetry is told to call when it has stopped, and what a forked child's copy asks for this process' own.
+OnStopped = Callable[["Telemetry"], None]
+RunningHere = Callable[[], "Telemetry | None"]
 
 
 class Telemetry:
     """The running telemetry of this process: its readers, its endpoint and its MeterProvider."""
 
-    def __init__(self, settings: Settings, registry: Registry = REGISTRY) -> None:
+    def __init__(self, settings: Settings, registry: Registry = REGISTRY, on_stopped: OnStopped | None = None) -> None:
+        """Build the readers and start the endpoint of ``settings``.
+
+        ``on_stopped`` is called once this telemetry has shut down (lifecycle forgets it as the running one)."""
         self.settings = settings
         self.registry = registry
         self.started_at = time.time()
@@ -44,9 +51,9 @@ class Telemetry:
         self._shutdown_result = False
         self._shutdown_finished = threading.Event()
         self._shutdown_lock = threading.Lock()
+        self._on_stopped = on_stopped
         self._abandoned_in: int | None = None  #: the pid of a forked child in which this handle is the parent's
-        self._automatic = False  #: started by a worker's first record from its parent's published settings
-        self._replaced = False  #: an automatic telemetry that an explicit init_telemetry() replaces
+        self._running_here: RunningHere = lambda: None  #: in that child: the child's own running telemetry
         self._view: Telemetry | None = None  #: what this (parent's) handle shows in a forked child
         registry.cardinality_limit = settings.cardinality_limit
         registry.set_per_run(settings.per_run_series)
@@ -81,7 +88,7 @@ class Telemetry:
         try:
             for name in self.exporters:
                 if name in ("otlp", "console"):
-                    exporter = _otlp_exporter(settings) if name == "otlp" else _console_exporter()
+                    exporter = otlp_exporter(settings.otlp) if name == "otlp" else console_exporter()
                     readers.append(PeriodicReader(exporter, settings.otlp.export_interval, settings.otlp.timeout,
                                                   settings.cardinality_limit))
             self.readers = readers
@@ -120,7 +127,7 @@ class Telemetry:
         assert self.server is not None and self.settings.prometheus.file_sd
         address = file_sd.advertised_address(self.settings.prometheus.host, self.server.port)
         try:
-            file_sd.join(self.settings.prometheus.file_sd, address, processes.process_attributes())
+            file_sd.join(self.settings.prometheus.file_sd, address, identity.process_attributes())
             self._sd_address = address
         except OSError as exc:
             _logger.error("otel-rl: could not add %s to the target file %s (%s); Prometheus will not find this "
@@ -230,7 +237,7 @@ class Telemetry:
     def force_flush(self, timeout: float | None = None) -> bool:
         """Export the current values now on every push reader. False if it did not finish in time or failed."""
         if self._abandoned_in == os.getpid():
-            replacement = _current
+            replacement = self._running_here()
             return replacement.force_flush(timeout) if replacement is not None else True
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
         mark = time.monotonic_ns()  # success means: values collected after this call went out
@@ -254,17 +261,18 @@ class Telemetry:
                 _logger.warning("otel-rl: reading the final values took longer than %.1f s; they were not exported",
                                 timeout)
 
-    def shutdown(self, timeout: float | None = None) -> bool:
+    def shutdown(self, timeout: float | None = None, *, linger: bool = True) -> bool:
         """Flush the final values and stop every reader and the endpoint, within ``timeout`` seconds (plus the linger).
 
-        With ``prometheus.linger`` set, first waits (within that many seconds) for one more scrape so the last
-        values of a short run reach Prometheus. Returns False when something did not finish in time (for instance
-        an unreachable collector); the process can still exit, nothing is left blocking it. A later call returns
-        the first call's result.
+        With ``prometheus.linger`` set (and ``linger`` true), first waits (within that many seconds) for one more
+        scrape so the last values of a short run reach Prometheus; ``linger=False`` is for a telemetry that another
+        one replaces, which serves the same store, so nothing is left to scrape. Returns False when something did
+        not finish in time (for instance an unreachable collector); the process can still exit, nothing is left
+        blocking it. A later call returns the first call's result.
         """
         if self._abandoned_in == os.getpid():
             # The parent's handle, used in a forked child: it stands for this process' own telemetry, if any.
-            replacement = _current
+            replacement = self._running_here()
             return replacement.shutdown(timeout) if replacement is not None else True
         with self._shutdown_lock:
             again = self._shutdown_done
@@ -273,17 +281,16 @@ class Telemetry:
             finished = self._shutdown_finished.wait(self.settings.shutdown_timeout if timeout is None else timeout)
             return finished and self._shutdown_result
         try:
-            self._shutdown_result = self._shutdown(timeout)
+            self._shutdown_result = self._shutdown(timeout, linger)
         finally:
             self._shutdown_finished.set()
         return self._shutdown_result
 
-    def _shutdown(self, timeout: float | None) -> bool:
-        global _current
+    def _shutdown(self, timeout: float | None, linger: bool) -> bool:
         mark = time.monotonic_ns()
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
         ok = True
-        if self.server is not None and self.settings.prometheus.linger > 0 and not self._replaced:
+        if self.server is not None and self.settings.prometheus.linger > 0 and linger:
             # The linger is its own budget, before the flush's: a scrape interval is often longer than timeout.
             seen = self.server.scrapes
             _logger.info("otel-rl: waiting up to %.1f s for a last scrape of /metrics", self.settings.prometheus.linger)
@@ -310,20 +317,18 @@ class Telemetry:
                 file_sd.leave(self.settings.prometheus.file_sd, self._sd_address)
         if self.resource_metrics is not None:
             self.resource_metrics.close()
-        with _lock:
-            if _current is self:
-                _current = None
-                processes.withdraw()
-                sigterm.uninstall()
-                scalars.set_patterns(())
-                self.registry.strict = strict_from_environment()
+        if self._on_stopped is not None:
+            self._on_stopped(self)
         if not flushed:
             _logger.warning("otel-rl: the final export did not succeed within %.1f s; the last values may not have "
                             "reached the collector", timeout)
         return ok and flushed
 
-    def _abandon_in_child(self) -> None:
+    def abandon_in_child(self, running_here: RunningHere) -> None:
         """In a forked child: make this (the parent's) telemetry inert without touching its threads or server.
+
+        ``running_here`` returns the child's own running telemetry, if any: this handle stands for it from now on
+        (its flush, shutdown and exposition are that one's).
 
         Nothing it holds is used again here: its periodic readers are shut down (their exporters, made in the
         parent, do nothing in another process, and the readers export nothing there: see ``PeriodicReader``), so
@@ -331,6 +336,7 @@ class Telemetry:
         (no ``shutdown()``, which would hang).
         """
         self._abandoned_in = os.getpid()
+        self._running_here = running_here
         self._shutdown_lock = threading.Lock()
         self._shutdown_done = True
         readers = self._push_readers()
@@ -354,22 +360,13 @@ def _stop_inherited(readers: list[PeriodicReader]) -> None:
 
 def _child_view(parent: Telemetry) -> Telemetry:
     """What the parent's handle shows in a forked child: this process' telemetry, or a private pull-only one."""
-    if _current is not None:
-        return _current
+    running = parent._running_here()
+    if running is not None:
+        return running
     view = parent._view
     if view is None or view._abandoned_in is not None:
         view = parent._view = Telemetry(dataclasses.replace(parent.settings, exporters=()))
     return view
-
-
-def _after_fork_in_child() -> Telemetry | None:
-    """Called by :mod:`otel_rl._internal.processes` in a forked child; returns the parent's telemetry, if any."""
-    global _lock, _current
-    _lock = threading.Lock()
-    parent, _current = _current, None
-    if parent is not None:
-        parent._abandon_in_child()
-    return parent
 
 
 def _bounded(func, timeout: float) -> bool:
@@ -407,9 +404,9 @@ def _resource(settings: Settings) -> Resource:
     configured attributes on top. Settings already resolved OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME."""
     attributes: dict[str, Any] = {
         "service.name": settings.service_name,
-        "service.instance.id": processes.instance_id(),
+        "service.instance.id": identity.instance_id(),
     }
-    attributes.update(processes.process_attributes())  # pid, role, worker index, rank, Ray ids
+    attributes.update(identity.process_attributes())  # pid, role, worker index, rank, Ray ids
     given = dict(settings.resource_attributes)
     attributes.update(given)
     if settings.service_name != Settings.service_name or "service.name" not in given:
@@ -424,152 +421,3 @@ def _resource_metrics(settings: Settings, bridge: Bridge):
     from otel_rl._internal.resources import ResourceMetrics
 
     return ResourceMetrics(bridge.provider, __version__)
-
-
-def _otlp_exporter(settings: Settings):
-    otlp = settings.otlp
-    endpoint = otlp.resolved_endpoint()
-    headers = dict(otlp.headers) or None
-    temporality = cumulative_temporality()
-    if otlp.protocol == "grpc":
-        from grpc import Compression
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-
-        insecure = otlp.insecure if otlp.insecure is not None else endpoint.startswith("http://")
-        # gRPC metadata keys must be lowercase: "Authorization" would fail every export ("Illegal header key").
-        headers = {key.lower(): value for key, value in otlp.headers} or None
-        credentials = None
-        if otlp.certificate or otlp.client_certificate:
-            import grpc
-
-            def read(path: str | None) -> bytes | None:
-                if not path:
-                    return None
-                with open(path, "rb") as f:
-                    return f.read()
-
-            credentials = grpc.ssl_channel_credentials(read(otlp.certificate), read(otlp.client_key),
-                                                       read(otlp.client_certificate))
-        compression = {"none": Compression.NoCompression, "gzip": Compression.Gzip,
-                       "deflate": Compression.Deflate}[otlp.compression]
-        return OTLPMetricExporter(endpoint=endpoint, insecure=insecure, credentials=credentials, headers=headers,
-                                  timeout=otlp.timeout, compression=compression,
-                                  preferred_temporality=temporality)
-    from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpExporter
-
-    compression = {"none": HttpCompression.NoCompression, "gzip": HttpCompression.Gzip,
-                   "deflate": HttpCompression.Deflate}[otlp.compression]
-    return HttpExporter(endpoint=endpoint, certificate_file=otlp.certificate or None,
-                        client_certificate_file=otlp.client_certificate, client_key_file=otlp.client_key,
-                        session=_session_keeping_ca() if otlp.certificate else None, headers=headers,
-                        timeout=otlp.timeout, compression=compression, preferred_temporality=temporality)
-
-
-def _session_keeping_ca():
-    """A requests session whose CA file (otlp.certificate) is not replaced by REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE.
-
-    requests lets those variables override a session's ``verify`` path (psf/requests#3829), so a machine that sets
-    them (many do) would verify the collector against the system CAs and fail every export.
-    """
-    import requests
-
-    class Session(requests.Session):
-        def merge_environment_settings(self, url, proxies, stream, verify, cert):
-            settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
-            if verify is None and isinstance(self.verify, str):
-                settings["verify"] = self.verify
-            return settings
-
-    return Session()
-
-
-def _console_exporter():
-    from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
-
-    return ConsoleMetricExporter(preferred_temporality=cumulative_temporality())
-
-
-def init_telemetry(config: Settings | Mapping[str, Any] | str | os.PathLike[str] | None = None) -> Telemetry:
-    """Set up metrics export for this process and return the handle.
-
-    ``config`` is a :class:`Settings` (used as given after the same validation; not merged with environment), a
-    mapping, the path of a YAML file (its ``monitoring:`` section when it has one) or None to use the environment
-    alone. Explicit config wins over environment variables, which win over defaults. Calling it again with the
-    same settings returns the same handle; with different settings it raises ConfigError until the running
-    telemetry is shut down.
-    """
-    global _current
-    if config is None:
-        # A worker of a process that pushes: the settings its parent published (docs/multiprocess.md).
-        config = processes.inherited_config()
-        if config is not None:
-            processes.warn_omitted_secrets()
-    settings = _validated(config) if isinstance(config, Settings) else load_settings(config)
-    automatic = _current if _current is not None and _current._automatic and _current.settings != settings \
-        else None
-    if automatic is not None:
-        # Started by this process' first record from its parent's settings, or by zero-code instrumentation: the
-        # explicit call takes over. No linger: the new telemetry serves the same store, nothing is left to scrape.
-        automatic._replaced = True
-        automatic.shutdown()
-    with _lock:
-        if _current is not None:
-            if _current.settings == settings:
-                return _current
-            raise ConfigError(
-                "init_telemetry() was already called with different settings "
-                f"({_differences(_current.settings, settings)}); call shutdown() on the running handle first")
-        _current = Telemetry(settings)
-        if settings.flush_on_sigterm:
-            sigterm.install()
-        processes.publish(settings)
-        processes.enroll_worker_exit(_current)
-        return _current
-
-
-def _validated(settings: Settings) -> Settings:
-    """A hand-built Settings, checked by the same parsers as a mapping (ConfigError naming the key)."""
-    def section(obj: Any) -> dict[str, Any]:
-        out = {}
-        for f in fields(obj):
-            value = getattr(obj, f.name)
-            if is_dataclass(value):
-                value = section(value)
-            elif f.name in ("headers", "resource_attributes", "buckets") and isinstance(value, tuple):
-                value = dict(value)
-            out[f.name] = value
-        return out
-
-    return load_settings(section(settings), environ={})
-def _differences(running: Settings, requested: Settings) -> str:
-    """The settings that differ, as ``key: running -> requested``, with secrets redacted."""
-    changed = []
-    for name in running.__dataclass_fields__:
-        old, new = getattr(running, name), getattr(requested, name)
-        if hasattr(old, "__dataclass_fields__"):
-            changed += [(f"{name}.{sub}", getattr(old, sub), getattr(new, sub)) for sub in old.__dataclass_fields__
-                        if getattr(old, sub) != getattr(new, sub)]
-        elif old != new:
-            changed.append((name, old, new))
-    return "; ".join(f"{key}: running {redact(key, old)}, requested {redact(key, new)}" for key, old, new in changed)
-
-
-def current() -> Telemetry | None:
-    """The running telemetry, if any."""
-    return _current
-
-
-@atexit.register
-def _shutdown_at_exit() -> None:
-    telemetry = _current
-    if telemetry is not None:
-        telemetry.shutdown()
-
-
-def _running() -> bool:
-    return _current is not None
-
-
-REGISTRY.running = _running
-processes.install()

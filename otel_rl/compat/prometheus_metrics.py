@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from otel_rl._internal import telemetry as _telemetry
+from otel_rl._internal import lifecycle
 from otel_rl._internal.exposition import MetricsServer
 from otel_rl._internal.recording import (
     record_data_load_time,
@@ -346,7 +346,7 @@ def start_metrics_server(port: int = 8011) -> MetricsServer | None:
     server). With one that pushes OTLP only, adds the endpoint to it, so both paths run. Returns None (after
     logging) when the port cannot be bound.
     """
-    running = _telemetry.current()
+    running = lifecycle.running_telemetry()
     if running is not None:
         if running.server is not None:
             return running.server
@@ -355,7 +355,7 @@ def start_metrics_server(port: int = 8011) -> MetricsServer | None:
             _started.update(telemetry=None, server=(running, server), pid=os.getpid())
         return server
     try:
-        telemetry = _telemetry.init_telemetry({"exporters": ["prometheus"], "prometheus": {"port": port}})
+        telemetry = lifecycle.init_telemetry({"exporters": ["prometheus"], "prometheus": {"port": port}})
     except Exception as exc:  # noqa: BLE001 (the original logged every failure here and went on)
         _logger.error("otel-rl: could not start the metrics server on port %s: %s", port, exc)
         return None
@@ -386,7 +386,7 @@ def stop_metrics_server() -> None:
 
 def get_metrics_response() -> str:
     """The Prometheus text exposition of every metric, as the server would serve it."""
-    running = _telemetry.current()
+    running = lifecycle.running_telemetry()
     if running is not None:
         return running.metrics_text().decode("utf-8")
     from otel_rl._internal.config import Settings

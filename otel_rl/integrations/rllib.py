@@ -31,7 +31,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(f"otel_rl.integrations.rllib needs RLlib: {install_hint('rllib')}") from exc
 
-from otel_rl._internal import processes
+from otel_rl._internal import identity, lifecycle
 from otel_rl._internal.decorators import _StepRecorder, current_run
 from otel_rl._internal.errors import StrictModeError
 from otel_rl._internal.results import AGENT_EPISODES_KEY, EPISODES_KEY, RECORDED_KEY
@@ -103,7 +103,7 @@ class OtelRLCallback(RLlibCallback):
                 run = current_run()
                 trial = _trial(algorithm) if run is None else None
                 if trial is not None:  # a Tune class trainable: no Tune session tells the process its trial
-                    processes.set_trial(*trial)
+                    identity.set_trial(*trial)
                 name = self.algorithm or (None if run else type(algorithm).__name__)
                 run_id = self.run_id or (None if run or trial is None else trial[0])
                 self._recorder = _StepRecorder(name, run_id, self.agent_id, "training_error")
@@ -122,7 +122,7 @@ class OtelRLCallback(RLlibCallback):
         # the collector cannot be reached, each flush would hold training up to shutdown_timeout: after one
         # failure (and its warning) the periodic export alone goes on.
         try:
-            flushed = not self._flush or processes.flush_worker()
+            flushed = not self._flush or lifecycle.flush_worker()
         except Exception:  # noqa: BLE001 (never raises into training)
             _logger.exception("otel-rl: could not export the result's values")
             flushed = False
@@ -150,9 +150,9 @@ def _trial(algorithm: Any) -> tuple[str, str] | None:
         trial_id = algorithm.trial_id
         if trial_id and trial_id != "default":
             return str(trial_id), str(algorithm.trial_name or trial_id)
-        if not processes.in_ray_worker():
+        if not identity.in_ray_worker():
             return None
-        session = processes.ray_trial()  # an algorithm built inside a function trainable
+        session = identity.ray_trial()  # an algorithm built inside a function trainable
         if session is not None:
             return session
         storage = getattr(algorithm, "_storage", None)  # set only when Tune runs the trainable
