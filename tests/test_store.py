@@ -629,14 +629,14 @@ def test_a_worker_with_inherited_per_run_series_records_without_hanging():
     import sys
     from pathlib import Path
 
-    from otel_rl._internal import processes
+    from otel_rl._internal import worker_settings
 
     root = Path(__file__).resolve().parent.parent
     body = """
 import json, os
 import otel_rl
-from otel_rl._internal import processes
-os.environ[processes.WORKER_CONFIG_ENV] = json.dumps(
+from otel_rl._internal import worker_settings
+os.environ[worker_settings.WORKER_CONFIG_ENV] = json.dumps(
     {"parent": os.getppid(), "config": {"exporters": ["otlp"], "shutdown_timeout": 1, "per_run_series": True,
                                         "buckets": {"rl_training_episode_length": [1, 10, 100]},
                                         "otlp": {"endpoint": "http://127.0.0.1:9"}}})
@@ -647,7 +647,7 @@ handle.shutdown(timeout=1)
 """
     path = os.environ.get("PYTHONPATH")
     env = {**os.environ, "PYTHONPATH": str(root) + (os.pathsep + path if path else "")}
-    env.pop(processes.WORKER_CONFIG_ENV, None)
+    env.pop(worker_settings.WORKER_CONFIG_ENV, None)
     proc = subprocess.run([sys.executable, "-c", body], cwd=root, env=env, capture_output=True, text=True,
                           timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
