@@ -138,13 +138,7 @@ def record_scalar(name: str, value: float, **labels: Any) -> None:
             REGISTRY.drop(scalar.name, LABEL_TOO_LONG, labels)
             key = tuple((k, v[:limit]) for k, v in key)
     if key not in values:
-        hook = REGISTRY.new_series_hook
-        if hook is not None:  # a worker's first record starts its telemetry from its parent's settings
-            try:
-                hook()
-            except Exception:  # noqa: BLE001 (the value is still kept)
-                REGISTRY.warn_once(("otel_rl", "new_series_hook"), "otel-rl: starting this process' telemetry "
-                                   "on its first record failed; the value is recorded", exc_info=True)
+        REGISTRY.run_new_series_hook()  # a worker's first record starts its telemetry from its parent's settings
         if REGISTRY.strict:
             REGISTRY.check_running(scalar.name)
         with _lock:

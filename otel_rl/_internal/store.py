@@ -57,7 +57,7 @@ _INF = math.inf
 class Registry:
     """All metric state of a process, keyed by metric name."""
 
-    #: Called (under a metric's lock, so it must not record) when a series is created; see
+    #: Called with no metric lock held before a series is created (:meth:`run_new_series_hook`); see
     #: :mod:`otel_rl._internal.lifecycle`, which uses it once per process to find out that it records.
     new_series_hook: Callable[[], None] | None = None
     #: Whether the original series without ``run_id`` carry one (the ``per_run_series`` setting, off by default so
@@ -126,6 +126,19 @@ class Registry:
         if self.strict and running is not None and not running():
             raise StrictModeError(f"otel-rl (strict mode): {metric} was recorded but init_telemetry() has not been "
                                   f"called in this process (pid {os.getpid()}); call it first")
+
+    def run_new_series_hook(self) -> None:
+        """Run :attr:`new_series_hook` (starting a worker's telemetry) on the slow path of a record with a new key.
+
+        Callers run it before taking a metric lock, because the hook may call ``init_telemetry``, which re-keys the
+        store under the metric locks; a failing hook is logged once and the value is still recorded."""
+        hook = self.new_series_hook
+        if hook is not None:
+            try:
+                hook()
+            except Exception:  # noqa: BLE001 (a record call never raises)
+                self.warn_once(("otel_rl", "new_series_hook"), "otel-rl: starting this process' telemetry on its "
+                               "first record failed; the value is recorded", exc_info=True)
 
     def warn_once(self, key: tuple[str, str], message: str, *args: Any,
                   exc_info: bool | BaseException = False) -> bool:
@@ -254,8 +267,8 @@ class Metric:
     def _admit(self, key: tuple[str, ...]) -> tuple[str, ...]:
         """Called under the lock for a key not yet seen: the key itself, or the overflow key past the limit.
 
-        The caller runs :meth:`_new_series_hook` first, with no lock held, and reads ``_series`` again under the
-        lock afterwards: the hook may start telemetry, which re-keys this metric under its lock.
+        The caller runs :meth:`Registry.run_new_series_hook` first, with no lock held, and reads ``_series`` again
+        under the lock afterwards: the hook may start telemetry, which re-keys this metric under its lock.
 
         With ``per_run_series`` on, a key one label short (recorded without ``run_id``) gets the current run's."""
         registry = self._registry
@@ -289,19 +302,6 @@ class Metric:
             self._registry.drop(self.name, OVER_LIMIT, key)
             return OVERFLOW_KEY
         return key
-
-    def _new_series_hook(self) -> None:
-        """Run the registry's new-series hook (starting a worker's telemetry), never under a metric lock.
-
-        Called on the slow path of a record with a key not yet seen, before taking the lock: the hook may call
-        ``init_telemetry``, which re-keys the store under the metric locks."""
-        hook = self._registry.new_series_hook
-        if hook is not None:
-            try:
-                hook()
-            except Exception:  # noqa: BLE001 (a record call never raises; the value is still recorded)
-                self._registry.warn_once(("otel_rl", "new_series_hook"), "otel-rl: starting this process' "
-                                         "telemetry on its first record failed; the value is recorded", exc_info=True)
 
     def _cut(self, key: tuple[str, ...]) -> tuple[str, ...]:
         """``key`` with every label value cut to ``label_value_limit`` characters (counted as ``label_too_long``).
@@ -401,7 +401,7 @@ class Counter(Metric):
 
     def _add_new(self, key: tuple[str, ...], amount: float) -> None:
         """The slow path of :meth:`add` for a key not seen yet: the hook first, with no lock held."""
-        self._new_series_hook()
+        self._registry.run_new_series_hook()
         with self._lock:
             series = self._series
             if key not in series:
@@ -439,7 +439,7 @@ class Gauge(Metric):
             # in the old dict, as if it came before. Neither is worth a lock on every set.
             series[key] = value
             return
-        self._new_series_hook()
+        self._registry.run_new_series_hook()
         with self._lock:
             series = self._series  # again: the hook may have re-keyed the metric
             if key not in series:
@@ -453,7 +453,7 @@ class Gauge(Metric):
             if amount is None:
                 return
         if key not in self._series:
-            self._new_series_hook()
+            self._registry.run_new_series_hook()
         with self._lock:
             if key not in self._series:
                 key = self._admit(key)
@@ -571,7 +571,7 @@ class Histogram(Metric):
 
     def _series_for(self, key: tuple[str, ...]) -> HistogramSeries:
         """The series of a key not seen yet (or the overflow series past the cardinality limit)."""
-        self._new_series_hook()
+        self._registry.run_new_series_hook()
         with self._lock:
             series = self._series.get(key)
             if series is None:
