@@ -355,6 +355,17 @@ class PullReader(CatalogReaderMixin, _LatestCollection):
     def __init__(self, cardinality_limit: int) -> None:
         super().__init__(preferred_temporality=cumulative_temporality(), **reader_limits(cardinality_limit))
 
+    def collect_all(self) -> MetricsData | None:
+        """Collect now: otel-rl's metrics from the store first, then every other instrument of the provider."""
+        self.collect()
+        return self.latest
+
+    def collect_others(self) -> MetricsData | None:
+        """Collect now, leaving out otel-rl's own metrics (a scrape renders those straight from the store)."""
+        with without_store():
+            self.collect()
+        return self.latest
+
 
 def sdk_has_cardinality_limits() -> bool:
     """Whether this SDK's readers take ``cardinality_limits=`` (opentelemetry-sdk 1.45.2 and later)."""

@@ -20,7 +20,7 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 
 from otel_rl._internal import file_sd, identity, provider, scalars
-from otel_rl._internal.bridge import Bridge, PeriodicReader, PullReader, without_store
+from otel_rl._internal.bridge import Bridge, PeriodicReader, PullReader
 from otel_rl._internal.catalog import BY_NAME
 from otel_rl._internal.config import Settings, sdk_disabled
 from otel_rl._internal.errors import ConfigError
@@ -138,8 +138,7 @@ class Telemetry:
     def _collect_for_scrape(self):
         if self._abandoned_in == os.getpid():
             return None  # the parent's SDK in a forked child: its locks may be held by a parent's scrape
-        self.pull_reader.collect()
-        return self.pull_reader.latest
+        return self.pull_reader.collect_all()
 
     def serve_prometheus(self, host: str, port: int) -> MetricsServer | None:
         """Start the ``/metrics`` endpoint on a telemetry that has none (one that pushes OTLP only).
@@ -189,8 +188,7 @@ class Telemetry:
             # instruments are the parent's. The child's own telemetry shows this process' instruments.
             return []
         try:
-            with without_store():  # the SDK collects only instruments that are not otel-rl's own
-                self.pull_reader.collect()
+            others = self.pull_reader.collect_others()
         except Exception:  # noqa: BLE001 (your instruments must not take otel-rl's series off the scrape)
             self.registry.warn_once(("otel_rl", "other_instruments"), "otel-rl: collecting the instruments of "
                                     "other meters failed; this scrape shows otel-rl's series only (an observable "
@@ -198,7 +196,7 @@ class Telemetry:
                                     "SDK?)", exc_info=True)
             return []
         catalog = {spec.family for spec in (m.spec for m in self.registry.metrics.values())}
-        return [f for f in families(self.pull_reader.latest) if f.name not in catalog]
+        return [f for f in families(others) if f.name not in catalog]
 
     @property
     def meter_provider(self) -> MeterProvider:
