@@ -15,22 +15,39 @@
 Nothing is counted twice: environments made by Stable-Baselines3 or RLlib themselves are left to their callback,
 a callback the script already passes is not added again, and the Gymnasium recorder of an environment handed to
 Stable-Baselines3 takes the algorithm's name. See docs/opentelemetry.md (zero-code).
+
+This module holds the configurator, the distro and ``otel-rl run``'s bootstrap, and is where the entry points and
+the documentation name the instrumentors; they live in :mod:`otel_rl._internal.instrumentors`, on the post-import
+patching of :mod:`otel_rl._internal.patching`. Imports the instrumentors and, inside :func:`configure`, the
+lifecycle that starts telemetry. Of our modules only ``otel-rl run`` (the CLI and its ``sitecustomize``) imports
+this one.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib.abc
-import importlib.util
 import logging
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
+from otel_rl._internal.instrumentors import (
+    INSTRUMENTORS,
+    GymnasiumInstrumentor,
+    RLlibInstrumentor,
+    StableBaselines3Instrumentor,
+    auto_wrapper_classes,
+)
+
+if TYPE_CHECKING:
+    from otel_rl._internal.telemetry import Telemetry
+
 _logger = logging.getLogger("otel_rl")
+
+__all__ = ["INSTRUMENTORS", "GymnasiumInstrumentor", "OtelRLConfigurator", "RLlibInstrumentor",
+           "StableBaselines3Instrumentor", "auto_wrapper_classes", "bootstrap", "configure", "disabled",
+           "instrument_installed"]
 
 #: The pid of the process the configurator started telemetry in; its descendants (spawned workers, Ray workers,
 #: any ``python`` the script starts) inherit the variable and leave telemetry to otel-rl's worker rules.
@@ -40,453 +57,7 @@ SIGTERM_ENV = "OTEL_RL_SIGTERM_EXIT"
 DISABLED_ENV = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
 
 
-class _FallbackBase:
-    """The part of ``BaseInstrumentor`` otel-rl uses: one instance per class, instrument / uninstrument once."""
-
-    _instance: Any = None
-    _is_instrumented_by_opentelemetry = False
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        if cls.__dict__.get("_instance") is None:
-            cls._instance = object.__new__(cls)
-        return cls._instance
-
-    @property
-    def is_instrumented_by_opentelemetry(self) -> bool:
-        return self._is_instrumented_by_opentelemetry
-
-    def instrument(self, **kwargs: Any) -> None:
-        if self._is_instrumented_by_opentelemetry:
-            return
-        self._instrument(**kwargs)
-        self._is_instrumented_by_opentelemetry = True
-
-    def uninstrument(self, **kwargs: Any) -> None:
-        if self._is_instrumented_by_opentelemetry:
-            self._uninstrument(**kwargs)
-            self._is_instrumented_by_opentelemetry = False
-
-    def _instrument(self, **kwargs: Any) -> None:
-        raise NotImplementedError
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        raise NotImplementedError
-
-
-if TYPE_CHECKING:
-    _Base = _FallbackBase
-else:
-    try:  # with opentelemetry-instrumentation, its base class (opentelemetry-instrument loads instrumentors by it)
-        from opentelemetry.instrumentation.instrumentor import BaseInstrumentor as _Base
-    except ImportError:  # ``otel-rl run`` works without opentelemetry-instrumentation
-        _Base = _FallbackBase
-
-
-__all__ = ["GymnasiumInstrumentor", "OtelRLConfigurator", "RLlibInstrumentor", "StableBaselines3Instrumentor",
-           "configure"]
-
-_guard = threading.local()  # suppresses a second callback when learn() calls an instrumented learn() again
-
-
-class _Loader(importlib.abc.Loader):
-    """A module's own loader, plus the patches to apply once the module has run."""
-
-    def __init__(self, loader: Any, hooks: list[Callable[[Any], None]]) -> None:
-        self._loader = loader
-        self._hooks = hooks
-
-    def create_module(self, spec: Any) -> Any:
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module: Any) -> None:
-        self._loader.exec_module(module)
-        for hook in self._hooks:
-            try:
-                hook(module)
-            except Exception:
-                _logger.exception("otel-rl: could not instrument %s", module.__name__)
-
-    def __getattr__(self, name: str) -> Any:  # resources, get_source, ...: the module's own loader answers
-        return getattr(self._loader, name)
-
-
-class _PostImport(importlib.abc.MetaPathFinder):
-    """Patches applied when a module is first imported, so that a program that never imports a framework does
-    not pay for importing it (Ray's and torch's start-up, in every Python process a script starts)."""
-
-    def __init__(self) -> None:
-        self.hooks: dict[str, list[Callable[[Any], None]]] = {}
-        self._busy = threading.local()
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        hooks = self.hooks.get(name)
-        if not hooks or getattr(self._busy, "name", None) == name:
-            return None
-        self._busy.name = name
-        try:
-            spec = importlib.util.find_spec(name)
-        finally:
-            self._busy.name = None
-        if spec is None or spec.loader is None:
-            return None
-        del self.hooks[name]
-        spec.loader = _Loader(spec.loader, hooks)
-        return spec
-
-    def when_imported(self, name: str, hook: Callable[[Any], None]) -> None:
-        module = sys.modules.get(name)
-        if module is not None:
-            hook(module)
-            return
-        self.hooks.setdefault(name, []).append(hook)
-        if self not in sys.meta_path:
-            sys.meta_path.insert(0, self)
-
-    def forget(self, hook: Callable[[Any], None]) -> None:
-        for name, hooks in list(self.hooks.items()):
-            if hook in hooks:
-                hooks.remove(hook)
-            if not hooks:
-                del self.hooks[name]
-
-
-_post_import = _PostImport()
-
-
-def _patch(owner: Any, name: str, make_wrapper: Callable[[Any], Any]) -> Callable[[], None]:
-    """Replace ``owner.name`` by ``make_wrapper(original)``; returns what puts the original back."""
-    original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
-    wrapper = functools.wraps(original)(make_wrapper(original))
-    setattr(owner, name, wrapper)
-
-    def restore() -> None:
-        if getattr(owner, name, None) is wrapper or owner.__dict__.get(name) is wrapper:
-            setattr(owner, name, original)
-
-    return restore
-
-
-class _Instrumentor(_Base):
-    """Patches applied when their module is imported (at once if it is already), undone by ``uninstrument()``."""
-
-    _instruments: tuple[str, ...] = ()  #: the framework's distribution and the versions otel-rl supports
-
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return self._instruments
-
-    @classmethod
-    def installed(cls) -> bool:
-        """Whether the framework's distribution is installed (at any version)."""
-        import importlib.metadata
-        import re
-
-        for requirement in cls._instruments:
-            try:
-                importlib.metadata.distribution(re.split(r"[\s<>=!~\[;]", requirement, maxsplit=1)[0])
-            except importlib.metadata.PackageNotFoundError:
-                return False
-        return True
-
-    def _targets(self) -> dict[str, Callable[[Any], list[Callable[[], None]]]]:
-        """Module name -> what patches it, returning what undoes the patches."""
-        raise NotImplementedError
-
-    def _unsupported(self) -> str | None:
-        """Why the installed framework's version is not one otel-rl supports, or None (also when not installed).
-
-        opentelemetry-instrument does not ask instrumentation_dependencies() here: it checks a distribution's
-        ``instruments`` extra, which otel-rl (three frameworks, each optional) has not. So the instrumentor checks.
-        """
-        if not self.installed():
-            return None
-        try:
-            from packaging.requirements import Requirement
-        except ImportError:  # packaging comes with opentelemetry-instrumentation and pip's users; else no check
-            return None
-        import importlib.metadata
-
-        for dependency in self._instruments:
-            requirement = Requirement(dependency)
-            version = importlib.metadata.version(requirement.name)
-            if not requirement.specifier.contains(version, prereleases=True):
-                return f"{requirement.name} {version} is installed; otel-rl supports {requirement.specifier}"
-        return None
-
-    def _instrument(self, **kwargs: Any) -> None:
-        self._restore: list[Callable[[], None]] = []
-        self._pending: list[Callable[[Any], None]] = []
-        unsupported = self._unsupported()
-        if unsupported is not None:
-            _logger.warning("otel-rl: %s; %s patches nothing", unsupported, type(self).__name__)
-            return
-        for name, patch in self._targets().items():
-            def hook(module: Any, patch: Any = patch) -> None:
-                self._restore.extend(patch(module))
-            self._pending.append(hook)
-            _post_import.when_imported(name, hook)
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        for hook in getattr(self, "_pending", []):
-            _post_import.forget(hook)
-        for restore in reversed(getattr(self, "_restore", [])):
-            restore()
-        self._restore, self._pending = [], []
-
-
-# -- Gymnasium ------------------------------------------------------------------------------------------------------
-
-_FRAMEWORKS = ("stable_baselines3", "ray")
-
-
-def _made_by_framework() -> bool:
-    """Whether a framework that records through its own callback is on the stack (it made the environment)."""
-    frame = sys._getframe(2)
-    while frame is not None:
-        module = frame.f_globals.get("__name__", "")
-        if module.partition(".")[0] in _FRAMEWORKS:
-            return True
-        frame = frame.f_back  # type: ignore[assignment]
-    return False
-
-
-def _auto_classes():
-    from otel_rl.integrations.gymnasium import RecordEpisodeMetrics, RecordVectorEpisodeMetrics
-
-    class AutoRecordEpisodeMetrics(RecordEpisodeMetrics):
-        """The recorder ``gymnasium.make`` adds under zero-code instrumentation."""
-
-        def _otel_rl_relabel(self, algorithm: str) -> None:
-            self.flush()  # steps so far keep the label they were taken under
-            self._algorithm = algorithm
-            self._key = (algorithm, self._key[1])
-
-        def _otel_rl_yield(self) -> None:
-            _pass_through(self)
-
-    class AutoRecordVectorEpisodeMetrics(RecordVectorEpisodeMetrics):
-        """The recorder ``gymnasium.make_vec`` adds under zero-code instrumentation."""
-
-        def _otel_rl_relabel(self, algorithm: str) -> None:
-            self.flush()
-            self._algorithm = algorithm
-            self._key = (algorithm, self._key[1])
-            self._steps_key = (algorithm,)
-
-        def _otel_rl_yield(self) -> None:
-            _pass_through(self)
-
-    return AutoRecordEpisodeMetrics, AutoRecordVectorEpisodeMetrics
-
-
-def _pass_through(wrapper: Any) -> None:
-    """Make a zero-code recorder record nothing more: a recorder placed above it by the script records instead."""
-    wrapper.flush()
-    wrapper.step = wrapper.env.step
-    wrapper.reset = wrapper.env.reset
-
-
-_AUTO: tuple[Any, Any] | None = None
-
-
-def auto_wrapper_classes() -> tuple[Any, Any]:
-    """The (single, vector) recorder classes zero-code instrumentation wraps environments with."""
-    global _AUTO
-    if _AUTO is None:
-        _AUTO = _auto_classes()
-    return _AUTO
-
-
-def _recorded(env: Any) -> bool:
-    """Whether ``env`` already carries one of otel-rl's Gymnasium recorders."""
-    from otel_rl.integrations.gymnasium import RecordEpisodeMetrics, RecordVectorEpisodeMetrics
-
-    seen = 0
-    while env is not None and seen < 100:
-        if isinstance(env, (RecordEpisodeMetrics, RecordVectorEpisodeMetrics)):
-            return True
-        env, seen = getattr(env, "env", None), seen + 1
-    return False
-
-
-def _wrapping(make: Callable[..., Any], vector: bool) -> Callable[..., Any]:
-    def make_recorded(*args: Any, **kwargs: Any) -> Any:
-        env = make(*args, **kwargs)
-        if _made_by_framework():
-            return env
-        try:
-            if _recorded(env):
-                return env
-            single, vectorised = auto_wrapper_classes()
-            return (vectorised if vector else single)(env)
-        except Exception:
-            _logger.exception("otel-rl: could not wrap the environment %r; it is not recorded", env)
-            return env
-
-    return make_recorded
-
-
-class GymnasiumInstrumentor(_Instrumentor):
-    """Wraps what ``gymnasium.make`` and ``gymnasium.make_vec`` return with otel-rl's episode recorder."""
-
-    _instruments = ("gymnasium >= 1.0, < 2",)  # pyproject.toml's extras
-
-    def _targets(self) -> dict[str, Callable[[Any], list[Callable[[], None]]]]:
-        # Only the package's names: make_vec's own sub-environments (made by gymnasium.envs.registration.make)
-        # stay unwrapped, so a vector environment's episodes are recorded once, by its vector recorder.
-        return {"gymnasium": lambda gymnasium: [
-            _patch(gymnasium, "make", lambda make: _wrapping(make, vector=False)),
-            _patch(gymnasium, "make_vec", lambda make: _wrapping(make, vector=True))]}
-
-
-# -- Stable-Baselines3 ----------------------------------------------------------------------------------------------
-
-
-def _sb3_callback_class():
-    from otel_rl.integrations.sb3 import OtelRLCallback
-
-    class ZeroCodeCallback(OtelRLCallback):
-        """OtelRLCallback that first gives the zero-code Gymnasium recorders below it the algorithm's name."""
-
-        _warn_wrapped = False
-
-        def _start(self) -> None:
-            from otel_rl._internal.decorators import current_run
-
-            run = current_run()
-            algorithm = str(self._algorithm_arg or (run.algorithm if run else type(self.model).__name__))
-            envs = getattr(self.training_env.unwrapped, "envs", None) or ()  # DummyVecEnv: in this process
-            single, vectorised = auto_wrapper_classes()
-            for env in envs:
-                while env is not None:
-                    if isinstance(env, (single, vectorised)):
-                        env._otel_rl_relabel(algorithm)
-                    env = getattr(env, "env", None)
-            super()._start()
-
-    return ZeroCodeCallback
-
-
-def _has_callback(callback: Any, cls: type) -> bool:
-    if callback is None:
-        return False
-    if isinstance(callback, cls):
-        return True
-    if isinstance(callback, (list, tuple)):
-        return any(_has_callback(c, cls) for c in callback)
-    return _has_callback(getattr(callback, "callbacks", None), cls)  # CallbackList
-
-
-def _learning(learn: Callable[..., Any]) -> Callable[..., Any]:
-    def learn_recorded(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if getattr(_guard, "learning", False):
-            return learn(self, *args, **kwargs)
-        from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
-
-        from otel_rl.integrations.sb3 import OtelRLCallback
-
-        try:
-            given = kwargs["callback"] if "callback" in kwargs else (args[1] if len(args) > 1 else None)
-            if not _has_callback(given, OtelRLCallback):
-                ours = _sb3_callback_class()()
-                if given is not None and not isinstance(given, (list, BaseCallback)):
-                    given = ConvertCallback(given)  # a function: SB3 converts it alone, not inside a list
-                added = ours if given is None else [*given, ours] if isinstance(given, list) else [given, ours]
-                if "callback" in kwargs or len(args) <= 1:
-                    kwargs["callback"] = added
-                else:
-                    args = (args[0], added, *args[2:])
-        except Exception:
-            _logger.exception("otel-rl: could not add the Stable-Baselines3 callback; this run is not recorded")
-        _guard.learning = True
-        try:
-            return learn(self, *args, **kwargs)
-        finally:
-            _guard.learning = False
-
-    return learn_recorded
-
-
-class StableBaselines3Instrumentor(_Instrumentor):
-    """Adds otel-rl's callback to every ``learn`` of a Stable-Baselines3 algorithm."""
-
-    _instruments = ("stable-baselines3 >= 2.3, < 3",)
-
-    def _targets(self) -> dict[str, Callable[[Any], list[Callable[[], None]]]]:
-        # PPO.learn and friends call these through super(); BaseAlgorithm.learn is abstract.
-        return {
-            "stable_baselines3.common.on_policy_algorithm":
-                lambda module: [_patch(module.OnPolicyAlgorithm, "learn", _learning)],
-            "stable_baselines3.common.off_policy_algorithm":
-                lambda module: [_patch(module.OffPolicyAlgorithm, "learn", _learning)],
-        }
-
-
-# -- RLlib ----------------------------------------------------------------------------------------------------------
-
-
-def _with_rllib_callback(config: Any) -> Any:
-    """``config`` with otel-rl's RLlib callback added to its callbacks (a copy when it is frozen)."""
-    from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
-    from ray.rllib.utils import force_list
-
-    from otel_rl.integrations.rllib import OtelRLCallback
-
-    if not isinstance(config, AlgorithmConfig):
-        return config  # a dict config: merged with the defaults inside setup; left as it is
-    given = force_list(config.callbacks_class)
-    if any(isinstance(c, type) and issubclass(c, OtelRLCallback) for c in given):
-        return config
-    from ray.rllib.callbacks.callbacks import RLlibCallback
-
-    own = [c for c in given if c is not RLlibCallback]
-    if own and not config.enable_env_runner_and_connector_v2:
-        _logger.warning("otel-rl: RLlib's old API stack takes one callbacks class and this config has its own; "
-                        "add otel_rl.integrations.rllib.OtelRLCallback to it to record this run")
-        return config
-    frozen = getattr(config, "_is_frozen", False)
-    config = config.copy(copy_frozen=False) if frozen else config
-    config.callbacks(callbacks_class=[*own, OtelRLCallback] if own else OtelRLCallback)
-    if frozen:
-        config.freeze()
-    return config
-
-
-def _setting_up(setup: Callable[..., Any]) -> Callable[..., Any]:
-    def setup_recorded(self: Any, config: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            # Algorithm.__init__ keeps the config object as self.config, and setup() reads that one.
-            own = getattr(self, "config", None)
-            if own is not None:
-                self.config = _with_rllib_callback(own)
-            config = self.config if own is not None and config is own else _with_rllib_callback(config)
-        except Exception:
-            _logger.exception("otel-rl: could not add the RLlib callback; this run is not recorded")
-        return setup(self, config, *args, **kwargs)
-
-    return setup_recorded
-
-
-class RLlibInstrumentor(_Instrumentor):
-    """Adds otel-rl's callback to the callbacks of every RLlib algorithm that is set up."""
-
-    _instruments = ("ray >= 2.60, < 3",)
-
-    def _targets(self) -> dict[str, Callable[[Any], list[Callable[[], None]]]]:
-        return {"ray.rllib.algorithms.algorithm": lambda module: [_patch(module.Algorithm, "setup", _setting_up)]}
-
-
-#: Entry-point name -> instrumentor, as pyproject.toml registers them (``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``).
-INSTRUMENTORS: dict[str, type[_Instrumentor]] = {
-    "gymnasium": GymnasiumInstrumentor,
-    "stable_baselines3": StableBaselines3Instrumentor,
-    "rllib": RLlibInstrumentor,
-}
-
-
-# -- configurator and distro ------------------------------------------------------------------------------------------
-
-
-def configure() -> Any:
+def configure() -> Telemetry | None:
     """Start otel-rl's telemetry from the environment for a zero-code run and make it the global provider.
 
     Returns the handle, or None in a descendant of the process that did it (a spawned worker, a Ray worker, a
@@ -519,11 +90,11 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
     after_otel_rl(frame, lambda: sys.exit(128 + signum))
 
 
-def _set_global_provider(telemetry: Any) -> None:
+def _set_global_provider(telemetry: Telemetry) -> None:
     """Make otel-rl's MeterProvider the API's global one, unless something already set one."""
     from opentelemetry import metrics
 
-    provider = getattr(telemetry, "meter_provider", None) or telemetry.bridge.provider
+    provider = telemetry.meter_provider
     current = metrics.get_meter_provider()
     if current is provider or not type(current).__module__.startswith("opentelemetry.metrics"):
         return  # set already (by otel-rl's init_telemetry or by the application)

@@ -253,7 +253,7 @@ def test_rllib_config_gets_the_callback_once() -> None:
     from ray.rllib.callbacks.callbacks import RLlibCallback
     from ray.rllib.utils import force_list
 
-    from otel_rl.instrumentation import _with_rllib_callback
+    from otel_rl._internal.instrumentors import _with_rllib_callback
     from otel_rl.integrations.rllib import OtelRLCallback
 
     class Mine(RLlibCallback):
@@ -275,7 +275,9 @@ import textwrap
 sys.modules["opentelemetry.instrumentation"] = None  # as if it were not installed
 import gymnasium
 from otel_rl import instrumentation as zc
-assert zc._Base is zc._FallbackBase
+from otel_rl._internal import patching
+assert patching.InstrumentorBase is patching.FallbackInstrumentorBase
+assert isinstance(zc.GymnasiumInstrumentor(), patching.FallbackInstrumentorBase)
 make = gymnasium.make
 zc.GymnasiumInstrumentor().instrument()
 assert zc.GymnasiumInstrumentor() is zc.GymnasiumInstrumentor()
@@ -405,7 +407,7 @@ def test_learn_gets_the_callback_once() -> None:
     added next to the script's own callbacks, by keyword or by position."""
     from stable_baselines3.common.callbacks import CallbackList, EveryNTimesteps
 
-    from otel_rl.instrumentation import _learning
+    from otel_rl._internal.instrumentors import _learning
     from otel_rl.integrations.sb3 import OtelRLCallback
 
     seen: list = []

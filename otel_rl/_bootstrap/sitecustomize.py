@@ -52,9 +52,9 @@ class _Deferred(importlib.abc.MetaPathFinder):
             self._done = True  # stays in sys.meta_path (removing it mid-import would skip the next finder)
         if not _instrument():
             return None
-        from otel_rl.instrumentation import _post_import
+        from otel_rl._internal.patching import post_import
 
-        return _post_import.find_spec(name, path, target)  # the patches for ``name`` itself (gymnasium)
+        return post_import.find_spec(name, path, target)  # the patches for ``name`` itself (gymnasium)
 
 
 def _chain() -> None:
