@@ -254,3 +254,26 @@ def test_web_config_from_the_environment(certs, hashed, monkeypatch):
     handle = otel_rl.init_telemetry({"prometheus": {"host": "127.0.0.1", "port": 0}})
     assert _get(f"http://127.0.0.1:{handle.prometheus_port}/metrics") == 401
     assert repr(hashed) not in repr(load_web_config(handle.settings.prometheus.web_config_file))
+
+
+def _alias_bomb() -> str:
+    """A few hundred bytes of nested aliases that expand to 9**9 nodes."""
+    lines = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
+    for i, name in enumerate("bcdefghi"):
+        lines.append(f"{name}: &{name} [" + ",".join(["*" + "abcdefghi"[i]] * 9) + "]")
+    return "\n".join(lines).replace("\n", "\n  ").join(["http_server_config:\n  ", "\n  headers: *i\n"])
+
+
+@pytest.mark.parametrize(("content", "refused"), [
+    ("http_server_config:\n  headers: {a: " + "[" * 150 + "]" * 150 + "}\n", "at most 100 levels deep"),
+    (_alias_bomb(), "more than 100_000 YAML nodes through its aliases"),
+])
+def test_web_config_yaml_has_the_limits_of_a_config_file(tmp_path, content, refused):
+    """A web config nested past 100 levels, or expanding through aliases past 100 000 nodes, is refused as a config
+    file is: a ConfigError naming the setting and the file, before PyYAML builds the document."""
+    web = tmp_path / "web.yml"
+    web.write_text(content)
+    with pytest.raises(ConfigError) as info:
+        _start(str(web))
+    message = str(info.value)
+    assert "prometheus.web_config_file" in message and repr(str(web)) in message and refused in message, message

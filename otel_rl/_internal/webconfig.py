@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from otel_rl._internal.config_files import MAX_FILE_BYTES, read_small_file
+from otel_rl._internal.config_files import MAX_FILE_BYTES, load_yaml, read_small_file
 from otel_rl._internal.errors import ConfigError, describe
 from otel_rl._internal.hints import install_hint
 
@@ -173,29 +173,15 @@ def _error(path: str, key: str, value: Any, allowed: str, ours: bool = False) ->
     return ConfigError(f"prometheus.web_config_file {path!r}: key {key!r} has {shown}; allowed: {allowed}")
 
 
-def _yaml_problem(exc: Exception) -> str:
-    """A YAML error as problem and position, without PyYAML's snippet of the offending line (it may be a hash)."""
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or type(exc).__name__
-    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
-
-
 def load_web_config(path: str) -> WebConfig:
     """Read and check a web configuration file; raises ConfigError naming the key, the value and what is allowed."""
-    import yaml
-
     try:
         text = read_small_file(path)
     except ValueError as exc:
         raise ConfigError(f"prometheus.web_config_file {path!r} cannot be read ({exc}); allowed: the path of a "
                           f"readable YAML web configuration file, a regular file of at most {MAX_FILE_BYTES:_} "
                           "bytes") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"prometheus.web_config_file {path!r} is not valid YAML ({_yaml_problem(exc)})") from None
-    except RecursionError:
-        raise ConfigError(f"prometheus.web_config_file {path!r} is nested too deep") from None
+    data = load_yaml(text, f"prometheus.web_config_file {path!r}")
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
