@@ -13,7 +13,8 @@ an operator's existing file works here::
       prometheus: $2b$12$...   # bcrypt hash (htpasswd -nBC 12 "" | tr -d ':\\n')
 
 Everything is checked once at start (``ConfigError`` naming the key, the value and what is allowed). A setting of
-the format that Python's ``ssl`` module cannot honour is refused rather than silently ignored.
+the format that Python's ``ssl`` module cannot honour is refused rather than silently ignored. A file is parsed
+once: the parsed object is kept while the file and the TLS files it names keep their bytes.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from otel_rl._internal.config_files import MAX_FILE_BYTES, load_yaml, read_small_file
+from otel_rl._internal.config_files import MAX_FILE_BYTES, file_sha256, load_yaml, read_small_file
 from otel_rl._internal.errors import ConfigError, describe
 from otel_rl._internal.hints import install_hint
 
@@ -174,19 +175,42 @@ def _error(path: str, key: str, value: Any, allowed: str, ours: bool = False) ->
 
 
 def load_web_config(path: str) -> WebConfig:
-    """Read and check a web configuration file; raises ConfigError naming the key, the value and what is allowed."""
+    """Read and check a web configuration file; raises ConfigError naming the key, the value and what is allowed.
+
+    Parsed once: while the file and the TLS files it names keep their bytes, every call returns the same object
+    (its SSL context, and its remembered good credentials), and a changed file or a rotated certificate is parsed
+    again."""
     try:
         text = read_small_file(path)
     except ValueError as exc:
         raise ConfigError(f"prometheus.web_config_file {path!r} cannot be read ({exc}); allowed: the path of a "
                           f"readable YAML web configuration file, a regular file of at most {MAX_FILE_BYTES:_} "
                           "bytes") from None
+    key = (path, os.path.realpath(path))
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    with _parsed_lock:
+        kept = _parsed.get(key)
+    if kept is not None and kept.digest == digest and all(file_sha256(f) == d for f, d in kept.tls_files):
+        return kept.config
     data = load_yaml(text, f"prometheus.web_config_file {path!r}")
+    base = Path(path).resolve().parent
+    # Hashed before they are loaded: a certificate rotated in between is parsed again on the next call.
+    tls_files = tuple((f, file_sha256(f)) for f in _tls_files(base, data))
+    config = _parse(path, base, data)
+    if all(d is not None for _, d in tls_files):
+        with _parsed_lock:
+            _parsed.pop(key, None)
+            while len(_parsed) >= PARSED_KEPT:
+                del _parsed[next(iter(_parsed))]
+            _parsed[key] = _Parsed(digest, tls_files, config)
+    return config
+
+
+def _parse(path: str, base: Path, data: Any) -> WebConfig:
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
         raise _error(path, "", data, "a mapping with tls_server_config, basic_auth_users, http_server_config")
-    base = Path(path).resolve().parent
     for key in data:
         if key not in ("tls_server_config", "basic_auth_users", "http_server_config"):
             raise _error(path, str(key), data[key], "tls_server_config, basic_auth_users, http_server_config")
@@ -194,6 +218,45 @@ def load_web_config(path: str) -> WebConfig:
     users = _users(path, data.get("basic_auth_users"))
     headers = _http(path, data.get("http_server_config"))
     return WebConfig(path=path, ssl_context=context, users=users, headers=headers)
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    digest: bytes  #: SHA-256 of the web config file
+    tls_files: tuple[tuple[str, bytes | None], ...]  #: the certificate, key and CA files it names, with theirs
+    config: WebConfig
+
+
+#: Web configs parsed, by path as given and as resolved; the oldest is forgotten past this many.
+PARSED_KEPT = 16
+_parsed: dict[tuple[str, str], _Parsed] = {}
+_parsed_lock = threading.Lock()
+
+
+def forget_parsed() -> None:
+    """Forget every parsed web config, so the next :func:`load_web_config` parses its file (tests call it)."""
+    with _parsed_lock:
+        _parsed.clear()
+
+
+def _after_fork_in_child() -> None:
+    """A child parses its own: a parent thread may have held the lock, or a parsed config's locks, at fork."""
+    global _parsed_lock
+    _parsed_lock = threading.Lock()
+    _parsed.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _tls_files(base: Path, data: Any) -> list[str]:
+    """The files ``tls_server_config`` names, resolved as :func:`_file` resolves them (before any is checked)."""
+    section = data.get("tls_server_config") if isinstance(data, Mapping) else None
+    if not isinstance(section, Mapping):
+        return []
+    names = (section.get(key) for key in ("cert_file", "key_file", "client_ca_file"))
+    return [str(base / name) for name in names if isinstance(name, str) and name]
 
 
 def _file(path: str, base: Path, key: str, value: Any) -> str:
