@@ -98,8 +98,9 @@ def test_successful_checks_are_cached(certs, hashed, monkeypatch):
 
 
 def test_concurrent_bcrypt_checks_are_bounded(certs, hashed, monkeypatch):
-    """Sixteen wrong passwords checked from sixteen threads run bcrypt one at a time (unbounded, a flood of wrong
-    passwords took every core from training); the right password, once remembered, needs no check meanwhile."""
+    """Sixteen wrong passwords checked from sixteen threads run bcrypt one at a time (without that bound, a flood of
+    wrong passwords would take every core from training); the right password, once remembered, needs no check
+    meanwhile."""
     config = load_web_config(_web(certs.ca.parent, {"basic_auth_users": {"prometheus": hashed}}))
     good = _basic("prometheus", PASSWORD)["Authorization"]
     assert config.authorized(good)

@@ -58,8 +58,8 @@ _TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min
 #: Keys whose values an error shows (file paths, version and mode names); any other value is shown by its type.
 _SHOWN = {"tls_server_config." + key for key in _TLS_KEYS}
 _BCRYPT = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
-#: bcrypt checks run at once. Each takes a CPU core for tens of milliseconds by design; unbounded, a flood of wrong
-#: passwords took every core from training. Remembered good credentials need no check.
+#: bcrypt checks run at once. Each takes a CPU core for tens of milliseconds by design; without this bound, a flood
+#: of wrong passwords would take every core from training. Remembered good credentials need no check.
 AUTH_CHECKS = 1
 #: Seconds a request waits for a check; past it (a flood of wrong passwords) it gets 401 without one.
 AUTH_WAIT = 2.0
