@@ -2,6 +2,8 @@
 
 Precedence is one rule for every setting: explicit config, then environment variable, then default. Invalid input
 raises :class:`ConfigError` naming the key, the value and what is allowed, before any server or thread starts.
+The values themselves are parsed by setting_values. Imports config_files, errors, redaction, setting_values and
+store (the default label value limit).
 """
 
 from __future__ import annotations

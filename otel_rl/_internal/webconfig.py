@@ -14,7 +14,8 @@ an operator's existing file works here::
 
 Everything is checked once at start (``ConfigError`` naming the key, the value and what is allowed). A setting of
 the format that Python's ``ssl`` module cannot honour is refused rather than silently ignored. A file is parsed
-once: the parsed object is kept while the file and the TLS files it names keep their bytes.
+once: the parsed object is kept while the file and the TLS files it names keep their bytes. Imports config_files,
+errors and hints.
 """
 
 from __future__ import annotations
@@ -207,6 +208,7 @@ def load_web_config(path: str) -> WebConfig:
 
 
 def _parse(path: str, base: Path, data: Any) -> WebConfig:
+    """The checked WebConfig of a file's YAML ``data`` (relative file names are relative to ``base``)."""
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
@@ -222,8 +224,10 @@ def _parse(path: str, base: Path, data: Any) -> WebConfig:
 
 @dataclass(frozen=True)
 class _Parsed:
+    """A parsed web config and what it was parsed from."""
+
     digest: bytes  #: SHA-256 of the web config file
-    tls_files: tuple[tuple[str, bytes | None], ...]  #: the certificate, key and CA files it names, with theirs
+    tls_files: tuple[tuple[str, bytes | None], ...]  #: its certificate, key and CA files, with their SHA-256
     config: WebConfig
 
 
