@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from otel_rl._internal.config import EXPORTERS, PROTOCOLS
 from otel_rl._internal.errors import ConfigError
 from otel_rl._internal.hints import install_hint
+from otel_rl._internal.setting_values import EXPORTERS, PROTOCOLS
 
 
 class MissingExtraError(SystemExit):

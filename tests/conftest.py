@@ -11,12 +11,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import otel_rl  # noqa: E402
 from otel_rl import testing  # noqa: E402
+from otel_rl._internal import webconfig  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
 def clean_state():
     """Reset recorded values and shut down telemetry left running by a test."""
     testing.reset()
+    webconfig.forget_parsed()
     yield
     running = otel_rl.current()
     if running is not None:

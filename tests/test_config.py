@@ -113,8 +113,9 @@ def test_every_setting_from_the_environment(pem):
     assert load_settings(None, environ=full_environ(pem)) == expected_settings(pem)
 
 
-def test_seed_layout_yaml_reads_the_monitoring_section(tmp_path):
-    """A seed-style production_config.yaml with ``monitoring: {prometheus_port: 8011}`` beside app sections works."""
+def test_original_module_layout_yaml_reads_the_monitoring_section(tmp_path):
+    """A production_config.yaml laid out for the original ``prometheus_metrics`` module, with
+    ``monitoring: {prometheus_port: 8011}`` beside the application's sections, works."""
     path = tmp_path / "production_config.yaml"
     path.write_text(yaml.safe_dump({
         "training": {"algorithm": "PPO", "max_iterations": 100},
@@ -127,7 +128,7 @@ def test_seed_layout_yaml_reads_the_monitoring_section(tmp_path):
     assert settings.exporters == ("prometheus",)
 
 
-def test_seed_layout_monitoring_section_in_a_mapping():
+def test_original_module_layout_monitoring_section_in_a_mapping():
     """The ``monitoring:`` section of an application config mapping is what is read."""
     settings = load_settings({"training": {"algorithm": "PPO"}, "monitoring": {"prometheus_port": 9200}}, environ={})
     assert settings.prometheus.port == 9200
@@ -164,8 +165,9 @@ def test_explicit_config_beats_environment_beats_default():
     assert load_settings(None, environ={}).prometheus.port == 8011
 
 
-def test_seed_alias_beats_environment():
-    """The seed's ``monitoring.prometheus_port`` is explicit config and wins over OTEL_EXPORTER_PROMETHEUS_PORT."""
+def test_original_module_port_key_beats_environment():
+    """The original ``prometheus_metrics`` module's ``monitoring.prometheus_port`` is explicit config and wins over
+    OTEL_EXPORTER_PROMETHEUS_PORT."""
     settings = load_settings({"monitoring": {"prometheus_port": 8999}},
                              environ={"OTEL_EXPORTER_PROMETHEUS_PORT": "9300"})
     assert settings.prometheus.port == 8999
@@ -502,9 +504,10 @@ def test_init_reads_the_environment(monkeypatch):
     assert handle.prometheus_port not in (None, 0)
 
 
-# -- hostile and absurd values (issue 10) ------------------------------------------------------------------------------
+# -- hostile and absurd values ----------------------------------------------------------------------------------------
 
-#: (key, value) pairs that used to raise something other than ConfigError, or were accepted and broke later.
+#: (key, value) pairs a naive parser turns into something other than ConfigError (OverflowError, ValueError), or
+#: accepts only to break later, in a server or export thread.
 ABSURD = [
     ("prometheus.port", float("inf")),
     ("prometheus.port", float("-inf")),
@@ -601,7 +604,7 @@ def test_deeply_nested_yaml_raises_config_error(tmp_path):
 
 def test_nesting_is_checked_before_the_parser_recurses(tmp_path):
     """Nesting past 100 levels is refused from the tokens, before PyYAML composes the document recursively (near
-    the recursion limit, any finalizer that happened to run failed as well); 97 levels are parsed."""
+    the recursion limit, any finalizer that runs then fails as well); 97 levels are parsed."""
     deep = tmp_path / "deep.yaml"
     deep.write_text("resource_attributes: {a: " + "[" * 150 + "]" * 150 + "}\n")  # PyYAML alone would parse it
     assert "at most 100 levels deep" in _error(deep)

@@ -98,8 +98,9 @@ def test_successful_checks_are_cached(certs, hashed, monkeypatch):
 
 
 def test_concurrent_bcrypt_checks_are_bounded(certs, hashed, monkeypatch):
-    """Sixteen wrong passwords checked from sixteen threads run bcrypt one at a time (unbounded, a flood of wrong
-    passwords took every core from training); the right password, once remembered, needs no check meanwhile."""
+    """Sixteen wrong passwords checked from sixteen threads run bcrypt one at a time (without that bound, a flood of
+    wrong passwords would take every core from training); the right password, once remembered, needs no check
+    meanwhile."""
     config = load_web_config(_web(certs.ca.parent, {"basic_auth_users": {"prometheus": hashed}}))
     good = _basic("prometheus", PASSWORD)["Authorization"]
     assert config.authorized(good)
@@ -254,3 +255,85 @@ def test_web_config_from_the_environment(certs, hashed, monkeypatch):
     handle = otel_rl.init_telemetry({"prometheus": {"host": "127.0.0.1", "port": 0}})
     assert _get(f"http://127.0.0.1:{handle.prometheus_port}/metrics") == 401
     assert repr(hashed) not in repr(load_web_config(handle.settings.prometheus.web_config_file))
+
+
+def _alias_bomb() -> str:
+    """A few hundred bytes of nested aliases that expand to 9**9 nodes."""
+    lines = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
+    for i, name in enumerate("bcdefghi"):
+        lines.append(f"{name}: &{name} [" + ",".join(["*" + "abcdefghi"[i]] * 9) + "]")
+    return "\n".join(lines).replace("\n", "\n  ").join(["http_server_config:\n  ", "\n  headers: *i\n"])
+
+
+@pytest.mark.parametrize(("content", "refused"), [
+    ("http_server_config:\n  headers: {a: " + "[" * 150 + "]" * 150 + "}\n", "at most 100 levels deep"),
+    (_alias_bomb(), "more than 100_000 YAML nodes through its aliases"),
+])
+def test_web_config_yaml_has_the_limits_of_a_config_file(tmp_path, content, refused):
+    """A web config nested past 100 levels, or expanding through aliases past 100 000 nodes, is refused as a config
+    file is: a ConfigError naming the setting and the file, before PyYAML builds the document."""
+    web = tmp_path / "web.yml"
+    web.write_text(content)
+    with pytest.raises(ConfigError) as info:
+        _start(str(web))
+    message = str(info.value)
+    assert "prometheus.web_config_file" in message and repr(str(web)) in message and refused in message, message
+
+
+def test_the_web_config_is_parsed_once(certs, monkeypatch):
+    """init_telemetry checks the web config and binds its endpoint with it, and serve_prometheus binds a new endpoint
+    with it after stop_prometheus: the file is parsed once, and every endpoint has the same parsed object."""
+    parses = []
+    parse = webconfig._http  # runs once in every parse of a file
+    monkeypatch.setattr(webconfig, "_http", lambda *args: parses.append(args[0]) or parse(*args))
+    handle = _start(_web(certs.ca.parent, {"http_server_config": {"headers": {"X-Frame-Options": "deny"}}}))
+    first = handle.server.web_config
+    handle.stop_prometheus(handle.server)
+    server = handle.serve_prometheus("127.0.0.1", 0)
+    assert server is not None and server.web_config is first
+    assert len(parses) == 1, parses
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=10) as response:
+        assert response.headers["X-Frame-Options"] == "deny"
+
+
+def test_a_changed_web_config_or_a_rotated_certificate_is_parsed_again(tmp_path, certs):
+    """The same object while nothing changed; a new one when the file's bytes change or when a certificate and key
+    it names are replaced (a rotated certificate is served from then on)."""
+    for name in ("server.crt", "server.key", "ca.crt"):
+        (tmp_path / name).write_bytes((certs.ca.parent / name).read_bytes())
+    path = _web(tmp_path, {"tls_server_config": {"cert_file": "server.crt", "key_file": "server.key"}})
+    first = load_web_config(path)
+    assert load_web_config(path) is first
+    Path(path).write_text(Path(path).read_text() + "http_server_config: {headers: {X-Frame-Options: deny}}\n")
+    second = load_web_config(path)
+    assert second is not first and dict(second.headers) == {"X-Frame-Options": "deny"}
+    assert load_web_config(path) is second
+    (tmp_path / "server.crt").write_bytes(certs.client_cert.read_bytes())  # another certificate, and its key
+    (tmp_path / "server.key").write_bytes(certs.client_key.read_bytes())
+    third = load_web_config(path)
+    assert third is not second and load_web_config(path) is third
+    webconfig.forget_parsed()
+    assert load_web_config(path) is not third
+
+
+def test_a_forked_child_parses_the_web_config_again(certs):
+    """A child does not reuse its parent's parsed object: a parent thread may have held one of its locks at fork."""
+    import os
+
+    path = _web(certs.ca.parent, {"http_server_config": {"headers": {"X-Frame-Options": "deny"}}})
+    parent = load_web_config(path)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        try:
+            os.write(write, b"same" if load_web_config(path) is parent else b"new")
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        answer = os.read(read, 16)
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    assert answer == b"new"
+    assert load_web_config(path) is parent

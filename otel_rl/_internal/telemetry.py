@@ -115,7 +115,8 @@ class Telemetry:
                 self._join_file_sd()
 
     def _web_config(self):
-        """The endpoint's TLS and basic auth from ``prometheus.web_config_file`` (None: plain HTTP, no auth)."""
+        """The endpoint's TLS and basic auth from ``prometheus.web_config_file`` (None: plain HTTP, no auth),
+        parsed once: while the file and the TLS files it names are unchanged, the object checked at init."""
         if not self.settings.prometheus.web_config_file:
             return None
         from otel_rl._internal.webconfig import load_web_config

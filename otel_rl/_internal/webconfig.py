@@ -13,7 +13,9 @@ an operator's existing file works here::
       prometheus: $2b$12$...   # bcrypt hash (htpasswd -nBC 12 "" | tr -d ':\\n')
 
 Everything is checked once at start (``ConfigError`` naming the key, the value and what is allowed). A setting of
-the format that Python's ``ssl`` module cannot honour is refused rather than silently ignored.
+the format that Python's ``ssl`` module cannot honour is refused rather than silently ignored. A file is parsed
+once: the parsed object is kept while the file and the TLS files it names keep their bytes. Imports config_files,
+errors and hints.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from otel_rl._internal.config_files import MAX_FILE_BYTES, read_small_file
+from otel_rl._internal.config_files import MAX_FILE_BYTES, file_sha256, load_yaml, read_small_file
 from otel_rl._internal.errors import ConfigError, describe
 from otel_rl._internal.hints import install_hint
 
@@ -57,8 +59,8 @@ _TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min
 #: Keys whose values an error shows (file paths, version and mode names); any other value is shown by its type.
 _SHOWN = {"tls_server_config." + key for key in _TLS_KEYS}
 _BCRYPT = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
-#: bcrypt checks run at once. Each takes a CPU core for tens of milliseconds by design; unbounded, a flood of wrong
-#: passwords took every core from training. Remembered good credentials need no check.
+#: bcrypt checks run at once. Each takes a CPU core for tens of milliseconds by design; without this bound, a flood
+#: of wrong passwords would take every core from training. Remembered good credentials need no check.
 AUTH_CHECKS = 1
 #: Seconds a request waits for a check; past it (a flood of wrong passwords) it gets 401 without one.
 AUTH_WAIT = 2.0
@@ -173,34 +175,44 @@ def _error(path: str, key: str, value: Any, allowed: str, ours: bool = False) ->
     return ConfigError(f"prometheus.web_config_file {path!r}: key {key!r} has {shown}; allowed: {allowed}")
 
 
-def _yaml_problem(exc: Exception) -> str:
-    """A YAML error as problem and position, without PyYAML's snippet of the offending line (it may be a hash)."""
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or type(exc).__name__
-    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
-
-
 def load_web_config(path: str) -> WebConfig:
-    """Read and check a web configuration file; raises ConfigError naming the key, the value and what is allowed."""
-    import yaml
+    """Read and check a web configuration file; raises ConfigError naming the key, the value and what is allowed.
 
+    Parsed once: while the file and the TLS files it names keep their bytes, every call returns the same object
+    (its SSL context, and its remembered good credentials), and a changed file or a rotated certificate is parsed
+    again."""
     try:
         text = read_small_file(path)
     except ValueError as exc:
         raise ConfigError(f"prometheus.web_config_file {path!r} cannot be read ({exc}); allowed: the path of a "
                           f"readable YAML web configuration file, a regular file of at most {MAX_FILE_BYTES:_} "
                           "bytes") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"prometheus.web_config_file {path!r} is not valid YAML ({_yaml_problem(exc)})") from None
-    except RecursionError:
-        raise ConfigError(f"prometheus.web_config_file {path!r} is nested too deep") from None
+    key = (path, os.path.realpath(path))
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    with _parsed_lock:
+        kept = _parsed.get(key)
+    if kept is not None and kept.digest == digest and all(file_sha256(f) == d for f, d in kept.tls_files):
+        return kept.config
+    data = load_yaml(text, f"prometheus.web_config_file {path!r}")
+    base = Path(path).resolve().parent
+    # Hashed before they are loaded: a certificate rotated in between is parsed again on the next call.
+    tls_files = tuple((f, file_sha256(f)) for f in _tls_files(base, data))
+    config = _parse(path, base, data)
+    if all(d is not None for _, d in tls_files):
+        with _parsed_lock:
+            _parsed.pop(key, None)
+            while len(_parsed) >= PARSED_KEPT:
+                del _parsed[next(iter(_parsed))]
+            _parsed[key] = _Parsed(digest, tls_files, config)
+    return config
+
+
+def _parse(path: str, base: Path, data: Any) -> WebConfig:
+    """The checked WebConfig of a file's YAML ``data`` (relative file names are relative to ``base``)."""
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
         raise _error(path, "", data, "a mapping with tls_server_config, basic_auth_users, http_server_config")
-    base = Path(path).resolve().parent
     for key in data:
         if key not in ("tls_server_config", "basic_auth_users", "http_server_config"):
             raise _error(path, str(key), data[key], "tls_server_config, basic_auth_users, http_server_config")
@@ -208,6 +220,47 @@ def load_web_config(path: str) -> WebConfig:
     users = _users(path, data.get("basic_auth_users"))
     headers = _http(path, data.get("http_server_config"))
     return WebConfig(path=path, ssl_context=context, users=users, headers=headers)
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """A parsed web config and what it was parsed from."""
+
+    digest: bytes  #: SHA-256 of the web config file
+    tls_files: tuple[tuple[str, bytes | None], ...]  #: its certificate, key and CA files, with their SHA-256
+    config: WebConfig
+
+
+#: Web configs parsed, by path as given and as resolved; the oldest is forgotten past this many.
+PARSED_KEPT = 16
+_parsed: dict[tuple[str, str], _Parsed] = {}
+_parsed_lock = threading.Lock()
+
+
+def forget_parsed() -> None:
+    """Forget every parsed web config, so the next :func:`load_web_config` parses its file (tests call it)."""
+    with _parsed_lock:
+        _parsed.clear()
+
+
+def _after_fork_in_child() -> None:
+    """A child parses its own: a parent thread may have held the lock, or a parsed config's locks, at fork."""
+    global _parsed_lock
+    _parsed_lock = threading.Lock()
+    _parsed.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _tls_files(base: Path, data: Any) -> list[str]:
+    """The files ``tls_server_config`` names, resolved as :func:`_file` resolves them (before any is checked)."""
+    section = data.get("tls_server_config") if isinstance(data, Mapping) else None
+    if not isinstance(section, Mapping):
+        return []
+    names = (section.get(key) for key in ("cert_file", "key_file", "client_ca_file"))
+    return [str(base / name) for name in names if isinstance(name, str) and name]
 
 
 def _file(path: str, base: Path, key: str, value: Any) -> str:
