@@ -296,7 +296,7 @@ def test_rendering_leaves_out_a_non_text_attribute_key_and_a_none_value():
     """families() itself, on data such as SDK 1.39 hands over: no TypeError, and no label the push path lacks."""
     from opentelemetry.sdk.metrics.export import Gauge, Metric, NumberDataPoint
 
-    from otel_rl._internal.exposition import _other_family
+    from otel_rl._internal.families import _other_family
 
     attributes = {7: "x", "n": None, "k": "v"}
     point = NumberDataPoint(attributes=attributes, start_time_unix_nano=0, time_unix_nano=1, value=3.0)  # type: ignore[arg-type]
@@ -333,7 +333,7 @@ def test_text_in_a_sequence_attribute_is_written_as_the_collector_writes_it():
 def test_float_attributes_are_written_as_the_collector_writes_them():
     """Floats as pdata writes them (JavaScript's number text): an exponent below 1e-6 and from 1e21, NaN and
     +-Infinity; a sequence holding NaN, which JSON cannot write, gives no label. What the collector 0.165 wrote."""
-    from otel_rl._internal.exposition import attribute_text
+    from otel_rl._internal.families import attribute_text
 
     written = [attribute_text(v) for v in (1.5e-7, 1e-6, 1e20, 1e21, -2.5e22, 0.1, 2.0, -0.0, float("nan"),
                                            float("inf"), float("-inf"), [1e-7, 1e21, 0.1, 5], [1.0, float("nan")])]
