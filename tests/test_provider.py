@@ -304,6 +304,36 @@ def test_rendering_leaves_out_a_non_text_attribute_key_and_a_none_value():
     assert [(s.name, s.labels, s.value) for s in family.samples] == [("test_gauge", {"k": "v"}, 3.0)]
 
 
+def test_families_converts_only_what_is_not_in_the_catalog():
+    """families() leaves out a catalog metric and an instrument whose Prometheus family is a catalog family (the
+    store's series have that name), so no caller filters; all_families() has every catalog family first."""
+    from opentelemetry.sdk.metrics.export import (
+        Gauge,
+        Metric,
+        MetricsData,
+        NumberDataPoint,
+        ResourceMetrics,
+        ScopeMetrics,
+    )
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    from otel_rl._internal.catalog import ALL_METRICS
+    from otel_rl._internal.families import all_families, families
+
+    def gauge(name: str) -> Metric:
+        point = NumberDataPoint(attributes={"k": "v"}, start_time_unix_nano=0, time_unix_nano=1, value=1.0)
+        return Metric(name, "", "", Gauge(data_points=[point]))
+
+    scope = ScopeMetrics(InstrumentationScope("test"), [gauge("rl_training_sharpe_ratio"),
+                                                        gauge("rl.training.win.rate"), gauge("my.gauge")], "")
+    data = MetricsData([ResourceMetrics(Resource.create({}), [scope], "")])
+    assert [f.name for f in families(data)] == ["my_gauge"]
+    whole = all_families(data)
+    assert [f.name for f in whole] == [spec.family for spec in ALL_METRICS] + ["my_gauge"]
+    assert [s.value for f in whole if f.name == "rl_training_sharpe_ratio" for s in f.samples] == [1.0]
+
+
 def test_attribute_values_that_are_not_utf8_keep_the_scrape_working():
     """Lone surrogates (os.fsdecode of bytes) in an attribute: a gauge keeps the value backslash-escaped, as the
     store does; an SDK instrument's attribute is left out on /metrics, as the OTLP encoder leaves it out. Either

@@ -14,7 +14,7 @@ from __future__ import annotations
 import gzip
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from opentelemetry.sdk.metrics.export import MetricsData
@@ -103,7 +103,7 @@ class Scrape:
 class _Collection(Collector):
     """prometheus_client's collector over a whole SDK collection (catalog metrics included)."""
 
-    def __init__(self, collect: Any) -> None:
+    def __init__(self, collect: Callable[[], MetricsData | None]) -> None:
         self._collect = collect
 
     def collect(self) -> Iterator[PromMetric]:
