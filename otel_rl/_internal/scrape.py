@@ -4,9 +4,9 @@
 reader; the HTTP server (:mod:`otel_rl._internal.http_server`) and ``metrics_text()`` call its ``render``.
 :class:`SharedRender` lets concurrent scrapes of the server share one render and its gzip.
 
-Imports the renderer (:mod:`otel_rl._internal.render`, which reads the store) and the conversion of the SDK's
-collection (:mod:`otel_rl._internal.families`); never telemetry, lifecycle or the readers' module (the pull reader
-is handed in).
+Imports the renderer (:mod:`otel_rl._internal.render`, which reads the store), the conversion of the SDK's
+collection (:mod:`otel_rl._internal.families`) and the store's ``Registry`` type; never telemetry, lifecycle or the
+readers' module (the pull reader is handed in).
 """
 
 from __future__ import annotations
