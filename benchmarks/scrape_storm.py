@@ -63,13 +63,13 @@ def main() -> None:
     handle = otel_rl.init_telemetry({"exporters": ["prometheus"], "prometheus": {"host": "127.0.0.1", "port": 0}})
     url = f"http://127.0.0.1:{handle.prometheus_port}/metrics"
     renders = [0]
-    render = handle.exposition.render
+    render = handle.scrape.render
 
     def counted(accept: str = ""):  # how many renders the scrapes cost (shared renders: fewer than scrapes)
         renders[0] += 1
         return render(accept)
 
-    handle.exposition.render = counted  # type: ignore[method-assign]
+    handle.scrape.render = counted  # type: ignore[method-assign]
     while len(handle.metrics_text()) < args.series * 100:  # warm up: every series exists before measuring
         train_recording(0.5, args.series)
     quiet, storm = [], []

@@ -188,9 +188,9 @@ def child():
     os._exit(0 if episodes(text) == 3.0 and b"parent-" not in text else 7)
 
 codes = []
-# Deterministic: fork while a scrape holds the exposition lock and a recording holds the metrics' locks.
+# Deterministic: fork while a scrape holds the scrape lock and a recording holds the metrics' locks.
 from otel_rl._internal.store import REGISTRY
-held = [handle.exposition._lock, REGISTRY._warn_lock] + [m._lock for m in REGISTRY.metrics.values()]
+held = [handle.scrape._lock, REGISTRY._warn_lock] + [m._lock for m in REGISTRY.metrics.values()]
 for lock in held: lock.acquire()
 pid = os.fork()
 if pid == 0:
@@ -503,7 +503,7 @@ handle.renderer._lock.acquire()   # deterministic: a parent thread is in the mid
 pid = os.fork()
 if pid == 0:
     signal.alarm(5)
-    body = bytes(handle.exposition.render()[0])
+    body = bytes(handle.scrape.render()[0])
     os._exit(0 if b"rl_training_environment_steps_total" in body else 7)
 handle.renderer._lock.release()
 codes = [wait_child(pid, 20)]
@@ -515,7 +515,7 @@ for i in range(2000):
 stop = threading.Event()
 def scrape():
     while not stop.is_set():
-        handle.exposition.render()
+        handle.scrape.render()
 thread = threading.Thread(target=scrape)
 thread.start()
 for _ in range(20):
@@ -523,7 +523,7 @@ for _ in range(20):
     pid = os.fork()
     if pid == 0:
         signal.alarm(5)
-        body = bytes(handle.exposition.render()[0])
+        body = bytes(handle.scrape.render()[0])
         os._exit(0 if b"algo-" not in body else 7)   # the child shows its own (empty) store, not the parent's
     codes.append(wait_child(pid, 20))
 stop.set()

@@ -102,7 +102,7 @@ def assert_exposition_parses() -> None:
     """The Prometheus text parses and the OTLP protobuf encoding of the same collection works.
 
     (prometheus_client's OpenMetrics parser refuses ``_sum`` next to negative buckets, which otel-rl exposes on
-    purpose for the reward histograms; Prometheus itself accepts it. See exposition.py.)
+    purpose for the reward histograms; Prometheus itself accepts it. See families.py.)
     """
     handle = _handle()
     families = list(text_string_to_metric_families(handle.metrics_text().decode("utf-8")))

@@ -296,12 +296,42 @@ def test_rendering_leaves_out_a_non_text_attribute_key_and_a_none_value():
     """families() itself, on data such as SDK 1.39 hands over: no TypeError, and no label the push path lacks."""
     from opentelemetry.sdk.metrics.export import Gauge, Metric, NumberDataPoint
 
-    from otel_rl._internal.exposition import _other_family
+    from otel_rl._internal.families import _other_family
 
     attributes = {7: "x", "n": None, "k": "v"}
     point = NumberDataPoint(attributes=attributes, start_time_unix_nano=0, time_unix_nano=1, value=3.0)  # type: ignore[arg-type]
     family = _other_family("test.gauge", Metric("test.gauge", "", "", Gauge(data_points=[point])))
     assert [(s.name, s.labels, s.value) for s in family.samples] == [("test_gauge", {"k": "v"}, 3.0)]
+
+
+def test_families_converts_only_what_is_not_in_the_catalog():
+    """families() leaves out a catalog metric and an instrument whose Prometheus family is a catalog family (the
+    store's series have that name), so no caller filters; all_families() has every catalog family first."""
+    from opentelemetry.sdk.metrics.export import (
+        Gauge,
+        Metric,
+        MetricsData,
+        NumberDataPoint,
+        ResourceMetrics,
+        ScopeMetrics,
+    )
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    from otel_rl._internal.catalog import ALL_METRICS
+    from otel_rl._internal.families import all_families, families
+
+    def gauge(name: str) -> Metric:
+        point = NumberDataPoint(attributes={"k": "v"}, start_time_unix_nano=0, time_unix_nano=1, value=1.0)
+        return Metric(name, "", "", Gauge(data_points=[point]))
+
+    scope = ScopeMetrics(InstrumentationScope("test"), [gauge("rl_training_sharpe_ratio"),
+                                                        gauge("rl.training.win.rate"), gauge("my.gauge")], "")
+    data = MetricsData([ResourceMetrics(Resource.create({}), [scope], "")])
+    assert [f.name for f in families(data)] == ["my_gauge"]
+    whole = all_families(data)
+    assert [f.name for f in whole] == [spec.family for spec in ALL_METRICS] + ["my_gauge"]
+    assert [s.value for f in whole if f.name == "rl_training_sharpe_ratio" for s in f.samples] == [1.0]
 
 
 def test_attribute_values_that_are_not_utf8_keep_the_scrape_working():
@@ -333,7 +363,7 @@ def test_text_in_a_sequence_attribute_is_written_as_the_collector_writes_it():
 def test_float_attributes_are_written_as_the_collector_writes_them():
     """Floats as pdata writes them (JavaScript's number text): an exponent below 1e-6 and from 1e21, NaN and
     +-Infinity; a sequence holding NaN, which JSON cannot write, gives no label. What the collector 0.165 wrote."""
-    from otel_rl._internal.exposition import attribute_text
+    from otel_rl._internal.families import attribute_text
 
     written = [attribute_text(v) for v in (1.5e-7, 1e-6, 1e20, 1e21, -2.5e22, 0.1, 2.0, -0.0, float("nan"),
                                            float("inf"), float("-inf"), [1e-7, 1e21, 0.1, 5], [1.0, float("nan")])]

@@ -52,7 +52,7 @@ def record_random(rng: random.Random, n: int) -> None:
 def reference(handle, accept: str) -> bytes:
     """What the endpoint served before the renderer: the SDK's collection through prometheus_client's encoder."""
     encoder, _ = choose_encoder(accept)
-    return encoder(handle.exposition.registry)
+    return encoder(handle.scrape.registry)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -186,7 +186,7 @@ def test_carriage_returns_in_label_values_do_not_break_line_based_readers(accept
     assert b"\r" not in body
     parse = openmetrics_parser if "openmetrics" in accept else text_fd_to_metric_families
     text = io.TextIOWrapper(io.BytesIO(body), encoding="utf-8")  # universal newlines, as open() reads a file
-    if "openmetrics" in accept:  # the OpenMetrics parser refuses _sum beside negative buckets (see exposition.py)
+    if "openmetrics" in accept:  # the OpenMetrics parser refuses _sum beside negative buckets (see families.py)
         text = io.StringIO("".join(line for line in text if "episode_reward" not in line))
     agents = {s.labels.get("agent_id") for f in parse(text) for s in f.samples}
     assert {"run\\r1", "crlf\\r\nrun"} <= agents

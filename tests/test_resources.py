@@ -396,7 +396,7 @@ def test_labelled_resource_names_translate_the_same_on_both_paths(tmp_path):
     )
     from opentelemetry.sdk.resources import Resource
 
-    from otel_rl._internal.exposition import families
+    from otel_rl._internal.families import families
 
     labelled = [spec for spec in RESOURCE_METRICS if spec.attributes]
     prom = procs.Prometheus(tmp_path)

@@ -1,4 +1,4 @@
-"""The metrics endpoint's limits and binding (exposition.MetricsServer), against real sockets on loopback."""
+"""The metrics endpoint's limits and binding (http_server.MetricsServer), against real sockets on loopback."""
 
 from __future__ import annotations
 
@@ -21,9 +21,11 @@ from pathlib import Path
 import pytest
 
 import otel_rl
-from otel_rl._internal import exposition
-from otel_rl._internal.config import ConfigError
-from otel_rl._internal.exposition import accepts_gzip
+from otel_rl._internal import http_server
+from otel_rl._internal.errors import ConfigError
+from otel_rl._internal.http_handler import accepts_gzip
+
+from procs import wait_until
 
 
 def _open_fds() -> int:
@@ -58,7 +60,7 @@ def _timed_scrape(url: str) -> float:
 
 def test_idle_and_slowloris_floods_do_not_block_scrapes():
     """With 1,000 idle connections and 300 sending their headers a byte at a time open, scrapes answer within 1 s
-    (the old server served connections in accept order behind 32 slots, so a scrape waited for the flood)."""
+    (a server that served connections in accept order behind 32 slots would make a scrape wait for the flood)."""
     _raise_fd_limit(4096)  # both ends of 1,300 connections; the endpoint may then hold 2,048
     handle, url = _start()
     assert handle.server is not None
@@ -80,8 +82,8 @@ def test_idle_and_slowloris_floods_do_not_block_scrapes():
     trickler = threading.Thread(target=trickle, daemon=True)
     trickler.start()
     try:
-        # The flood is established: every connection accepted and still sending its headers (a fixed sleep let the
-        # scrapes run before the loop had taken the flood, when it proved nothing).
+        # The flood is established first: every connection accepted and still sending its headers (scrapes run
+        # before the loop has taken the flood would prove nothing).
         deadline = time.monotonic() + 10
         while len(handle.server._pending) < 1300 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -99,7 +101,7 @@ def test_idle_and_slowloris_floods_do_not_block_scrapes():
 def test_at_the_open_connection_limit_the_oldest_idle_connection_is_closed(monkeypatch):
     """Past the open-connection limit the oldest connection still sending headers is closed: descriptors stay
     bounded and a scrape still gets through at once."""
-    monkeypatch.setattr(exposition, "MAX_OPEN", 100)
+    monkeypatch.setattr(http_server, "MAX_OPEN", 100)
     handle, url = _start()
     otel_rl.record_episode("PPO", "run-1", 1.5, 10)
     before = _open_fds()
@@ -118,7 +120,7 @@ def test_at_the_open_connection_limit_the_oldest_idle_connection_is_closed(monke
 
 def test_idle_connections_time_out(monkeypatch):
     """A connection that sends no request is closed after the header timeout."""
-    monkeypatch.setattr(exposition.MetricsServer, "header_timeout", 0.5)
+    monkeypatch.setattr(http_server.MetricsServer, "header_timeout", 0.5)
     handle, url = _start()
     client = socket.create_connection(("127.0.0.1", handle.prometheus_port), timeout=10)
     try:
@@ -131,7 +133,7 @@ def test_idle_connections_time_out(monkeypatch):
 
 def test_a_connection_trickling_bytes_is_cut_off_at_the_header_timeout(monkeypatch):
     """A client sending a header byte every 0.2 s (never idle for long) is disconnected at the header timeout."""
-    monkeypatch.setattr(exposition.MetricsServer, "header_timeout", 1.0)
+    monkeypatch.setattr(http_server.MetricsServer, "header_timeout", 1.0)
     handle, _ = _start()
     client = socket.create_connection(("127.0.0.1", handle.prometheus_port), timeout=5)
     started = time.monotonic()
@@ -181,7 +183,7 @@ def test_oversized_request_headers_are_refused_at_once():
 
 
 def test_five_hundred_simultaneous_gets_succeed():
-    """500 scrapes started at once all get a 200 (a listen backlog of 5 refused or timed out most of them)."""
+    """500 scrapes started at once all get a 200 (with a listen backlog of 5, most would be refused or time out)."""
     _, url = _start()
     barrier = threading.Barrier(500)
     results: list[object] = []
@@ -206,7 +208,7 @@ def test_concurrent_scrapes_share_renders(monkeypatch):
     """Scrapes arriving together share a render, and each still sees the values recorded before it arrived."""
     handle, url = _start()
     renders = 0
-    original = handle.exposition.render
+    original = handle.scrape.render
 
     def counting(accept: str = ""):
         nonlocal renders
@@ -214,7 +216,7 @@ def test_concurrent_scrapes_share_renders(monkeypatch):
         time.sleep(0.05)  # a slow render, so scrapes pile up behind it
         return original(accept)
 
-    monkeypatch.setattr(handle.exposition, "render", counting)
+    monkeypatch.setattr(handle.scrape, "render", counting)
     otel_rl.record_episode("PPO", "run-1", 2.0, 5)
     bodies: list[bytes] = []
     threads = [threading.Thread(target=lambda: bodies.append(_get(url + "/metrics")[2])) for _ in range(40)]
@@ -254,7 +256,7 @@ def test_a_large_scrape_is_served_from_a_memory_map_identical_to_metrics_text():
     handle, url = _start()
     for i in range(1000):
         otel_rl.record_episode("PPO", f"agent-{i:05d}", float(i % 300) - 100.0, 10 + i % 90)
-    body, _ = handle.exposition.render()
+    body, _ = handle.scrape.render()
     assert isinstance(body, memoryview) and body.readonly and isinstance(body.obj, mmap.mmap)
     expected = handle.metrics_text()
     assert bytes(body) == expected and len(expected) > 1 << 20
@@ -284,7 +286,9 @@ def test_client_disconnecting_mid_response_logs_no_traceback(caplog, capfd):
         client.recv(100)  # the response started
         client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         client.close()  # RST
-    time.sleep(1.0)
+    server = handle.server
+    assert server is not None
+    wait_until(lambda: server._workers == 0, 10, interval=0.02, what="the server to finish the reset connections")
     url = f"http://127.0.0.1:{handle.prometheus_port}"
     assert _get(url + "/metrics")[0] == 200  # still serving
     err = capfd.readouterr().err
@@ -373,9 +377,9 @@ sys.stdin.readline()
 
 
 def test_out_of_descriptors_the_server_does_not_spin_and_serves_once_some_are_free():
-    """accept() failing with EMFILE while nothing can be closed left the listening socket ready: the connection
-    loop retried at once, a core busy (holding the GIL) for as long as descriptors ran out. It now pauses between
-    tries, and serves the waiting client once descriptors are free."""
+    """accept() failing with EMFILE while nothing can be closed leaves the listening socket ready: a connection
+    loop retrying at once would keep a core busy (holding the GIL) for as long as descriptors run out. The loop
+    pauses between tries, and serves the waiting client once descriptors are free."""
     root = Path(__file__).resolve().parent.parent
     child = subprocess.Popen([sys.executable, "-c", _OUT_OF_DESCRIPTORS], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(root)})

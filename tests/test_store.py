@@ -497,7 +497,7 @@ def test_same_labels_after_escaping_are_one_series(telemetry):
     otel_rl.record_environment_steps("run-\\udcff", 4)
     otel_rl.record_environment_steps(os.fsdecode(b"run-\xff"), 1)
     fast = telemetry.metrics_text().decode()
-    slow = generate_latest(telemetry.exposition.registry).decode()
+    slow = generate_latest(telemetry.scrape.registry).decode()
     for text in (fast, slow):
         lines = [line for line in text.splitlines() if line.startswith("rl_training_environment_steps_total")]
         assert lines == ['rl_training_environment_steps_total{algorithm="run-\\\\udcff"} 8.0'], text

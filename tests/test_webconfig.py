@@ -172,9 +172,9 @@ def test_scrapes_with_known_credentials_pass_a_wrong_password_flood(certs, hashe
 def test_a_tls_client_that_never_finishes_the_handshake_is_closed_and_costs_no_slot(certs, monkeypatch):
     """TLS handshakes run in the connection loop: 100 clients stuck before or in the handshake hold no serving slot
     (an HTTPS scrape answers meanwhile) and are closed at the header timeout."""
-    from otel_rl._internal import exposition
+    from otel_rl._internal import http_server
 
-    monkeypatch.setattr(exposition.MetricsServer, "header_timeout", 2.0)
+    monkeypatch.setattr(http_server.MetricsServer, "header_timeout", 2.0)
     handle = _start(_web(certs.ca.parent, {"tls_server_config": {"cert_file": "server.crt", "key_file": "server.key"}}))
     address = ("127.0.0.1", handle.prometheus_port)
     stuck = [socket.create_connection(address, timeout=10) for _ in range(100)]

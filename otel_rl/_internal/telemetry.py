@@ -25,8 +25,9 @@ from otel_rl._internal.catalog import BY_NAME
 from otel_rl._internal.config import Settings, sdk_disabled
 from otel_rl._internal.errors import ConfigError
 from otel_rl._internal.exporters import console_exporter, otlp_exporter
-from otel_rl._internal.exposition import Exposition, MetricsServer, bind_server, families
+from otel_rl._internal.http_server import MetricsServer, bind_server
 from otel_rl._internal.render import StoreRenderer
+from otel_rl._internal.scrape import Scrape
 from otel_rl._internal.store import REGISTRY, Histogram, Registry
 from otel_rl._version import __version__
 
@@ -73,8 +74,8 @@ class Telemetry:
         # The pull reader always exists (it costs nothing until collected): metrics_text() needs it.
         self.pull_reader = PullReader(settings.cardinality_limit)
         self.renderer = StoreRenderer(registry)
-        # OTEL_SDK_DISABLED: the store is not rendered either; the collection (empty then) is all a scrape shows.
-        self.exposition = Exposition(self._collect_for_scrape, None if sdk_disabled() else self._render_from_store)
+        #: What /metrics and metrics_text() show: the store's metrics, then the pull reader's other instruments.
+        self.scrape = Scrape(self.renderer, self.pull_reader, registry, sdk_disabled=sdk_disabled())
         readers: list[MetricReader] = [self.pull_reader]
         self.server: MetricsServer | None = None
         #: OTEL_SDK_DISABLED=true (the OpenTelemetry spec's switch) turns every exporter off: no endpoint, no push.
@@ -83,7 +84,7 @@ class Telemetry:
             _logger.info("otel-rl: OTEL_SDK_DISABLED is true; nothing is exported (recording still costs nothing)")
         if "prometheus" in self.exporters:
             # Bind before any thread starts, so a strict bind failure leaves nothing behind.
-            self.server = bind_server(settings.prometheus.host, settings.prometheus.port, self.exposition,
+            self.server = bind_server(settings.prometheus.host, settings.prometheus.port, self.scrape,
                                       self.health, settings.prometheus.strict, self._web_config())
         try:
             for name in self.exporters:
@@ -136,11 +137,6 @@ class Telemetry:
 
     # -- pull path -------------------------------------------------------------------------------------------------
 
-    def _collect_for_scrape(self):
-        if self._abandoned_in == os.getpid():
-            return None  # the parent's SDK in a forked child: its locks may be held by a parent's scrape
-        return self.pull_reader.collect_all()
-
     def serve_prometheus(self, host: str, port: int) -> MetricsServer | None:
         """Start the ``/metrics`` endpoint on a telemetry that has none (one that pushes OTLP only).
 
@@ -158,7 +154,7 @@ class Telemetry:
                 except ConfigError as exc:  # validated at init: the file changed since; serve nothing rather than open
                     _logger.error("otel-rl: %s; the /metrics endpoint was not started", exc)
                     return None
-                server = bind_server(host, port, self.exposition, self.health, strict=False, web_config=web_config)
+                server = bind_server(host, port, self.scrape, self.health, strict=False, web_config=web_config)
                 if server is None:
                     return None
                 self.server = server.start()
@@ -178,26 +174,6 @@ class Telemetry:
         if self._sd_address is not None and self.settings.prometheus.file_sd:
             file_sd.leave(self.settings.prometheus.file_sd, self._sd_address)
             self._sd_address = None
-
-    def _render_from_store(self, encoder):
-        """The scrape: catalog metrics straight from the store, then any other instrument of this provider."""
-        return self.renderer.render(encoder, self._other_families)
-
-    def _other_families(self):
-        if self._abandoned_in == os.getpid():
-            # The parent's SDK in a forked child: a parent thread may have held its locks at fork, and its other
-            # instruments are the parent's. The child's own telemetry shows this process' instruments.
-            return []
-        try:
-            others = self.pull_reader.collect_others()
-        except Exception:  # noqa: BLE001 (your instruments must not take otel-rl's series off the scrape)
-            self.registry.warn_once(("otel_rl", "other_instruments"), "otel-rl: collecting the instruments of "
-                                    "other meters failed; this scrape shows otel-rl's series only (an observable "
-                                    "callback returning attributes the SDK cannot hash, such as a list, on an older "
-                                    "SDK?)", exc_info=True)
-            return []
-        catalog = {spec.family for spec in (m.spec for m in self.registry.metrics.values())}
-        return [f for f in families(others) if f.name not in catalog]
 
     @property
     def meter_provider(self) -> MeterProvider:
@@ -220,7 +196,7 @@ class Telemetry:
         if self._abandoned_in == os.getpid():
             # The parent's handle in a forked child: its SDK state may be locked mid-scrape; show this process'.
             return _child_view(self).metrics_text(accept)
-        return bytes(self.exposition.render(accept)[0])
+        return bytes(self.scrape.render(accept)[0])
 
     def health(self) -> dict[str, Any]:
         return {
@@ -343,8 +319,7 @@ class Telemetry:
             # Ends the thread the SDK restarts in a child. From a daemon thread: the parent may have held one of the
             # SDK's locks at fork, and a fork handler must never block (the readers export nothing here anyway).
             threading.Thread(target=_stop_inherited, args=(readers,), name="otel-rl-fork", daemon=True).start()
-        self.exposition.after_fork_in_child()
-        self.renderer.after_fork_in_child()
+        self.scrape.after_fork_in_child()
         if self.server is not None:
             self.server.close_inherited()
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from otel_rl._internal import lifecycle
-from otel_rl._internal.exposition import MetricsServer
+from otel_rl._internal.http_server import MetricsServer
 from otel_rl._internal.recording import (
     record_data_load_time,
     record_environment_steps,
