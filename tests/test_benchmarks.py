@@ -93,3 +93,28 @@ def test_the_scripts_start(script):
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "--quick" in proc.stdout
+
+
+def test_series_sets_fill_otel_rl_and_the_direct_registry_alike():
+    """workloads.fill_series puts the same label sets in otel-rl's store and in a direct prometheus_client registry."""
+    from prometheus_client import generate_latest
+
+    from otel_rl._internal.store import REGISTRY
+
+    workloads = importlib.import_module("workloads")
+    direct = importlib.import_module("direct_prometheus")
+    handle = workloads.telemetry_for(30)
+    try:
+        prom = direct.build()
+        workloads.fill_series("mixed", 30)
+        workloads.fill_series("mixed", 30, prom)
+        counts = {name: REGISTRY[name].series_count() for name in
+                  ("rl_training_current_iteration", "rl_training_episodes_total", "rl_training_episode_reward")}
+        ours, theirs = handle.metrics_text().decode(), generate_latest(prom.registry).decode()
+    finally:
+        handle.shutdown()
+    assert counts == dict.fromkeys(counts, 10)
+    for line in ('rl_training_current_iteration{algorithm="PPO",run_id="run-000027"} 27.0',
+                 'rl_training_episodes_total{agent_id="agent-000028",algorithm="PPO"} 3.0',
+                 'rl_training_episode_reward_count{agent_id="agent-000029",algorithm="PPO"} 1.0'):
+        assert line in ours and line in theirs, line
