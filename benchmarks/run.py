@@ -32,7 +32,7 @@ DEFAULT = tuple(name for name in BENCHES if name not in ON_REQUEST)
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions (< 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions and smaller sizes (about 2 minutes)")
     parser.add_argument("--only", nargs="+", choices=BENCHES,
                         help=f"run only these benchmarks (default: all but {', '.join(ON_REQUEST)})")
     parser.add_argument("--output", default=str(harness.RESULTS / "latest.json"), help="JSON summary path")
