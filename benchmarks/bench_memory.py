@@ -1,19 +1,27 @@
-"""Memory: RSS growth with the number of distinct run_ids, otel-rl (cardinality-limited) vs prometheus_client.
+"""Memory: RSS growth with the number of distinct run_ids, otel-rl (cardinality-limited) vs prometheus_client, and
+RSS per series after three scrapes with a limit above the series count, otel-rl vs the direct prometheus_client.
 
-Each side is measured in a fresh process: ``python benchmarks/bench_memory.py KIND CHECKPOINTS`` prints one JSON line.
+Each side is measured in a fresh process, which prints one JSON line:
+``python benchmarks/bench_memory.py KIND CHECKPOINTS`` or ``python benchmarks/bench_memory.py --per-series KIND SIZE``.
 """
 
 from __future__ import annotations
 
 import gc
 import json
+import statistics
 import sys
 import time
 from typing import Any
 
 import baselines
+import direct_prometheus
 import harness
-from harness import Report
+from harness import Report, mmm
+from workloads import fill_series, telemetry_for
+
+#: RSS per series after three scrapes, KiB
+PER_SERIES_TARGET_KIB = 1.0
 
 
 def child(kind: str, checkpoints: list[int]) -> dict[str, Any]:
@@ -56,7 +64,50 @@ def child(kind: str, checkpoints: list[int]) -> dict[str, Any]:
     return out
 
 
+def per_series_child(kind: str, size: int) -> dict[str, Any]:
+    """In a fresh process: RSS growth per series after ``size`` mixed series and three scrapes."""
+    from prometheus_client import generate_latest
+
+    if kind == "otel_rl":
+        handle = telemetry_for(size)
+        fill_series("gauge", 2)
+        handle.metrics_text()
+    else:
+        prom = direct_prometheus.build()
+        fill_series("gauge", 2, prom)
+        generate_latest(prom.registry)
+    gc.collect()
+    base = harness.rss_bytes()
+    if kind == "otel_rl":
+        fill_series("mixed", size)
+        for _ in range(3):
+            handle.metrics_text()
+    else:
+        fill_series("mixed", size, prom)
+        for _ in range(3):
+            generate_latest(prom.registry)
+    gc.collect()
+    return {"per_series": (harness.rss_bytes() - base) / size}
+
+
+def per_series(report: Report, quick: bool) -> None:
+    """RSS per series after three scrapes, each side in fresh processes, alternating which runs first."""
+    size = harness.size("memory_per_series", quick)
+    per: dict[str, list[float]] = {"otel_rl": [], "prometheus_client": []}
+    for rep in range(harness.size("heavy_reps", quick)):
+        for kind in (("otel_rl", "prometheus_client") if rep % 2 == 0 else ("prometheus_client", "otel_rl")):
+            per[kind].append(harness.run_child(__file__, "--per-series", kind, str(size))["per_series"] / 1024)
+    ours, theirs = per["otel_rl"], per["prometheus_client"]
+    report.details["memory_per_series_kib"] = per
+    report.add("memory", f"RSS per series after 3 scrapes, {size // 1000}k mixed series, otel_rl",
+               statistics.median(ours), "KiB", statistics.median(ours) / statistics.median(theirs),
+               "direct prometheus_client", f"<= {PER_SERIES_TARGET_KIB:g} KiB",
+               statistics.median(ours) <= PER_SERIES_TARGET_KIB,
+               note=f"otel_rl {mmm(ours)} KiB; direct prometheus_client: {mmm(theirs)} KiB")
+
+
 def bench(report: Report, quick: bool) -> None:
+    per_series(report, quick)
     checkpoints = list(harness.size("memory_checkpoints", quick))
     results = {kind: harness.run_child(__file__, kind, ",".join(map(str, checkpoints)), timeout=300)
                for kind in ("otel_rl", "prometheus_client")}
@@ -79,4 +130,7 @@ def bench(report: Report, quick: bool) -> None:
 if __name__ == "__main__":
     harness.clean_environment()
     harness.quiet_logs()
-    print(json.dumps(child(sys.argv[1], [int(c) for c in sys.argv[2].split(",")])))
+    if sys.argv[1] == "--per-series":
+        print(json.dumps(per_series_child(sys.argv[2], int(sys.argv[3]))))
+    else:
+        print(json.dumps(child(sys.argv[1], [int(c) for c in sys.argv[2].split(",")])))

@@ -41,6 +41,19 @@ SIZES: dict[str, tuple[Any, Any]] = {
     "export_reps": (3, 7),
     "throughput_s": (1.0, 2.0),
     "throughput_reps": (4, 8),
+    # rows whose one repetition may take seconds at full size (50k-series renders, scrapes, exports, threads)
+    "heavy_reps": (2, 5),
+    "render_kind_sizes": ((1_000,), (10_000, 50_000)),
+    "export_sizes": ((10_000,), (10_000, 50_000)),
+    "pause_sizes": ((2_000,), (50_000,)),
+    "memory_per_series": (2_000, 50_000),
+    "contention_records": (5_000, 100_000),
+    "sync_vec_steps": (300, 3000),
+    "flush_series": (1_000, 1_000),
+    # scaling curves: (sizes, records per repetition) for recording, sizes for render / export / pause
+    "curve_record": (((100, 1_000), 20_000), ((100, 1_000, 10_000, 50_000), 200_000)),
+    "curve_render": ((500, 1_000), (1_000, 5_000, 20_000)),
+    "curve_pause": ((500, 1_000), (1_000, 10_000, 20_000)),
 }
 
 

@@ -4,8 +4,7 @@ Every figure is a median over several repetitions, and every ratio is taken agai
 same process and run, with baseline and candidate interleaved (ABBA order) so that a noisy machine affects both.
 Prints a table and writes a JSON summary (default ``benchmarks/results/latest.json``). Not part of the test suite:
 the exit status is 0 whether targets pass or miss (``--strict`` makes a miss exit 1).
-One module per family: bench_recording, bench_train_step, bench_gymnasium, bench_exposition, bench_memory,
-bench_export, resource_metrics (the harness they share: harness.py).
+One module per family (the harness they share: harness.py); ``scaling`` runs only when named in ``--only``.
 """
 
 from __future__ import annotations
@@ -22,15 +21,20 @@ import harness
 
 #: benchmark name: the module whose ``bench(report, quick)`` measures it
 MODULES = {"recording": "bench_recording", "train_step": "bench_train_step", "gymnasium": "bench_gymnasium",
-           "exposition": "bench_exposition", "memory": "bench_memory", "export": "bench_export",
-           "resources": "resource_metrics"}
+           "exposition": "bench_exposition", "scrape_pause": "bench_scrape_pause", "memory": "bench_memory",
+           "thread_contention": "bench_thread_contention", "flush": "bench_flush", "export": "bench_export",
+           "resources": "resource_metrics", "scaling": "bench_scaling"}
 BENCHES = tuple(MODULES)
+#: run only when named in --only: curves over many sizes, informative rows only
+ON_REQUEST = ("scaling",)
+DEFAULT = tuple(name for name in BENCHES if name not in ON_REQUEST)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions (< 2 minutes)")
-    parser.add_argument("--only", nargs="+", choices=BENCHES, help="run only these benchmarks")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions and smaller sizes (about 2 minutes)")
+    parser.add_argument("--only", nargs="+", choices=BENCHES,
+                        help=f"run only these benchmarks (default: all but {', '.join(ON_REQUEST)})")
     parser.add_argument("--output", default=str(harness.RESULTS / "latest.json"), help="JSON summary path")
     parser.add_argument("--stdout", action="store_true", help="print the JSON summary instead of writing it")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
@@ -44,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
           f"Python {info['python']}, load {info['loadavg_start']}")
     print(harness.Report.HEADER)
     started = time.perf_counter()
-    for name in args.only or BENCHES:
+    for name in args.only or DEFAULT:
         print(f"[{name}]", flush=True)
         t0 = time.perf_counter()
         importlib.import_module(MODULES[name]).bench(report, args.quick)

@@ -30,8 +30,9 @@ def test_every_suite_benchmark_has_a_bench_function():
     run = importlib.import_module("run")
     for name, module_name in run.MODULES.items():
         assert callable(importlib.import_module(module_name).bench), name
-    issue13 = importlib.import_module("issue13")
-    assert all(callable(f) for f in issue13.BENCHES.values())
+    bench_modules = {p.stem for p in BENCHMARKS.glob("bench_*.py")}
+    assert bench_modules <= set(run.MODULES.values()), "every bench_* module is a run.py family"
+    assert set(run.DEFAULT) | set(run.ON_REQUEST) == set(run.BENCHES)
 
 
 def test_interleave_alternates_the_order_and_ratios_pair_repetitions():
@@ -70,7 +71,7 @@ def test_report_marks_targets(capsys):
 
 
 def test_the_iteration_workload_runs_on_otel_rl_and_every_baseline():
-    """The shared per-iteration loop (run.py's recording bench, issue13's iteration row) on a few iterations."""
+    """The shared per-iteration loop (run.py's recording bench) on a few iterations."""
     import otel_rl
 
     baselines = importlib.import_module("baselines")
@@ -86,9 +87,34 @@ def test_the_iteration_workload_runs_on_otel_rl_and_every_baseline():
     assert all(len(v) == 2 and all(t > 0 for t in v) for v in times.values())
 
 
-@pytest.mark.parametrize("script", ["run.py", "issue13.py"])
+@pytest.mark.parametrize("script", ["run.py", "resource_metrics.py"])
 def test_the_scripts_start(script):
     proc = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "--quick" in proc.stdout
+
+
+def test_series_sets_fill_otel_rl_and_the_direct_registry_alike():
+    """workloads.fill_series puts the same label sets in otel-rl's store and in a direct prometheus_client registry."""
+    from prometheus_client import generate_latest
+
+    from otel_rl._internal.store import REGISTRY
+
+    workloads = importlib.import_module("workloads")
+    direct = importlib.import_module("direct_prometheus")
+    handle = workloads.telemetry_for(30)
+    try:
+        prom = direct.build()
+        workloads.fill_series("mixed", 30)
+        workloads.fill_series("mixed", 30, prom)
+        counts = {name: REGISTRY[name].series_count() for name in
+                  ("rl_training_current_iteration", "rl_training_episodes_total", "rl_training_episode_reward")}
+        ours, theirs = handle.metrics_text().decode(), generate_latest(prom.registry).decode()
+    finally:
+        handle.shutdown()
+    assert counts == dict.fromkeys(counts, 10)
+    for line in ('rl_training_current_iteration{algorithm="PPO",run_id="run-000027"} 27.0',
+                 'rl_training_episodes_total{agent_id="agent-000028",algorithm="PPO"} 3.0',
+                 'rl_training_episode_reward_count{agent_id="agent-000029",algorithm="PPO"} 1.0'):
+        assert line in ours and line in theirs, line

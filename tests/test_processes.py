@@ -145,11 +145,13 @@ def test_forked_child_releases_the_inherited_listening_socket() -> None:
     result, _ = run_script(_PRELUDE + """
 handle = otel_rl.init_telemetry({"prometheus": {"host": "127.0.0.1", "port": 0}})
 port = handle.prometheus_port
+ready_read, ready_write = os.pipe()
 pid = os.fork()
 if pid == 0:
+    os.write(ready_write, b"1")   # the fork handlers have run: whatever the child releases, it has released
     time.sleep(60)   # a long-lived worker, like a SubprocVecEnv env process
     os._exit(0)
-time.sleep(0.3)
+os.read(ready_read, 1)
 assert handle.shutdown(timeout=2)
 refused = port_refused(port)
 rebound = otel_rl.init_telemetry({"prometheus": {"host": "127.0.0.1", "port": port, "strict": True}})
@@ -472,7 +474,7 @@ print(json.dumps({"refused": refused, "workers_alive_meanwhile": alive,
 
 def test_a_rank_exports_its_final_values_when_its_training_run_ends(monkeypatch, caplog):
     """A rank (RANK set) pushes its final values when its run ends, before any periodic export or shutdown; when that
-    export fails, although an earlier one succeeded, it says so instead of counting the earlier success."""
+    export fails it says so: an earlier export's success says nothing about the final values."""
     from test_telemetry import OtlpReceiver, _steps_exported
 
     import otel_rl
@@ -513,13 +515,17 @@ logging.getLogger("otel_rl").setLevel(logging.ERROR)
 for i in range(2000):
     otel_rl.record_environment_steps(f"algo-{i}", 1)
 stop = threading.Event()
+renders = [0]
 def scrape():
     while not stop.is_set():
+        renders[0] += 1
         handle.scrape.render()
 thread = threading.Thread(target=scrape)
 thread.start()
 for _ in range(20):
-    time.sleep(0.02)
+    begun = renders[0]
+    while renders[0] == begun:   # fork while the thread is inside a render it has just begun
+        time.sleep(0.001)
     pid = os.fork()
     if pid == 0:
         signal.alarm(5)
@@ -571,7 +577,7 @@ for _ in range(3):
     otel_rl.record_data_load_time(0.2)
 pid = os.fork()
 if pid == 0:
-    time.sleep(1.0)            # the SDK's restarted ticker has run by now
+    time.sleep(1.0)            # a window for the SDK's restarted ticker to export, which it must not do
     sys.stdout.flush()
     os._exit(0)
 os.waitpid(pid, 0)
@@ -582,7 +588,7 @@ text = exported.read().decode()
 print(json.dumps({"exported": text[:2000]}))
 os._exit(0)                    # the parent exports nothing either (interval 3600 s, no shutdown)
 """)
-    # Before, the child exported its emptied store under the parent's service.instance.id (a counter reset).
+    # An export from the child would carry its emptied store under the parent's service.instance.id: a counter reset.
     assert result["exported"] == "", result
 
 

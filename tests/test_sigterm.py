@@ -186,7 +186,7 @@ TRACED_CHILD = textwrap.dedent("""
 @pytest.mark.integration
 def test_sigterm_under_a_tracer_inside_a_record_call_exports_exact_totals(tmp_path):
     """Under a tracer (coverage, a debugger), a SIGTERM inside a record call waits for that call as without one:
-    exporting at once waited on the lock the interrupted call held, for the whole shutdown_timeout, and lost the
+    exporting at once would wait on the lock the interrupted call holds, for the whole shutdown_timeout, and lose the
     final export."""
     with procs.push_stack() as (_, prom, collector):
         report = tmp_path / "count"
@@ -245,7 +245,7 @@ STUCK_CHILD = textwrap.dedent("""
             while sys.gettrace() is tracer:  # until the handler puts its own tracer on, waiting for this call
                 time.sleep(0.01)
             print("waiting", flush=True)
-            while True:
+            while True:  # the call that never returns: what the test is about
                 time.sleep(0.01)
         return local
 
@@ -259,7 +259,8 @@ STUCK_CHILD = textwrap.dedent("""
 
 def test_a_second_sigterm_ends_a_process_whose_interrupted_call_never_returns():
     """The handler waits for the interrupted record call; if that call never returns, a second SIGTERM exports at
-    once (within shutdown_timeout) and the process dies of SIGTERM: it was ignored, the process deaf to SIGTERM."""
+    once (within shutdown_timeout) and the process dies of SIGTERM: a handler that ignored it would leave the process
+    deaf to SIGTERM."""
     child = subprocess.Popen([sys.executable, "-c", STUCK_CHILD, f"127.0.0.1:{procs.free_port()}"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import otel_rl
 
-from procs import free_port
+from procs import free_port, http_get, wait_until
 
 
 def closed_port() -> int:
@@ -296,7 +296,14 @@ def test_shutdown_stops_the_endpoint(telemetry):
         _get(f"http://127.0.0.1:{port}/health")
 
 
-def test_linger_waits_for_one_more_scrape():
+def _until_lingering(caplog) -> None:
+    """Wait until shutdown() waits for its last scrape: it logs so (at INFO) once it has counted the scrapes so far,
+    so a scrape after this is the one it waits for."""
+    wait_until(lambda: any("for a last scrape" in r.getMessage() for r in caplog.records), 10, interval=0.01,
+               what="shutdown() to wait for a last scrape")
+
+
+def test_linger_waits_for_one_more_scrape(caplog):
     """With prometheus.linger, shutdown waits for the next scrape and returns right after it, not at the limit."""
     handle = otel_rl.init_telemetry({"exporters": ["prometheus"],
                                      "prometheus": {"host": "127.0.0.1", "port": 0, "linger": 10}})
@@ -305,14 +312,16 @@ def test_linger_waits_for_one_more_scrape():
     scraped: list[str] = []
 
     def scrape_later():
-        time.sleep(0.5)
+        _until_lingering(caplog)
+        time.sleep(0.5)  # the scrape comes 0.5 s into the linger: shutdown must wait at least that long for it
         with _get(url) as response:
             scraped.append(response.read().decode())
 
     scraper = threading.Thread(target=scrape_later)
     started = time.monotonic()
     scraper.start()
-    assert handle.shutdown(timeout=15) is True
+    with caplog.at_level("INFO", logger="otel_rl"):
+        assert handle.shutdown(timeout=15) is True
     elapsed = time.monotonic() - started
     scraper.join(5)
     assert 0.5 <= elapsed < 4.0
@@ -328,7 +337,7 @@ def test_linger_gives_up_at_its_limit():
     assert 0.5 <= time.monotonic() - started < 3.0
 
 
-def test_health_reports_shutting_down_once_shutdown_began():
+def test_health_reports_shutting_down_once_shutdown_began(caplog):
     """The health document says shutting_down while a linger shutdown waits for its last scrape."""
     handle = otel_rl.init_telemetry({"exporters": ["prometheus"],
                                      "prometheus": {"host": "127.0.0.1", "port": 0, "linger": 5}})
@@ -336,7 +345,7 @@ def test_health_reports_shutting_down_once_shutdown_began():
     statuses = []
 
     def probe():
-        time.sleep(0.3)
+        _until_lingering(caplog)
         with _get(url + "/health") as response:
             statuses.append(json.loads(response.read())["status"])
         with _get(url + "/metrics"):
@@ -344,7 +353,8 @@ def test_health_reports_shutting_down_once_shutdown_began():
 
     thread = threading.Thread(target=probe)
     thread.start()
-    handle.shutdown(timeout=10)
+    with caplog.at_level("INFO", logger="otel_rl"):
+        handle.shutdown(timeout=10)
     thread.join(5)
     assert statuses == ["shutting_down"]
 
@@ -390,7 +400,7 @@ def test_resource_comes_from_the_sdk_with_the_service_on_top(monkeypatch):
 
 
 def test_second_shutdown_after_a_failed_first_returns_false():
-    """A second shutdown() reports the first one's failure instead of claiming success."""
+    """A second shutdown() returns the first one's failure: having nothing left to do is not a success."""
     handle = otel_rl.init_telemetry({"exporters": ["otlp"], "otlp": {
         "endpoint": f"http://127.0.0.1:{closed_port()}", "protocol": "http/protobuf", "timeout": 5,
         "export_interval": 60}})
@@ -405,7 +415,9 @@ def test_pull_path_shutdown_does_not_overshoot_a_small_timeout():
     for _ in range(3):
         handle = otel_rl.init_telemetry({"exporters": ["prometheus"],
                                          "prometheus": {"host": "127.0.0.1", "port": 0}})
-        time.sleep(0.1)  # the serve loop is now inside its poll wait
+        # Once the endpoint has answered, its serve loop is back in its poll wait, which shutdown must not wait out.
+        health = f"http://127.0.0.1:{handle.prometheus_port}/health"
+        wait_until(lambda url=health: http_get(url, 2), 10, interval=0.01, what="the endpoint to answer")
         started = time.monotonic()
         assert handle.shutdown(timeout=0.05) is True
         assert time.monotonic() - started < 0.35
@@ -437,7 +449,7 @@ def _slow_reading(handle: otel_rl.Telemetry, seconds: float) -> None:
     from opentelemetry.metrics import Observation
 
     def read(options):
-        time.sleep(seconds)
+        time.sleep(seconds)  # the slow reading the tests are about
         return [Observation(1.0)]
 
     meter = handle.bridge.provider.get_meter("test.slow")
@@ -459,23 +471,16 @@ def _steps_exported(receiver: OtlpReceiver) -> list[float]:
     return values
 
 
-def _wait_for(check, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def test_final_values_go_out_when_the_sdks_last_collection_overruns_the_interval():
     """The SDK's own last collection at shutdown is bounded by the export *interval* (0.2 s here) and only logs when
-    it times out; a reading that takes 0.4 s made it drop the final values while shutdown() returned True.
+    it times out, so a reading that takes 0.4 s would make it drop the final values while shutdown() returns True.
     otel-rl makes the final export itself, within shutdown_timeout: the final total arrives."""
     with OtlpReceiver() as receiver:
         handle = otel_rl.init_telemetry({"exporters": ["otlp"], "shutdown_timeout": 5, "otlp": {
             "endpoint": receiver.endpoint, "protocol": "http/protobuf", "export_interval": 0.2, "timeout": 10}})
         _slow_reading(handle, 0.4)
         otel_rl.record_environment_steps("PPO", 100)
-        _wait_for(lambda: 100.0 in _steps_exported(receiver), 10, "a periodic export")
+        wait_until(lambda: 100.0 in _steps_exported(receiver), 10, interval=0.05, what="a periodic export")
         otel_rl.record_environment_steps("PPO", 50)
         started = time.monotonic()
         ok = handle.shutdown()
@@ -487,13 +492,13 @@ def test_final_values_go_out_when_the_sdks_last_collection_overruns_the_interval
 
 def test_shutdown_is_false_and_warns_when_the_final_values_cannot_be_exported_in_time(caplog):
     """Earlier exports succeeded, but reading the final values takes longer than shutdown_timeout: shutdown returns
-    False in time and says so, instead of reporting the earlier export's success."""
+    False in time and says so: an earlier export's success says nothing about the final values."""
     with OtlpReceiver() as receiver:
         handle = otel_rl.init_telemetry({"exporters": ["otlp"], "shutdown_timeout": 0.5, "otlp": {
             "endpoint": receiver.endpoint, "protocol": "http/protobuf", "export_interval": 0.2, "timeout": 10}})
         _slow_reading(handle, 1.5)
         otel_rl.record_environment_steps("PPO", 100)
-        _wait_for(lambda: 100.0 in _steps_exported(receiver), 10, "a periodic export")
+        wait_until(lambda: 100.0 in _steps_exported(receiver), 10, interval=0.05, what="a periodic export")
         otel_rl.record_environment_steps("PPO", 50)
         started = time.monotonic()
         with caplog.at_level("WARNING", logger="otel_rl"):
@@ -521,7 +526,7 @@ def test_force_flush_is_judged_by_its_own_export():
 
 def test_otlp_export_keeps_training_and_resource_metrics_together():
     """With resource_metrics on, the process metrics (another scope, same resource) and the training metrics go out
-    in one resource entry; two entries for one resource made the OTLP encoder keep only the second."""
+    in one resource entry: of two entries for one resource, the OTLP encoder keeps only the second."""
     with OtlpReceiver() as receiver:
         handle = otel_rl.init_telemetry({"exporters": ["otlp"], "resource_metrics": True, "otlp": {
             "endpoint": receiver.endpoint, "protocol": "http/protobuf", "export_interval": 60}})
