@@ -449,7 +449,7 @@ async def test_training_run_on_an_async_generator_covers_the_iteration():
 
 def test_train_step_bookkeeping_is_bounded_by_the_cardinality_limit():
     """Per-run counters of train_step keep at most cardinality_limit run ids, the most recent ones."""
-    from otel_rl._internal.decorators import _StepRecorder
+    from otel_rl._internal.steps import StepRecorder
     from otel_rl._internal.store import REGISTRY
 
     @otel_rl.train_step(algorithm="PPO")
@@ -458,7 +458,7 @@ def test_train_step_bookkeeping_is_bounded_by_the_cardinality_limit():
             pass
         return {"num_env_steps_sampled_lifetime": 10}
 
-    (recorder,) = [c.cell_contents for c in step.__closure__ if isinstance(c.cell_contents, _StepRecorder)]
+    (recorder,) = [c.cell_contents for c in step.__closure__ if isinstance(c.cell_contents, StepRecorder)]
     limit, REGISTRY.cardinality_limit = REGISTRY.cardinality_limit, 50
     try:
         for i in range(500):

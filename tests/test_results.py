@@ -454,12 +454,12 @@ def test_malformed_episode_items_are_dropped_and_counted(caplog):
 def test_every_unreadable_result_counts_and_warns_once(caplog, monkeypatch):
     """A result the parser cannot read loses only its iteration, and each such loss counts as unreadable_result
     in otel_rl_dropped_values_total (one traceback in the log, not one per step)."""
-    from otel_rl._internal import decorators
+    from otel_rl._internal import steps
 
     def broken(result):
         raise RuntimeError("unreadable")
 
-    monkeypatch.setattr(decorators, "parse_result", broken)
+    monkeypatch.setattr(steps, "parse_result", broken)
     step = otel_rl.train_step(algorithm="PPO")(lambda: {"training_iteration": 1})
     for _ in range(3):
         step()

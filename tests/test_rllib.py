@@ -327,7 +327,7 @@ def test_every_result_the_callback_cannot_record_counts_as_dropped(telemetry, mo
     def broken(*args, **kwargs):
         raise RuntimeError("cannot record")
 
-    monkeypatch.setattr(rllib_integration, "_StepRecorder", broken)
+    monkeypatch.setattr(rllib_integration, "StepRecorder", broken)
     callback = OtelRLCallback.configured(algorithm="PPO")()
     with caplog.at_level(logging.WARNING, logger="otel_rl"):
         for i in range(3):

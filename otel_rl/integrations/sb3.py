@@ -36,7 +36,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         f"otel_rl.integrations.sb3 needs Stable-Baselines3: {install_hint('sb3')}") from exc
 
 from otel_rl._internal import recording as _rec
-from otel_rl._internal.decorators import current_run, run_labels
+from otel_rl._internal.runs import current_run, run_labels
 from otel_rl._internal.scalars import record_extra
 from otel_rl.integrations.gymnasium import RecordEpisodeMetrics
 

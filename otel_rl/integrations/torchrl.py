@@ -32,8 +32,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from otel_rl._internal import recording as _rec
 from otel_rl._internal.catalog import SIGNAL_NAMES
-from otel_rl._internal.decorators import run_labels
 from otel_rl._internal.errors import ConfigError
+from otel_rl._internal.runs import run_labels
 from otel_rl._internal.store import REGISTRY
 
 __all__ = ["TORCHRL_KEYS", "OtelRLLogger"]

@@ -29,7 +29,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(f"otel_rl.integrations.trl needs TRL and transformers: {install_hint('trl')}") from exc
 
 from otel_rl._internal import recording as _rec
-from otel_rl._internal.decorators import current_run, run_labels
+from otel_rl._internal.runs import current_run, run_labels
 from otel_rl._internal.store import REGISTRY
 
 __all__ = ["TRL_KEYS", "OtelRLCallback"]
