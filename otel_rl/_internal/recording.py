@@ -3,6 +3,11 @@ replaces, with the same signatures and semantics, on otel-rl's metric state.
 
 Each helper never raises: bad values are dropped and counted (see :mod:`otel_rl._internal.store`), and anything
 unexpected is logged. Values recorded before :func:`otel_rl.init_telemetry` are kept and exported once it runs.
+
+Finished episodes are recorded in one place, whoever reports them (``record_episode``, ``train_step`` and the RLlib
+callback through :mod:`otel_rl._internal.steps`, the Gymnasium wrappers, SB3, TorchRL): :func:`add_episode` and
+:func:`add_episodes`; the means an iteration reports go through :func:`set_episode_means`. Imports the catalog,
+errors, runs and the store; never decorators or an integration.
 """
 
 from __future__ import annotations
@@ -184,10 +189,12 @@ def add_episodes(key: tuple[str, str], count: int, rewards: Iterable[Any] = (), 
     result counted episodes without their values."""
     if count:
         _episodes.add(key, float(count))
+    observe = _episode_reward.observe  # bound once: a vector environment ends several episodes per call
     for reward in rewards:
-        _episode_reward.observe(key, reward)
+        observe(key, reward)
+    observe = _episode_length.observe
     for length in lengths:
-        _episode_length.observe(key, length)
+        observe(key, length)
 
 
 def set_episode_means(key: tuple[str, str], reward_mean: Any, length_mean: Any) -> None:

@@ -239,10 +239,7 @@ class OtelRLCallback(BaseCallback):
         try:
             key = (self.algorithm, self.run_id)
             reward_mean, length_mean = values.get("rollout/ep_rew_mean"), values.get("rollout/ep_len_mean")
-            if reward_mean is not None:
-                _rec._reward_mean.set(key, reward_mean)
-            if length_mean is not None:
-                _rec._length_mean.set(key, length_mean)
+            _rec.set_episode_means(key, reward_mean, length_mean)
             policy = _first(values, _POLICY_LOSS)
             value = _first(values, _VALUE_LOSS)
             if value is None and policy is None:

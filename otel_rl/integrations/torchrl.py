@@ -123,10 +123,10 @@ class OtelRLLogger(Logger):
                 _rec.record_loss_metrics(algorithm, value_loss=value)
             elif target == "entropy":
                 _rec.record_loss_metrics(algorithm, entropy=value)
-            elif target == "reward_mean":
-                _rec._reward_mean.set((algorithm, run_id), value)
+            elif target == "reward_mean":  # a None is skipped, as for the losses and signals
+                _rec.set_episode_means((algorithm, run_id), value, None)
             elif target == "length_mean":
-                _rec._length_mean.set((algorithm, run_id), value)
+                _rec.set_episode_means((algorithm, run_id), None, value)
             else:
                 _rec.set_signals((algorithm, run_id), {target: value})
         except Exception as exc:  # noqa: BLE001 (recording never raises into training)

@@ -122,10 +122,7 @@ class OtelRLCallback(TrainerCallback):
             return
         key = (self.algorithm, self.run_id)
         reward, length = logs.get("reward"), logs.get("completions/mean_length")
-        if reward is not None:
-            _rec._reward_mean.set(key, reward)
-        if length is not None:
-            _rec._length_mean.set(key, length)
+        _rec.set_episode_means(key, reward, length)
         for name, value in logs.items():
             if value is not None and name.startswith("rewards/") and name.endswith("/mean"):
                 _REWARD_FUNCTIONS.set((self.algorithm, self.run_id, name[len("rewards/"):-len("/mean")]), value)
