@@ -235,7 +235,6 @@ class RecordVectorEpisodeMetrics(VectorWrapper):
         returns, starts, t, key, invalid = self._returns, self._starts, self._t, self._key, self._invalid
         rewards: list[float] = []  # the returns known of the finished episodes, and their lengths
         lengths: list[float] = []
-        known_return, known_length = rewards.append, lengths.append
         own = returns.tolist()  # one array call for every return, not one per finished episode
         next_start = t + 1 if self._next_step_reset else t  # in next-step mode the coming step only resets
         for i in indices:
@@ -251,13 +250,16 @@ class RecordVectorEpisodeMetrics(VectorWrapper):
             if not from_info:
                 episode_return, length = own[i], float(t - starts[i])
             if from_info or i not in invalid:
-                known_return(episode_return)
-            known_length(length)
+                rewards.append(episode_return)
+            lengths.append(length)
             returns[i] = 0.0
             starts[i] = next_start
             if invalid:
                 invalid.discard(i)
-        _rec.add_episodes(key, len(indices), rewards, lengths)
+        if len(rewards) == 1 == len(lengths):  # the usual case: one episode ended, its return known
+            _rec.add_episode(key, rewards[0], lengths[0])
+        else:
+            _rec.add_episodes(key, len(indices), rewards, lengths)
         if self._next_step_reset:
             self._resets = (self._resets[0] + len(indices), t, indices)
         self.flush()
