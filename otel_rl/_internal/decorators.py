@@ -2,7 +2,8 @@
 
 Each works on sync and async functions and methods (``functools.wraps`` semantics) and re-raises whatever the
 wrapped code raises, unchanged, after recording it. Which run is current lives in :mod:`otel_rl._internal.runs`;
-what a train step's result records, in :mod:`otel_rl._internal.steps`.
+what a train step's result records, in :mod:`otel_rl._internal.steps`. Imports those two, recording, identity and
+lifecycle (the worker flush at a run's end); no integration imports it.
 """
 
 from __future__ import annotations
