@@ -21,14 +21,13 @@ from typing import Any
 from otel_rl._internal import scalars
 from otel_rl._internal.catalog import DROPPED_VALUES
 from otel_rl._internal.held_back import flush_held_back
+from otel_rl._internal.runs import forget_runs
 from otel_rl._internal.store import REGISTRY, HistogramSeries
 
 
 def reset() -> None:
     """Forget every recorded value (the catalog's unlabelled series come back at zero), including steps that live
     Gymnasium wrappers still hold back, so they do not show up after the reset, and which runs were started."""
-    from otel_rl._internal.recording import forget_runs
-
     flush_held_back()
     REGISTRY.reset()
     forget_runs()

@@ -21,7 +21,7 @@ class TrainingBroke(RuntimeError):
     pass
 
 
-# -- train_step --------------------------------------------------------------------------------------------------------
+# -- train_step -------------------------------------------------------------------------------------------------------
 
 
 def test_bare_train_step_counts_each_call_under_default_names():
@@ -84,7 +84,7 @@ async def test_async_train_step():
     """An async step is awaited, its result recorded and returned; its exceptions propagate and count."""
     @otel_rl.train_step(algorithm="PPO", run_id="r")
     async def step(reward):
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # a real suspension point: the step is awaited, not just called
         if reward is None:
             raise TrainingBroke("async failure")
         return {"episode_reward_mean": reward}
@@ -177,7 +177,7 @@ def test_iteration_numbers_are_kept_per_run():
     assert V("rl_training_iterations_total", algorithm="PPO") == 3.0
 
 
-# -- training_run ------------------------------------------------------------------------------------------------------
+# -- training_run -----------------------------------------------------------------------------------------------------
 
 
 def test_training_run_with_block_completed():
@@ -186,7 +186,7 @@ def test_training_run_with_block_completed():
         assert V("rl_training_runs_total", algorithm="PPO", status="started") == 1.0
         assert V("rl_training_active", algorithm="PPO") == 1.0
         assert V("rl_training_start_timestamp", algorithm="PPO", run_id="exp-1") == pytest.approx(time.time(), abs=5)
-        time.sleep(0.05)
+        time.sleep(0.05)  # the run's duration under test
     assert V("rl_training_runs_total", algorithm="PPO", status="completed") == 1.0
     assert V("rl_training_runs_total", algorithm="PPO", status="failed") is None
     assert V("rl_training_active", algorithm="PPO") == 0.0
@@ -255,7 +255,7 @@ async def test_async_training_run_decorator_and_async_with():
     """training_run works as a decorator on coroutines and as ``async with``, completed and failed."""
     @otel_rl.training_run(algorithm="PPO", run_id="async")
     async def train():
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # the run spans a suspension: its context must survive it
         assert otel_rl.current_run() == otel_rl.RunContext("PPO", "async")
         return "ok"
 
@@ -276,10 +276,15 @@ async def test_async_training_run_decorator_and_async_with():
 async def test_concurrent_async_runs_keep_their_own_context():
     """Two concurrent async runs each see their own run in current_run()."""
     seen = {}
+    inside: list[str] = []
+    both_inside = asyncio.Event()
 
     async def run(name):
         async with otel_rl.training_run("PPO", run_id=name):
-            await asyncio.sleep(0.01)
+            inside.append(name)
+            if len(inside) == 2:
+                both_inside.set()
+            await both_inside.wait()  # both runs are open at once when each reads its own
             seen[name] = otel_rl.current_run().run_id
 
     await asyncio.gather(run("a"), run("b"))
@@ -295,7 +300,7 @@ def test_nested_runs_restore_the_outer_run():
         assert otel_rl.current_run() == outer
 
 
-# -- data_load ---------------------------------------------------------------------------------------------------------
+# -- data_load --------------------------------------------------------------------------------------------------------
 
 
 def test_data_load_observes_the_duration():
@@ -303,7 +308,7 @@ def test_data_load_observes_the_duration():
     @otel_rl.data_load
     def load(symbols):
         """Load market data."""
-        time.sleep(0.02)
+        time.sleep(0.02)  # the load time under test
         return list(symbols)
 
     assert load("AB") == ["A", "B"]
@@ -330,7 +335,7 @@ async def test_async_data_load():
     """@data_load on a coroutine times the awaited call, also when it raises."""
     @otel_rl.data_load
     async def load(fail=False):
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # the load time under test
         if fail:
             raise TrainingBroke("x")
         return 1
@@ -342,7 +347,7 @@ async def test_async_data_load():
     assert series.count == 2 and series.sum >= 0.02
 
 
-# -- lifecycle edge cases (issue 10) ----------------------------------------------------------------------------------
+# -- how a run ends: sys.exit, interrupts, generators -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("code", [0, None, False])
@@ -379,7 +384,7 @@ def test_data_load_on_a_generator_times_the_iteration():
     @otel_rl.data_load
     def batches(n):
         for i in range(n):
-            time.sleep(0.02)
+            time.sleep(0.02)  # the load time under test
             yield i
         return "done"
 
@@ -400,7 +405,7 @@ async def test_data_load_on_an_async_generator_times_the_iteration():
     @otel_rl.data_load
     async def batches(n):
         for i in range(n):
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # the load time under test
             yield i
 
     assert inspect.isasyncgenfunction(batches)
@@ -415,7 +420,7 @@ def test_training_run_on_a_generator_covers_the_iteration():
     def train(iterations):
         for i in range(iterations):
             assert otel_rl.current_run() == otel_rl.RunContext("PPO", "g")
-            time.sleep(0.02)
+            time.sleep(0.02)  # the run's duration under test
             yield {"training_iteration": i}
 
     loop = train(3)
@@ -439,7 +444,7 @@ async def test_training_run_on_an_async_generator_covers_the_iteration():
     @otel_rl.training_run("PPO")
     async def train():
         for i in range(2):
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # the run's duration under test
             yield i
 
     assert [i async for i in train()] == [0, 1]
@@ -449,7 +454,7 @@ async def test_training_run_on_an_async_generator_covers_the_iteration():
 
 def test_train_step_bookkeeping_is_bounded_by_the_cardinality_limit():
     """Per-run counters of train_step keep at most cardinality_limit run ids, the most recent ones."""
-    from otel_rl._internal.decorators import _StepRecorder
+    from otel_rl._internal.steps import StepRecorder
     from otel_rl._internal.store import REGISTRY
 
     @otel_rl.train_step(algorithm="PPO")
@@ -458,7 +463,7 @@ def test_train_step_bookkeeping_is_bounded_by_the_cardinality_limit():
             pass
         return {"num_env_steps_sampled_lifetime": 10}
 
-    (recorder,) = [c.cell_contents for c in step.__closure__ if isinstance(c.cell_contents, _StepRecorder)]
+    (recorder,) = [c.cell_contents for c in step.__closure__ if isinstance(c.cell_contents, StepRecorder)]
     limit, REGISTRY.cardinality_limit = REGISTRY.cardinality_limit, 50
     try:
         for i in range(500):

@@ -134,7 +134,7 @@ def test_real_cartpole_steps_match_the_loop():
     assert testing.histogram("rl_training_episode_length", algorithm="C", agent_id="a0").sum <= 600
 
 
-# -- hostile rewards and infos (issue 10) ----------------------------------------------------------------------------
+# -- hostile rewards and infos: dropped and counted, the step passed on unchanged -------------------------------------
 
 
 class _Scripted(gym.Env):
@@ -372,7 +372,7 @@ def test_reset_forgets_steps_a_live_wrapper_still_holds_back():
     assert testing.value("rl_training_environment_steps_total", algorithm="R") == 1
 
 
-# -- the vector wrapper against the sub-environments' own count (issue 13: a cheaper hot path) ------------------------
+# -- the vector wrapper's figures against the sub-environments' own ground truth --------------------------------------
 
 
 class _RandomEpisodes(gym.Env):

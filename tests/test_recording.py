@@ -1,4 +1,5 @@
-"""The seed's record_* helpers: each records what the facts file says, and none of them ever raises."""
+"""The record_* helpers of the original ``prometheus_metrics`` module (prometheus_client) that otel-rl replaces:
+each records what the facts file says, and none of them ever raises."""
 
 from __future__ import annotations
 

@@ -243,7 +243,7 @@ def test_malformed_values_in_results_are_dropped_not_raised():
     assert testing.dropped("rl_training_policy_loss", "wrong_type") == 1
 
 
-# -- the parser on its own ---------------------------------------------------------------------------------------------
+# -- the parser on its own --------------------------------------------------------------------------------------------
 
 
 def test_lookup_reads_nested_and_flat_forms():
@@ -358,7 +358,7 @@ def test_plain_episodes_this_iter_without_values_does_not_count():
     """A plain result's episodes_this_iter alone records no episodes (a Gymnasium wrapper may count them)."""
     otel_rl.train_step(algorithm="PG")(lambda: {"episodes_this_iter": 10, "episode_reward_mean": 3.0})()
     assert V("rl_training_episodes_total", algorithm="PG", agent_id="default") is None
-# -- hostile result dicts (issue 10) ----------------------------------------------------------------------------------
+# -- hostile result dicts: read in bounded time, never raised into the loop -------------------------------------------
 
 
 def _timed_parse(result) -> tuple[float, object]:
@@ -454,12 +454,12 @@ def test_malformed_episode_items_are_dropped_and_counted(caplog):
 def test_every_unreadable_result_counts_and_warns_once(caplog, monkeypatch):
     """A result the parser cannot read loses only its iteration, and each such loss counts as unreadable_result
     in otel_rl_dropped_values_total (one traceback in the log, not one per step)."""
-    from otel_rl._internal import decorators
+    from otel_rl._internal import steps
 
     def broken(result):
         raise RuntimeError("unreadable")
 
-    monkeypatch.setattr(decorators, "parse_result", broken)
+    monkeypatch.setattr(steps, "parse_result", broken)
     step = otel_rl.train_step(algorithm="PPO")(lambda: {"training_iteration": 1})
     for _ in range(3):
         step()

@@ -200,7 +200,7 @@ def test_iteration_with_one_episode_is_recorded(telemetry, caplog, runners, leng
 def test_multi_agent_cartpole_records_each_agent_beside_the_team(telemetry):
     """MultiAgentCartPole with two agents and two policies: each agent's episodes, returns and step counts under
     its own ``agent_id`` (mean return equal to RLlib's ``agent_episode_returns_mean``), and the team's, summed over
-    the agents, under ``agent_id="default"`` as before; each module's losses in ``rl_training_module_loss``."""
+    the agents, under ``agent_id="default"``; each module's losses in ``rl_training_module_loss``."""
     from ray.rllib.examples.envs.classes.multi_agent import MultiAgentCartPole
 
     config = (PPOConfig()
@@ -327,7 +327,7 @@ def test_every_result_the_callback_cannot_record_counts_as_dropped(telemetry, mo
     def broken(*args, **kwargs):
         raise RuntimeError("cannot record")
 
-    monkeypatch.setattr(rllib_integration, "_StepRecorder", broken)
+    monkeypatch.setattr(rllib_integration, "StepRecorder", broken)
     callback = OtelRLCallback.configured(algorithm="PPO")()
     with caplog.at_level(logging.WARNING, logger="otel_rl"):
         for i in range(3):

@@ -1,7 +1,9 @@
 """Decorators and context managers that instrument a training loop: runs, steps and data loading.
 
 Each works on sync and async functions and methods (``functools.wraps`` semantics) and re-raises whatever the
-wrapped code raises, unchanged, after recording it.
+wrapped code raises, unchanged, after recording it. Which run is current lives in :mod:`otel_rl._internal.runs`;
+what a train step's result records, in :mod:`otel_rl._internal.steps`. Imports those two, recording, identity and
+lifecycle (the worker flush at a run's end); no integration imports it.
 """
 
 from __future__ import annotations
@@ -10,60 +12,22 @@ import contextvars
 import functools
 import inspect
 import logging
-import numbers
 import os
 import threading
 import time
-import weakref
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
-from otel_rl._internal import identity, lifecycle
+from otel_rl._internal import identity, lifecycle, runs
 from otel_rl._internal import recording as rec
-from otel_rl._internal.errors import StrictModeError
-from otel_rl._internal.results import RECORDED_KEY, parse_result
-from otel_rl._internal.scalars import record_extra_result
-from otel_rl._internal.store import BAD_LABELS, REGISTRY, UNREADABLE, number
+from otel_rl._internal.runs import RunContext, current_run
+from otel_rl._internal.steps import StepRecorder
+
+__all__ = ["RunContext", "current_run", "data_load", "flush_on_return", "train_step", "training_run"]
 
 _logger = logging.getLogger("otel_rl")
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """The run a :class:`training_run` block is recording; ``train_step`` without arguments uses it."""
-
-    algorithm: str
-    run_id: str
-
-
-_current_run: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar("otel_rl_run", default=None)
-
-
-def current_run() -> RunContext | None:
-    """The innermost active :class:`training_run`, if any."""
-    return _current_run.get()
-
-
-def run_labels(algorithm: Any = None, run_id: Any = None, default_algorithm: str = "default") -> tuple[str, str]:
-    """An adapter's ``(algorithm, run_id)``: its own arguments, else the enclosing :class:`training_run`'s, else
-    ``default_algorithm`` and ``"default"``."""
-    run = _current_run.get()
-    return (str(algorithm or (run.algorithm if run else default_algorithm)),
-            str(run_id or (run.run_id if run else "default")))
-
-
-def _label(value: Any, metric: str) -> str:
-    """``str(value)``; when that raises, ``"<unprintable TYPE>"``, counted as bad_labels of ``metric`` and logged
-    once: building a decorator or a ``with`` block inside the loop is recording, which never raises."""
-    if type(value) is str:
-        return value
-    try:
-        return str(value)
-    except Exception:  # noqa: BLE001 (recording never raises)
-        REGISTRY.drop(metric, BAD_LABELS, value)
-        return f"<unprintable {type(value).__qualname__}>"
+_RUNS = "rl_training_runs_total"  #: where a run label whose str() raises is counted as dropped
 
 
 class training_run:  # noqa: N801 (a decorator and context manager, named like one)
@@ -76,24 +40,21 @@ class training_run:  # noqa: N801 (a decorator and context manager, named like o
     """
 
     def __init__(self, algorithm: str, run_id: str = "default", error_type: str = "training_error") -> None:
-        self.algorithm = _label(algorithm, rec._runs.name)
-        self.run_id = _label(run_id, rec._runs.name)
+        self.algorithm = rec.printable_label(algorithm, _RUNS)
+        self.run_id = rec.printable_label(run_id, _RUNS)
         self.error_type = error_type
         self._local = threading.local()
 
     def _start(self) -> tuple[float, contextvars.Token, str]:
         # Inside a Ray Tune trial the default run_id is the trial id, so trials never share series.
         run_id = self.run_id if self.run_id != "default" else (identity.ray_trial() or ("default",))[0]
-        token = _current_run.set(RunContext(self.algorithm, run_id))
+        token = runs.enter(RunContext(self.algorithm, run_id))
         rec.record_training_start(self.algorithm, run_id)
         return time.monotonic(), token, run_id
 
     def _finish(self, state: tuple[float, contextvars.Token, str], exc_type: Any, exc: Any = None) -> None:
         started, token, run_id = state
-        try:
-            _current_run.reset(token)
-        except ValueError:  # finished in another context than it started: nothing to restore
-            pass
+        runs.leave(token)
         if exc_type is None or _clean_exit(exc_type, exc):
             rec.record_training_complete(self.algorithm, time.monotonic() - started, run_id)
         elif issubclass(exc_type, Exception):
@@ -252,138 +213,6 @@ def _flush_on_return() -> None:
                     "out with the periodic export only (otlp.export_interval)", os.getpid())
 
 
-_RECORDERS: weakref.WeakSet[_StepRecorder] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for recorder in list(_RECORDERS):
-        recorder.after_fork_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-class _StepRecorder:
-    """Turns each result dict into records; keeps the lifetime counters to turn them into increments."""
-
-    def __init__(self, algorithm: str | None, run_id: str | None, agent_id: str, error_type: str) -> None:
-        # Label values are strings, as the record_* helpers make them (the store's keys are used directly below).
-        self.algorithm = None if algorithm is None else _label(algorithm, rec._iterations.name)
-        self.run_id = None if run_id is None else _label(run_id, rec._iterations.name)
-        self.agent_id = _label(agent_id, rec._iterations.name)
-        self.error_type = error_type
-        self._lock = threading.Lock()
-        self._failed = False
-        self._iterations: dict[tuple[str, str], int] = _Recent()
-        self._lifetime_steps: dict[tuple[str, str], float] = _Recent()
-        _RECORDERS.add(self)
-
-    def after_fork_in_child(self) -> None:
-        """A forked child gets a new lock and keeps the parent's baselines (copied under no lock: the parent may
-        have held it at fork).
-
-        The child's store starts empty, so its step counter must count only the child's own steps: with the
-        parent's lifetime baseline kept, the child's first result adds just the steps made since, not the whole
-        lifetime count again; the iteration number goes on from the parent's.
-        """
-        self._lock = threading.Lock()
-        self._iterations = _Recent(self._iterations)
-        self._lifetime_steps = _Recent(self._lifetime_steps)
-
-    def names(self) -> tuple[str, str]:
-        return run_labels(self.algorithm, self.run_id)
-
-    def error(self) -> None:
-        rec.record_training_error(self.error_type)
-
-    def record(self, result: Any) -> None:
-        try:
-            self._record(result)
-        except StrictModeError:  # strict mode (tests, notebooks): misuse is raised where it happens
-            raise
-        except Exception as exc:  # parsing must never break the training loop; one traceback, not one per step
-            if not self._failed:
-                self._failed = True
-                _logger.exception("otel-rl: could not record the train step's result (logged once; each failure "
-                                  "counts in otel_rl_dropped_values_total{reason=\"unreadable_result\"})")
-            else:
-                _logger.debug("otel-rl: could not record the train step's result", exc_info=True)
-            REGISTRY.drop(rec._iterations.name, UNREADABLE, exc)
-
-    def _record(self, result: Any) -> None:
-        if isinstance(result, Mapping) and result.get(RECORDED_KEY) is True:
-            return  # otel_rl.integrations.rllib's callback recorded this result already
-        algorithm, run_id = self.names()
-        key = (algorithm, run_id)
-        parsed = parse_result(result) if isinstance(result, Mapping) else None
-        with self._lock:
-            iteration = self._iterations.get(key, 0) + 1
-            if parsed is not None and isinstance(parsed.iteration, numbers.Integral) \
-                    and not isinstance(parsed.iteration, bool):
-                iteration = int(parsed.iteration)  # also numpy integers
-            self._iterations[key] = iteration
-            steps = None
-            if parsed is not None:
-                steps = parsed.env_steps_this_iter
-                lifetime = parsed.env_steps_lifetime
-                if isinstance(lifetime, numbers.Real) and not isinstance(lifetime, bool):
-                    lifetime = number(lifetime)  # a float, or why not (10**400 would overflow math.isfinite)
-                if type(lifetime) is not float:
-                    lifetime = None  # a NaN must not become the baseline of the next increment
-                if steps is None and lifetime is not None:
-                    previous = self._lifetime_steps.get(key, 0.0)
-                    steps = lifetime - previous if lifetime >= previous else lifetime  # a restart resets it
-                if lifetime is not None:
-                    self._lifetime_steps[key] = lifetime
-        rec.record_training_iteration(algorithm, iteration, run_id)
-        if parsed is None:
-            return
-        record_extra_result(result, algorithm=algorithm, run_id=run_id)  # the extra_keys setting (if any)
-        if parsed.reward_mean is not None:
-            rec._reward_mean.set(key, parsed.reward_mean)
-        if parsed.length_mean is not None:
-            rec._length_mean.set(key, parsed.length_mean)
-        for policy_loss, value_loss, entropy in parsed.losses:
-            rec.record_loss_metrics(algorithm, policy_loss, value_loss, entropy)
-        for module, losses in parsed.module_losses.items():  # the same, kept apart per module
-            rec.set_module_losses((algorithm, run_id, module), losses)
-        rec.set_signals(key, parsed.signals)
-        if steps is not None and (type(steps) not in (int, float) or steps != 0):  # an array is counted as a drop
-            rec.record_environment_steps(algorithm, steps)
-        rewards, lengths = parsed.episode_rewards, parsed.episode_lengths
-        count = len(rewards)
-        new = parsed.episodes_this_iter
-        if rewards and _is_count(new):
-            # RLlib's hist_stats is a window over the last 100 episodes: only the newest are this iteration's. With
-            # more episodes than the window holds, all count and the window's are observed.
-            if new < len(rewards):
-                rewards, lengths = rewards[len(rewards) - new:], lengths[max(len(lengths) - new, 0):]
-            count = int(new)
-        elif not rewards and _is_count(parsed.episodes_without_values):
-            count = int(parsed.episodes_without_values)  # the new API stack counts episodes without their values
-        episode = (algorithm, self.agent_id)
-        if count:
-            rec._episodes.add(episode, float(count))
-        for i, reward in enumerate(rewards):
-            rec._episode_reward.observe(episode, reward)
-            if i < len(lengths):
-                rec._episode_length.observe(episode, lengths[i])
-        for agent, (agent_rewards, agent_lengths) in parsed.agent_episodes.items():
-            # Each agent's part of the multi-agent episodes, beside the team's (summed over agents) above.
-            per_agent = (algorithm, agent)
-            rec._episodes.add(per_agent, float(len(agent_rewards)))
-            for reward, length in zip(agent_rewards, agent_lengths):
-                rec._episode_reward.observe(per_agent, reward)
-                rec._episode_length.observe(per_agent, length)
-        for agent_id, figures in parsed.performance.items():
-            rec.record_performance_metrics(algorithm, agent_id or self.agent_id, figures)
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) >= 0
-
-
 @overload
 def train_step(func: F) -> F: ...
 
@@ -407,7 +236,7 @@ def train_step(func: Callable[..., Any] | None = None, *, algorithm: str | None 
     """
 
     def decorate(fn: F) -> F:
-        recorder = _StepRecorder(algorithm, run_id, agent_id, error_type)
+        recorder = StepRecorder(algorithm, run_id, agent_id, error_type)
         if inspect.iscoroutinefunction(fn):
             @functools.wraps(fn)
             async def step_async(*args: Any, **kwargs: Any) -> Any:
@@ -513,19 +342,3 @@ def _around_iteration(fn: Callable[..., Any], start: Callable[[], Any],
         return result
 
     return gen
-
-
-class _Recent(dict):
-    """A dict that keeps the most recently written keys, at most the cardinality limit of them.
-
-    ``train_step`` keeps a counter per (algorithm, run id); thousands of run ids must not grow it without bound
-    (the metric series themselves are bounded by the same limit). A forgotten key starts from zero again.
-    """
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        if key in self:
-            del self[key]  # re-inserted at the end: the least recently written key comes first
-        super().__setitem__(key, value)
-        limit = max(int(rec.REGISTRY.cardinality_limit), 1)
-        while len(self) > limit:
-            del self[next(iter(self))]

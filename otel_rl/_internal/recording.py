@@ -3,6 +3,11 @@ replaces, with the same signatures and semantics, on otel-rl's metric state.
 
 Each helper never raises: bad values are dropped and counted (see :mod:`otel_rl._internal.store`), and anything
 unexpected is logged. Values recorded before :func:`otel_rl.init_telemetry` are kept and exported once it runs.
+
+Finished episodes are recorded in one place, whoever reports them (``record_episode``, ``train_step`` and the RLlib
+callback through :mod:`otel_rl._internal.steps`, the Gymnasium wrappers, SB3, TorchRL): :func:`add_episode` and
+:func:`add_episodes`; the means an iteration reports go through :func:`set_episode_means`. Imports the catalog,
+errors, runs and the store; never decorators or an integration.
 """
 
 from __future__ import annotations
@@ -10,9 +15,10 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
+from otel_rl._internal import runs
 from otel_rl._internal.catalog import CATALOG, SIGNAL_NAMES
 from otel_rl._internal.errors import StrictModeError
 from otel_rl._internal.store import BAD_LABELS, NONE, REGISTRY, WRONG_TYPE, set_gauges
@@ -20,7 +26,7 @@ from otel_rl._internal.store import BAD_LABELS, NONE, REGISTRY, WRONG_TYPE, set_
 _logger = logging.getLogger("otel_rl")
 F = TypeVar("F", bound=Callable[..., Any])
 
-_runs = REGISTRY.counter("rl_training_runs_total")
+_runs_total = REGISTRY.counter("rl_training_runs_total")
 _duration = REGISTRY.histogram("rl_training_duration_seconds")
 _iterations = REGISTRY.counter("rl_training_iterations_total")
 _episodes = REGISTRY.counter("rl_training_episodes_total")
@@ -87,38 +93,12 @@ def warn_failure(where: str, exc: BaseException) -> None:
         _logger.debug("otel-rl: %s failed; the value was not recorded", where, exc_info=exc)
 
 
-#: algorithm -> the run_id ``record_training_start`` saw last for it in this process; "" -> the last of any.
-_latest_run: dict[str, str] = {}
+REGISTRY.run_of = runs.run_of
 
 
-@functools.lru_cache(maxsize=1)
-def _current_run() -> Any:
-    """The context variable of the innermost ``training_run`` (decorators imports this module, so: on first use)."""
-    from otel_rl._internal.decorators import _current_run as variable
-
-    return variable
-
-
-def _run(algorithm: str | None) -> str:
-    """The run a value of ``algorithm`` belongs to, for the ``per_run_series`` setting (the store appends it to
-    keys that lack it): the innermost ``training_run`` of that algorithm (or of any, for ``algorithm=None``), else
-    the run this process started last for it, else "default"."""
-    run = _current_run().get()
-    if run is not None and (algorithm is None or run.algorithm == algorithm):
-        return run.run_id
-    return _latest_run.get("" if algorithm is None else algorithm, "default")
-
-
-REGISTRY.run_of = _run
-
-
-def forget_runs() -> None:
-    """Forget which runs were started (for :func:`otel_rl.testing.reset`)."""
-    _latest_run.clear()
-
-
-def _s(value: Any) -> str:
-    """A label value as a string (the hot helpers test ``type(value) is str`` inline first, to save the call)."""
+def _as_label(value: Any) -> str:
+    """A label value as a string; raises :class:`_BadLabel` when ``str()`` fails (the hot helpers test
+    ``type(value) is str`` inline first, to save the call)."""
     if type(value) is str:
         return value
     try:
@@ -127,16 +107,28 @@ def _s(value: Any) -> str:
         raise _BadLabel(value) from None
 
 
+def printable_label(value: Any, metric: str) -> str:
+    """``str(value)``; when that raises, ``"<unprintable TYPE>"``, counted as bad_labels of ``metric`` and logged
+    once: building a decorator or a ``with`` block inside the loop is recording, which never raises."""
+    if type(value) is str:
+        return value
+    try:
+        return str(value)
+    except Exception:  # noqa: BLE001 (recording never raises)
+        REGISTRY.drop(metric, BAD_LABELS, value)
+        return f"<unprintable {type(value).__qualname__}>"
+
+
 @_never_raises
 def record_training_start(algorithm: str, run_id: str = "default") -> None:
     """A run started: ``runs_total{status="started"}`` +1, ``active`` = 1, ``start_timestamp`` = now."""
-    algorithm, run_id = _s(algorithm), _s(run_id)
-    _latest_run[algorithm] = _latest_run[""] = run_id
+    algorithm, run_id = _as_label(algorithm), _as_label(run_id)
+    runs.started(algorithm, run_id)
     if REGISTRY.per_run:
-        _runs.add((algorithm, "started", run_id), 1.0)
+        _runs_total.add((algorithm, "started", run_id), 1.0)
         _active.set((algorithm, run_id), 1.0)
     else:
-        _runs.add((algorithm, "started"), 1.0)
+        _runs_total.add((algorithm, "started"), 1.0)
         _active.set((algorithm,), 1.0)
     _start_timestamp.set((algorithm, run_id), time.time())
 
@@ -144,9 +136,9 @@ def record_training_start(algorithm: str, run_id: str = "default") -> None:
 @_never_raises
 def record_training_complete(algorithm: str, duration: float, run_id: str = "default") -> None:
     """A run completed: ``runs_total{status="completed"}`` +1, ``duration_seconds`` observes, ``active`` = 0."""
-    algorithm = _s(algorithm)
-    run = (_s(run_id),) if REGISTRY.per_run else ()
-    _runs.add((algorithm, "completed", *run), 1.0)
+    algorithm = _as_label(algorithm)
+    run = (_as_label(run_id),) if REGISTRY.per_run else ()
+    _runs_total.add((algorithm, "completed", *run), 1.0)
     _duration.observe((algorithm, *run), duration)
     _active.set((algorithm, *run), 0.0)
 
@@ -154,10 +146,10 @@ def record_training_complete(algorithm: str, duration: float, run_id: str = "def
 @_never_raises
 def record_training_failed(algorithm: str, error_type: str = "unknown") -> None:
     """A run failed: ``runs_total{status="failed"}`` +1, ``errors_total{error_type}`` +1, ``active`` = 0."""
-    algorithm, error_type = _s(algorithm), _s(error_type)
-    _runs.add((algorithm, "failed"), 1.0)
+    algorithm, error_type = _as_label(algorithm), _as_label(error_type)
+    _runs_total.add((algorithm, "failed"), 1.0)
     # errors_total has no algorithm: with per_run_series its run_id is this algorithm's run, not the latest of any.
-    _errors.add((error_type, _run(algorithm)) if REGISTRY.per_run else (error_type,), 1.0)
+    _errors.add((error_type, runs.run_of(algorithm)) if REGISTRY.per_run else (error_type,), 1.0)
     _active.set((algorithm,), 0.0)
 
 
@@ -165,7 +157,7 @@ def record_training_failed(algorithm: str, error_type: str = "unknown") -> None:
 def record_training_iteration(algorithm: str, iteration: int, run_id: str = "default") -> None:
     """An iteration finished: ``iterations_total`` +1, ``current_iteration`` = iteration."""
     if type(algorithm) is not str or type(run_id) is not str:
-        algorithm, run_id = _s(algorithm), _s(run_id)
+        algorithm, run_id = _as_label(algorithm), _as_label(run_id)
     _iterations.add((algorithm, run_id) if REGISTRY.per_run else (algorithm,), 1.0)
     _current_iteration.set((algorithm, run_id), iteration)
 
@@ -175,18 +167,52 @@ def record_episode(algorithm: str, agent_id: str, reward: float, length: float) 
     """An episode finished: ``episodes_total`` +1, ``episode_reward`` and ``episode_length`` observe."""
     key = (algorithm, agent_id)
     if type(algorithm) is not str or type(agent_id) is not str:
-        key = (_s(algorithm), _s(agent_id))
+        key = (_as_label(algorithm), _as_label(agent_id))
+    add_episode(key, reward, length)
+
+
+def add_episode(key: tuple[str, str], reward: Any, length: Any) -> None:
+    """One finished episode of ``(algorithm, agent_id)``: ``episodes_total`` +1, ``episode_reward`` and
+    ``episode_length`` observe. Every caller that records episodes comes here or to :func:`add_episodes`.
+
+    The label values must be strings already (the callers make them once, not per episode); a value that is no
+    number is dropped and counted by the store. Raises only in strict mode: callers in a training loop guard it.
+    """
     _episodes.add(key, 1.0)
     _episode_reward.observe(key, reward)
     _episode_length.observe(key, length)
 
 
+def add_episodes(key: tuple[str, str], count: int, rewards: Iterable[Any] = (), lengths: Iterable[Any] = ()) -> None:
+    """``count`` finished episodes of ``(algorithm, agent_id)`` at once, as :func:`add_episode`, with the rewards
+    and lengths known of them: fewer than ``count`` when a return was unknown (a reward that was no number) or a
+    result counted episodes without their values."""
+    if count:
+        _episodes.add(key, float(count))
+    observe = _episode_reward.observe  # bound once: a vector environment ends several episodes per call
+    for reward in rewards:
+        observe(key, reward)
+    observe = _episode_length.observe
+    for length in lengths:
+        observe(key, length)
+
+
+def set_episode_means(key: tuple[str, str], reward_mean: Any, length_mean: Any) -> None:
+    """The means a training iteration reported for ``(algorithm, run_id)``: ``episode_reward_mean`` and
+    ``episode_length_mean``; a mean that is None was not reported and is left as it is."""
+    if reward_mean is not None:
+        _reward_mean.set(key, reward_mean)
+    if length_mean is not None:
+        _length_mean.set(key, length_mean)
+
+
 @_never_raises
 def record_episode_metrics(algorithm: str, run_id: str, reward_mean: float, length_mean: float) -> None:
-    """The iteration's means: ``episode_reward_mean`` and ``episode_length_mean``."""
+    """The iteration's means: ``episode_reward_mean`` and ``episode_length_mean``, as given (a None is dropped and
+    counted, as any value that is no number; :func:`set_episode_means` skips means that were not reported)."""
     key = (algorithm, run_id)
     if type(algorithm) is not str or type(run_id) is not str:
-        key = (_s(algorithm), _s(run_id))
+        key = (_as_label(algorithm), _as_label(run_id))
     _reward_mean.set(key, reward_mean)
     _length_mean.set(key, length_mean)
 
@@ -197,7 +223,7 @@ def record_performance_metrics(algorithm: str, agent_id: str, metrics: Mapping[s
     given as fractions and stored as percentages (x100), as the original module did."""
     key = (algorithm, agent_id)
     if type(algorithm) is not str or type(agent_id) is not str:
-        key = (_s(algorithm), _s(agent_id))
+        key = (_as_label(algorithm), _as_label(agent_id))
     # None, a list, ...: each figure it could have held is dropped (a dict is checked first: ABCs are slow)
     if type(metrics) is not dict and not isinstance(metrics, Mapping):
         for gauge, _ in _performance.values():
@@ -210,7 +236,7 @@ def record_performance_metrics(algorithm: str, agent_id: str, metrics: Mapping[s
 def record_loss_metrics(algorithm: str, policy_loss: float | None = None, value_loss: float | None = None,
                         entropy: float | None = None) -> None:
     """Observe each loss that is not None (negative values land in their buckets)."""
-    key = (algorithm if type(algorithm) is str else _s(algorithm),)
+    key = (algorithm if type(algorithm) is str else _as_label(algorithm),)
     if policy_loss is not None:
         _policy_loss.observe(key, policy_loss)
     if value_loss is not None:
@@ -228,13 +254,13 @@ def record_data_load_time(duration: float) -> None:
 @_never_raises
 def record_environment_steps(algorithm: str, steps: int) -> None:
     """``environment_steps_total`` += steps."""
-    _env_steps.add((algorithm if type(algorithm) is str else _s(algorithm),), steps)
+    _env_steps.add((algorithm if type(algorithm) is str else _as_label(algorithm),), steps)
 
 
 @_never_raises
 def record_training_error(error_type: str) -> None:
     """``errors_total{error_type}`` +1."""
-    _errors.add((_s(error_type),), 1.0)
+    _errors.add((_as_label(error_type),), 1.0)
 
 
 @_never_raises
@@ -244,7 +270,7 @@ def record_training_signals(algorithm: str, run_id: str = "default", *, learning
                             env_steps_per_second: float | None = None, entropy_coefficient: float | None = None,
                             exploration_rate: float | None = None, tokens_per_second: float | None = None) -> None:
     """Set each training signal that is not None (``rl_training_learning_rate``, ``..._kl_divergence``, ...)."""
-    set_signals((_s(algorithm), _s(run_id)), {
+    set_signals((_as_label(algorithm), _as_label(run_id)), {
         "learning_rate": learning_rate, "kl_divergence": kl_divergence, "clip_fraction": clip_fraction,
         "explained_variance": explained_variance, "grad_norm": grad_norm,
         "env_steps_per_second": env_steps_per_second, "entropy_coefficient": entropy_coefficient,

@@ -50,6 +50,7 @@ _FLUSH_EVERY = 1000
 _add = np.add
 _ndarray = np.ndarray
 _BOOL = np.dtype(np.bool_)
+_EPISODE_REWARD = "rl_training_episode_reward"  #: where a reward that is no number is counted as dropped
 
 
 class RecordEpisodeMetrics(gym.Wrapper):
@@ -105,7 +106,7 @@ class RecordEpisodeMetrics(gym.Wrapper):
                 value = _store.WRONG_TYPE
         # The episode's return is unknown now: it is not observed at the episode's end (its length still is).
         self._return_valid = False
-        _REGISTRY.drop(_rec._episode_reward.name, value, reward)  # type: ignore[arg-type]
+        _REGISTRY.drop(_EPISODE_REWARD, value, reward)  # type: ignore[arg-type]
 
     def reset(self, **kwargs: Any):
         self.flush()
@@ -133,10 +134,10 @@ class RecordEpisodeMetrics(gym.Wrapper):
         else:
             episode_return = self._return if self._return_valid else None
             length = self._steps - self._start
-        _rec._episodes.add(self._key, 1.0)
         if episode_return is not None:
-            _rec._episode_reward.observe(self._key, _scalar(episode_return))
-        _rec._episode_length.observe(self._key, _scalar(length))
+            _rec.add_episode(self._key, _scalar(episode_return), _scalar(length))
+        else:  # its return is unknown: a step reward was no number (counted as dropped when it came)
+            _rec.add_episodes(self._key, 1, (), (_scalar(length),))
         self.flush()
         self._start_episode()
 
@@ -225,14 +226,15 @@ class RecordVectorEpisodeMetrics(VectorWrapper):
             pass
         # These returns are unknown now: not observed when their episodes end (their lengths still are).
         self._invalid.update(self._indices)
-        _REGISTRY.drop(_rec._episode_reward.name, _store.NONE if rewards is None else _store.WRONG_TYPE, rewards)
+        _REGISTRY.drop(_EPISODE_REWARD, _store.NONE if rewards is None else _store.WRONG_TYPE, rewards)
 
     def _finish(self, indices: list[int], infos: Any) -> None:
         # Episodes end every few steps of a CartPole x8: per sub-environment scalar work beats array operations.
         episode: Any = _episode_info(self, infos) if infos else None  # no call for the usual empty info
         mask = infos.get("_episode") if episode is not None else None
         returns, starts, t, key, invalid = self._returns, self._starts, self._t, self._key, self._invalid
-        observe_reward, observe_length = _rec._episode_reward.observe, _rec._episode_length.observe
+        rewards: list[float] = []  # the returns known of the finished episodes, and their lengths
+        lengths: list[float] = []
         own = returns.tolist()  # one array call for every return, not one per finished episode
         next_start = t + 1 if self._next_step_reset else t  # in next-step mode the coming step only resets
         for i in indices:
@@ -248,13 +250,16 @@ class RecordVectorEpisodeMetrics(VectorWrapper):
             if not from_info:
                 episode_return, length = own[i], float(t - starts[i])
             if from_info or i not in invalid:
-                observe_reward(key, episode_return)
-            observe_length(key, length)
+                rewards.append(episode_return)
+            lengths.append(length)
             returns[i] = 0.0
             starts[i] = next_start
             if invalid:
                 invalid.discard(i)
-        _rec._episodes.add(key, float(len(indices)))
+        if len(rewards) == 1 == len(lengths):  # the usual case: one episode ended, its return known
+            _rec.add_episode(key, rewards[0], lengths[0])
+        else:
+            _rec.add_episodes(key, len(indices), rewards, lengths)
         if self._next_step_reset:
             self._resets = (self._resets[0] + len(indices), t, indices)
         self.flush()

@@ -32,9 +32,10 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(f"otel_rl.integrations.rllib needs RLlib: {install_hint('rllib')}") from exc
 
 from otel_rl._internal import identity, lifecycle
-from otel_rl._internal.decorators import _StepRecorder, current_run
 from otel_rl._internal.errors import StrictModeError
 from otel_rl._internal.results import AGENT_EPISODES_KEY, EPISODES_KEY, RECORDED_KEY
+from otel_rl._internal.runs import current_run
+from otel_rl._internal.steps import StepRecorder
 from otel_rl._internal.store import REGISTRY, UNREADABLE
 
 __all__ = ["OtelRLCallback"]
@@ -57,7 +58,7 @@ class OtelRLCallback(RLlibCallback):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._recorder: _StepRecorder | None = None
+        self._recorder: StepRecorder | None = None
         self._flush = True  #: export at the end of each result (only does something in a worker process)
 
     @classmethod
@@ -106,7 +107,7 @@ class OtelRLCallback(RLlibCallback):
                     identity.set_trial(*trial)
                 name = self.algorithm or (None if run else type(algorithm).__name__)
                 run_id = self.run_id or (None if run or trial is None else trial[0])
-                self._recorder = _StepRecorder(name, run_id, self.agent_id, "training_error")
+                self._recorder = StepRecorder(name, run_id, self.agent_id, "training_error")
             self._recorder.record(result)
             result[RECORDED_KEY] = True
         except Exception as exc:

@@ -36,7 +36,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         f"otel_rl.integrations.sb3 needs Stable-Baselines3: {install_hint('sb3')}") from exc
 
 from otel_rl._internal import recording as _rec
-from otel_rl._internal.decorators import current_run, run_labels
+from otel_rl._internal.runs import current_run, run_labels
 from otel_rl._internal.scalars import record_extra
 from otel_rl.integrations.gymnasium import RecordEpisodeMetrics
 
@@ -239,10 +239,7 @@ class OtelRLCallback(BaseCallback):
         try:
             key = (self.algorithm, self.run_id)
             reward_mean, length_mean = values.get("rollout/ep_rew_mean"), values.get("rollout/ep_len_mean")
-            if reward_mean is not None:
-                _rec._reward_mean.set(key, reward_mean)
-            if length_mean is not None:
-                _rec._length_mean.set(key, length_mean)
+            _rec.set_episode_means(key, reward_mean, length_mean)
             policy = _first(values, _POLICY_LOSS)
             value = _first(values, _VALUE_LOSS)
             if value is None and policy is None:

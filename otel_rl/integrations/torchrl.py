@@ -32,8 +32,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from otel_rl._internal import recording as _rec
 from otel_rl._internal.catalog import SIGNAL_NAMES
-from otel_rl._internal.decorators import run_labels
 from otel_rl._internal.errors import ConfigError
+from otel_rl._internal.runs import run_labels
 from otel_rl._internal.store import REGISTRY
 
 __all__ = ["TORCHRL_KEYS", "OtelRLLogger"]
@@ -123,10 +123,10 @@ class OtelRLLogger(Logger):
                 _rec.record_loss_metrics(algorithm, value_loss=value)
             elif target == "entropy":
                 _rec.record_loss_metrics(algorithm, entropy=value)
-            elif target == "reward_mean":
-                _rec._reward_mean.set((algorithm, run_id), value)
+            elif target == "reward_mean":  # a None is skipped, as for the losses and signals
+                _rec.set_episode_means((algorithm, run_id), value, None)
             elif target == "length_mean":
-                _rec._length_mean.set((algorithm, run_id), value)
+                _rec.set_episode_means((algorithm, run_id), None, value)
             else:
                 _rec.set_signals((algorithm, run_id), {target: value})
         except Exception as exc:  # noqa: BLE001 (recording never raises into training)

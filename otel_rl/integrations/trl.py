@@ -29,7 +29,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(f"otel_rl.integrations.trl needs TRL and transformers: {install_hint('trl')}") from exc
 
 from otel_rl._internal import recording as _rec
-from otel_rl._internal.decorators import current_run, run_labels
+from otel_rl._internal.runs import current_run, run_labels
 from otel_rl._internal.store import REGISTRY
 
 __all__ = ["TRL_KEYS", "OtelRLCallback"]
@@ -122,10 +122,7 @@ class OtelRLCallback(TrainerCallback):
             return
         key = (self.algorithm, self.run_id)
         reward, length = logs.get("reward"), logs.get("completions/mean_length")
-        if reward is not None:
-            _rec._reward_mean.set(key, reward)
-        if length is not None:
-            _rec._length_mean.set(key, length)
+        _rec.set_episode_means(key, reward, length)
         for name, value in logs.items():
             if value is not None and name.startswith("rewards/") and name.endswith("/mean"):
                 _REWARD_FUNCTIONS.set((self.algorithm, self.run_id, name[len("rewards/"):-len("/mean")]), value)
