@@ -134,7 +134,7 @@ def test_scrape_does_not_hold_a_histogram_lock_for_the_whole_snapshot():
     for i in range(5000):
         reward.observe(("PPO", f"a{i}"), 1.0)
     acquisitions = []
-    lock = reward._lock
+    lock = reward.lock
 
     class Counting:
         def __enter__(self):
@@ -145,11 +145,11 @@ def test_scrape_does_not_hold_a_histogram_lock_for_the_whole_snapshot():
             return lock.__exit__(*exc)
 
     histogram_cls = type(reward)
-    histogram_cls._lock.__set__(reward, Counting())
+    histogram_cls.lock.__set__(reward, Counting())
     try:
         handle.metrics_text()
     finally:
-        histogram_cls._lock.__set__(reward, lock)
+        histogram_cls.lock.__set__(reward, lock)
     assert len(acquisitions) >= 5000 // 256
 
 
