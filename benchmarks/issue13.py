@@ -399,15 +399,15 @@ def bench_flush(reps: int, quick: bool = False) -> None:
     try:
         handle = our_handle(1000, port=port)
         fill("mixed", 1000, True, None)
-        bridge = handle.bridge
+        producer = handle.producer
         calls = [0]
-        original = bridge.catalog_metrics
+        original = producer.catalog_metrics
 
         def counting() -> Any:
             calls[0] += 1
             return original()
 
-        bridge.catalog_metrics = counting  # type: ignore[method-assign]
+        producer.catalog_metrics = counting  # type: ignore[method-assign]
         counts, cost = [], []
         reader = handle.readers[-1]
         for _ in range(reps):
@@ -417,7 +417,7 @@ def bench_flush(reps: int, quick: bool = False) -> None:
         times = interleave({"flush": timed(partial(handle.force_flush, 30.0), time.process_time),
                             "export": timed(reader.collect, time.process_time)}, reps)
         cost = ratios(times, "flush", "export")
-        bridge.catalog_metrics = original  # type: ignore[method-assign]
+        producer.catalog_metrics = original  # type: ignore[method-assign]
         handle.shutdown()
     finally:
         stop(sink)
