@@ -513,6 +513,17 @@ def test_same_labels_after_escaping_are_one_series(telemetry):
     assert gauge.series_count() == 0
 
 
+def test_labels_are_the_attributes_without_caching_them():
+    """``Metric.labels`` (the scrape's read) gives what ``attributes`` (the export's) gives, and caches nothing: a
+    scrape keeps only its text."""
+    counter = store.REGISTRY.counter("rl_training_environment_steps_total")
+    counter.add(("PPO",), 1.0)
+    assert counter.labels(("PPO",)) == {"algorithm": "PPO"} and counter.series_count() == 1
+    assert counter._attributes == {}
+    assert counter.labels(store.OVERFLOW_KEY) == {OVERFLOW_LABEL: "true"}
+    assert counter.attributes(("PPO",)) is counter.labels(("PPO",))  # once cached by the export, shared
+
+
 def test_removed_and_cleared_series_leave_no_cached_attributes():
     """The attribute cache follows the series through remove() and clear(), and a collection racing a remove
     cannot make it grow with churn."""
