@@ -69,6 +69,8 @@ def test_reader_limits_follow_what_the_sdk_accepts():
     if accepts:
         assert min(limits["cardinality_limits"].values()) > 5000
         PullReader(StoreProducer(REGISTRY, _resource(Settings()), "test"), 5000)  # the SDK takes the values
+        # A small store limit never lowers the SDK's default for your own observable gauges.
+        assert min(readers.reader_limits(3)["cardinality_limits"].values()) >= 2000
 
 
 def test_a_store_limit_above_the_sdk_default_keeps_every_scalar_label_set():

@@ -52,14 +52,19 @@ def reader_limits(cardinality_limit: int) -> Mapping[str, Any]:
 
     ``record_scalar``'s gauges and the synchronous gauges of :func:`otel_rl.meter_provider` are SDK observable
     gauges that keep ``cardinality_limit`` label sets and an overflow series themselves; SDK 1.45.2 added a
-    per-reader limit (``cardinality_limits=``, 2000 by default) that would cut them first. Older SDKs have no
-    limit of their own: nothing to pass. (The catalog's points never pass through the SDK's aggregation.)
+    per-reader limit (``cardinality_limits=``, 2000 by default) that would cut them first. The limit is per
+    instrument kind, so your own observable gauges get it too: it never goes below the SDK's default. Older SDKs
+    have no limit of their own: nothing to pass. (The catalog's points never pass through the SDK's aggregation.)
     """
     if "cardinality_limits" not in inspect.signature(MetricReader.__init__).parameters:
         return {}
     from opentelemetry.sdk.metrics import ObservableGauge
 
-    return {"cardinality_limits": {ObservableGauge: cardinality_limit + 1}}
+    return {"cardinality_limits": {ObservableGauge: max(cardinality_limit + 1, _SDK_DEFAULT_LIMIT)}}
+
+
+#: The SDK's default per-reader cardinality limit (``cardinality_limits=``, opentelemetry-sdk 1.45.2).
+_SDK_DEFAULT_LIMIT = 2000
 
 
 @dataclass(frozen=True)
