@@ -4,10 +4,10 @@ The call path of an OTLP export, for a newcomer:
 
 1. the SDK's periodic reader thread ticks and calls ``MetricReader.collect()``;
 2. the SDK collects the instruments of the MeterProvider (the marker gauge below, your instruments, the resource
-   metrics) and hands that collection to ``_receive_metrics`` of otel-rl's reader (:mod:`otel_rl._internal.readers`);
-3. the reader notes the time and asks :meth:`StoreProducer.complete` to add otel-rl's metrics: it flushes the
-   held-back step counts into the store and builds a ``Sum``, ``Gauge`` or ``Histogram`` per catalog metric
-   straight from the store's series (:meth:`StoreProducer.catalog_metrics`);
+   metrics) and hands that collection to ``PeriodicReader._receive_metrics`` (:mod:`otel_rl._internal.readers`);
+3. the reader notes the time (the date of this export) and asks :meth:`StoreProducer.complete` to add otel-rl's
+   metrics: it flushes the held-back step counts into the store and builds a ``Sum``, ``Gauge`` or ``Histogram``
+   per catalog metric straight from the store's series (:meth:`StoreProducer.catalog_metrics`);
 4. the reader passes the completed collection to its exporter (``ResultKeepingExporter``, which splits it in
    parts a collector accepts and hands them to the OTLP exporter).
 

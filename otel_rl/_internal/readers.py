@@ -4,7 +4,7 @@
 collects when asked (a scrape's other instruments, ``metrics_text`` with an encoder the renderer does not write).
 Both receive the :class:`~otel_rl._internal.producer.StoreProducer` at construction; build the producer, then the
 readers, then the MeterProvider (``StoreProducer.meter_provider``). See :mod:`otel_rl._internal.producer` for the
-call path of an export. Imports the producer, the batching and the catalog, nothing above them.
+call path of an export. Imports the producer and the batching, nothing above them.
 """
 
 from __future__ import annotations
