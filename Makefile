@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 # The oldest supported OpenTelemetry (tests/constraints-oldest.txt), and the tests run against it as well.
 VENV_OLDEST ?= .venv-otel-min
-OLDEST_TESTS ?= tests/test_bridge.py tests/test_store.py tests/test_recording.py tests/test_telemetry.py \
+OLDEST_TESTS ?= tests/test_producer.py tests/test_readers.py tests/test_store.py tests/test_recording.py tests/test_telemetry.py \
 	tests/test_parity.py tests/test_config.py tests/test_decorators.py tests/test_results.py tests/test_compat.py \
 	tests/test_testing.py tests/test_collector_e2e.py tests/test_render.py tests/test_server.py tests/test_webconfig.py \
 	tests/test_gymnasium.py tests/test_file_sd.py tests/test_provider.py tests/test_scalars.py tests/test_strict.py \

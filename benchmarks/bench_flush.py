@@ -24,15 +24,15 @@ def bench(report: Report, quick: bool) -> None:
     try:
         handle = telemetry_for(size, port=port)
         fill_series("mixed", size)
-        bridge = handle.bridge
+        producer = handle.producer
         calls = [0]
-        original = bridge.catalog_metrics
+        original = producer.catalog_metrics
 
         def counting() -> Any:
             calls[0] += 1
             return original()
 
-        bridge.catalog_metrics = counting  # type: ignore[method-assign]
+        producer.catalog_metrics = counting  # type: ignore[method-assign]
         counts = []
         reader = handle.readers[-1]
         for _ in range(reps):
@@ -42,7 +42,7 @@ def bench(report: Report, quick: bool) -> None:
         times = harness.interleave({"flush": timed(partial(handle.force_flush, 30.0), time.process_time),
                                     "export": timed(reader.collect, time.process_time)}, reps)
         cost = ratios(times, "flush", "export")
-        bridge.catalog_metrics = original  # type: ignore[method-assign]
+        producer.catalog_metrics = original  # type: ignore[method-assign]
         handle.shutdown()
     finally:
         stop(sink)

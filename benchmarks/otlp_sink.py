@@ -60,7 +60,7 @@ def plain_sdk(port: int, series: int) -> tuple[Any, Any]:
     from opentelemetry.sdk.metrics import _Gauge as Gauge  # the SDK's synchronous gauge
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
-    from otel_rl._internal.bridge import cumulative_temporality
+    from otel_rl._internal.readers import cumulative_temporality
 
     import baselines
 

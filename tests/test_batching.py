@@ -8,16 +8,18 @@ from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
 import otel_rl
 from otel_rl import testing
 from otel_rl._internal import batching
-from otel_rl._internal.bridge import Bridge, PullReader, ResultKeepingExporter
 from otel_rl._internal.config import Settings
+from otel_rl._internal.producer import StoreProducer
+from otel_rl._internal.readers import PullReader, ResultKeepingExporter
 from otel_rl._internal.store import REGISTRY
 from otel_rl._internal.telemetry import _resource
 
 
 def _collection():
     """One completed collection of the store, as an OTLP exporter receives it."""
-    reader = PullReader(REGISTRY.cardinality_limit)
-    Bridge(REGISTRY, _resource(Settings()), [reader], "test")
+    producer = StoreProducer(REGISTRY, _resource(Settings()), "test")
+    reader = PullReader(producer, REGISTRY.cardinality_limit)
+    producer.meter_provider([reader])
     reader.collect()
     assert reader.latest is not None
     return reader.latest

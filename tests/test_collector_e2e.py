@@ -778,7 +778,7 @@ def test_final_values_arrive_when_the_sdks_last_collection_overruns_the_interval
             time.sleep(0.4)  # the slow callback under test
         return [Observation(1.0)]
 
-    meter = handle.bridge.provider.get_meter("test.slow")
+    meter = handle.meter_provider.get_meter("test.slow")
     meter.create_observable_gauge("test_slow_reading", [slow])
     # The SDK's deadline check runs after each instrument's (lazy) callbacks were started: one must follow.
     meter.create_observable_gauge("test_fast_reading", [lambda options: [Observation(2.0)]])

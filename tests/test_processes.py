@@ -192,7 +192,7 @@ def child():
 codes = []
 # Deterministic: fork while a scrape holds the scrape lock and a recording holds the metrics' locks.
 from otel_rl._internal.store import REGISTRY
-held = [handle.scrape._lock, REGISTRY._warn_lock] + [m._lock for m in REGISTRY.metrics.values()]
+held = [handle.scrape._lock, REGISTRY._warn_lock] + [m.lock for m in REGISTRY.metrics.values()]
 for lock in held: lock.acquire()
 pid = os.fork()
 if pid == 0:

@@ -257,7 +257,7 @@ def test_sigterm_turned_into_an_exit_exports_your_instruments(handled):
 def test_a_failing_collection_of_your_instruments_leaves_otel_rl_series_on_the_scrape(caplog, monkeypatch):
     """An observable callback whose attributes the SDK cannot take (a list, on SDKs before 1.4x) or that breaks
     the collection otherwise costs only your instruments on that scrape, logged once; otel-rl's series stay."""
-    from otel_rl._internal.bridge import PullReader
+    from otel_rl._internal.readers import PullReader
 
     handle = otel_rl.init_telemetry(LOCAL)
     otel_rl.record_episode("PPO", "a", 1.0, 10)

@@ -14,7 +14,6 @@ from prometheus_client.openmetrics.parser import text_fd_to_metric_families as o
 from prometheus_client.parser import text_fd_to_metric_families, text_string_to_metric_families
 
 import otel_rl
-from otel_rl._internal.bridge import without_store
 from otel_rl._internal.store import REGISTRY
 
 ACCEPTS = ("", "text/plain; version=0.0.4", "application/openmetrics-text; version=1.0.0",
@@ -103,7 +102,7 @@ def test_lone_surrogates_are_escaped_not_raised():
 def test_other_instruments_of_the_provider_still_show():
     """Instruments that other code creates on otel-rl's MeterProvider come after the catalog, as before."""
     handle = otel_rl.init_telemetry({"exporters": ["none"]})
-    meter = handle.bridge.provider.get_meter("someone.else")
+    meter = handle.meter_provider.get_meter("someone.else")
     meter.create_observable_gauge("my_gpu_temperature", [lambda options: [
         __import__("opentelemetry.metrics", fromlist=["Observation"]).Observation(61.0, {"gpu": "0"})]])
     otel_rl.record_environment_steps("PPO", 5)
@@ -113,15 +112,13 @@ def test_other_instruments_of_the_provider_still_show():
         assert b'my_gpu_temperature{gpu="0"} 61.0' in text
 
 
-def test_without_store_leaves_out_only_otel_rl_metrics():
+def test_collect_others_leaves_out_only_otel_rl_metrics():
     handle = otel_rl.init_telemetry({"exporters": ["none"]})
     otel_rl.record_episode("PPO", "a", 1.0, 2.0)
-    with without_store():
-        handle.pull_reader.collect()
-    names = [m.name for rm in handle.pull_reader.latest.resource_metrics for sm in rm.scope_metrics
-             for m in sm.metrics]
+    others = handle.pull_reader.collect_others()
+    names = [m.name for rm in others.resource_metrics for sm in rm.scope_metrics for m in sm.metrics]
     assert names == []
-    handle.pull_reader.collect()  # outside the block the collection is complete again
+    handle.pull_reader.collect()  # a plain collection afterwards is complete again
     names = [m.name for rm in handle.pull_reader.latest.resource_metrics for sm in rm.scope_metrics
              for m in sm.metrics]
     assert "rl_training_episode_reward" in names and "rl_training_episodes_total" in names
@@ -134,7 +131,7 @@ def test_scrape_does_not_hold_a_histogram_lock_for_the_whole_snapshot():
     for i in range(5000):
         reward.observe(("PPO", f"a{i}"), 1.0)
     acquisitions = []
-    lock = reward._lock
+    lock = reward.lock
 
     class Counting:
         def __enter__(self):
@@ -145,11 +142,11 @@ def test_scrape_does_not_hold_a_histogram_lock_for_the_whole_snapshot():
             return lock.__exit__(*exc)
 
     histogram_cls = type(reward)
-    histogram_cls._lock.__set__(reward, Counting())
+    histogram_cls.lock.__set__(reward, Counting())
     try:
         handle.metrics_text()
     finally:
-        histogram_cls._lock.__set__(reward, lock)
+        histogram_cls.lock.__set__(reward, lock)
     assert len(acquisitions) >= 5000 // 256
 
 

@@ -156,6 +156,8 @@ TRACED_CHILD = textwrap.dedent("""
     import faulthandler, os, signal, sys
     import otel_rl
 
+    STORE_FILES = tuple(os.path.join("_internal", name) for name in ("metric.py", "histogram.py", "store.py"))
+
     faulthandler.dump_traceback_later(45, exit=True)
 
     endpoint, run, report = sys.argv[1:4]
@@ -166,7 +168,7 @@ TRACED_CHILD = textwrap.dedent("""
 
     def local(frame, event, arg):
         global sent
-        lock = getattr(frame.f_locals.get("self"), "_lock", None)
+        lock = getattr(frame.f_locals.get("self"), "lock", None)
         if event == "line" and n >= 1000 and not sent and lock is not None and lock.locked():
             sent = True
             with open(report, "w") as f:
@@ -175,7 +177,7 @@ TRACED_CHILD = textwrap.dedent("""
         return local
 
     def tracer(frame, event, arg):
-        return local if frame.f_code.co_filename.endswith(os.path.join("_internal", "store.py")) else None
+        return local if frame.f_code.co_filename.endswith(STORE_FILES) else None
 
     sys.settrace(tracer)
     while True:
@@ -233,13 +235,15 @@ STUCK_CHILD = textwrap.dedent("""
     import faulthandler, os, signal, sys, time
     import otel_rl
 
+    STORE_FILES = tuple(os.path.join("_internal", name) for name in ("metric.py", "histogram.py", "store.py"))
+
     faulthandler.dump_traceback_later(40, exit=True)
 
     otel_rl.init_telemetry({"service_name": "sigterm-test", "exporters": ["otlp"], "shutdown_timeout": 2,
                             "otlp": {"endpoint": sys.argv[1], "protocol": "grpc", "export_interval": 3600}})
 
     def local(frame, event, arg):
-        lock = getattr(frame.f_locals.get("self"), "_lock", None)
+        lock = getattr(frame.f_locals.get("self"), "lock", None)
         if event == "line" and lock is not None and lock.locked():
             print("stuck", flush=True)
             while sys.gettrace() is tracer:  # until the handler puts its own tracer on, waiting for this call
@@ -250,7 +254,7 @@ STUCK_CHILD = textwrap.dedent("""
         return local
 
     def tracer(frame, event, arg):
-        return local if frame.f_code.co_filename.endswith("store.py") else None
+        return local if frame.f_code.co_filename.endswith(STORE_FILES) else None
 
     sys.settrace(tracer)
     otel_rl.record_episode("PPO", "stuck", 1.5, 1)

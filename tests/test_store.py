@@ -431,7 +431,7 @@ def test_histogram_snapshot_reads_in_chunks_and_copies():
     hist = store.REGISTRY["rl_training_episode_reward"]
     for i in range(1000):
         hist.observe(("PPO", f"a{i}"), float(i))
-    lock, taken = hist._lock, []
+    lock, taken = hist.lock, []
 
     class Counting:
         def __enter__(self):
@@ -441,27 +441,27 @@ def test_histogram_snapshot_reads_in_chunks_and_copies():
         def __exit__(self, *exc):
             return lock.__exit__(*exc)
 
-    Histogram._lock.__set__(hist, Counting())
+    Histogram.lock.__set__(hist, Counting())
     try:
         snapshot = dict(hist.snapshot())
     finally:
-        Histogram._lock.__set__(hist, lock)
+        Histogram.lock.__set__(hist, lock)
     assert len(taken) == 4  # 1000 series in chunks of 256
     assert len(snapshot) == 1000 and snapshot[("PPO", "a7")].sum == 7.0 and snapshot[("PPO", "a7")].count == 1
     hist.observe(("PPO", "a7"), 1.0)
     assert snapshot[("PPO", "a7")].count == 1 and sum(snapshot[("PPO", "a7")].counts) == 1
-    assert hist._series[("PPO", "a7")].count == 2
+    assert hist.series[("PPO", "a7")].count == 2
 
 
 def _removing_lock(metric, key):
     """A stand-in for ``metric``'s lock that removes ``key`` from the series the first time it is taken, as a
     ``remove()`` in another thread between a snapshot's listing of the keys and its reading of them would."""
-    lock = metric._lock
+    lock = metric.lock
 
     class Removing:
         def __enter__(self):
             entered = lock.__enter__()
-            metric._series.pop(key, None)
+            metric.series.pop(key, None)
             return entered
 
         def __exit__(self, *exc):
@@ -478,11 +478,11 @@ def test_histogram_snapshot_skips_a_series_removed_while_it_reads():
     for i in range(300):
         hist.observe(("PPO", f"a{i}"), float(i))
     lock, removing = _removing_lock(hist, ("PPO", "a299"))
-    Histogram._lock.__set__(hist, removing)
+    Histogram.lock.__set__(hist, removing)
     try:
         snapshot = dict(hist.snapshot())
     finally:
-        Histogram._lock.__set__(hist, lock)
+        Histogram.lock.__set__(hist, lock)
     assert len(snapshot) == 299 and ("PPO", "a299") not in snapshot and snapshot[("PPO", "a3")].sum == 3.0
 
 
@@ -507,10 +507,21 @@ def test_same_labels_after_escaping_are_one_series(telemetry):
     gauge = store.REGISTRY.gauge("rl_training_sharpe_ratio")
     gauge.set(("PPO", "x-\udcff"), 1.0)
     gauge.set(("PPO", "x-\\udcff"), 2.0)
-    assert list(hist._series) == [("PPO", "x-\\udcff")] and hist._series[("PPO", "x-\\udcff")].count == 2
-    assert list(gauge._series.items()) == [(("PPO", "x-\\udcff"), 2.0)]
+    assert list(hist.series) == [("PPO", "x-\\udcff")] and hist.series[("PPO", "x-\\udcff")].count == 2
+    assert list(gauge.series.items()) == [(("PPO", "x-\\udcff"), 2.0)]
     gauge.remove(("PPO", "x-\udcff"))  # the raw key removes the series it was recorded in
     assert gauge.series_count() == 0
+
+
+def test_labels_are_the_attributes_without_caching_them():
+    """``Metric.labels`` (the scrape's read) gives what ``attributes`` (the export's) gives, and caches nothing: a
+    scrape keeps only its text."""
+    counter = store.REGISTRY.counter("rl_training_environment_steps_total")
+    counter.add(("PPO",), 1.0)
+    assert counter.labels(("PPO",)) == {"algorithm": "PPO"} and counter.series_count() == 1
+    assert counter._attributes == {}
+    assert counter.labels(store.OVERFLOW_KEY) == {OVERFLOW_LABEL: "true"}
+    assert counter.attributes(("PPO",)) is counter.labels(("PPO",))  # once cached by the export, shared
 
 
 def test_removed_and_cleared_series_leave_no_cached_attributes():
@@ -610,9 +621,9 @@ def test_the_new_series_hook_runs_with_no_metric_lock_held(monkeypatch, record):
     free = []
 
     def hook() -> None:
-        got = metric._lock.acquire(blocking=False)
+        got = metric.lock.acquire(blocking=False)
         if got:
-            metric._lock.release()
+            metric.lock.release()
         free.append(got)
 
     monkeypatch.setattr(REGISTRY, "new_series_hook", hook)

@@ -128,8 +128,8 @@ def test_force_flush_collects_once():
             "endpoint": receiver.endpoint, "protocol": "http/protobuf", "export_interval": 3600}})
         otel_rl.record_episode("PPO", "a", 1.0, 10)
         collections = []
-        original = handle.bridge.catalog_metrics
-        handle.bridge.catalog_metrics = lambda: collections.append(1) or original()
+        original = handle.producer.catalog_metrics
+        handle.producer.catalog_metrics = lambda: collections.append(1) or original()
         assert handle.force_flush(timeout=5) is True
         assert len(collections) == 1
         assert len(receiver.requests) == 1
@@ -452,7 +452,7 @@ def _slow_reading(handle: otel_rl.Telemetry, seconds: float) -> None:
         time.sleep(seconds)  # the slow reading the tests are about
         return [Observation(1.0)]
 
-    meter = handle.bridge.provider.get_meter("test.slow")
+    meter = handle.meter_provider.get_meter("test.slow")
     meter.create_observable_gauge("test_slow_reading", [read])
     # The SDK checks its collection deadline after *starting* each instrument's callbacks (a lazy generator), so the
     # time of one instrument's reading counts only when another instrument follows it.
@@ -559,7 +559,7 @@ def test_bucket_overrides_apply_to_both_paths_and_revert_with_the_next_init(capl
     for value in (0.5, 42.0, 420.0, 4200.0):
         otel_rl.record_loss_metrics("PPO", value_loss=value)
     assert les(handle) == ["1.0", "10.0", "100.0", "1000.0", "+Inf"]
-    [point] = next(m for m in handle.bridge.catalog_metrics() if m.name == "rl_training_value_loss").data.data_points
+    [point] = next(m for m in handle.producer.catalog_metrics() if m.name == "rl_training_value_loss").data.data_points
     assert list(point.explicit_bounds) == [1.0, 10.0, 100.0, 1000.0]
     assert list(point.bucket_counts) == [1, 0, 1, 1, 1] and point.count == 4
     handle.shutdown(timeout=2)

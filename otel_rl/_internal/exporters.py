@@ -1,15 +1,15 @@
 """The metric exporters that push readers hand their collections to: OTLP (gRPC or HTTP) and the console.
 
 Imports the exporter packages only when one is built (an OTLP/HTTP-only setup never loads gRPC). Imports
-:mod:`otel_rl._internal.bridge` (the temporality every reader uses) and the settings' types, nothing above them.
+:mod:`otel_rl._internal.readers` (the temporality every reader uses) and the settings' types, nothing above them.
 """
 
 from __future__ import annotations
 
 from opentelemetry.sdk.metrics.export import MetricExporter
 
-from otel_rl._internal.bridge import cumulative_temporality
 from otel_rl._internal.config import OtlpSettings
+from otel_rl._internal.readers import cumulative_temporality
 
 
 def otlp_exporter(otlp: OtlpSettings) -> MetricExporter:

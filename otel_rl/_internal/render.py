@@ -1,8 +1,9 @@
 """Fast ``/metrics`` rendering straight from the metric state, byte-identical to prometheus_client's encoders.
 
-A scrape used to go store -> OpenTelemetry observations -> data points -> prometheus_client families -> text,
-allocating several objects per series; at 50k series that took seconds and its garbage-collector runs stalled
-the training thread. This module writes the same text 0.0.4 / OpenMetrics bytes from the store directly:
+Going store -> OpenTelemetry observations -> data points -> prometheus_client families -> text would allocate
+several objects per series; at 50k series that takes seconds, and its garbage-collector runs stall the training
+thread. This module writes the same text 0.0.4 / OpenMetrics bytes from the store directly, through the store's
+read API (``Metric.series`` under ``Metric.lock``, ``Metric.labels``):
 
 * each series' sample prefix (``name{k="v",...} ``, labels sorted and escaped as prometheus_client does) is
   encoded once and cached per metric; the cache follows the store (entries of removed series are dropped);
@@ -12,9 +13,11 @@ the training thread. This module writes the same text 0.0.4 / OpenMetrics bytes 
 * ``# HELP`` / ``# TYPE`` lines come from prometheus_client's own encoder (rendered once per format).
 
 Label values with lone surrogates (which UTF-8 cannot encode) are stored with the surrogates backslash-escaped
-(``run-\\udcff``, see ``Metric._admit``), so they render as on the OpenTelemetry path. Metrics
-that other code registers on the same MeterProvider still come through the OpenTelemetry collection and
-prometheus_client's encoder, after the catalog metrics, as before.
+(``run-\\udcff``, see ``Metric.attributes``), so they render as on the OpenTelemetry path. Metrics that other
+code registers on the same MeterProvider come through the OpenTelemetry collection and prometheus_client's
+encoder, after the catalog metrics (the ``others`` argument of :meth:`StoreRenderer.render`).
+
+Imports the store and the held-back counts, nothing above them.
 """
 
 from __future__ import annotations
@@ -68,8 +71,9 @@ class _MetricCache:
         self.shared: str | None = None  # a histogram's template for all series ("" when it has none)
 
 
-class _Own(str):
-    """A histogram series' own template (for a label layout the shared template does not fit)."""
+class _SeriesTemplate(str):
+    """A histogram series' own ``str.format`` template, for a label layout the metric's shared template does not
+    fit (a type of its own, so the cache tells it from a series' label text for the shared template)."""
 
     __slots__ = ()
 
@@ -126,7 +130,7 @@ class StoreRenderer:
     # -- series ----------------------------------------------------------------------------------------------------
 
     def _cache(self, metric: Metric) -> _MetricCache:
-        series = metric._series
+        series = metric.series
         cache = self._caches.get(metric.name)
         if cache is None or cache.series is not series:  # first scrape, or the store was cleared
             cache = self._caches[metric.name] = _MetricCache(series)
@@ -134,17 +138,8 @@ class StoreRenderer:
             cache.lines = {k: v for k, v in cache.lines.items() if k in series}
         return cache
 
-    @staticmethod
-    def _labels(metric: Metric, key: tuple[str, ...]) -> dict[str, str]:
-        """The series' labels as the OpenTelemetry path names them, without keeping the store's copy alive."""
-        cached = key in metric._attributes
-        labels = metric.attributes(key)
-        if not cached:  # the export path caches them; a scrape keeps only its text
-            metric._attributes.pop(key, None)
-        return labels
-
     def _prefix(self, metric: Metric, key: tuple[str, ...]) -> str:
-        labels = _label_text(self._labels(metric, key))
+        labels = _label_text(metric.labels(key))
         return f"{metric.name}{{{labels}}} " if labels else f"{metric.name} "
 
     @staticmethod
@@ -161,8 +156,8 @@ class StoreRenderer:
         return "".join(lines)
 
     def _series_entry(self, metric: Histogram, key: tuple[str, ...], shared: str | None) -> str:
-        """A series' label text for the shared template, or its own template (_Own) for any other layout."""
-        labels = self._labels(metric, key)
+        """A series' label text for the shared template, or its own template (_SeriesTemplate) for any other layout."""
+        labels = metric.labels(key)
         if shared is not None and len(labels) == len(metric.label_keys) and set(labels) == set(metric.label_keys):
             return _label_text(labels)
         braced = {k: v.replace("{", "{{").replace("}", "}}") for k, v in labels.items()}
@@ -175,12 +170,12 @@ class StoreRenderer:
         braces = f"{{{{{text}}}}}" if text else ""
         lines.append(f"{name}_count{braces} {{{len(les) + 1}}}\n")
         lines.append(f"{name}_sum{braces} {{{len(les) + 2}}}\n")
-        return _Own("".join(lines))
+        return _SeriesTemplate("".join(lines))
 
     def _scalar_lines(self, metric: Metric, out: list[str], chunks: _Output) -> None:
         cache = self._cache(metric)
         lines = cache.lines
-        with metric._lock:  # a dict copy is one C call: the lock is held for about a microsecond per 1k series
+        with metric.lock:  # a dict copy is one C call: the lock is held for about a microsecond per 1k series
             values = cache.series.copy()
         append = out.append
         for key, value in values.items():
@@ -201,7 +196,7 @@ class StoreRenderer:
         shared = cache.shared or None
         keys = list(series)
         append = out.append
-        lock = metric._lock
+        lock = metric.lock
         count_text = _COUNT_TEXT
         for start in range(0, len(keys), _CHUNK):
             with lock:  # short: a chunk of series, never the whole metric
@@ -212,7 +207,7 @@ class StoreRenderer:
                     entry = lines.get(key)
                     if entry is None:
                         entry = lines[key] = self._series_entry(metric, key, shared)
-                    template = entry if shared is None or type(entry) is _Own else shared
+                    template = entry if shared is None or type(entry) is _SeriesTemplate else shared
                     cumulative = list(accumulate(state.counts))  # the last is the +Inf bucket: the count
                     count = cumulative[-1]
                     if count < 1024:

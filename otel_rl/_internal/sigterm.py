@@ -44,9 +44,10 @@ def _dirs(*paths: str) -> tuple[str, ...]:
 _here = os.path.dirname(os.path.abspath(__file__))
 #: otel-rl's own code: the package directory, with a trailing separator.
 _PACKAGE_DIRS = _dirs(os.path.dirname(_here) + os.sep)
-#: Code that holds locks the final export needs while it runs: the store (a record call), and the SDK's metrics
-#: and exporters. Such a frame anywhere on the interrupted stack postpones the export (see the module docstring).
-_LOCK_HOLDERS = _dirs(os.path.join(_here, "store.py"))
+#: Code that holds locks the final export needs while it runs: the store's metrics (a record call), and the SDK's
+#: metrics and exporters. Such a frame anywhere on the interrupted stack postpones the export (see the module
+#: docstring).
+_LOCK_HOLDERS = _dirs(*(os.path.join(_here, name) for name in ("metric.py", "histogram.py", "store.py")))
 try:
     import opentelemetry.sdk.metrics as _sdk_metrics
 

@@ -20,12 +20,13 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 
 from otel_rl._internal import file_sd, identity, provider, scalars
-from otel_rl._internal.bridge import Bridge, PeriodicReader, PullReader
 from otel_rl._internal.catalog import BY_NAME
 from otel_rl._internal.config import Settings, sdk_disabled
 from otel_rl._internal.errors import ConfigError
 from otel_rl._internal.exporters import console_exporter, otlp_exporter
 from otel_rl._internal.http_server import MetricsServer, bind_server
+from otel_rl._internal.producer import StoreProducer
+from otel_rl._internal.readers import PeriodicReader, PullReader
 from otel_rl._internal.render import StoreRenderer
 from otel_rl._internal.scrape import Scrape
 from otel_rl._internal.store import REGISTRY, Histogram, Registry
@@ -71,8 +72,10 @@ class Telemetry:
         _apply_buckets(settings, registry)
         registry.label_value_limit = settings.label_value_limit
         self.resource = _resource(settings)
+        # The producer first: the readers receive it. Then the readers, then the MeterProvider that collects for them.
+        self.producer = StoreProducer(registry, self.resource, __version__)
         # The pull reader always exists (it costs nothing until collected): metrics_text() needs it.
-        self.pull_reader = PullReader(settings.cardinality_limit)
+        self.pull_reader = PullReader(self.producer, settings.cardinality_limit)
         self.renderer = StoreRenderer(registry)
         #: What /metrics and metrics_text() show: the store's metrics, then the pull reader's other instruments.
         self.scrape = Scrape(self.renderer, self.pull_reader, registry, sdk_disabled=sdk_disabled())
@@ -90,13 +93,13 @@ class Telemetry:
             for name in self.exporters:
                 if name in ("otlp", "console"):
                     exporter = otlp_exporter(settings.otlp) if name == "otlp" else console_exporter()
-                    readers.append(PeriodicReader(exporter, settings.otlp.export_interval, settings.otlp.timeout,
-                                                  settings.cardinality_limit))
+                    readers.append(PeriodicReader(self.producer, exporter, settings.otlp.export_interval,
+                                                  settings.otlp.timeout, settings.cardinality_limit))
             self.readers = readers
-            self.bridge = Bridge(registry, self.resource, readers, __version__)
-            self.resource_metrics = _resource_metrics(settings, self.bridge)
+            self._meter_provider = self.producer.meter_provider(readers)
+            self.resource_metrics = _resource_metrics(settings, self._meter_provider)
             # Your instruments (the global provider's, otel_rl.meter_provider()'s, record_scalar's) now export here.
-            provider.PROXY.set_delegate(self.bridge.provider)
+            provider.PROXY.set_delegate(self._meter_provider)
             scalars.set_patterns(settings.extra_keys)
             registry.strict = settings.strict
         except BaseException:
@@ -181,7 +184,7 @@ class Telemetry:
 
         Instruments made on it stop with this telemetry; those made from ``opentelemetry.metrics.get_meter`` (with
         ``global_provider: install``) or :func:`otel_rl.meter_provider` follow every later ``init_telemetry``."""
-        return self.bridge.provider
+        return self._meter_provider
 
     @property
     def prometheus_port(self) -> int | None:
@@ -216,7 +219,7 @@ class Telemetry:
             return replacement.force_flush(timeout) if replacement is not None else True
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
         mark = time.monotonic_ns()  # success means: values collected after this call went out
-        done = _bounded(lambda: self.bridge.provider.force_flush(timeout_millis=timeout * 1000), timeout)
+        done = _bounded(lambda: self._meter_provider.force_flush(timeout_millis=timeout * 1000), timeout)
         return done and self._exported_since(mark)
 
     def _push_readers(self) -> list[PeriodicReader]:
@@ -280,8 +283,8 @@ class Telemetry:
         exported = _bounded(lambda: self._export_final(deadline - time.monotonic()), deadline - time.monotonic()) \
             and self._exported_since(mark)
         remaining = max(deadline - time.monotonic(), 0.05)
-        provider.PROXY.release(self.bridge.provider)  # instruments drop their measurements until the next init
-        stopped = _bounded(lambda: self.bridge.provider.shutdown(timeout_millis=remaining * 1000), remaining)
+        provider.PROXY.release(self._meter_provider)  # instruments drop their measurements until the next init
+        stopped = _bounded(lambda: self._meter_provider.shutdown(timeout_millis=remaining * 1000), remaining)
         if not stopped and exported:
             _logger.info("otel-rl: the final values were exported; the SDK's shutdown did not finish within %.1f s",
                          timeout)
@@ -388,10 +391,10 @@ def _resource(settings: Settings) -> Resource:
     return Resource.create(attributes)
 
 
-def _resource_metrics(settings: Settings, bridge: Bridge):
-    """The process/GPU/torch instruments on the bridge's MeterProvider when the setting is on, else None."""
+def _resource_metrics(settings: Settings, meter_provider: MeterProvider):
+    """The process/GPU/torch instruments on ``meter_provider`` when the setting is on, else None."""
     if not settings.resource_metrics:
         return None
     from otel_rl._internal.resources import ResourceMetrics
 
-    return ResourceMetrics(bridge.provider, __version__)
+    return ResourceMetrics(meter_provider, __version__)

@@ -1,44 +1,13 @@
-"""The bridge plugs into the OpenTelemetry SDK through public or documented hooks only, on every supported SDK."""
+"""The producer: the store's catalog metrics as the SDK's point types, completing every reader's collection."""
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 
-import pytest
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader
-
 import otel_rl
-from otel_rl._internal import bridge, catalog, store
-from otel_rl._internal.bridge import MARKER_NAME, PeriodicReader, PullReader, ResultKeepingExporter
-
-
-def _sdk_finals(cls: type) -> set[str]:
-    """Names that a base class of ``cls`` from the SDK marks ``@typing.final``."""
-    names = set()
-    for base in cls.__mro__[1:]:
-        if base.__module__.startswith("opentelemetry."):
-            for name, member in vars(base).items():
-                if getattr(member, "__final__", False):
-                    names.add(name)
-    return names
-
-
-@pytest.mark.parametrize("cls", [PullReader, PeriodicReader, ResultKeepingExporter])
-def test_no_sdk_final_method_is_overridden(cls):
-    """otel-rl's readers and exporter override nothing the SDK marks final (such as _set_collect_callback)."""
-    finals = _sdk_finals(cls)
-    assert "collect" in finals or cls is ResultKeepingExporter  # the check itself sees the SDK's markers
-    ours = {name for klass in cls.__mro__ if klass.__module__.startswith("otel_rl") for name in vars(klass)}
-    assert not ours & finals
-
-
-def test_no_private_sdk_attribute_is_read():
-    """The bridge reads no private attribute of an SDK object (``obj._x``), other than its own."""
-    source = inspect.getsource(bridge)
-    assert "_preferred_temporality" not in source and "_preferred_aggregation" not in source
-    assert "_set_collect_callback" not in source
+from otel_rl._internal import catalog, store
+from otel_rl._internal.producer import MARKER_NAME
 
 
 def test_histogram_only_state_reaches_the_reader_and_the_marker_does_not():
@@ -51,28 +20,6 @@ def test_histogram_only_state_reaches_the_reader_and_the_marker_does_not():
     assert names == ["rl_training_data_load_time_seconds"]
     assert MARKER_NAME.encode() not in handle.metrics_text()
     assert b"otel_rl_collection" not in handle.metrics_text()
-
-
-def test_reader_limits_follow_what_the_sdk_accepts():
-    """``cardinality_limits=`` is passed exactly when this SDK's readers accept it, and never below the store's."""
-    accepts = "cardinality_limits" in inspect.signature(MetricReader.__init__).parameters
-    limits = bridge.reader_limits(5000)
-    assert ("cardinality_limits" in limits) == accepts
-    if accepts:
-        assert min(limits["cardinality_limits"].values()) > 5000
-        PullReader(5000)  # the SDK takes the values
-
-
-def test_result_keeping_exporter_takes_preferences_as_arguments():
-    """The wrapper's temporality is the one given to it, whatever the inner exporter prefers."""
-    from opentelemetry.sdk.metrics import ObservableCounter
-    from opentelemetry.sdk.metrics.export import AggregationTemporality, ConsoleMetricExporter
-
-    inner = ConsoleMetricExporter(preferred_temporality={ObservableCounter: AggregationTemporality.DELTA})
-    wrapper = ResultKeepingExporter(inner, bridge.cumulative_temporality())
-    # The SDK's reader reads the exporter's preferences from these attributes.
-    assert wrapper._preferred_temporality[ObservableCounter] is AggregationTemporality.CUMULATIVE
-    assert isinstance(wrapper, MetricExporter)
 
 
 def test_a_store_limit_above_the_sdk_default_exports_every_series():
@@ -127,7 +74,7 @@ def test_a_failing_completion_passes_the_collection_on_with_one_warning(caplog, 
     def broken():
         raise KeyError("boom")
 
-    monkeypatch.setattr(handle.bridge, "catalog_metrics", broken)
+    monkeypatch.setattr(handle.producer, "catalog_metrics", broken)
     for _ in range(3):
         handle.pull_reader.collect()
         assert handle.pull_reader.latest is not None
