@@ -9,6 +9,7 @@ package that breaks each rule, to show they can fail.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -297,3 +298,48 @@ def test_the_checks_fail_on_a_package_that_breaks_each_rule(tmp_path: Path) -> N
     assert len(reach_ins(root / "_internal" / "telemetry.py")) == 1
     assert len(reach_ins(root / "_internal" / "lifecycle.py")) == 2
     assert too_long(root) == {"otel_rl._internal.store": MAX_LINES + 1}
+
+
+# -- docs/architecture.md names what exists ---------------------------------------------------------------------------
+
+ARCHITECTURE_DOC = PACKAGE.parent / "docs" / "architecture.md"
+
+
+def _classes() -> dict[str, dict[str, set[str]]]:
+    """Class name -> {module file stem -> names defined in the class body}, over the whole package."""
+    found: dict[str, dict[str, set[str]]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                names = {n.name for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+                names |= {t.id for n in node.body if isinstance(n, (ast.Assign, ast.AnnAssign))
+                          for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
+                names |= {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)  # self.x = ... in a method
+                          and isinstance(n.ctx, ast.Store) and isinstance(n.value, ast.Name) and n.value.id == "self"}
+                found.setdefault(node.name, {})[path.stem] = names
+    return found
+
+
+def stale_names(text: str, root: Path = PACKAGE) -> list[str]:
+    """Module files (``name.py``) and ``[module.]Class.member`` names in ``text`` that the package does not have."""
+    files = {path.name for path in [*root.rglob("*.py"), *(root.parent / "tests").glob("*.py")]}
+    classes = _classes() if root == PACKAGE else {}
+    stale = [name for name in sorted(set(re.findall(r"\b(\w+\.py)\b", text))) if name not in files]
+    for module, cls, member in set(re.findall(r"`(?:(\w+)\.)?([A-Z]\w+)\.(\w+)`", text)):
+        if cls not in classes:
+            continue  # not ours (an SDK or prometheus_client name)
+        defined = classes[cls]
+        if module and module not in defined:
+            stale.append(f"{module}.{cls}")
+        elif not any(member in names for stem, names in defined.items() if not module or stem == module):
+            stale.append(f"{cls}.{member}")
+    return sorted(stale)
+
+
+def test_the_architecture_doc_names_only_modules_and_methods_that_exist() -> None:
+    assert not stale_names(ARCHITECTURE_DOC.read_text()), stale_names(ARCHITECTURE_DOC.read_text())
+
+
+def test_stale_names_finds_a_removed_module_and_method() -> None:
+    text = "`bridge.py` and `scrape.Scrape.render_all` and `Scrape.render` and `store.Scrape.render` and `Foo.bar`"
+    assert stale_names(text) == ["Scrape.render_all", "bridge.py", "store.Scrape"]
