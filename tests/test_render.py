@@ -100,7 +100,7 @@ def test_lone_surrogates_are_escaped_not_raised():
 
 
 def test_other_instruments_of_the_provider_still_show():
-    """Instruments that other code creates on otel-rl's MeterProvider come after the catalog, as before."""
+    """Instruments that other code creates on otel-rl's MeterProvider come after the catalog metrics."""
     handle = otel_rl.init_telemetry({"exporters": ["none"]})
     meter = handle.meter_provider.get_meter("someone.else")
     meter.create_observable_gauge("my_gpu_temperature", [lambda options: [

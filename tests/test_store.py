@@ -304,7 +304,7 @@ def test_number_fast_path():
     assert store.number(numpy.array([1])) == "wrong_type"
 
 
-# -- hostile values and labels (issue 10) -----------------------------------------------------------------------------
+# -- hostile values and labels ---------------------------------------------------------------------------------------
 
 
 def _otlp_bytes(handle) -> bytes:
