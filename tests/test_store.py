@@ -632,6 +632,22 @@ def test_the_new_series_hook_runs_with_no_metric_lock_held(monkeypatch, record):
     assert free and all(free)
 
 
+@pytest.mark.parametrize("value,bucket", [(1e9, 2), (0.5, 1), (-3.0, 0)])
+def test_a_first_observation_lands_in_its_bucket_when_the_hook_changes_the_buckets(monkeypatch, value, bucket):
+    """The hook may start a worker's telemetry with inherited ``buckets``: the first observation of a new series
+    goes into the bucket of the new bounds, never an index of the old ones (which raised IndexError past the end)."""
+    histogram = REGISTRY.histogram("rl_training_episode_length")
+    monkeypatch.setattr(histogram, "bounds", histogram.bounds)  # the test's rebucket is undone afterwards
+
+    def hook() -> None:
+        histogram.rebucket((0.0, 1.0))
+
+    monkeypatch.setattr(REGISTRY, "new_series_hook", hook)
+    histogram.observe(("PPO", "rebucketed"), value)
+    [(key, series)] = [(k, s) for k, s in histogram.snapshot() if k == ("PPO", "rebucketed")]
+    assert len(series.counts) == 3 and series.counts[bucket] == 1 and series.sum == value
+
+
 def test_a_worker_with_inherited_per_run_series_records_without_hanging():
     """A worker whose parent published per_run_series starts telemetry from its first record; that re-keys the
     store, which deadlocked when the hook ran under the metric lock."""

@@ -76,10 +76,11 @@ class Histogram(Metric):
             value = self._checked(value)
             if value is None:
                 return
-        index = bisect_left(self.bounds, value)  # upper bounds are inclusive, as Prometheus' `le`
         series = self.series.get(key)  # outside the lock: a dict read is atomic
         if series is None:
-            series = self._series_for(key)
+            series, index = self._series_for(key, value)
+        else:
+            index = bisect_left(self.bounds, value)  # upper bounds are inclusive, as Prometheus' `le`
         # Nothing inside the lock calls a function: a call lets the interpreter switch threads while the lock is
         # held, and every other recording thread then queues on it (a lock convoy).
         with self.lock:
@@ -96,8 +97,12 @@ class Histogram(Metric):
         # the buckets stay consistent and finite.
         self._registry.drop(self.name, INF, value)
 
-    def _series_for(self, key: tuple[str, ...]) -> HistogramSeries:
-        """The series of a key not seen yet (or the overflow series past the cardinality limit)."""
+    def _series_for(self, key: tuple[str, ...], value: float) -> tuple[HistogramSeries, int]:
+        """The series of a key not seen yet (or the overflow series past the cardinality limit), and the bucket of
+        ``value`` in it.
+
+        The bucket is found under the lock, after the new-series hook: the hook may start this worker's telemetry,
+        whose ``buckets`` setting changes the bounds (and the number of buckets of every new series)."""
         self._registry.run_new_series_hook()
         with self.lock:
             series = self.series.get(key)
@@ -106,7 +111,7 @@ class Histogram(Metric):
                 series = self.series.get(key)
                 if series is None:
                     series = self.series[key] = HistogramSeries(len(self.bounds))
-            return series
+            return series, bisect_left(self.bounds, value)
 
     def snapshot(self) -> list[tuple[tuple[str, ...], HistogramSeries]]:
         """Consistent copies of every series, read a chunk at a time so recorders never wait for all of them."""
