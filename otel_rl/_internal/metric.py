@@ -64,7 +64,7 @@ class Metric:
       ``Histogram.rebucket`` replace the dict: a reader that caches something per series compares it by identity.
     * ``lock``: taken by every write of a series (``Gauge.set`` replaces the value of an existing key without it).
     * ``spec``, ``name``, ``label_keys``: the catalog entry, its name, and the label keys in series-key order.
-    * :meth:`attributes` (cached, for the export), :meth:`labels` (not cached, for the scrape's text),
+    * :meth:`attributes` (cached, for the export), :meth:`label_dict` (not cached, for the scrape's text),
       :meth:`snapshot`, :meth:`series_count`.
 
     Plain attributes rather than properties or accessor methods: the readers touch them once per series.
@@ -224,7 +224,7 @@ class Metric:
             cache[key] = attrs
         return attrs
 
-    def labels(self, key: tuple[str, ...]) -> dict[str, str]:
+    def label_dict(self, key: tuple[str, ...]) -> dict[str, str]:
         """The same labels as :meth:`attributes`, without caching them: a scrape keeps only the text it makes."""
         attrs = self._attributes.get(key)
         if attrs is not None:
