@@ -85,9 +85,9 @@ def configure() -> Telemetry | None:
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
     # Python's default for SIGTERM ends the process without atexit: the last values would never be exported.
     # A record call the signal interrupted finishes first, so the final export never shows half of one.
-    from otel_rl._internal.sigterm import after_otel_rl
+    from otel_rl._internal.sigterm import when_interrupted_call_returns
 
-    after_otel_rl(frame, lambda: sys.exit(128 + signum))
+    when_interrupted_call_returns(frame, lambda: sys.exit(128 + signum))
 
 
 def _set_global_provider(telemetry: Telemetry) -> None:

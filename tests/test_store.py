@@ -518,10 +518,10 @@ def test_labels_are_the_attributes_without_caching_them():
     scrape keeps only its text."""
     counter = store.REGISTRY.counter("rl_training_environment_steps_total")
     counter.add(("PPO",), 1.0)
-    assert counter.labels(("PPO",)) == {"algorithm": "PPO"} and counter.series_count() == 1
+    assert counter.label_dict(("PPO",)) == {"algorithm": "PPO"} and counter.series_count() == 1
     assert counter._attributes == {}
-    assert counter.labels(store.OVERFLOW_KEY) == {OVERFLOW_LABEL: "true"}
-    assert counter.attributes(("PPO",)) is counter.labels(("PPO",))  # once cached by the export, shared
+    assert counter.label_dict(store.OVERFLOW_KEY) == {OVERFLOW_LABEL: "true"}
+    assert counter.attributes(("PPO",)) is counter.label_dict(("PPO",))  # once cached by the export, shared
 
 
 def test_removed_and_cleared_series_leave_no_cached_attributes():

@@ -2,7 +2,8 @@
 
 The Gymnasium wrappers count steps in a plain integer and hand the count to the store in ``flush()``: registered
 here with :func:`hold_back`, they are flushed by :func:`flush_held_back` before every scrape, export and the final
-export at shutdown. Imports the store (for its warn-once log) and nothing above it; the store does not import this.
+export at shutdown. A holder's ``flush()`` holds :func:`flushing`. Imports the store (for its warn-once log) and
+nothing above it; the store does not import this.
 """
 
 from __future__ import annotations
@@ -24,14 +25,20 @@ class _Flushable(Protocol):
 #: Live objects that hold values back from the store (the Gymnasium wrappers count steps in an integer).
 _holders: weakref.WeakSet[Any] = weakref.WeakSet()
 #: Guards ``_holders`` and is the lock their ``flush()`` takes, so a flush before a collection and one in the
-#: stepping thread never hand the same steps over twice.
+#: stepping thread never hand the same steps over twice. Replaced in a forked child: take it through
+#: :func:`flushing`, never through a name imported from here (that would keep the parent's lock).
 flush_lock = threading.Lock()
+
+
+def flushing() -> threading.Lock:
+    """This process' flush lock, to hold as ``with held_back.flushing():`` while handing held-back values over."""
+    return flush_lock
 
 
 def hold_back(holder: _Flushable) -> None:
     """Register ``holder``: :func:`flush_held_back` calls its ``flush()`` before each collection, so its values
     reach a scrape, an export and the final export at shutdown even when ``flush``/``close`` is never called."""
-    with flush_lock:
+    with flushing():
         _holders.add(holder)
 
 
@@ -39,7 +46,7 @@ def flush_held_back() -> None:
     """Flush every registered holder (before a collection). An error is logged once, never raised."""
     if not _holders:
         return
-    with flush_lock:
+    with flushing():
         holders = list(_holders)
     for holder in holders:
         try:

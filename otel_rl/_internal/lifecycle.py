@@ -197,7 +197,7 @@ def flush_worker(timeout: float | None = None) -> bool:
     return True
 
 
-def _first_new_series() -> None:
+def _start_on_first_record() -> None:
     """The store's new-series hook: called (once per process, with no store lock held) on the first new series.
 
     Starts push telemetry from the published settings in a worker, or warns that the values go nowhere. Takes
@@ -250,10 +250,10 @@ def _after_fork_in_child() -> None:
     if parent is not None:
         parent.abandon_in_child(running_telemetry)
         identity.mark_forked_child(os.getppid())
-    REGISTRY.new_series_hook = _first_new_series
+    REGISTRY.new_series_hook = _start_on_first_record
 
 
 REGISTRY.running = _is_running
-REGISTRY.new_series_hook = _first_new_series
+REGISTRY.new_series_hook = _start_on_first_record
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)

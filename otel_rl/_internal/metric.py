@@ -21,10 +21,10 @@ from otel_rl._internal.values import (
     LABEL_TOO_LONG,
     NEGATIVE,
     OVER_LIMIT,
-    _clean_key,
-    _Reason,
-    _to_number,
-    _utf8,
+    Reason,
+    clean_key,
+    to_number,
+    utf8,
 )
 
 #: The key of the series that collects every label set past the cardinality limit.
@@ -43,7 +43,7 @@ class Owner(Protocol):
     run_of: Callable[[str | None], str] | None
     dropped: Counter
 
-    def drop(self, metric: str, reason: _Reason, value: Any = None) -> None: ...
+    def drop(self, metric: str, reason: Reason, value: Any = None) -> None: ...
 
     def check_running(self, metric: str) -> None: ...
 
@@ -64,7 +64,7 @@ class Metric:
       ``Histogram.rebucket`` replace the dict: a reader that caches something per series compares it by identity.
     * ``lock``: taken by every write of a series (``Gauge.set`` replaces the value of an existing key without it).
     * ``spec``, ``name``, ``label_keys``: the catalog entry, its name, and the label keys in series-key order.
-    * :meth:`attributes` (cached, for the export), :meth:`labels` (not cached, for the scrape's text),
+    * :meth:`attributes` (cached, for the export), :meth:`label_dict` (not cached, for the scrape's text),
       :meth:`snapshot`, :meth:`series_count`.
 
     Plain attributes rather than properties or accessor methods: the readers touch them once per series.
@@ -124,7 +124,7 @@ class Metric:
                 if self.series.pop(key, None) is None and type(key) is tuple:
                     # A key with lone surrogates or a long label was stored under its sanitised form (see _admit).
                     limit = self._registry.label_value_limit
-                    key = tuple(value[:limit] for value in _clean_key(key))
+                    key = tuple(value[:limit] for value in clean_key(key))
                     self.series.pop(key, None)
                 self._forget(key)
 
@@ -144,8 +144,8 @@ class Metric:
             except OverflowError:  # 10**400
                 self._registry.drop(self.name, INF, value)
                 return None
-        result = _to_number(value)
-        if type(result) is _Reason:
+        result = to_number(value)
+        if type(result) is Reason:
             self._registry.drop(self.name, result, value)
             return None
         return result  # type: ignore[return-value]
@@ -166,11 +166,11 @@ class Metric:
                 return key
         if self._registry.strict and self is not self._registry.dropped:
             self._registry.check_running(self.name)
-        clean = _clean_key(key)
+        clean = clean_key(key)
         if clean is not key:
             # Lone surrogates are stored backslash-escaped, so os.fsdecode(b"run-\xff") and the text
             # "run-\\udcff" are one series rather than two with the same labels. Such keys stay on this slow path.
-            if any(_utf8(value) is not value for value in key):  # not only carriage returns
+            if any(utf8(value) is not value for value in key):  # not only carriage returns
                 self._registry.warn_once(
                     (self.name, "label_not_utf8"),
                     "otel-rl: a label value of %s is not valid UTF-8 (%s); it is recorded with its lone surrogates "
@@ -215,7 +215,7 @@ class Metric:
             if key is OVERFLOW_KEY or key == OVERFLOW_KEY:
                 attrs = _OVERFLOW_ATTRIBUTES
             else:
-                attrs = dict(zip(self.label_keys, _clean_key(key)))
+                attrs = dict(zip(self.label_keys, clean_key(key)))
             cache = self._attributes
             if len(cache) > 2 * len(self.series) + 64:
                 series = self.series
@@ -224,14 +224,14 @@ class Metric:
             cache[key] = attrs
         return attrs
 
-    def labels(self, key: tuple[str, ...]) -> dict[str, str]:
+    def label_dict(self, key: tuple[str, ...]) -> dict[str, str]:
         """The same labels as :meth:`attributes`, without caching them: a scrape keeps only the text it makes."""
         attrs = self._attributes.get(key)
         if attrs is not None:
             return attrs
         if key is OVERFLOW_KEY or key == OVERFLOW_KEY:
             return _OVERFLOW_ATTRIBUTES
-        return dict(zip(self.label_keys, _clean_key(key)))
+        return dict(zip(self.label_keys, clean_key(key)))
 
     def snapshot(self) -> list[tuple[tuple[str, ...], Any]]:
         raise NotImplementedError

@@ -34,7 +34,8 @@ from opentelemetry.metrics import (
 )
 
 from otel_rl._internal.catalog import OVERFLOW_LABEL
-from otel_rl._internal.store import BAD_LABELS, OVER_LIMIT, REGISTRY, _utf8, number
+from otel_rl._internal.store import BAD_LABELS, OVER_LIMIT, REGISTRY, number
+from otel_rl._internal.values import utf8
 
 _logger = logging.getLogger("otel_rl")
 
@@ -86,7 +87,7 @@ class _Histogram(_Forwarding, Histogram):
 
 
 def _text(value: Any) -> Any:
-    return _utf8(value) if type(value) is str else value
+    return utf8(value) if type(value) is str else value
 
 
 class _SyncGauge(_Forwarding, _Gauge):

@@ -3,7 +3,7 @@
 Going store -> OpenTelemetry observations -> data points -> prometheus_client families -> text would allocate
 several objects per series; at 50k series that takes seconds, and its garbage-collector runs stall the training
 thread. This module writes the same text 0.0.4 / OpenMetrics bytes from the store directly, through the store's
-read API (``Metric.series`` under ``Metric.lock``, ``Metric.labels``):
+read API (``Metric.series`` under ``Metric.lock``, ``Metric.label_dict``):
 
 * each series' sample prefix (``name{k="v",...} ``, labels sorted and escaped as prometheus_client does) is
   encoded once and cached per metric; the cache follows the store (entries of removed series are dropped);
@@ -139,7 +139,7 @@ class StoreRenderer:
         return cache
 
     def _prefix(self, metric: Metric, key: tuple[str, ...]) -> str:
-        labels = _label_text(metric.labels(key))
+        labels = _label_text(metric.label_dict(key))
         return f"{metric.name}{{{labels}}} " if labels else f"{metric.name} "
 
     @staticmethod
@@ -157,7 +157,7 @@ class StoreRenderer:
 
     def _series_entry(self, metric: Histogram, key: tuple[str, ...], shared: str | None) -> str:
         """A series' label text for the shared template, or its own template (_SeriesTemplate) for any other layout."""
-        labels = metric.labels(key)
+        labels = metric.label_dict(key)
         if shared is not None and len(labels) == len(metric.label_keys) and set(labels) == set(metric.label_keys):
             return _label_text(labels)
         braced = {k: v.replace("{", "{{").replace("}", "}}") for k, v in labels.items()}

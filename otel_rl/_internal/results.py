@@ -173,7 +173,7 @@ def parse_result(result: Mapping[str, Any]) -> ParsedResult:
             elif sep:
                 _learner_stat(learners, rest, value, "")
         elif head == "custom_metrics":
-            for path, leaf in _leaves(rest if sep else "", value):
+            for path, leaf in leaves(rest if sep else "", value):
                 _figure(parsed, path, leaf)
         elif head == "env_runners":  # new stack: figures logged by the env runners, or their custom_metrics
             if sep:
@@ -186,7 +186,7 @@ def parse_result(result: Mapping[str, Any]) -> ParsedResult:
                         _figure(parsed, name, value[name])
                 custom = _child(value, "custom_metrics")
                 if custom is not None:
-                    for path, leaf in _leaves("", custom):
+                    for path, leaf in leaves("", custom):
                         _figure(parsed, path, leaf)
         elif not sep and _is_mapping(value):  # {"agent_0": {"sharpe_ratio": ...}}
             for name in _FIGURE_SUFFIXES:
@@ -287,14 +287,14 @@ def _child(value: Any, key: str) -> Mapping[str, Any] | None:
     return None
 
 
-#: How deep :func:`_leaves` descends, and how many entries it reads in all: RLlib's custom metrics nest a few
+#: How deep :func:`leaves` descends, and how many entries it reads in all: RLlib's custom metrics nest a few
 #: levels and hold hundreds of entries, never dozens of levels or a hundred thousand entries.
 MAX_DEPTH = 32
 MAX_ENTRIES = 100_000
 _warned_truncated = False
 
 
-def _leaves(path: str, value: Any) -> list[tuple[str, Any]]:
+def leaves(path: str, value: Any) -> list[tuple[str, Any]]:
     """``(path, leaf)`` pairs of a value that may be a nested mapping; paths joined with ``/``.
 
     A mapping already on the way down (``d["custom_metrics"] = d``) is not entered again, nothing deeper than

@@ -23,18 +23,17 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from otel_rl._internal.catalog import OVERFLOW_LABEL
 from otel_rl._internal.provider import PROXY
-from otel_rl._internal.results import _leaves
+from otel_rl._internal.results import leaves
 from otel_rl._internal.store import (
     BAD_LABELS,
     BAD_NAME,
     LABEL_TOO_LONG,
     OVER_LIMIT,
     REGISTRY,
-    _Reason,
-    _utf8,
     describe,
     number,
 )
+from otel_rl._internal.values import Reason, utf8
 
 PREFIX = "rl_training_custom_"
 #: Distinct custom names per process: a loop that formats a step number into the name must not grow without end.
@@ -115,7 +114,7 @@ def record_scalar(name: str, value: float, **labels: Any) -> None:
     if scalar is None:
         return
     checked = number(value)
-    if type(checked) is _Reason:
+    if type(checked) is Reason:
         REGISTRY.drop(scalar.name, checked, value)
         return
     try:
@@ -127,7 +126,7 @@ def record_scalar(name: str, value: float, **labels: Any) -> None:
         return
     values = scalar.values
     if key not in values:
-        clean = tuple((k, _utf8(v)) for k, v in key)
+        clean = tuple((k, utf8(v)) for k, v in key)
         if clean != key:  # lone surrogates (os.fsdecode of bytes): no exporter can encode them; as the store does
             REGISTRY.warn_once((scalar.name, "label_not_utf8"), "otel-rl: a label value of %s is not valid UTF-8 "
                                "(%s); it is recorded with its lone surrogates backslash-escaped.", scalar.name,
@@ -174,7 +173,7 @@ def record_extra(values: Mapping[str, Any] | Iterable[tuple[str, Any]], **labels
 def record_extra_result(result: Mapping[str, Any], **labels: Any) -> None:
     """:func:`record_extra` over the leaves of a (nested) result dict, keys joined with ``/``."""
     if _patterns:
-        record_extra(_leaves("", result), **labels)
+        record_extra(leaves("", result), **labels)
 
 
 def reset() -> None:

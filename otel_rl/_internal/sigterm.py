@@ -127,10 +127,10 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
             _waiting()
         return
     _handling = True
-    after_otel_rl(frame, lambda: _export_and_die(signum))
+    when_interrupted_call_returns(frame, lambda: _export_and_die(signum))
 
 
-def after_otel_rl(frame: FrameType | None, action: Callable[[], object]) -> None:
+def when_interrupted_call_returns(frame: FrameType | None, action: Callable[[], object]) -> None:
     """Run ``action`` now, or, when a signal interrupted otel-rl's or the SDK's code, once that call returns.
 
     The interrupted call may hold a lock the export needs, or be half-way through a record (the episode counted,

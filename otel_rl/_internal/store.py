@@ -25,9 +25,9 @@ from otel_rl._internal.errors import StrictModeError, describe
 from otel_rl._internal.histogram import Histogram, HistogramSeries  # noqa: F401 (re-exported)
 from otel_rl._internal.metric import OVERFLOW_KEY, Counter, Gauge, Metric, set_gauges  # noqa: F401 (re-exported)
 from otel_rl._internal.values import (  # noqa: F401 (re-exported: the record helpers and readers import them here)
-    _HINTS,
     BAD_LABELS,
     BAD_NAME,
+    HINTS,
     INF,
     LABEL_TOO_LONG,
     NAN,
@@ -37,10 +37,7 @@ from otel_rl._internal.values import (  # noqa: F401 (re-exported: the record he
     TENSOR,
     UNREADABLE,
     WRONG_TYPE,
-    _clean_key,
-    _Reason,
-    _to_number,
-    _utf8,
+    Reason,
     label_strings,
     number,
     strict_from_environment,
@@ -98,7 +95,7 @@ class Registry:
         """The histogram ``name`` (see :meth:`counter`)."""
         return _typed(self.metrics[name], Histogram)
 
-    def drop(self, metric: str, reason: _Reason, value: Any = None) -> None:
+    def drop(self, metric: str, reason: Reason, value: Any = None) -> None:
         """Count a dropped value and log it the first time this metric drops for this reason."""
         if metric != DROPPED_VALUES.name:
             self.dropped.add((metric, str(reason)), 1.0)
@@ -114,11 +111,11 @@ class Registry:
         _logger.warning(
             "otel-rl dropped a value for %s (reason: %s, value: %s): %s. Further drops of this kind are only "
             "counted, in otel_rl_dropped_values_total{metric=%r,reason=%r}.",
-            metric, reason, describe(value), _HINTS.get(reason, ""), metric, str(reason))
+            metric, reason, describe(value), HINTS.get(reason, ""), metric, str(reason))
 
-    def _strict_drop(self, metric: str, reason: _Reason, value: Any) -> None:
+    def _strict_drop(self, metric: str, reason: Reason, value: Any) -> None:
         raise StrictModeError(f"otel-rl (strict mode) refused a value for {metric} (reason: {reason}, value: "
-                              f"{describe(value)}): {_HINTS.get(reason, '')}")
+                              f"{describe(value)}): {HINTS.get(reason, '')}")
 
     def check_running(self, metric: str) -> None:
         """In strict mode, raise when a value is recorded in a process without telemetry (it would go nowhere)."""

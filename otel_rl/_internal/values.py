@@ -18,23 +18,23 @@ def strict_from_environment() -> bool:
     return os.environ.get("OTEL_RL_STRICT", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-class _Reason(str):
+class Reason(str):
     """Why a value was dropped; the string is the ``reason`` label."""
 
 
-NONE = _Reason("none")
-NAN = _Reason("nan")
-INF = _Reason("inf")
-WRONG_TYPE = _Reason("wrong_type")
-TENSOR = _Reason("tensor")
-NEGATIVE = _Reason("negative")
-OVER_LIMIT = _Reason("cardinality_limit")
-BAD_LABELS = _Reason("bad_labels")
-BAD_NAME = _Reason("bad_name")
-UNREADABLE = _Reason("unreadable_result")
-LABEL_TOO_LONG = _Reason("label_too_long")
+NONE = Reason("none")
+NAN = Reason("nan")
+INF = Reason("inf")
+WRONG_TYPE = Reason("wrong_type")
+TENSOR = Reason("tensor")
+NEGATIVE = Reason("negative")
+OVER_LIMIT = Reason("cardinality_limit")
+BAD_LABELS = Reason("bad_labels")
+BAD_NAME = Reason("bad_name")
+UNREADABLE = Reason("unreadable_result")
+LABEL_TOO_LONG = Reason("label_too_long")
 
-_HINTS = {
+HINTS = {
     NONE: "None is not a number",
     NAN: "NaN is not recorded",
     INF: "infinite values are not recorded",
@@ -51,7 +51,7 @@ _HINTS = {
 }
 
 
-def _to_number(value: Any) -> float | _Reason:
+def to_number(value: Any) -> float | Reason:
     """Return ``value`` as a finite float, or the reason it cannot be recorded."""
     if value is None:
         return NONE
@@ -75,8 +75,8 @@ def _to_number(value: Any) -> float | _Reason:
     return number
 
 
-def number(value: Any) -> float | _Reason:
-    """Fast path for the common case; everything else goes through :func:`_to_number`."""
+def number(value: Any) -> float | Reason:
+    """Fast path for the common case; everything else goes through :func:`to_number`."""
     if type(value) is float:
         return value if value - value == 0.0 else (NAN if value != value else INF)
     if type(value) is int:
@@ -84,10 +84,10 @@ def number(value: Any) -> float | _Reason:
             return float(value)
         except OverflowError:  # 10**400
             return INF
-    return _to_number(value)
+    return to_number(value)
 
 
-def _utf8(value: str) -> str:
+def utf8(value: str) -> str:
     """``value`` if it is valid UTF-8 text, else with its lone surrogates backslash-escaped (``\\udcff``)."""
     try:
         value.encode("utf-8")
@@ -96,7 +96,7 @@ def _utf8(value: str) -> str:
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _clean_key(key: tuple[str, ...]) -> tuple[str, ...]:
+def clean_key(key: tuple[str, ...]) -> tuple[str, ...]:
     """``key`` itself when every value is valid UTF-8 without a carriage return, else a new key with lone
     surrogates backslash-escaped and each carriage return written as the two characters ``\\r``.
 
@@ -110,7 +110,7 @@ def _clean_key(key: tuple[str, ...]) -> tuple[str, ...]:
             return key
         return tuple(v.replace("\r", "\\r") for v in key)
     except UnicodeEncodeError:
-        return tuple(_utf8(v).replace("\r", "\\r") for v in key)
+        return tuple(utf8(v).replace("\r", "\\r") for v in key)
     except Exception:  # noqa: BLE001 (a key that is not a tuple of str: left as it is)
         return key
 
