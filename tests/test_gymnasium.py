@@ -360,6 +360,35 @@ def test_flushes_from_another_thread_never_lose_or_double_count_steps(vector):
     assert testing.value("rl_training_environment_steps_total", algorithm="T") == steps * per_step
 
 
+@pytest.mark.parametrize("vector", [False, True], ids=["single", "vector"])
+def test_a_flush_adds_its_steps_with_the_flush_lock_free(monkeypatch, vector):
+    """In a worker whose first new series is the steps counter, adding the steps starts its telemetry (the store's
+    new-series hook): the flush must have released the flush lock by then, or a start that flushes deadlocks."""
+    from otel_rl._internal import held_back
+    from otel_rl._internal.store import REGISTRY
+
+    free = []
+
+    def hook() -> None:
+        got = held_back.flush_lock.acquire(blocking=False)
+        if got:
+            held_back.flush_lock.release()
+        free.append(got)
+
+    if vector:
+        env = RecordVectorEpisodeMetrics(_vector(AutoresetMode.SAME_STEP, lengths=(50, 50)), algorithm="HL")
+    else:
+        env = RecordEpisodeMetrics(_Countdown(50), algorithm="HL")
+    env.reset(seed=0)
+    for _ in range(3):
+        env.step(np.zeros(2, dtype=np.int64) if vector else 0)
+    monkeypatch.setattr(REGISTRY, "new_series_hook", hook)
+    env.flush()  # the steps counter's first series of algorithm="HL"
+    monkeypatch.undo()
+    assert free and all(free)
+    assert testing.value("rl_training_environment_steps_total", algorithm="HL") == 3 * (2 if vector else 1)
+
+
 def test_reset_forgets_steps_a_live_wrapper_still_holds_back():
     """testing.reset() between tests: a wrapper left open does not bring its earlier steps into the next test."""
     env = RecordEpisodeMetrics(_Countdown(100), algorithm="R")

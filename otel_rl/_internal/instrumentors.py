@@ -11,9 +11,11 @@ callback the script already passes is not added again. :data:`INSTRUMENTORS` nam
 ``opentelemetry_instrumentor`` entry points do (through :mod:`otel_rl.instrumentation`, the public module).
 
 Imports the patching machinery (:mod:`otel_rl._internal.patching`) at the top. The integrations whose recorders and
-callbacks it adds (``otel_rl.integrations.*`` and the run context of ``otel_rl._internal.decorators``, all below it)
-and the frameworks themselves are imported inside the functions that run once a framework is imported, so that
-importing this module imports no framework. Only :mod:`otel_rl.instrumentation` imports this module.
+callbacks it adds (``otel_rl.integrations.*``, below it), the run context (:mod:`otel_rl._internal.runs`) and the
+frameworks themselves are imported inside the functions that run once a framework is imported, so that importing
+this module imports no framework. Of the integrations it uses only public names, among them those their recorders
+and callback keep for zero-code instrumentation (``relabel``, ``yield_to_outer``, ``algorithm_arg``). Only
+:mod:`otel_rl.instrumentation` imports this module.
 """
 
 from __future__ import annotations
@@ -51,26 +53,17 @@ def _auto_classes():
     from otel_rl.integrations.gymnasium import RecordEpisodeMetrics, RecordVectorEpisodeMetrics
 
     class AutoRecordEpisodeMetrics(RecordEpisodeMetrics):
-        """The recorder ``gymnasium.make`` adds under zero-code instrumentation."""
+        """The recorder ``gymnasium.make`` adds under zero-code instrumentation; it steps aside for a recorder the
+        script adds above it."""
 
-        def _otel_rl_relabel(self, algorithm: str) -> None:
-            self.flush()  # steps so far keep the label they were taken under
-            self._algorithm = algorithm
-            self._key = (algorithm, self._key[1])
-
-        def _otel_rl_yield(self) -> None:
+        def yield_to_outer(self) -> None:
             _pass_through(self)
 
     class AutoRecordVectorEpisodeMetrics(RecordVectorEpisodeMetrics):
-        """The recorder ``gymnasium.make_vec`` adds under zero-code instrumentation."""
+        """The recorder ``gymnasium.make_vec`` adds under zero-code instrumentation; it steps aside for a recorder
+        the script adds above it."""
 
-        def _otel_rl_relabel(self, algorithm: str) -> None:
-            self.flush()
-            self._algorithm = algorithm
-            self._key = (algorithm, self._key[1])
-            self._steps_key = (algorithm,)
-
-        def _otel_rl_yield(self) -> None:
+        def yield_to_outer(self) -> None:
             _pass_through(self)
 
     return AutoRecordEpisodeMetrics, AutoRecordVectorEpisodeMetrics
@@ -148,16 +141,16 @@ def _sb3_callback_class():
         _warn_wrapped = False
 
         def _start(self) -> None:
-            from otel_rl._internal.decorators import current_run
+            from otel_rl._internal.runs import current_run
 
             run = current_run()
-            algorithm = str(self._algorithm_arg or (run.algorithm if run else type(self.model).__name__))
+            algorithm = str(self.algorithm_arg or (run.algorithm if run else type(self.model).__name__))
             envs = getattr(self.training_env.unwrapped, "envs", None) or ()  # DummyVecEnv: in this process
             single, vectorised = auto_wrapper_classes()
             for env in envs:
                 while env is not None:
                     if isinstance(env, (single, vectorised)):
-                        env._otel_rl_relabel(algorithm)
+                        env.relabel(algorithm)
                     env = getattr(env, "env", None)
             super()._start()
 

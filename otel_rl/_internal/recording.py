@@ -6,7 +6,8 @@ unexpected is logged. Values recorded before :func:`otel_rl.init_telemetry` are 
 
 Finished episodes are recorded in one place, whoever reports them (``record_episode``, ``train_step`` and the RLlib
 callback through :mod:`otel_rl._internal.steps`, the Gymnasium wrappers, SB3, TorchRL): :func:`add_episode` and
-:func:`add_episodes`; the means an iteration reports go through :func:`set_episode_means`. Imports the catalog,
+:func:`add_episodes`; the means an iteration reports go through :func:`set_episode_means`, and the environment steps
+the Gymnasium wrappers hold back through :func:`add_env_steps`. Imports the catalog,
 errors, runs and the store; never decorators or an integration.
 """
 
@@ -199,7 +200,11 @@ def add_episodes(key: tuple[str, str], count: int, rewards: Iterable[Any] = (), 
 
 def set_episode_means(key: tuple[str, str], reward_mean: Any, length_mean: Any) -> None:
     """The means a training iteration reported for ``(algorithm, run_id)``: ``episode_reward_mean`` and
-    ``episode_length_mean``; a mean that is None was not reported and is left as it is."""
+    ``episode_length_mean``; a mean that is None was not reported and is left as it is.
+
+    Unlike :func:`record_episode_metrics`, which counts a None as dropped: the integrations that call this pass what
+    a result or a logger reported, where a None is a mean not reported (before the first episode ends, or only one
+    of the two), which is no bad value."""
     if reward_mean is not None:
         _reward_mean.set(key, reward_mean)
     if length_mean is not None:
@@ -208,8 +213,11 @@ def set_episode_means(key: tuple[str, str], reward_mean: Any, length_mean: Any) 
 
 @_never_raises
 def record_episode_metrics(algorithm: str, run_id: str, reward_mean: float, length_mean: float) -> None:
-    """The iteration's means: ``episode_reward_mean`` and ``episode_length_mean``, as given (a None is dropped and
-    counted, as any value that is no number; :func:`set_episode_means` skips means that were not reported)."""
+    """The iteration's means: ``episode_reward_mean`` and ``episode_length_mean``, as given: a None is dropped and
+    counted, as any value that is no number.
+
+    Unlike :func:`set_episode_means`, which skips a None: here the caller passes both means itself, so a None is a
+    bad value to be seen in the dropped-values counter, not a mean that was not reported."""
     key = (algorithm, run_id)
     if type(algorithm) is not str or type(run_id) is not str:
         key = (_as_label(algorithm), _as_label(run_id))
@@ -255,6 +263,15 @@ def record_data_load_time(duration: float) -> None:
 def record_environment_steps(algorithm: str, steps: int) -> None:
     """``environment_steps_total`` += steps."""
     _env_steps.add((algorithm if type(algorithm) is str else _as_label(algorithm),), steps)
+
+
+def add_env_steps(key: tuple[str], steps: float) -> None:
+    """``environment_steps_total`` of ``(algorithm,)`` += steps: the steps a Gymnasium wrapper held back, handed
+    over in its ``flush()``.
+
+    The label value must be a string already (the wrappers make the key once, not per flush). Raises only in strict
+    mode, like :func:`add_episode`."""
+    _env_steps.add(key, steps)
 
 
 @_never_raises

@@ -5,7 +5,9 @@ Per finished episode: ``rl_training_episodes_total`` +1, and ``rl_training_episo
 are counted in a plain integer and handed to ``rl_training_environment_steps_total`` once per episode (and every
 ``flush_every`` steps, on ``reset``, on ``close`` and before every collection: a scrape, an OTLP export, the final
 export of ``shutdown``), so a step costs no metric call and no step is lost when ``close`` is never called. A
-flush from the collecting thread and one from the stepping thread never count the same steps twice.
+flush from the collecting thread and one from the stepping thread never count the same steps twice: each takes
+its share of the count under the flush lock and adds it to the counter after releasing the lock (a worker's
+first add starts its telemetry, which must not run under that lock).
 
 After fork, a child's copy of a wrapper starts its count from the steps the parent had not handed over yet (the
 parent hands them over too): wrap environments in the process that steps them, as Ray workers and SB3's
@@ -48,6 +50,7 @@ __all__ = ["RecordEpisodeMetrics", "RecordVectorEpisodeMetrics", "wrap"]
 
 _FLUSH_EVERY = 1000
 _add = np.add
+_add_env_steps = _rec.add_env_steps
 _ndarray = np.ndarray
 _BOOL = np.dtype(np.bool_)
 _EPISODE_REWARD = "rl_training_episode_reward"  #: where a reward that is no number is counted as dropped
@@ -61,8 +64,8 @@ class RecordEpisodeMetrics(gym.Wrapper):
         _reject_sb3_vec_env(env)
         _take_over(env)
         super().__init__(env)
-        self._algorithm = str(algorithm)
-        self._key = (self._algorithm, str(agent_id))
+        self._key = (str(algorithm), str(agent_id))
+        self._steps_key = (self._key[0],)
         self._flush_every = flush_every
         # Steps since the wrapper was made; only the stepping thread writes it. _flushed (how many of them the
         # counter has) is written only under the flush lock, so a flush from a collection can run at any time.
@@ -119,13 +122,25 @@ class RecordEpisodeMetrics(gym.Wrapper):
 
     def flush(self) -> None:
         """Hand the steps counted so far to ``rl_training_environment_steps_total`` (safe from any thread)."""
-        with _held_back.flush_lock:
+        with _held_back.flush_lock:  # takes this flush's share; another flush finds only steps taken after it
             steps = self._steps
             pending = steps - self._flushed
-            if pending:
-                _rec._env_steps.add((self._algorithm,), pending)
-                self._flushed = steps
+            self._flushed = steps
             self._next_flush = steps + self._flush_every
+            key = self._steps_key
+        if pending:
+            _add_env_steps(key, pending)
+
+    def relabel(self, algorithm: str) -> None:
+        """Record under ``algorithm`` from now on; the steps so far are flushed under the name they were taken
+        under. For the zero-code instrumentors, which learn the algorithm's name after making the environment."""
+        self.flush()
+        self._key = (algorithm, self._key[1])
+        self._steps_key = (algorithm,)
+
+    def yield_to_outer(self) -> None:
+        """Called on the recorders below when one is made above them: a recorder the script placed keeps
+        recording; the zero-code instrumentors' subclasses step aside (see :func:`_take_over`)."""
 
     def _end_episode(self, info: dict[str, Any]) -> None:
         episode = _episode_info(self, info)
@@ -150,8 +165,7 @@ class RecordVectorEpisodeMetrics(VectorWrapper):
         _reject_sb3_vec_env(env)
         _take_over(env)
         super().__init__(env)
-        self._algorithm = str(algorithm)
-        self._key = (self._algorithm, str(agent_id))
+        self._key = (str(algorithm), str(agent_id))
         mode = self.env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
         # In next-step mode the step after an episode's end only resets that sub-environment: it is no step of
         # any episode, so it counts neither in the length nor in the environment steps.
@@ -174,7 +188,7 @@ class RecordVectorEpisodeMetrics(VectorWrapper):
         self._resets: tuple[int, int, list[int]] = (0, -1, [])
         # What the steps counter already has (written only under the flush lock, so a flush from a collection
         # can run at any time), and the vector step of the next flush without an episode end.
-        self._steps_key = (self._algorithm,)
+        self._steps_key = (self._key[0],)
         self._steps_flushed = 0
         self._flush_interval = -(-flush_every // max(self._n, 1))  # vector steps of up to flush_every steps
         self._flush_t = self._flush_interval
@@ -293,15 +307,29 @@ class RecordVectorEpisodeMetrics(VectorWrapper):
 
     def flush(self) -> None:
         """Hand the steps counted so far to ``rl_training_environment_steps_total`` (safe from any thread)."""
-        with _held_back.flush_lock:
+        with _held_back.flush_lock:  # takes this flush's share; another flush finds only steps taken after it
             t = self._t  # read before _resets: slots counted for a later step only lower the figure
             resets, ended_at, pending = self._resets
             steps = self._n * t - resets + (len(pending) if ended_at == t else 0)
             # A flush from another thread may read a figure a step behind: the counter only takes what is new.
-            if steps > self._steps_flushed:
-                _rec._env_steps.add(self._steps_key, float(steps - self._steps_flushed))
+            new = steps - self._steps_flushed
+            if new > 0:
                 self._steps_flushed = steps
             self._flush_t = t + self._flush_interval
+            key = self._steps_key
+        if new > 0:
+            _add_env_steps(key, float(new))
+
+    def relabel(self, algorithm: str) -> None:
+        """Record under ``algorithm`` from now on; the steps so far are flushed under the name they were taken
+        under. For the zero-code instrumentors, which learn the algorithm's name after making the environment."""
+        self.flush()
+        self._key = (algorithm, self._key[1])
+        self._steps_key = (algorithm,)
+
+    def yield_to_outer(self) -> None:
+        """Called on the recorders below when one is made above them: a recorder the script placed keeps
+        recording; the zero-code instrumentors' subclasses step aside (see :func:`_take_over`)."""
 
 
 def wrap(env: Any, algorithm: str = "default", agent_id: str = "default", **kwargs: Any):
@@ -312,14 +340,14 @@ def wrap(env: Any, algorithm: str = "default", agent_id: str = "default", **kwar
 
 
 def _take_over(env: Any) -> None:
-    """A recorder that zero-code instrumentation put below (otel_rl.instrumentation) stops recording: this one
-    records, so a script written for otel-rl counts each episode once under ``otel-rl run`` too."""
+    """A recorder that zero-code instrumentation put below (:mod:`otel_rl._internal.instrumentors`) stops
+    recording: this one records, so a script written for otel-rl counts each episode once under ``otel-rl run``
+    too."""
     for _ in range(100):
         if env is None:
             return
-        stop = getattr(type(env), "_otel_rl_yield", None)
-        if stop is not None:
-            stop(env)
+        if isinstance(env, (RecordEpisodeMetrics, RecordVectorEpisodeMetrics)):
+            env.yield_to_outer()
         env = getattr(env, "env", None)
 
 

@@ -138,6 +138,12 @@ class OtelRLCallback(BaseCallback):
         self._record_env: list[bool] = []
         self._all_envs_recorded = True
 
+    @property
+    def algorithm_arg(self) -> str | None:
+        """The ``algorithm`` given to the constructor, None when it is left to the training run or the model. For
+        the zero-code instrumentors, which name the environments' recorders before the callback starts."""
+        return self._algorithm_arg
+
     # -- SB3 hooks -----------------------------------------------------------------------------------------------
 
     def _on_training_start(self) -> None:
