@@ -135,3 +135,16 @@ def test_counter_and_gauge_points_are_the_sdks_types_with_stable_start_times():
             for p in _points(handle.pull_reader, "rl_training_episodes_total").data_points}
     assert back["a"].value == 1.0 and back["a"].start_time_unix_nano > again["a"].time_unix_nano
     handle.shutdown(timeout=1)
+
+
+def test_a_disabled_producer_builds_no_points():
+    """The producer is told at construction whether the SDK is disabled (OTEL_SDK_DISABLED, read by telemetry)."""
+    from otel_rl._internal.config import Settings
+    from otel_rl._internal.producer import StoreProducer
+    from otel_rl._internal.telemetry import _resource
+
+    otel_rl.record_environment_steps("PPO", 3)
+    resource = _resource(Settings())
+    assert StoreProducer(store.REGISTRY, resource, "test", disabled=True).catalog_metrics() == []
+    assert "rl_training_environment_steps_total" in [
+        m.name for m in StoreProducer(store.REGISTRY, resource, "test").catalog_metrics()]

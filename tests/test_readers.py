@@ -174,3 +174,21 @@ def test_concurrent_collections_of_the_pull_reader_each_get_what_they_asked_for(
         thread.join()
     assert not wrong, wrong[:3]
     handle.shutdown(timeout=1)
+
+
+def test_a_scrape_s_collection_never_reads_the_store_and_a_plain_collect_is_complete(monkeypatch):
+    """collect_others() (every scrape) builds no catalog points: the renderer writes those, and building them
+    would cost an export's CPU per scrape. The SDK's plain collect() still leaves a complete :attr:`latest`."""
+    handle = otel_rl.init_telemetry({"exporters": ["none"]})
+    otel_rl.record_environment_steps("PPO", 3)
+    built: list[int] = []
+    catalog_metrics = handle.producer.catalog_metrics
+    monkeypatch.setattr(handle.producer, "catalog_metrics", lambda: built.append(1) or catalog_metrics())
+    handle.pull_reader.collect_others()
+    handle.metrics_text()
+    assert built == []
+    handle.pull_reader.collect()
+    names = [m.name for rm in handle.pull_reader.latest.resource_metrics for sm in rm.scope_metrics
+             for m in sm.metrics]
+    assert "rl_training_environment_steps_total" in names and built == [1]
+    handle.shutdown(timeout=1)

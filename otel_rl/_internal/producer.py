@@ -22,7 +22,7 @@ negative values (rewards, PPO losses and differential entropies are negative). T
 through the SDK's aggregation, so the SDK knows no instrument of theirs: only the marker below.
 
 Only public or documented SDK APIs are used, so any ``opentelemetry-sdk`` from 1.39 to the newest 1.x works.
-Imports the store, the catalog, the held-back counts and the settings' ``sdk_disabled``, nothing above them.
+Imports the store, the catalog and the held-back counts, nothing above them.
 """
 
 from __future__ import annotations
@@ -50,7 +50,6 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from otel_rl._internal.catalog import ALL_METRICS, MetricSpec
-from otel_rl._internal.config import sdk_disabled
 from otel_rl._internal.held_back import flush_held_back
 from otel_rl._internal.store import Registry
 
@@ -63,15 +62,17 @@ MARKER_NAME = "otel_rl.collection"
 
 class StoreProducer:
     """Builds the catalog metrics of ``registry`` as SDK points, and completes each collection of a reader with
-    them (:meth:`complete`). The readers receive it at construction."""
+    them (:meth:`complete`). The readers receive it at construction.
 
-    def __init__(self, registry: Registry, resource: Resource, version: str) -> None:
+    ``disabled`` (OTEL_SDK_DISABLED=true, which turns the SDK's own instruments off): otel-rl's points follow, and
+    none is built."""
+
+    def __init__(self, registry: Registry, resource: Resource, version: str, *, disabled: bool = False) -> None:
         self.registry = registry
         self.resource = resource
         self.version = version
         self.scope = InstrumentationScope(SCOPE_NAME, version)
-        # The SDK turns its own instruments off under OTEL_SDK_DISABLED=true; otel-rl's points follow.
-        self.disabled = sdk_disabled()
+        self.disabled = disabled
         self._builders: list[tuple[MetricSpec, Callable[[Any, int], Any]]] = [
             (spec, {"counter": _sum, "gauge": _gauge, "histogram": _histogram}[spec.type]) for spec in ALL_METRICS]
 

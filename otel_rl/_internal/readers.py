@@ -175,20 +175,33 @@ class PeriodicReader(PeriodicExportingMetricReader):
 
 
 class PullReader(MetricReader):
-    """A reader that collects on demand and keeps the latest, completed collection (:attr:`latest`)."""
+    """A reader that collects on demand: :meth:`collect_all` or :meth:`collect_others`, and keeps the latest
+    collection (:attr:`latest`).
+
+    The SDK's ``collect()`` (final: not to be overridden) hands its collection to :meth:`_receive_metrics` and returns
+    nothing, so that method only keeps it as it came. Whoever asked for it completes it with the producer:
+    :meth:`_collect_now` at once, with or without the store's metrics, one collection at a time; after a plain
+    ``collect()`` (tests, debugging) :attr:`latest` adds the store's metrics when it is first read.
+    """
 
     def __init__(self, producer: StoreProducer, cardinality_limit: int) -> None:
         self.producer = producer
-        #: The latest collection, completed by the producer.
-        self.latest: MetricsData | None = None
-        #: Whether the collection under way includes the store's metrics; set by :meth:`collect_others`.
-        self._with_store = True
-        # One collection at a time, so that two scrapes neither see each other's flag nor each other's result.
+        self._received: MetricsData | None = None  #: the SDK's latest collection, as it came
+        self._completed: MetricsData | None = None  #: ``_received`` completed (None: not yet)
+        # One collection at a time, so that two scrapes never see each other's collection.
         self._collecting = threading.Lock()
         super().__init__(preferred_temporality=cumulative_temporality(), **reader_limits(cardinality_limit))
 
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> None:
-        self.latest = self.producer.complete(metrics_data, with_store=self._with_store)
+        self._received, self._completed = metrics_data, None
+
+    @property
+    def latest(self) -> MetricsData | None:
+        """The latest collection, completed: as :meth:`collect_all` or :meth:`collect_others` returned it, or,
+        after a plain ``collect()``, with the store's metrics read now. None before the first collection."""
+        if self._completed is None and self._received is not None:
+            self._completed = self.producer.complete(self._received)
+        return self._completed
 
     def collect_all(self) -> MetricsData | None:
         """Collect now: otel-rl's metrics from the store first, then every other instrument of the provider."""
@@ -199,13 +212,14 @@ class PullReader(MetricReader):
         return self._collect_now(with_store=False)
 
     def _collect_now(self, with_store: bool) -> MetricsData | None:
+        """The SDK's collection of now, completed (None when the SDK collected nothing: OTEL_SDK_DISABLED)."""
         with self._collecting:
-            self._with_store = with_store
-            try:
-                self.collect()
-            finally:
-                self._with_store = True
-            return self.latest
+            self._received = None
+            self.collect()
+            received = self._received
+            completed = None if received is None else self.producer.complete(received, with_store=with_store)
+            self._completed = completed
+            return completed
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         # Nothing to push: a scrape collects when it comes. The inherited flush would collect every series once

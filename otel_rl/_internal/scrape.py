@@ -1,12 +1,13 @@
 """One scrape of ``/metrics``: what the endpoint and ``Telemetry.metrics_text()`` serve, rendered on demand.
 
 :class:`Scrape` is the whole pull path in one object. Telemetry builds it with the store's renderer and the pull
-reader; the HTTP server (:mod:`otel_rl._internal.http_server`) and ``metrics_text()`` call its ``render``.
+reader; the HTTP server (:mod:`otel_rl._internal.http_server`) and ``metrics_text()`` call its ``render`` (in a
+forked child, ``metrics_text()`` of the parent's handle renders the child's telemetry's scrape: ``_child_view``).
 :class:`SharedRender` lets concurrent scrapes of the server share one render and its gzip.
 
-Imports the renderer (:mod:`otel_rl._internal.render`, which reads the store), the conversion of the SDK's
-collection (:mod:`otel_rl._internal.families`) and the store's ``Registry`` type; never telemetry, lifecycle or the
-readers' module (the pull reader is handed in).
+Imports the renderer (:mod:`otel_rl._internal.render`, which reads the store) and the conversion of the SDK's
+collection (:mod:`otel_rl._internal.families`); never telemetry, lifecycle or the readers' module (the pull reader
+is handed in).
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from otel_rl._internal.families import all_families, families
 from otel_rl._internal.render import StoreRenderer
-from otel_rl._internal.store import Registry
 
 #: A response body: bytes, or a read-only view of the memory map the store's renderer wrote (see render.py).
 Body = bytes | memoryview
+#: Logs a message once per key (``Registry.warn_once``): ``warn_once(key, message, *args, exc_info=...)``.
+WarnOnce = Callable[..., object]
 
 
 class PullCollection(Protocol):
@@ -51,15 +53,15 @@ class Scrape:
     store and never touches the parent's SDK (see :meth:`after_fork_in_child`).
     """
 
-    def __init__(self, renderer: StoreRenderer, pull_reader: PullCollection, store: Registry,
+    def __init__(self, renderer: StoreRenderer, pull_reader: PullCollection, warn_once: WarnOnce,
                  sdk_disabled: bool = False) -> None:
-        """``store`` is where a failed collection of other instruments is warned about, once.
+        """``warn_once`` (the store's ``Registry.warn_once``) logs a failed collection of other instruments, once.
 
         ``sdk_disabled`` (OTEL_SDK_DISABLED): the store is not rendered; the collection (empty) is all a scrape
         shows."""
         self.renderer = renderer
         self._pull_reader = pull_reader
-        self._store = store
+        self._warn_once = warn_once
         self._from_store = not sdk_disabled
         #: prometheus_client's view of the whole collection, for what the renderer does not write.
         self.registry = CollectorRegistry(auto_describe=False)
@@ -92,10 +94,10 @@ class Scrape:
         try:
             others = self._pull_reader.collect_others()
         except Exception:  # noqa: BLE001 (your instruments must not take otel-rl's series off the scrape)
-            self._store.warn_once(("otel_rl", "other_instruments"), "otel-rl: collecting the instruments of "
-                                  "other meters failed; this scrape shows otel-rl's series only (an observable "
-                                  "callback returning attributes the SDK cannot hash, such as a list, on an older "
-                                  "SDK?)", exc_info=True)
+            self._warn_once(("otel_rl", "other_instruments"), "otel-rl: collecting the instruments of other "
+                            "meters failed; this scrape shows otel-rl's series only (an observable callback "
+                            "returning attributes the SDK cannot hash, such as a list, on an older SDK?)",
+                            exc_info=True)
             return []
         return families(others)
 

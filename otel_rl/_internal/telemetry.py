@@ -30,6 +30,7 @@ from otel_rl._internal.readers import PeriodicReader, PullReader
 from otel_rl._internal.render import StoreRenderer
 from otel_rl._internal.scrape import Scrape
 from otel_rl._internal.store import REGISTRY, Histogram, Registry
+from otel_rl._internal.webconfig import load_web_config
 from otel_rl._version import __version__
 
 _logger = logging.getLogger("otel_rl")
@@ -72,18 +73,20 @@ class Telemetry:
         _apply_buckets(settings, registry)
         registry.label_value_limit = settings.label_value_limit
         self.resource = _resource(settings)
+        # OTEL_SDK_DISABLED=true (the OpenTelemetry spec's switch): otel-rl builds no points and exports nothing.
+        disabled = sdk_disabled()
         # The producer first: the readers receive it. Then the readers, then the MeterProvider that collects for them.
-        self.producer = StoreProducer(registry, self.resource, __version__)
+        self.producer = StoreProducer(registry, self.resource, __version__, disabled=disabled)
         # The pull reader always exists (it costs nothing until collected): metrics_text() needs it.
         self.pull_reader = PullReader(self.producer, settings.cardinality_limit)
         self.renderer = StoreRenderer(registry)
         #: What /metrics and metrics_text() show: the store's metrics, then the pull reader's other instruments.
-        self.scrape = Scrape(self.renderer, self.pull_reader, registry, sdk_disabled=sdk_disabled())
+        self.scrape = Scrape(self.renderer, self.pull_reader, registry.warn_once, sdk_disabled=disabled)
         readers: list[MetricReader] = [self.pull_reader]
         self.server: MetricsServer | None = None
-        #: OTEL_SDK_DISABLED=true (the OpenTelemetry spec's switch) turns every exporter off: no endpoint, no push.
-        self.exporters = () if sdk_disabled() else settings.exporters
-        if sdk_disabled():
+        #: The exporters of the settings; none (no endpoint, no push) with OTEL_SDK_DISABLED.
+        self.exporters = () if disabled else settings.exporters
+        if disabled:
             _logger.info("otel-rl: OTEL_SDK_DISABLED is true; nothing is exported (recording still costs nothing)")
         if "prometheus" in self.exporters:
             # Bind before any thread starts, so a strict bind failure leaves nothing behind.
@@ -123,8 +126,6 @@ class Telemetry:
         parsed once: while the file and the TLS files it names are unchanged, the object checked at init."""
         if not self.settings.prometheus.web_config_file:
             return None
-        from otel_rl._internal.webconfig import load_web_config
-
         return load_web_config(self.settings.prometheus.web_config_file)
 
     def _join_file_sd(self) -> None:
@@ -195,7 +196,8 @@ class Telemetry:
         """The exposition the endpoint would serve now (also without a running endpoint), as ``bytes``.
 
         For tests and debugging: the copy into ``bytes`` holds the GIL (~35 ms for the 50 MB of 50k histogram
-        series); the endpoint serves the same bytes without one."""
+        series); the endpoint serves the same bytes without one. In a forked child the parent's handle shows the
+        child's own telemetry, or a private pull-only one (:func:`_child_view`)."""
         if self._abandoned_in == os.getpid():
             # The parent's handle in a forked child: its SDK state may be locked mid-scrape; show this process'.
             return _child_view(self).metrics_text(accept)
@@ -395,6 +397,7 @@ def _resource_metrics(settings: Settings, meter_provider: MeterProvider):
     """The process/GPU/torch instruments on ``meter_provider`` when the setting is on, else None."""
     if not settings.resource_metrics:
         return None
+    # Here, not at the top: the setting is off by default, and the module and its catalog take ~5 ms to import.
     from otel_rl._internal.resources import ResourceMetrics
 
     return ResourceMetrics(meter_provider, __version__)
