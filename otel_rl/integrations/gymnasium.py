@@ -122,7 +122,7 @@ class RecordEpisodeMetrics(gym.Wrapper):
 
     def flush(self) -> None:
         """Hand the steps counted so far to ``rl_training_environment_steps_total`` (safe from any thread)."""
-        with _held_back.flush_lock:  # takes this flush's share; another flush finds only steps taken after it
+        with _held_back.flushing():  # takes this flush's share; another flush finds only steps taken after it
             steps = self._steps
             pending = steps - self._flushed
             self._flushed = steps
@@ -307,7 +307,7 @@ class RecordVectorEpisodeMetrics(VectorWrapper):
 
     def flush(self) -> None:
         """Hand the steps counted so far to ``rl_training_environment_steps_total`` (safe from any thread)."""
-        with _held_back.flush_lock:  # takes this flush's share; another flush finds only steps taken after it
+        with _held_back.flushing():  # takes this flush's share; another flush finds only steps taken after it
             t = self._t  # read before _resets: slots counted for a later step only lower the figure
             resets, ended_at, pending = self._resets
             steps = self._n * t - resets + (len(pending) if ended_at == t else 0)
