@@ -56,7 +56,28 @@ _BOOL = np.dtype(np.bool_)
 _EPISODE_REWARD = "rl_training_episode_reward"  #: where a reward that is no number is counted as dropped
 
 
-class RecordEpisodeMetrics(gym.Wrapper):
+class _Relabelling:
+    """What the zero-code instrumentors ask of both recorders (the wrappers below)."""
+
+    _key: tuple[str, str]
+    _steps_key: tuple[str]
+
+    def flush(self) -> None:
+        raise NotImplementedError
+
+    def relabel(self, algorithm: str) -> None:
+        """Record under ``algorithm`` from now on; the steps so far are flushed under the name they were taken
+        under. For the zero-code instrumentors, which learn the algorithm's name after making the environment."""
+        self.flush()
+        self._key = (algorithm, self._key[1])
+        self._steps_key = (algorithm,)
+
+    def yield_to_outer(self) -> None:
+        """Called on the recorders below when one is made above them: a recorder the script placed keeps
+        recording; the zero-code instrumentors' subclasses step aside (see :func:`_take_over`)."""
+
+
+class RecordEpisodeMetrics(_Relabelling, gym.Wrapper):
     """Records the episodes and environment steps of a single environment."""
 
     def __init__(self, env: gym.Env, algorithm: str = "default", agent_id: str = "default",
@@ -131,17 +152,6 @@ class RecordEpisodeMetrics(gym.Wrapper):
         if pending:
             _add_env_steps(key, pending)
 
-    def relabel(self, algorithm: str) -> None:
-        """Record under ``algorithm`` from now on; the steps so far are flushed under the name they were taken
-        under. For the zero-code instrumentors, which learn the algorithm's name after making the environment."""
-        self.flush()
-        self._key = (algorithm, self._key[1])
-        self._steps_key = (algorithm,)
-
-    def yield_to_outer(self) -> None:
-        """Called on the recorders below when one is made above them: a recorder the script placed keeps
-        recording; the zero-code instrumentors' subclasses step aside (see :func:`_take_over`)."""
-
     def _end_episode(self, info: dict[str, Any]) -> None:
         episode = _episode_info(self, info)
         if episode is not None:
@@ -157,7 +167,7 @@ class RecordEpisodeMetrics(gym.Wrapper):
         self._start_episode()
 
 
-class RecordVectorEpisodeMetrics(VectorWrapper):
+class RecordVectorEpisodeMetrics(_Relabelling, VectorWrapper):
     """Records the episodes and environment steps of a vector environment, in any autoreset mode."""
 
     def __init__(self, env: VectorEnv, algorithm: str = "default", agent_id: str = "default",
@@ -319,17 +329,6 @@ class RecordVectorEpisodeMetrics(VectorWrapper):
             key = self._steps_key
         if new > 0:
             _add_env_steps(key, float(new))
-
-    def relabel(self, algorithm: str) -> None:
-        """Record under ``algorithm`` from now on; the steps so far are flushed under the name they were taken
-        under. For the zero-code instrumentors, which learn the algorithm's name after making the environment."""
-        self.flush()
-        self._key = (algorithm, self._key[1])
-        self._steps_key = (algorithm,)
-
-    def yield_to_outer(self) -> None:
-        """Called on the recorders below when one is made above them: a recorder the script placed keeps
-        recording; the zero-code instrumentors' subclasses step aside (see :func:`_take_over`)."""
 
 
 def wrap(env: Any, algorithm: str = "default", agent_id: str = "default", **kwargs: Any):
